@@ -1,0 +1,734 @@
+/*
+ * lhttp.js: the JavaScript SDK for LHTTP, an HTTP-like text protocol over
+ * WebSocket (see SPEC.md section 1 for the wire format).
+ *
+ * One file, no build step, no dependencies. It is a classic script that
+ * defines exactly one global, Lhttp, and so it loads in every way a browser
+ * or Node loads JavaScript:
+ *
+ *   <script src="/demo/lhttp.js"></script>        then use Lhttp
+ *   import "/demo/lhttp.js";                        (ES module, side effect)
+ *   const { Lhttp } = globalThis;
+ *   const { Lhttp } = require("./lhttp.js");        (CommonJS / Node)
+ *   import Lhttp from "./lhttp.js";                 (Node ESM, via CommonJS)
+ *
+ * A file cannot both be a classic script and contain `export`, so the ES
+ * module form imports it for its effect and reads the global.
+ *
+ * Lhttp.decode / Lhttp.encode / Lhttp.splitMultipart / Lhttp.buildMultipart
+ * are the pure codec; new Lhttp(url, options) is the client: reconnect with
+ * backoff and jitter, channels re-subscribed after a reconnect, sends queued
+ * while connecting, error replies surfaced as errors.
+ */
+(function (root, factory) {
+  "use strict";
+  var Lhttp = factory();
+  if (typeof module === "object" && module && module.exports) {
+    module.exports = Lhttp;
+  }
+  root.Lhttp = Lhttp;
+})(typeof globalThis !== "undefined" ? globalThis : this, function () {
+  "use strict";
+
+  var PROTOCOL = "LHTTP/1.0";
+  var CRLF = "\r\n";
+  // Close codes that mean the server refused something we sent (RFC 6455).
+  var ERROR_CLOSE_CODES = [1002, 1003, 1007, 1008, 1009, 1010, 1011];
+
+  var utf8Encoder = new TextEncoder();
+  var utf8Decoder = new TextDecoder("utf-8");
+
+  // ------------------------------------------------------------------ errors
+
+  /**
+   * An error reply from the server (SPEC section 7): command `error`,
+   * headers `status` and `reason`, a human-readable body. Also used for
+   * close codes that mean "the server refused this" (status is the code).
+   */
+  class LhttpError extends Error {
+    constructor(status, reason, body) {
+      super(reason + (body ? ": " + body : "") + " (" + status + ")");
+      this.name = "LhttpError";
+      this.status = status;
+      this.reason = reason;
+      this.body = body === undefined ? "" : body;
+    }
+  }
+
+  /** Bytes or text that are not a well-formed LHTTP message. */
+  class LhttpParseError extends Error {
+    constructor(message) {
+      super(message);
+      this.name = "LhttpParseError";
+    }
+  }
+
+  // ------------------------------------------------------------------- codec
+
+  function isBytes(value) {
+    return value instanceof Uint8Array || value instanceof ArrayBuffer ||
+      ArrayBuffer.isView(value);
+  }
+
+  function toBytes(value) {
+    if (value instanceof Uint8Array) return value;
+    if (value instanceof ArrayBuffer) return new Uint8Array(value);
+    if (ArrayBuffer.isView(value)) {
+      return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+    }
+    return utf8Encoder.encode(value === undefined || value === null ? "" : String(value));
+  }
+
+  function concatBytes(chunks) {
+    var length = 0, i;
+    for (i = 0; i < chunks.length; i++) length += chunks[i].length;
+    var out = new Uint8Array(length), at = 0;
+    for (i = 0; i < chunks.length; i++) {
+      out.set(chunks[i], at);
+      at += chunks[i].length;
+    }
+    return out;
+  }
+
+  function indexOfBlankLine(bytes, from) {
+    for (var i = from; i + 3 < bytes.length; i++) {
+      if (bytes[i] === 13 && bytes[i + 1] === 10 &&
+          bytes[i + 2] === 13 && bytes[i + 3] === 10) {
+        return i;
+      }
+    }
+    return -1;
+  }
+
+  function isToken(text) {
+    if (!text) return false;
+    for (var i = 0; i < text.length; i++) {
+      var c = text.charCodeAt(i);
+      if (c <= 0x20 || c === 0x7f) return false;
+    }
+    return true;
+  }
+
+  function trimSpaces(text) {
+    return text.replace(/^[ \t]+|[ \t]+$/g, "");
+  }
+
+  /** Header lines ("name:value", split at the first colon) to [name, value] pairs. */
+  function parseHeaderLines(lines, first) {
+    var headers = [];
+    for (var i = first; i < lines.length; i++) {
+      var line = lines[i];
+      var colon = line.indexOf(":");
+      if (colon <= 0) {
+        throw new LhttpParseError("bad header line: " + JSON.stringify(line));
+      }
+      headers.push([line.slice(0, colon), trimSpaces(line.slice(colon + 1))]);
+    }
+    return headers;
+  }
+
+  function parseHead(head) {
+    var lines = head.split(CRLF);
+    var start = lines[0];
+    if (start.slice(0, PROTOCOL.length + 1) !== PROTOCOL + " ") {
+      throw new LhttpParseError("start line is not '" + PROTOCOL + " <command>'");
+    }
+    var command = start.slice(PROTOCOL.length + 1);
+    if (!isToken(command)) {
+      throw new LhttpParseError("bad command: " + JSON.stringify(command));
+    }
+    return { command: command, headers: parseHeaderLines(lines, 1) };
+  }
+
+  /**
+   * Parse one LHTTP message. A string (text frame) gives a string body; a
+   * Uint8Array or ArrayBuffer (binary frame) gives a Uint8Array body.
+   *
+   * @return {Message}
+   * @throws {LhttpParseError}
+   */
+  function decode(data) {
+    var head, body;
+    if (typeof data === "string") {
+      var end = data.indexOf(CRLF + CRLF);
+      if (end < 0) throw new LhttpParseError("headers never end (no blank line)");
+      head = data.slice(0, end);
+      body = data.slice(end + 4);
+    } else if (isBytes(data)) {
+      var bytes = toBytes(data);
+      var bend = indexOfBlankLine(bytes, 0);
+      if (bend < 0) throw new LhttpParseError("headers never end (no blank line)");
+      head = utf8Decoder.decode(bytes.subarray(0, bend));
+      body = bytes.slice(bend + 4);
+    } else {
+      throw new TypeError("decode() takes a string or bytes");
+    }
+    var parsed = parseHead(head);
+    return new Message(parsed.command, parsed.headers, body);
+  }
+
+  /** Normalise headers given as [[name, value], ...], a Map or a plain object. */
+  function headerPairs(headers) {
+    if (!headers) return [];
+    var pairs = [];
+    var source = Array.isArray(headers) ? headers :
+      (typeof Map !== "undefined" && headers instanceof Map) ? Array.from(headers) :
+      Object.keys(headers).map(function (k) { return [k, headers[k]]; });
+    for (var i = 0; i < source.length; i++) {
+      pairs.push([String(source[i][0]), String(source[i][1])]);
+    }
+    return pairs;
+  }
+
+  function checkHeader(name, value) {
+    if (!name || /[:\r\n]/.test(name) || name !== trimSpaces(name)) {
+      throw new TypeError("bad header name: " + JSON.stringify(name));
+    }
+    if (/[\r\n]/.test(value)) {
+      throw new TypeError("header " + name + " has a line break in its value");
+    }
+  }
+
+  /**
+   * Serialise a message. A string body gives a string (text frame); a
+   * Uint8Array/ArrayBuffer body, or binary=true, gives a Uint8Array.
+   * Header names and values are checked so that no value can inject lines.
+   */
+  function encode(command, headers, body, binary) {
+    if (!isToken(command)) {
+      throw new TypeError("bad command: " + JSON.stringify(command));
+    }
+    var pairs = headerPairs(headers);
+    var head = PROTOCOL + " " + command + CRLF;
+    for (var i = 0; i < pairs.length; i++) {
+      checkHeader(pairs[i][0], pairs[i][1]);
+      head += pairs[i][0] + ":" + pairs[i][1] + CRLF;
+    }
+    head += CRLF;
+    if (body === undefined || body === null) body = "";
+    if (binary || isBytes(body)) {
+      return concatBytes([utf8Encoder.encode(head), toBytes(body)]);
+    }
+    return head + String(body);
+  }
+
+  function isAscii(text) {
+    return /^[\x00-\x7f]*$/.test(text);
+  }
+
+  function parsePart(data) {
+    var head, body;
+    if (typeof data === "string") {
+      if (data.slice(0, 2) === CRLF) {
+        return { headers: [], body: data.slice(2) };
+      }
+      var end = data.indexOf(CRLF + CRLF);
+      if (end < 0) throw new LhttpParseError("multipart part has no blank line");
+      head = data.slice(0, end);
+      body = data.slice(end + 4);
+    } else {
+      if (data[0] === 13 && data[1] === 10) {
+        return { headers: [], body: data.slice(2) };
+      }
+      var bend = indexOfBlankLine(data, 0);
+      if (bend < 0) throw new LhttpParseError("multipart part has no blank line");
+      head = utf8Decoder.decode(data.subarray(0, bend));
+      body = data.slice(bend + 4);
+    }
+    return { headers: parseHeaderLines(head.split(CRLF), 0), body: body };
+  }
+
+  /**
+   * Cut a body into parts at the byte offsets of a `multipart` header
+   * (SPEC section 4). Each part is {headers: [[name, value]...], body,
+   * getHeader(name)}; bodies are strings for a string body, Uint8Array
+   * for bytes.
+   *
+   * @throws {LhttpParseError} offsets not integers, not ascending, outside the body.
+   */
+  function splitMultipart(body, offsetsHeader) {
+    var text = typeof body === "string";
+    var ascii = text && isAscii(body);
+    var data = ascii ? body : toBytes(body);
+    var tokens = trimSpaces(String(offsetsHeader)).split(/[ \t]+/);
+    var offsets = [];
+    for (var i = 0; i < tokens.length; i++) {
+      if (!/^[0-9]+$/.test(tokens[i])) {
+        throw new LhttpParseError("multipart offset is not an integer: " + JSON.stringify(tokens[i]));
+      }
+      var offset = parseInt(tokens[i], 10);
+      if (offsets.length && offset <= offsets[offsets.length - 1]) {
+        throw new LhttpParseError("multipart offsets are not ascending");
+      }
+      if (offset >= data.length) {
+        throw new LhttpParseError("multipart offset " + offset + " is outside the body");
+      }
+      offsets.push(offset);
+    }
+    var parts = [];
+    for (var j = 0; j < offsets.length; j++) {
+      var end = j + 1 < offsets.length ? offsets[j + 1] : data.length;
+      var chunk = data.slice(offsets[j], end);
+      if (text && !ascii) chunk = utf8Decoder.decode(chunk);
+      var part = parsePart(chunk);
+      parts.push(new Part(part.headers, part.body));
+    }
+    return parts;
+  }
+
+  /**
+   * The inverse of splitMultipart: parts ({headers, body}) to
+   * {offsets: "0 14", body}. The body is a string unless a part's body is
+   * bytes.
+   */
+  function buildMultipart(parts) {
+    var binary = parts.some(function (p) { return isBytes(p.body); });
+    var chunks = [], offsets = [], at = 0;
+    for (var i = 0; i < parts.length; i++) {
+      var pairs = headerPairs(parts[i].headers);
+      var head = "";
+      for (var k = 0; k < pairs.length; k++) {
+        checkHeader(pairs[k][0], pairs[k][1]);
+        head += pairs[k][0] + ":" + pairs[k][1] + CRLF;
+      }
+      var bytes = concatBytes([utf8Encoder.encode(head + CRLF), toBytes(parts[i].body)]);
+      offsets.push(at);
+      at += bytes.length;
+      chunks.push(bytes);
+    }
+    var body = concatBytes(chunks);
+    return {
+      offsets: offsets.join(" "),
+      body: binary ? body : utf8Decoder.decode(body),
+    };
+  }
+
+  function findHeader(headers, name) {
+    var wanted = String(name).toLowerCase();
+    for (var i = 0; i < headers.length; i++) {
+      if (headers[i][0].toLowerCase() === wanted) return headers[i][1];
+    }
+    return null;
+  }
+
+  /** A parsed LHTTP message: command, ordered [name, value] headers, body. */
+  class Message {
+    constructor(command, headers, body) {
+      this.command = command;
+      this.headers = headerPairs(headers);
+      this.body = body === undefined || body === null ? "" : body;
+    }
+
+    /** The first header of that name (case-insensitive), or null. */
+    getHeader(name) {
+      return findHeader(this.headers, name);
+    }
+
+    /** The body cut at the offsets of the `multipart` header, or [] without one. */
+    getMultipart() {
+      var offsets = this.getHeader("multipart");
+      return offsets === null ? [] : splitMultipart(this.body, offsets);
+    }
+
+    encode(binary) {
+      return encode(this.command, this.headers, this.body, binary);
+    }
+  }
+
+  class Part {
+    constructor(headers, body) {
+      this.headers = headers;
+      this.body = body;
+    }
+
+    getHeader(name) {
+      return findHeader(this.headers, name);
+    }
+  }
+
+  function channelList(channels) {
+    if (Array.isArray(channels)) return channels.map(String).filter(Boolean);
+    return trimSpaces(String(channels)).split(/[ \t]+/).filter(Boolean);
+  }
+
+  // ----------------------------------------------------------------- context
+
+  /**
+   * What a callback gets: the received message (if any) to read, and a
+   * reply to fill and send. Also what client.context is, for sending from
+   * application code (the original SDK's API).
+   */
+  class Context {
+    constructor(client, message, binary) {
+      this.client = client;
+      this.message = message || null;
+      this.binary = !!binary;
+      this.error = null;
+      this._resetReply();
+    }
+
+    _resetReply() {
+      this._command = null;
+      this._headers = [];
+      this._parts = [];
+    }
+
+    getCommand() { return this.message ? this.message.command : null; }
+    getHeader(name) { return this.message ? this.message.getHeader(name) : null; }
+    getHeaders() { return this.message ? this.message.headers.slice() : []; }
+    getBody() { return this.message ? this.message.body : null; }
+    getMultipart() { return this.message ? this.message.getMultipart() : []; }
+
+    /** The reply's command (default: the received message's command). */
+    setCommand(command) { this._command = command; return this; }
+
+    /** Add a header to the reply (headers keep their order; names may repeat). */
+    addHeader(name, value) { this._headers.push([String(name), String(value)]); return this; }
+
+    /** Set a header of the reply, replacing any of the same name. */
+    setHeader(name, value) {
+      var wanted = String(name).toLowerCase();
+      this._headers = this._headers.filter(function (h) { return h[0].toLowerCase() !== wanted; });
+      return this.addHeader(name, value);
+    }
+
+    /** Add a multipart part to the reply; send() sets the `multipart` header. */
+    appendPart(headers, body) { this._parts.push({ headers: headers, body: body }); return this; }
+
+    /**
+     * Send the reply with this body. A reply to a binary frame, or a
+     * bytes body, goes as a binary frame. Queued while not connected.
+     *
+     * @return {boolean} true if sent or queued, false if refused (see on_error).
+     */
+    send(body) {
+      var command = this._command || this.getCommand();
+      var headers = this._headers;
+      if (this._parts.length) {
+        var multipart = buildMultipart(this._parts);
+        headers = headers.concat([["multipart", multipart.offsets]]);
+        body = multipart.body;
+      }
+      this._resetReply();
+      if (!command) throw new TypeError("send(): no command (call setCommand first)");
+      return this.client._transmit(encode(command, headers, body, this.binary), headers);
+    }
+
+    _channelMessage(header, channels, command, headers, body) {
+      var names = channelList(channels);
+      if (!names.length) throw new TypeError(header + "(): no channel given");
+      if (command) this.setCommand(command);
+      else if (!this._command) this.setCommand(header);
+      var pairs = headerPairs(headers);
+      for (var i = 0; i < pairs.length; i++) this.addHeader(pairs[i][0], pairs[i][1]);
+      this.setHeader(header, names.join(" "));
+      return this.send(body);
+    }
+
+    /** Publish a message to channels (a space-separated string or an array). */
+    publish(channels, command, headers, body) {
+      return this._channelMessage("publish", channels, command, headers, body);
+    }
+
+    /** Subscribe to channels; they are subscribed again after a reconnect. */
+    subscribe(channels, command, headers, body) {
+      return this._channelMessage("subscribe", channels, command, headers, body);
+    }
+
+    unsubscribe(channels, command, headers, body) {
+      return this._channelMessage("unsubscribe", channels, command, headers, body);
+    }
+
+    close() { this.client.close(); }
+  }
+
+  // ------------------------------------------------------------------ client
+
+  var DEFAULTS = {
+    reconnect: true,      // reconnect after a close not asked for by close()
+    minDelay: 250,        // ms before the first reconnect attempt
+    maxDelay: 15000,      // ms, cap of the exponential backoff
+    factor: 2,
+    jitter: 0.5,          // delay is scaled by a random factor in [1-jitter, 1]
+    connectTimeout: 10000,
+    maxQueue: 1000,       // messages kept while not connected
+    resubscribeBatch: 100, // channels per re-subscribe message
+    WebSocket: null,      // the WebSocket class (default: the global one)
+    setTimeout: null, clearTimeout: null, random: null,
+  };
+
+  function noop() {}
+
+  /**
+   * A client connection. Callbacks (the original SDK's names) each get a
+   * Context: on_open, on_message, on_close, on_error; or use
+   * client.on("open" | "message" | "close" | "error", fn).
+   *
+   * on_open's context has .reconnected; on_close's has .code, .reason,
+   * .willReconnect and .delay; on_error's has .error (an LhttpError for an
+   * error reply, whose body/status/reason are also readable from the
+   * context as for any message).
+   */
+  class Lhttp {
+    constructor(url, options) {
+      var opts = {};
+      Object.keys(DEFAULTS).forEach(function (k) { opts[k] = DEFAULTS[k]; });
+      Object.keys(options || {}).forEach(function (k) { opts[k] = options[k]; });
+      this.url = url;
+      this.options = opts;
+      this._WebSocket = opts.WebSocket || (typeof WebSocket !== "undefined" ? WebSocket : null);
+      if (!this._WebSocket) throw new Error("no WebSocket class (pass options.WebSocket)");
+      this._setTimeout = opts.setTimeout || function (fn, ms) { return setTimeout(fn, ms); };
+      this._clearTimeout = opts.clearTimeout || function (id) { clearTimeout(id); };
+      this._random = opts.random || Math.random;
+
+      this.on_open = noop;
+      this.on_message = noop;
+      this.on_close = noop;
+      this.on_error = noop;
+      this._listeners = { open: [], message: [], close: [], error: [] };
+
+      this.state = "connecting";   // connecting | open | reconnecting | closed
+      this.attempts = 0;           // failed attempts since the last open
+      this._everOpened = false;
+      this._queue = [];            // [{data, subscribes: [channels]}]
+      this._channels = new Set();  // what the application wants subscribed
+      this._ws = null;
+      this._timer = null;
+      this._connectTimer = null;
+      this.context = new Context(this, null, false);
+      this._connect();
+    }
+
+    on(event, fn) {
+      if (!this._listeners[event]) throw new TypeError("unknown event: " + event);
+      this._listeners[event].push(fn);
+      return this;
+    }
+
+    _emit(event, context) {
+      var handlers = [this["on_" + event]].concat(this._listeners[event]);
+      for (var i = 0; i < handlers.length; i++) {
+        try {
+          handlers[i].call(this, context);
+        } catch (e) {
+          // A throwing callback must not break the connection's bookkeeping.
+          if (event !== "error") this._fail(e);
+          else if (typeof console !== "undefined") console.error(e);
+        }
+      }
+    }
+
+    _fail(error, message, binary) {
+      var ctx = new Context(this, message, binary);
+      ctx.error = error;
+      this._emit("error", ctx);
+    }
+
+    /** The channels this client subscribes to (and re-subscribes after a reconnect). */
+    getChannels() { return Array.from(this._channels); }
+
+    /** Send a message built from parts; see Context.send. */
+    send(command, headers, body) {
+      var pairs = headerPairs(headers);
+      return this._transmit(encode(command, pairs, body), pairs);
+    }
+
+    publish(channels, command, headers, body) {
+      return new Context(this).publish(channels, command, headers, body);
+    }
+
+    subscribe(channels, command, headers, body) {
+      return new Context(this).subscribe(channels, command, headers, body);
+    }
+
+    unsubscribe(channels, command, headers, body) {
+      return new Context(this).unsubscribe(channels, command, headers, body);
+    }
+
+    /** Close for good: no reconnect; later sends fail. */
+    close(code, reason) {
+      if (this.state === "closed") return;
+      var wasOpen = this._ws && this.state === "open";
+      this.state = "closed";
+      this._clearTimers();
+      var ws = this._ws;
+      this._ws = null;
+      var dropped = this._queue.length;
+      this._queue = [];
+      if (ws) {
+        try { ws.close(code || 1000, reason || ""); } catch (e) { /* already closing */ }
+      }
+      if (dropped) {
+        this._fail(new Error("client closed with " + dropped + " unsent message(s)"));
+      }
+      var ctx = new Context(this, null, false);
+      ctx.code = code || 1000;
+      ctx.reason = reason || "";
+      ctx.willReconnect = false;
+      ctx.wasOpen = !!wasOpen;
+      this._emit("close", ctx);
+    }
+
+    // Everything sent goes through here: channel bookkeeping, then socket or queue.
+    _transmit(data, headers) {
+      if (this.state === "closed") {
+        this._fail(new Error("send on a closed client"));
+        return false;
+      }
+      var subscribes = this._track(headers);
+      var ws = this._ws;
+      if (this.state === "open" && ws && ws.readyState === 1) {
+        ws.send(data);
+        return true;
+      }
+      if (this._queue.length >= this.options.maxQueue) {
+        this._fail(new Error("send queue full (" + this.options.maxQueue + " messages), message dropped"));
+        return false;
+      }
+      this._queue.push({ data: data, subscribes: subscribes });
+      return true;
+    }
+
+    // Update the wanted channel set from an outgoing message; return its subscribe channels.
+    _track(headers) {
+      var subscribes = [];
+      var sub = findHeader(headers, "subscribe");
+      var unsub = findHeader(headers, "unsubscribe");
+      var channels = this._channels;
+      if (sub !== null) {
+        subscribes = channelList(sub);
+        subscribes.forEach(function (c) { channels.add(c); });
+      }
+      if (unsub !== null) {
+        channelList(unsub).forEach(function (c) { channels.delete(c); });
+      }
+      return subscribes;
+    }
+
+    _clearTimers() {
+      if (this._timer !== null) this._clearTimeout(this._timer);
+      if (this._connectTimer !== null) this._clearTimeout(this._connectTimer);
+      this._timer = this._connectTimer = null;
+    }
+
+    _connect() {
+      this._timer = null;
+      var self = this;
+      var ws;
+      try {
+        ws = new this._WebSocket(this.url);
+      } catch (e) {
+        // A malformed URL: retrying will not help.
+        this.state = "closed";
+        this._fail(e);
+        return;
+      }
+      ws.binaryType = "arraybuffer";
+      this._ws = ws;
+      this._connectTimer = this._setTimeout(function () {
+        self._connectTimer = null;
+        if (self._ws === ws && self.state !== "open") {
+          try { ws.close(); } catch (e) { /* ignore */ }
+          self._onClose(ws, 1006, "connect timeout");
+        }
+      }, this.options.connectTimeout);
+      ws.onopen = function () { if (self._ws === ws) self._onOpen(ws); };
+      ws.onmessage = function (event) { if (self._ws === ws) self._onMessage(event.data); };
+      ws.onerror = function () {
+        if (self._ws === ws) self._fail(new Error("WebSocket error on " + self.url));
+      };
+      ws.onclose = function (event) {
+        if (self._ws === ws) self._onClose(ws, event.code, event.reason);
+      };
+    }
+
+    _onOpen(ws) {
+      if (this._connectTimer !== null) this._clearTimeout(this._connectTimer);
+      this._connectTimer = null;
+      var reconnected = this._everOpened;
+      this._everOpened = true;
+      this.state = "open";
+      this.attempts = 0;
+      var queue = this._queue;
+      this._queue = [];
+      // Re-subscribe what an earlier connection had, except what the queue
+      // is about to subscribe anyway: the server must not see it twice.
+      var pending = new Set();
+      queue.forEach(function (item) { item.subscribes.forEach(function (c) { pending.add(c); }); });
+      var again = this.getChannels().filter(function (c) { return !pending.has(c); });
+      for (var i = 0; i < again.length; i += this.options.resubscribeBatch) {
+        var batch = again.slice(i, i + this.options.resubscribeBatch).join(" ");
+        ws.send(encode("subscribe", [["subscribe", batch]], ""));
+      }
+      for (var j = 0; j < queue.length; j++) ws.send(queue[j].data);
+      var ctx = new Context(this, null, false);
+      ctx.reconnected = reconnected;
+      this._emit("open", ctx);
+    }
+
+    _onMessage(data) {
+      var binary = typeof data !== "string";
+      var message;
+      try {
+        message = decode(data);
+      } catch (e) {
+        this._fail(e, null, binary);
+        return;
+      }
+      if (message.command === "error") {
+        var body = message.body;
+        if (typeof body !== "string") body = utf8Decoder.decode(body);
+        var status = parseInt(message.getHeader("status"), 10);
+        this._fail(new LhttpError(isNaN(status) ? 0 : status,
+          message.getHeader("reason") || "error", body), message, binary);
+        return;
+      }
+      this._emit("message", new Context(this, message, binary));
+    }
+
+    _onClose(ws, code, reason) {
+      this._ws = null;
+      this._clearTimers();
+      if (this.state === "closed") return;
+      var wasOpen = this.state === "open";
+      if (ERROR_CLOSE_CODES.indexOf(code) >= 0) {
+        this._fail(new LhttpError(code, reason || "connection closed by the server"));
+      }
+      var ctx = new Context(this, null, false);
+      ctx.code = code;
+      ctx.reason = reason || "";
+      ctx.wasOpen = wasOpen;
+      ctx.willReconnect = !!this.options.reconnect;
+      if (ctx.willReconnect) {
+        this.state = "reconnecting";
+        ctx.delay = this._nextDelay();
+        var self = this;
+        this._timer = this._setTimeout(function () { self._connect(); }, ctx.delay);
+      } else {
+        this.state = "closed";
+      }
+      this._emit("close", ctx);
+    }
+
+    _nextDelay() {
+      var o = this.options;
+      var base = Math.min(o.maxDelay, o.minDelay * Math.pow(o.factor, this.attempts));
+      this.attempts += 1;
+      return Math.round(base * (1 - o.jitter * this._random()));
+    }
+  }
+
+  Lhttp.Lhttp = Lhttp;
+  Lhttp.Context = Context;
+  Lhttp.Message = Message;
+  Lhttp.Part = Part;
+  Lhttp.LhttpError = LhttpError;
+  Lhttp.LhttpParseError = LhttpParseError;
+  Lhttp.decode = decode;
+  Lhttp.encode = encode;
+  Lhttp.splitMultipart = splitMultipart;
+  Lhttp.buildMultipart = buildMultipart;
+  Lhttp.PROTOCOL = PROTOCOL;
+  return Lhttp;
+});

@@ -1,0 +1,1 @@
+../../lhttp/web/lhttp.js
