@@ -1,0 +1,132 @@
+"""
+Errors as types, mapped in one place to LHTTP error replies (SPEC section 7)
+and HTTP status codes.
+
+Every L{LHTTPError} carries the HTTP-style C{status} the client sees and a
+short C{reason}; its message is the human-readable body of the error reply.
+"""
+
+
+class LHTTPError(Exception):
+    """
+    A message-level problem: the client gets an C{LHTTP/1.0 error} reply and
+    the connection stays open.
+    """
+
+    status = 500
+    reason = "internal error"
+
+    def __init__(self, detail=None, reason=None):
+        Exception.__init__(self, detail or self.reason)
+        if reason is not None:
+            self.reason = reason
+
+    @property
+    def detail(self):
+        return self.args[0]
+
+
+class MalformedMessage(LHTTPError):
+    """
+    The bytes are not an LHTTP/1.0 message (start line, headers, blank line).
+    """
+
+    status = 400
+    reason = "malformed message"
+
+
+class BadMultipart(LHTTPError):
+    """
+    The C{multipart} offsets or a part are invalid (SPEC section 4).
+    """
+
+    status = 400
+    reason = "bad multipart"
+
+
+class BadChannel(LHTTPError):
+    """
+    A channel name is empty, too long, or contains wildcards or spaces.
+    """
+
+    status = 400
+    reason = "bad channel name"
+
+
+class MissingPublishHeader(LHTTPError):
+    """
+    C{POST /publish} got a message with no C{publish} header.
+    """
+
+    status = 400
+    reason = "no publish header"
+
+
+class Unauthorized(LHTTPError):
+    """
+    A credential is required and was not given.
+    """
+
+    status = 401
+    reason = "unauthorized"
+
+
+class Forbidden(LHTTPError):
+    """
+    A credential was wrong, or the action is not allowed.
+    """
+
+    status = 403
+    reason = "forbidden"
+
+
+class MessageTooLarge(LHTTPError):
+    """
+    A message is larger than the configured limit.
+    """
+
+    status = 413
+    reason = "message too large"
+
+
+class TooManySubscriptions(LHTTPError):
+    """
+    The connection would go over its subscription limit.
+    """
+
+    status = 429
+    reason = "too many subscriptions"
+
+
+class ProcessorFailed(LHTTPError):
+    """
+    User code (a processor or a header filter) raised: the error is logged
+    and the client is told, without the traceback.
+    """
+
+    status = 500
+    reason = "processor failed"
+
+
+class BrokerUnavailable(LHTTPError):
+    """
+    The broker cannot take a publish now: it is refused, never silently
+    dropped.
+    """
+
+    status = 503
+    reason = "broker unavailable"
+
+
+def errorFor(failure):
+    """
+    Map any exception to the L{LHTTPError} the client sees: L{LHTTPError}s
+    as they are, anything else as L{ProcessorFailed}.
+
+    @param failure: an exception or a L{twisted.python.failure.Failure}.
+    @rtype: L{LHTTPError}
+    """
+    exc = getattr(failure, "value", failure)
+    if isinstance(exc, LHTTPError):
+        return exc
+    return ProcessorFailed("the server failed to process this message")

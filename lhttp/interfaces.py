@@ -1,0 +1,232 @@
+"""
+Every seam of lhttp, as a zope interface: what a processor, a header filter,
+a broker and a connection are.
+"""
+
+from zope.interface import Attribute, Interface
+
+
+class IConnection(Interface):
+    """
+    One client's WebSocket connection, as processors and filters see it.
+
+    While a message is handled, the connection holds it (L{getCommand},
+    L{getHeader}, L{getBody}, L{getParts}) and a reply draft (L{setCommand},
+    L{setHeader}, L{setBody}) that L{send} sends. If a processor changes the
+    draft without sending it, what the message's C{publish} header publishes
+    is the message as the processor left it.
+    """
+
+    data = Attribute("A L{dict} for processors and filters to keep per-connection state in.")
+    subscriptions = Attribute("A L{frozenset} of the channels this connection receives.")
+    handshake = Attribute(
+        "The WebSocket opening handshake request "
+        "(L{autobahn.websocket.types.ConnectionRequest}: C{path}, C{params}, "
+        "C{headers}, C{origin}), or L{None} outside a WebSocket."
+    )
+
+    def getMessage():
+        """
+        @return: the L{lhttp.codec.Message} being handled.
+        """
+
+    def getCommand():
+        """
+        @return: the command of the message being handled.
+        """
+
+    def getHeader(name, default=None):
+        """
+        @return: the value of header C{name} (case-insensitive) of the
+            message being handled, or C{default}.
+        """
+
+    def getBody():
+        """
+        @return: the body (L{bytes}) of the message being handled.
+        """
+
+    def getParts():
+        """
+        @return: the multipart parts (L{list} of L{lhttp.codec.Part}); empty
+            when the message has no C{multipart} header.
+        """
+
+    def setCommand(command):
+        """
+        Set the reply's command (default: the incoming command).
+        """
+
+    def setHeader(name, value):
+        """
+        Set a header of the reply, replacing one of the same name.
+        """
+
+    def addHeader(name, value):
+        """
+        Add a header to the reply (the original lhttp's name for it).
+        """
+
+    def setBody(body):
+        """
+        Set the reply's body without sending it.
+        """
+
+    def send(body=None):
+        """
+        Send the reply to this connection, with C{body} (L{bytes} or L{str})
+        if given, then start a new draft.
+        """
+
+    def sendMessage(message):
+        """
+        Send an L{lhttp.codec.Message} to this connection as it is.
+        """
+
+    def publish(channels, command, headers=(), body=b""):
+        """
+        Publish a new message to channels.
+
+        @raise lhttp.errors.LHTTPError: bad channel name, broker unavailable.
+        """
+
+    def subscribe(channels):
+        """
+        Receive what is published to each channel (an iterable of names, or
+        one space-separated string).
+
+        @raise lhttp.errors.BadChannel: before subscribing to any of them.
+        """
+
+    def unsubscribe(channels):
+        """
+        Stop receiving from each channel.
+        """
+
+    def getPeer():
+        """
+        @return: the client's address (an L{twisted.internet.interfaces.IAddress}).
+        """
+
+    def close(code=1000, reason=None):
+        """
+        Close the WebSocket.
+        """
+
+
+class IProcessor(Interface):
+    """
+    Application code for one command.
+
+    C{onOpen} runs once per connection, before the processor's first
+    C{onMessage} there; C{onClose} runs at disconnect if C{onOpen} ran.
+    Each may return a L{twisted.internet.defer.Deferred}; messages of one
+    connection are still handled one after the other, in order. An
+    exception is logged and answered with a 500 error reply.
+    """
+
+    def onOpen(connection):
+        """
+        @type connection: L{IConnection}
+        """
+
+    def onMessage(connection, message):
+        """
+        @type connection: L{IConnection}
+        @type message: L{lhttp.codec.Message}
+        """
+
+    def onClose(connection):
+        """
+        @type connection: L{IConnection}
+        """
+
+
+class IHeaderFilter(Interface):
+    """
+    A hook around every message, the way reserved headers are built:
+    C{beforeRequest} runs before the processor (raise an
+    L{lhttp.errors.LHTTPError} to refuse the message), C{afterRequest} after
+    it. Each hook may return a L{twisted.internet.defer.Deferred}.
+    """
+
+    def onOpen(connection):
+        """
+        A connection opened.
+        """
+
+    def beforeRequest(connection, message):
+        """
+        Before the processor.
+        """
+
+    def afterRequest(connection, message):
+        """
+        After the processor.
+        """
+
+    def onClose(connection):
+        """
+        A connection closed.
+        """
+
+
+class ISubscriber(Interface):
+    """
+    What the channel table delivers to: a WebSocket connection, in practice.
+    """
+
+    def sendPreparedMessage(prepared):
+        """
+        Write a message framed once for every subscriber.
+        """
+
+
+class IBroker(Interface):
+    """
+    Carries publishes between nodes. The node's L{lhttp.channels.Channels}
+    tells it which channels have local subscribers; it calls the C{deliver}
+    function given to L{attach} for every message that must reach them,
+    exactly once per publish on every node.
+    """
+
+    ready = Attribute("L{True} while the broker can take publishes.")
+
+    def attach(deliver):
+        """
+        @param deliver: C{deliver(channels, payload)} fans a payload out to
+            the local subscribers of each channel.
+        """
+
+    def subscribe(channel):
+        """
+        The node has its first local subscriber to C{channel}.
+        """
+
+    def unsubscribe(channel):
+        """
+        The node has no local subscriber to C{channel} any more.
+        """
+
+    def publish(channels, payload):
+        """
+        Publish C{payload} (L{bytes}) to C{channels} (a sequence of
+        validated names) on every node, this one included.
+
+        @raise lhttp.errors.BrokerUnavailable: when it cannot be taken; a
+            publish is refused, never silently dropped.
+        """
+
+
+class IProcessorPlugin(Interface):
+    """
+    A Twisted plugin (a module in a C{twisted/plugins/} folder on the
+    Python path) that adds a processor to C{twistd lhttp}.
+    """
+
+    command = Attribute("The command the processor handles.")
+
+    def load():
+        """
+        @return: an L{IProcessor} provider.
+        """
