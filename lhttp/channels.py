@@ -1,0 +1,134 @@
+"""
+Channels: name checks, and the node's table of local subscribers with its
+fan-out.
+
+Fan-out frames a payload once (C{prepare}) and writes the same frame to every
+subscriber (C{sendPreparedMessage}): per delivery, the work is one write.
+"""
+
+import re
+
+from lhttp.errors import BadChannel
+
+DEFAULT_MAX_CHANNEL_LENGTH = 256
+
+# Printable, no spaces and no NATS wildcards; dots split tokens, none empty.
+_isChannel = re.compile(r"[^\s*>.\x00-\x1f\x7f]+(?:\.[^\s*>.\x00-\x1f\x7f]+)*").fullmatch
+
+
+def checkChannel(name, maxLength=DEFAULT_MAX_CHANNEL_LENGTH):
+    """
+    @raise BadChannel: if C{name} is empty, longer than C{maxLength}, holds
+        a space, a control character or a wildcard (C{*}, C{>}), or an
+        empty dot-separated token.
+    """
+    if len(name) > maxLength:
+        raise BadChannel(f"channel name longer than {maxLength} characters")
+    if not _isChannel(name):
+        raise BadChannel(
+            f"bad channel name {name[:64]!r}: no spaces, control characters, "
+            "wildcards ('*', '>') or empty '.'-separated tokens"
+        )
+    return name
+
+
+def channelList(channels, maxLength=DEFAULT_MAX_CHANNEL_LENGTH):
+    """
+    Turn a space-separated header value or an iterable of names into a list
+    of checked, distinct channel names, in order.
+
+    @raise BadChannel: if any name is bad, or there is none.
+    """
+    if isinstance(channels, str):
+        channels = channels.split()
+    names = list(dict.fromkeys(checkChannel(c, maxLength) for c in channels))
+    if not names:
+        raise BadChannel("no channel named")
+    return names
+
+
+def isText(payload):
+    """
+    Fan-out sends valid UTF-8 as a text frame and anything else as binary.
+    """
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+class Channels:
+    """
+    The local subscribers of each channel on this node.
+
+    It tells the broker when a channel gets its first local subscriber and
+    when it loses its last, and the broker calls L{deliver} for what must
+    reach them.
+
+    @ivar broker: the L{lhttp.interfaces.IBroker}.
+    """
+
+    def __init__(self, broker, prepare):
+        """
+        @param prepare: C{prepare(payload, isBinary)} frames a payload once,
+            e.g. L{autobahn.websocket.protocol.WebSocketFactory.prepareMessage}.
+        """
+        self.broker = broker
+        self._prepare = prepare
+        self._subscribers = {}
+        # Channel -> tuple of subscribers, rebuilt on the first delivery
+        # after a change, so iteration is safe while subscribers come and go.
+        self._snapshots = {}
+        broker.attach(self.deliver)
+
+    def add(self, subscriber, channel):
+        subscribers = self._subscribers.get(channel)
+        if subscribers is None:
+            subscribers = self._subscribers[channel] = {}
+            self.broker.subscribe(channel)
+        subscribers[subscriber] = None
+        self._snapshots.pop(channel, None)
+
+    def remove(self, subscriber, channel):
+        subscribers = self._subscribers.get(channel)
+        if subscribers is None or subscriber not in subscribers:
+            return
+        del subscribers[subscriber]
+        self._snapshots.pop(channel, None)
+        if not subscribers:
+            del self._subscribers[channel]
+            self.broker.unsubscribe(channel)
+
+    def subscriberCount(self, channel):
+        return len(self._subscribers.get(channel, ()))
+
+    def names(self):
+        """
+        @return: the channels with local subscribers.
+        """
+        return list(self._subscribers)
+
+    def deliver(self, channels, payload):
+        """
+        Write C{payload} to every local subscriber of each channel: one copy
+        per channel a subscriber is on, framed once.
+
+        @return: the number of deliveries.
+        """
+        prepared = None
+        count = 0
+        snapshots = self._snapshots
+        for channel in channels:
+            targets = snapshots.get(channel)
+            if targets is None:
+                subscribers = self._subscribers.get(channel)
+                if not subscribers:
+                    continue
+                targets = snapshots[channel] = tuple(subscribers)
+            if prepared is None:
+                prepared = self._prepare(payload, not isText(payload))
+            for subscriber in targets:
+                subscriber.sendPreparedMessage(prepared)
+            count += len(targets)
+        return count

@@ -1,0 +1,60 @@
+"""
+Processors as Twisted plugins: a user adds a processor to C{twistd lhttp}
+by dropping a module into a C{twisted/plugins/} folder on the Python path::
+
+    # myapp/twisted/plugins/myapp_processors.py
+    from lhttp.plugin import ProcessorPlugin
+
+    echo = ProcessorPlugin("echo", "myapp.echo.EchoProcessor")
+
+The processor's module is imported only when C{twistd lhttp} starts.
+"""
+
+from twisted.plugin import IPlugin, getPlugins
+from twisted.python.reflect import namedAny
+from zope.interface import implementer
+
+from lhttp.interfaces import IProcessor, IProcessorPlugin
+
+
+@implementer(IPlugin, IProcessorPlugin)
+class ProcessorPlugin:
+    """
+    @param command: the command the processor handles.
+    @param processor: the dotted name of an L{IProcessor} class or factory
+        (called with no arguments), or of a ready provider.
+    """
+
+    def __init__(self, command, processor, description=""):
+        self.command = command
+        self.processor = processor
+        self.description = description
+
+    def load(self):
+        return loadProcessor(self.processor)
+
+
+def loadProcessor(name):
+    """
+    Import a processor by dotted name: a provider of L{IProcessor}, or a
+    class or factory that makes one when called with no arguments.
+
+    @raise TypeError: if what is found is neither.
+    """
+    found = namedAny(name)
+    if IProcessor.providedBy(found):
+        return found
+    if callable(found):
+        made = found()
+        if IProcessor.providedBy(made):
+            return made
+    raise TypeError(f"{name} is not an IProcessor, nor makes one")
+
+
+def processorPlugins():
+    """
+    @return: the L{IProcessorPlugin}s installed in C{twisted.plugins}.
+    """
+    import twisted.plugins
+
+    return list(getPlugins(IProcessorPlugin, twisted.plugins))

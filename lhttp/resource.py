@@ -1,0 +1,129 @@
+"""
+The HTTP side: the Resource tree a node serves (and a user mounts in their
+own L{twisted.web.server.Site}), and C{POST /publish} (SPEC section 6).
+
+A WebSocket upgrade is accepted on every path; plain HTTP requests go to
+the tree's children (C{publish}, and C{demo} when enabled).
+"""
+
+import hmac
+import json
+
+from autobahn.twisted.resource import WebSocketResource
+from twisted.logger import Logger
+from twisted.web.resource import NoResource, Resource
+
+from lhttp.codec import parse
+from lhttp.errors import (
+    Forbidden,
+    LHTTPError,
+    MessageTooLarge,
+    MissingPublishHeader,
+    Unauthorized,
+)
+
+
+def isUpgrade(request):
+    upgrade = request.getHeader(b"upgrade")
+    return upgrade is not None and upgrade.lower() == b"websocket"
+
+
+class LHTTPResource(Resource):
+    """
+    The root of a node's tree: WebSocket upgrades on any path below it,
+    HTTP children for the rest.
+    """
+
+    def __init__(self, server):
+        Resource.__init__(self)
+        self._webSocket = WebSocketResource(server.factory)
+        self.putChild(b"publish", PublishResource(server))
+
+    def getChildWithDefault(self, name, request):
+        if isUpgrade(request):
+            return self._webSocket
+        if name == b"" and not request.postpath:
+            return self
+        return Resource.getChildWithDefault(self, name, request)
+
+    def getChild(self, name, request):
+        return NoResource("Not found. Connect with a WebSocket, or POST to publish.")
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return (
+            b"lhttp: an LHTTP server. Connect a WebSocket to any path here; "
+            b"POST LHTTP messages to publish.\n"
+        )
+
+
+class PublishResource(Resource):
+    """
+    C{POST /publish}: the body is an LHTTP message, published verbatim to
+    each channel of its C{publish} header.
+
+    Answers (JSON): 200 accepted; 400 malformed or no C{publish} header or a
+    bad channel; 401/403 when a publish token is configured and the request
+    has none or a wrong one (C{Authorization: Bearer <token>}); 413 larger
+    than the message size limit; 503 when the broker cannot take it.
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, server):
+        Resource.__init__(self)
+        self._server = server
+
+    def render_POST(self, request):
+        try:
+            channels = self._publish(request)
+        except LHTTPError as error:
+            return self._answer(
+                request,
+                error.status,
+                {"status": error.status, "reason": error.reason, "detail": str(error.detail)},
+            )
+        return self._answer(request, 200, {"status": 200, "channels": channels})
+
+    def _publish(self, request):
+        self._authorize(request)
+        body = request.content
+        body.seek(0, 2)
+        size = body.tell()
+        limit = self._server.maxMessageSize
+        if size > limit:
+            raise MessageTooLarge(f"the message is {size} bytes; the limit is {limit}")
+        body.seek(0)
+        message = parse(body.read())
+        value = message.getHeader("publish")
+        if value is None:
+            raise MissingPublishHeader("the message has no 'publish' header")
+        channels = self._server.channelList(value)
+        self._server.publish(channels, message.raw)
+        return channels
+
+    def _authorize(self, request):
+        token = self._server.publishToken
+        if not token:
+            return
+        given = request.getHeader(b"authorization")
+        if given is None:
+            request.setHeader(b"www-authenticate", b'Bearer realm="lhttp publish"')
+            raise Unauthorized("this server needs 'Authorization: Bearer <token>' to publish")
+        scheme, _, credential = given.partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(
+            credential.strip(), token.encode("utf-8")
+        ):
+            raise Forbidden("wrong publish token")
+
+    def _answer(self, request, status, document):
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps(document).encode("utf-8") + b"\n"
+
+    def render_GET(self, request):
+        request.setResponseCode(405)
+        request.setHeader(b"allow", b"POST")
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"POST an LHTTP message with a 'publish' header here.\n"

@@ -1,0 +1,34 @@
+"""
+Shared fixtures: real C{twistd lhttp} nodes on free loopback ports.
+"""
+
+import pytest
+
+from procs import LHTTPNode
+
+
+@pytest.fixture
+def startNode():
+    """
+    A factory: C{startNode(*twistdOptions, env=None, pythonPath=())} starts a
+    real C{twistd -n lhttp} process, waits until it accepts connections and
+    returns its L{procs.LHTTPNode}; every node is stopped after the test.
+    """
+    nodes = []
+
+    def start(*options, **kwargs):
+        node = LHTTPNode(*options, **kwargs)
+        nodes.append(node)
+        return node.waitReady()
+
+    yield start
+    for node in nodes:
+        node.stop()
+
+
+@pytest.fixture
+def lhttpNode(startNode):
+    """
+    One real C{twistd -n lhttp} node with the default (embedded) broker.
+    """
+    return startNode()

@@ -1,0 +1,134 @@
+"""
+Real processes for integration tests: C{twistd lhttp} nodes (and, later,
+other servers) started on free loopback ports and stopped afterwards.
+
+Waiting is always by condition with a deadline: a port that accepts, a
+process that has exited.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def freePort():
+    """
+    Ask the kernel for a free loopback TCP port.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def waitFor(condition, timeout=20.0, interval=0.05, what="condition"):
+    """
+    Poll C{condition()} until it returns a true value or C{timeout} passes.
+
+    @return: the true value.
+    @raise AssertionError: on timeout.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def portAccepts(port, host="127.0.0.1"):
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class Process:
+    """
+    A child process whose output goes to a log file, readable in failures.
+    """
+
+    def __init__(self, args, env=None, cwd=None, name="process"):
+        self.name = name
+        self.args = list(args)
+        self.logFile = tempfile.NamedTemporaryFile(
+            prefix=f"lhttp-{name}-", suffix=".log", delete=False
+        )
+        fullEnv = dict(os.environ)
+        fullEnv.update(env or {})
+        self.popen = subprocess.Popen(
+            self.args,
+            stdout=self.logFile,
+            stderr=subprocess.STDOUT,
+            env=fullEnv,
+            cwd=cwd,
+            start_new_session=True,
+        )
+
+    def log(self):
+        return Path(self.logFile.name).read_text(errors="replace")
+
+    def alive(self):
+        return self.popen.poll() is None
+
+    def signal(self, signum):
+        self.popen.send_signal(signum)
+
+    def stop(self, timeout=10.0):
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout)
+        self.logFile.close()
+        return self.popen.returncode
+
+
+class LHTTPNode(Process):
+    """
+    A real C{twistd -n lhttp} process listening on a free loopback port.
+
+    @ivar port: the TCP port.
+    @ivar url: the WebSocket URL of the node's root.
+    @ivar publishURL: the node's C{/publish} URL.
+    """
+
+    def __init__(self, *options, env=None, port=None, cwd=None, pythonPath=()):
+        self.port = port or freePort()
+        self.url = f"ws://127.0.0.1:{self.port}/"
+        self.httpURL = f"http://127.0.0.1:{self.port}/"
+        self.publishURL = f"http://127.0.0.1:{self.port}/publish"
+        env = dict(env or {})
+        paths = [str(p) for p in pythonPath]
+        if os.environ.get("PYTHONPATH"):
+            paths.append(os.environ["PYTHONPATH"])
+        if paths:
+            env["PYTHONPATH"] = os.pathsep.join(paths)
+        args = [
+            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            "--nodaemon", "--pidfile=", "lhttp",
+            "--listen", f"tcp:{self.port}:interface=127.0.0.1",
+            *options,
+        ]
+        Process.__init__(self, args, env=env, cwd=cwd, name="node")
+
+    def waitReady(self, timeout=30.0):
+        waitFor(
+            lambda: portAccepts(self.port) or not self.alive(),
+            timeout,
+            what=f"lhttp node on port {self.port}",
+        )
+        if not self.alive():
+            raise AssertionError(f"lhttp node exited early:\n{self.log()}")
+        return self
