@@ -1,0 +1,127 @@
+"""
+In-memory test doubles for code built on lhttp, shipped with the library
+(like L{treq.testing}): no sockets, no reactor running.
+
+    server = LHTTPServer(reactor=MemoryReactorClock())
+    server.addProcessor("echo", EchoProcessor())
+    client = FakeClient(server)
+    client.receive(b"LHTTP/1.0 echo\\r\\n\\r\\nhi")
+    assert client.messages()[0].body == b"hi"
+"""
+
+from twisted.internet.address import IPv4Address
+from zope.interface import implementer
+
+from lhttp.codec import parse
+from lhttp.connection import Connection
+from lhttp.errors import BrokerUnavailable
+from lhttp.interfaces import IBroker, ISubscriber
+
+
+@implementer(ISubscriber)
+class FakeWebSocket:
+    """
+    Stands where an Autobahn protocol stands: records what is written.
+
+    @ivar sent: C{(payload, isBinary)} pairs, in order, replies and
+        deliveries alike.
+    @ivar closedWith: C{(code, reason)} once L{sendClose} was called.
+    """
+
+    def __init__(self):
+        self.sent = []
+        self.closedWith = None
+
+    def sendMessage(self, payload, isBinary=False):
+        self.sent.append((payload, isBinary))
+
+    def sendPreparedMessage(self, prepared):
+        self.sent.append((prepared.payload, prepared.binary))
+
+    def sendClose(self, code=None, reason=None):
+        self.closedWith = (code, reason)
+
+
+class FakeClient:
+    """
+    A client connected to an L{lhttp.server.LHTTPServer} in memory: what it
+    L{receive}s goes through the server's real dispatcher.
+
+    @ivar connection: the server-side L{lhttp.connection.Connection}.
+    @ivar socket: the L{FakeWebSocket} it writes to.
+    """
+
+    def __init__(self, server, peer=None, handshake=None):
+        self.server = server
+        self.socket = FakeWebSocket()
+        self.connection = Connection(
+            server,
+            self.socket,
+            peer or IPv4Address("TCP", "127.0.0.1", 40000 + id(self) % 20000),
+            handshake,
+        )
+        server.dispatcher.connectionOpened(self.connection)
+
+    def receive(self, data, isBinary=False):
+        """
+        The server receives one WebSocket message from this client.
+        """
+        self.server.dispatcher.messageReceived(self.connection, data, isBinary)
+
+    def disconnect(self):
+        self.server.dispatcher.connectionClosed(self.connection)
+
+    def payloads(self):
+        return [payload for payload, isBinary in self.socket.sent]
+
+    def messages(self):
+        """
+        @return: everything written to this client so far, parsed.
+        """
+        return [parse(payload) for payload in self.payloads()]
+
+    def clear(self):
+        del self.socket.sent[:]
+
+
+@implementer(IBroker)
+class RecordingBroker:
+    """
+    A broker that records what it is asked and delivers publishes locally,
+    like the embedded one. Set C{ready} to L{False} to see publishes
+    refused.
+
+    @ivar subscribed: the channels it holds a subscription for now.
+    @ivar events: C{("subscribe" | "unsubscribe", channel)} in order.
+    @ivar published: C{(channels, payload)} in order.
+    """
+
+    def __init__(self, ready=True):
+        self.ready = ready
+        self.subscribed = set()
+        self.events = []
+        self.published = []
+        self._deliver = None
+
+    def attach(self, deliver):
+        self._deliver = deliver
+
+    def subscribe(self, channel):
+        self.subscribed.add(channel)
+        self.events.append(("subscribe", channel))
+
+    def unsubscribe(self, channel):
+        self.subscribed.discard(channel)
+        self.events.append(("unsubscribe", channel))
+
+    def publish(self, channels, payload):
+        if not self.ready:
+            raise BrokerUnavailable("the recording broker is set not ready")
+        self.published.append((list(channels), payload))
+        self._deliver(channels, payload)
+
+    def deliverFromRemote(self, channels, payload):
+        """
+        Play another node: deliver a payload as if it came from the broker.
+        """
+        return self._deliver(channels, payload)
