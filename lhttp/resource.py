@@ -11,7 +11,8 @@ import json
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.logger import Logger
-from twisted.web.resource import NoResource, Resource
+from twisted.web.pages import notFound
+from twisted.web.resource import Resource
 
 from lhttp.codec import parse
 from lhttp.errors import (
@@ -47,7 +48,7 @@ class LHTTPResource(Resource):
         return Resource.getChildWithDefault(self, name, request)
 
     def getChild(self, name, request):
-        return NoResource("Not found. Connect with a WebSocket, or POST to publish.")
+        return notFound("Not found", "Connect with a WebSocket, or POST LHTTP messages to publish.")
 
     def render_GET(self, request):
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")

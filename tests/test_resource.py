@@ -1,0 +1,94 @@
+"""
+POST /publish (SPEC section 6) in memory, through treq's StubTreq: each
+documented status code in its case.
+"""
+
+import json
+
+from treq.testing import StubTreq
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+
+import lhttp
+from lhttp import LHTTPServer
+from lhttp.testing import FakeClient, RecordingBroker
+
+MESSAGE = b"LHTTP/1.0 notice\r\npublish:a b\r\n\r\nhello"
+
+
+class PublishResourceTests(SynchronousTestCase):
+    def setUp(self):
+        self.broker = RecordingBroker()
+        self.server = LHTTPServer(
+            broker=self.broker, reactor=MemoryReactorClock(), maxMessageSize=1000
+        )
+        self.http = StubTreq(self.server.resource())
+        self.subscriber = FakeClient(self.server)
+        self.subscriber.receive(b"LHTTP/1.0 s\r\nsubscribe:a b\r\n\r\n")
+
+    def post(self, body, headers=None, path="publish"):
+        response = self.successResultOf(
+            self.http.post(f"http://node/{path}", data=body, headers=headers)
+        )
+        content = self.successResultOf(response.content())
+        return response.code, content
+
+    def test_accepted(self):
+        code, content = self.post(MESSAGE)
+        self.assertEqual(code, 200)
+        self.assertEqual(json.loads(content)["channels"], ["a", "b"])
+        self.assertEqual(self.subscriber.payloads(), [MESSAGE, MESSAGE])
+
+    def test_malformed(self):
+        code, content = self.post(b"LHTTP/1.0 x\r\npublish:a\r\n")
+        self.assertEqual(code, 400)
+        self.assertIn("blank line", json.loads(content)["detail"])
+
+    def test_noPublishHeader(self):
+        code, content = self.post(b"LHTTP/1.0 x\r\n\r\nbody")
+        self.assertEqual((code, json.loads(content)["reason"]), (400, "no publish header"))
+
+    def test_badChannel(self):
+        code, _ = self.post(b"LHTTP/1.0 x\r\npublish:a*\r\n\r\n")
+        self.assertEqual(code, 400)
+        self.assertEqual(self.broker.published, [])
+
+    def test_tooLarge(self):
+        code, _ = self.post(MESSAGE + b"x" * 1000)
+        self.assertEqual(code, 413)
+        self.assertEqual(self.broker.published, [])
+
+    def test_brokerUnavailable(self):
+        self.broker.ready = False
+        code, content = self.post(MESSAGE)
+        self.assertEqual((code, json.loads(content)["reason"]), (503, "broker unavailable"))
+        self.assertEqual(self.subscriber.payloads(), [])
+
+    def test_token(self):
+        self.server.publishToken = "s3cret"
+        self.assertEqual(self.post(MESSAGE)[0], 401)
+        self.assertEqual(self.post(MESSAGE, {"Authorization": "Bearer wrong"})[0], 403)
+        self.assertEqual(self.post(MESSAGE, {"Authorization": "Basic s3cret"})[0], 403)
+        self.assertEqual(self.subscriber.payloads(), [])
+        self.assertEqual(self.post(MESSAGE, {"Authorization": "Bearer s3cret"})[0], 200)
+        self.assertEqual(len(self.subscriber.payloads()), 2)
+
+    def test_getNotAllowed(self):
+        response = self.successResultOf(self.http.get("http://node/publish"))
+        self.assertEqual(response.code, 405)
+
+    def test_rootAnswersPlainHTTP(self):
+        response = self.successResultOf(self.http.get("http://node/"))
+        self.assertEqual(response.code, 200)
+        self.assertIn(b"WebSocket", self.successResultOf(response.content()))
+        response = self.successResultOf(self.http.get("http://node/nothing"))
+        self.assertEqual(response.code, 404)
+
+
+class EmbeddingTests(SynchronousTestCase):
+    def test_resourceFunction(self):
+        root = lhttp.resource(reactor=MemoryReactorClock())
+        self.assertIsInstance(root.server, LHTTPServer)
+        http = StubTreq(root)
+        response = self.successResultOf(http.post("http://node/publish", data=MESSAGE))
+        self.assertEqual(response.code, 200)
