@@ -50,4 +50,7 @@ class LHTTPServerFactory(WebSocketServerFactory):
         self.setProtocolOptions(
             maxMessagePayloadSize=server.maxMessageSize,
             maxFramePayloadSize=server.maxMessageSize,
+            # Protocol errors close with their RFC 6455 code (1009, 1007)
+            # rather than a bare TCP drop the client cannot explain.
+            failByDrop=False,
         )

@@ -57,7 +57,7 @@ class Process:
     A child process whose output goes to a log file, readable in failures.
     """
 
-    def __init__(self, args, env=None, cwd=None, name="process"):
+    def __init__(self, args, env=None, cwd=None, name="process", stdin=False):
         self.name = name
         self.args = list(args)
         self.logFile = tempfile.NamedTemporaryFile(
@@ -67,6 +67,7 @@ class Process:
         fullEnv.update(env or {})
         self.popen = subprocess.Popen(
             self.args,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=self.logFile,
             stderr=subprocess.STDOUT,
             env=fullEnv,
@@ -84,6 +85,8 @@ class Process:
         self.popen.send_signal(signum)
 
     def stop(self, timeout=10.0):
+        if self.popen.stdin:
+            self.popen.stdin.close()
         if self.alive():
             self.popen.send_signal(signal.SIGTERM)
             try:
