@@ -1,0 +1,126 @@
+/*
+ * LHTTP client over WebSocket (ws:// and wss://), built on libwebsockets.
+ *
+ * One lhttp_client is one connection with its own libwebsockets context.
+ * Callbacks run on the thread that calls lhttp_client_run() or
+ * lhttp_client_service().  The send functions and lhttp_client_close() may
+ * be called from any thread: they queue the message and wake the service
+ * loop.  Messages are written in the order they were queued; messages queued
+ * before the connection opens are written once it does.
+ *
+ * Not thread-safe: lhttp_client_free() (call it once the loop has returned).
+ */
+#ifndef LHTTP_CLIENT_H
+#define LHTTP_CLIENT_H
+
+#include "lhttp/codec.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct lhttp_client lhttp_client;
+
+/* A parsed ws:// or wss:// URL. */
+typedef struct lhttp_url {
+    int tls;            /* 1 for wss:// */
+    char host[256];     /* without brackets for IPv6 literals */
+    int port;           /* explicit, or 80 / 443 */
+    char path[1024];    /* path and query, at least "/" */
+} lhttp_url;
+
+/* Parse `url` into `*out`.  Errors: LHTTP_E_URL, LHTTP_E_ARGUMENT. */
+int lhttp_url_parse(const char *url, lhttp_url *out);
+
+typedef struct lhttp_client_config {
+    const char *url;            /* ws://host[:port]/path or wss://... (required) */
+    const char *origin;         /* Origin header to send, or NULL */
+    const char *subprotocol;    /* Sec-WebSocket-Protocol to ask for, or NULL */
+    size_t max_message_size;    /* incoming limit; 0 means 1 MiB */
+    size_t max_headers;         /* headers parsed per incoming message; 0 means 64 */
+    const char *ca_file;        /* PEM CA bundle for wss://, or NULL for the system's */
+    int tls_insecure;           /* wss:// without certificate checks (tests only) */
+    int lws_log_level;          /* libwebsockets log mask; 0 means errors only */
+
+    /* The WebSocket handshake completed. */
+    void (*on_open)(lhttp_client *client, void *user);
+    /*
+     * A message arrived.  `raw`/`len` is the whole WebSocket message; when
+     * `status` is LHTTP_OK, `msg` is it parsed (valid during the call only),
+     * otherwise `msg` is NULL and `status` says why it did not parse.
+     */
+    void (*on_message)(lhttp_client *client, const lhttp_message *msg,
+                       const char *raw, size_t len, int status, void *user);
+    /* The message numbered `seq` (as returned by a send function) was written. */
+    void (*on_sent)(lhttp_client *client, long seq, void *user);
+    /*
+     * The connection is gone (or never came up).  `code` is the WebSocket
+     * close code (1000 normal, 1006 abnormal, ...); `reason` may be empty.
+     */
+    void (*on_close)(lhttp_client *client, int code, const char *reason,
+                     void *user);
+    void *user;
+} lhttp_client_config;
+
+/*
+ * Create a client and start connecting.  `*out` gets the client.
+ * Errors: LHTTP_E_URL, LHTTP_E_TLS, LHTTP_E_CONNECT, LHTTP_E_NO_MEMORY,
+ * LHTTP_E_ARGUMENT.
+ */
+int lhttp_client_new(const lhttp_client_config *config, lhttp_client **out);
+
+/*
+ * Run the event loop until the connection is closed.  Returns LHTTP_OK
+ * after a close asked for with lhttp_client_close(), LHTTP_E_CLOSED when the
+ * server or the network ended it, LHTTP_E_CONNECT when it never opened.
+ */
+int lhttp_client_run(lhttp_client *client);
+
+/*
+ * One pass of the event loop (waits for the next event).  Returns 0 while
+ * the connection is connecting or open, 1 once it is closed.
+ */
+int lhttp_client_service(lhttp_client *client);
+
+/* 1 while the WebSocket is open. */
+int lhttp_client_is_open(const lhttp_client *client);
+
+/*
+ * Queue a message.  Returns its sequence number (> 0, increasing; see
+ * on_sent) or a negative status: a serialization error, LHTTP_E_CLOSED,
+ * LHTTP_E_NO_MEMORY.  Sent as a text frame when valid UTF-8, else binary.
+ */
+long lhttp_client_send(lhttp_client *client, const lhttp_message *msg);
+
+/* Queue already-serialized bytes (not checked). */
+long lhttp_client_send_raw(lhttp_client *client, const char *data, size_t len);
+
+/* Send "LHTTP/1.0 subscribe" with `subscribe:<channels>` (space-separated). */
+long lhttp_client_subscribe(lhttp_client *client, const char *channels);
+
+/* Send "LHTTP/1.0 unsubscribe" with `unsubscribe:<channels>`. */
+long lhttp_client_unsubscribe(lhttp_client *client, const char *channels);
+
+/*
+ * Send `LHTTP/1.0 <command>` with `publish:<channels>`, then `headers`
+ * (may be NULL when `header_count` is 0), then `body`.
+ */
+long lhttp_client_publish(lhttp_client *client, const char *channels,
+                          const char *command, const lhttp_header *headers,
+                          size_t header_count, const char *body,
+                          size_t body_len);
+
+/*
+ * Close after every message queued so far has been written (WebSocket close
+ * code 1000).  Any thread; later sends fail with LHTTP_E_CLOSED.
+ */
+void lhttp_client_close(lhttp_client *client);
+
+/* Release everything.  Not while lhttp_client_run() is running. */
+void lhttp_client_free(lhttp_client *client);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LHTTP_CLIENT_H */
