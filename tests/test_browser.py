@@ -238,6 +238,11 @@ MODULE_PAGE = """<!doctype html>
   const results = document.documentElement.dataset;
   const client = new Lhttp("ws://" + location.host + "/");
   client.on_message = (ctx) => {
+    if (ctx.getCommand() === "blob") {
+      results.binary = ctx.binary && ctx.getBody() instanceof Uint8Array;
+      results.bytes = Array.from(ctx.getBody()).join(",");
+      return;
+    }
     results.time = ctx.getHeader("time");
     results.body = ctx.getBody();
   };
@@ -250,6 +255,7 @@ MODULE_PAGE = """<!doctype html>
   client.subscribe("module-test");
   client.publish("module-test", "chat", [["time", "12:30:45"]], "from an ES module");
   client.send("chat", [["publish", "bad*channel"]], "refused");
+  client.publish("module-test", "blob", null, new Uint8Array([0, 255, 13, 10, 13, 10, 7]));
 </script>
 """
 
@@ -257,8 +263,8 @@ MODULE_PAGE = """<!doctype html>
 def test_readmeExampleAndModuleImport(startNode):
     """
     The README's SDK example, pasted into a page served by C{--demo}, works;
-    the SDK also loads as an ES module, where header values with ':' and an
-    error reply from the real server come through.
+    the SDK also loads as an ES module, where header values with ':', an
+    error reply and a binary message from the real server come through.
     """
     node = startNode("--demo")
     example = readmeExample()
@@ -277,13 +283,15 @@ def test_readmeExampleAndModuleImport(startNode):
 
             showAt(page, f"{node.httpURL}demo/module-example.html", MODULE_PAGE)
             page.wait_for_function(
-                "() => { const d = document.documentElement.dataset; return d.body && d.status; }"
+                "() => { const d = document.documentElement.dataset; return d.body && d.status && d.bytes; }"
             )
             results = page.evaluate("() => ({...document.documentElement.dataset})")
             assert results["time"] == "12:30:45"
             assert results["body"] == "from an ES module"
             assert results["status"] == "400"
             assert results["reason"]
+            assert results["binary"] == "true", "a binary frame gives a Uint8Array body"
+            assert results["bytes"] == "0,255,13,10,13,10,7"
             watched.assertClean(node)
 
     inThread(scenario)
