@@ -1,0 +1,391 @@
+"""
+The C SDK in C{sdk/c}: its unit tests under AddressSanitizer and UBSan, a
+bounded libFuzzer run of the parser, the README example compiled the way the
+README says, and the C{lhttp-chat} example chatting with Python clients
+through a real C{twistd lhttp} node.
+
+The SDK is built once per module with clang, sanitizers and the fuzz target
+on. Missing tools fail the tests with the package to install: CI has them.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+
+from lhttpclients import barrier, client
+
+ROOT = Path(__file__).resolve().parent.parent
+SDK = ROOT / "sdk" / "c"
+
+SANITIZERS = "-fsanitize=address,undefined"
+FUZZ_RUNS = 300000
+
+TOOLS = {
+    "cmake": "cmake",
+    "clang": "clang and libclang-rt-14-dev",
+    "pkg-config": "pkg-config",
+}
+
+
+def run(args, timeout, **kwargs):
+    """
+    Run a command; fail the test with its output if it does not exit 0.
+    """
+    result = subprocess.run(
+        args, capture_output=True, text=True, timeout=timeout, **kwargs
+    )
+    assert result.returncode == 0, (
+        f"{' '.join(map(str, args))} exited {result.returncode}\n"
+        f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+    )
+    return result
+
+
+@pytest.fixture(scope="module")
+def sdkBuild(tmp_path_factory):
+    """
+    Configure and build the SDK (sanitizers, fuzz target, warnings as
+    errors) and install it into a private prefix.
+
+    @return: C{(buildDir, installPrefix)}.
+    """
+    for tool, package in TOOLS.items():
+        if shutil.which(tool) is None:
+            pytest.fail(f"the C SDK tests need {tool!r}: apt-get install {package}")
+    if subprocess.run(["pkg-config", "--exists", "libwebsockets"]).returncode != 0:
+        pytest.fail("the C SDK tests need libwebsockets: apt-get install libwebsockets-dev")
+    base = tmp_path_factory.mktemp("c-sdk")
+    build, prefix = base / "build", base / "prefix"
+    run(
+        [
+            "cmake", "-S", SDK, "-B", build,
+            "-DCMAKE_C_COMPILER=clang",
+            "-DCMAKE_BUILD_TYPE=Debug",
+            "-DLHTTP_SANITIZE=ON",
+            "-DLHTTP_FUZZ=ON",
+            "-DLHTTP_WERROR=ON",
+            f"-DCMAKE_INSTALL_PREFIX={prefix}",
+        ],
+        timeout=120,
+    )
+    run(["cmake", "--build", build, "--parallel", "2"], timeout=300)
+    run(["cmake", "--install", build], timeout=60)
+    return build, prefix
+
+
+def test_unitTestsPassUnderSanitizers(sdkBuild):
+    build, _ = sdkBuild
+    result = run(["ctest", "--output-on-failure"], timeout=120, cwd=build)
+    assert "100% tests passed" in result.stdout
+    assert re.search(r"tests passed, 0 tests failed out of [3-9]", result.stdout)
+
+
+def test_fuzzParserBoundedRun(sdkBuild, tmp_path):
+    """
+    The parser fuzz target survives a bounded run from the SPEC-vector seed
+    corpus (copied, so the run does not grow the corpus in the repository).
+    """
+    build, _ = sdkBuild
+    corpus = tmp_path / "corpus"
+    shutil.copytree(SDK / "fuzz" / "corpus", corpus)
+    result = run(
+        [
+            build / "fuzz_parse",
+            f"-runs={FUZZ_RUNS}",
+            "-max_total_time=30",
+            "-max_len=1024",
+            f"-dict={SDK / 'fuzz' / 'lhttp.dict'}",
+            corpus,
+        ],
+        timeout=90,
+    )
+    done = re.search(r"Done (\d+) runs in (\d+) second", result.stderr)
+    assert done, result.stderr[-2000:]
+    assert int(done.group(1)) > 0
+
+
+def readmeExample():
+    """
+    The C example in C{sdk/c/README.rst}: the code block after the line
+    C{.. readme-example}.
+    """
+    text = (SDK / "README.rst").read_text()
+    _, _, after = text.partition(".. readme-example")
+    assert after, "README.rst has no '.. readme-example' marker"
+    block = re.search(r"\.\. code-block:: c\n\n((?:    .*\n|\n)+)", after)
+    assert block, "no C code block after the marker"
+    return "\n".join(line[4:] for line in block.group(1).splitlines()) + "\n"
+
+
+def test_readmeExampleCompilesWithPkgConfig(sdkBuild, tmp_path, lhttpNode):
+    """
+    The README's example compiles and links against the installed SDK with
+    the documented pkg-config line, and does what it says against a node.
+    """
+    _, prefix = sdkBuild
+    source = tmp_path / "example.c"
+    source.write_text(readmeExample())
+    env = dict(os.environ)
+    env["PKG_CONFIG_PATH"] = os.pathsep.join(
+        str(p) for p in prefix.glob("lib*/**/pkgconfig")
+    )
+    flags = run(
+        ["pkg-config", "--static", "--cflags", "--libs", "lhttp"], timeout=30, env=env
+    ).stdout.split()
+    binary = tmp_path / "example"
+    run(
+        ["clang", "-std=c99", "-Wall", "-Werror", SANITIZERS, source, "-o", binary, *flags],
+        timeout=120,
+    )
+    result = run([binary, lhttpNode.url], timeout=30)
+    assert result.stdout == "chat: hello\n"
+
+
+def test_readmeExampleBuildsWithCMakePackage(sdkBuild, tmp_path):
+    """
+    C{find_package(lhttp)} and C{lhttp::client}, as the README shows, build
+    the README's example against the installed SDK.
+    """
+    _, prefix = sdkBuild
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "example.c").write_text(readmeExample())
+    (project / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.13)\n"
+        "project(example C)\n"
+        "find_package(lhttp REQUIRED)\n"
+        "add_executable(example example.c)\n"
+        "target_link_libraries(example PRIVATE lhttp::client)\n"
+    )
+    build = tmp_path / "build"
+    run(
+        [
+            "cmake", "-S", project, "-B", build,
+            "-DCMAKE_C_COMPILER=clang",
+            f"-DCMAKE_PREFIX_PATH={prefix}",
+            f"-DCMAKE_C_FLAGS={SANITIZERS}",
+            f"-DCMAKE_EXE_LINKER_FLAGS={SANITIZERS}",
+        ],
+        timeout=120,
+    )
+    run(["cmake", "--build", build], timeout=120)
+    assert (build / "example").exists()
+
+
+class Chat:
+    """
+    A running C{lhttp-chat}: lines go to its stdin, its stdout is read back
+    from a file, line by line.
+    """
+
+    def __init__(self, binary, url, room, nick, logDir):
+        self.out = logDir / f"chat-{nick}.out"
+        self.err = logDir / f"chat-{nick}.err"
+        with open(self.out, "wb") as out, open(self.err, "wb") as err:
+            self.popen = subprocess.Popen(
+                [binary, url, room, nick],
+                stdin=subprocess.PIPE,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+
+    def lines(self):
+        return self.out.read_text(errors="replace").splitlines()
+
+    def messages(self):
+        """
+        The C{msg} lines as C{(nick, text)}, escapes left as printed.
+        """
+        return [
+            tuple(line.split("\t")[1:]) for line in self.lines() if line.startswith("msg\t")
+        ]
+
+    def say(self, text):
+        self.popen.stdin.write(text.encode("utf-8") + b"\n")
+        self.popen.stdin.flush()
+
+    def describe(self):
+        return (
+            f"lhttp-chat stdout:\n{self.out.read_text(errors='replace')}\n"
+            f"stderr:\n{self.err.read_text(errors='replace')}"
+        )
+
+    def stop(self):
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(10)
+        if self.popen.stdin and not self.popen.stdin.closed:
+            self.popen.stdin.close()
+
+
+async def waitUntil(condition, timeout, what):
+    """
+    Poll C{condition()} without blocking the reactor until it is true.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await deferLater(reactor, 0.05, lambda: None)
+
+
+async def httpPublish(node, channel, nick, body):
+    message = (
+        f"LHTTP/1.0 chat\r\npublish:{channel}\r\nnick:{nick}\r\n\r\n".encode()
+        + body.encode("utf-8")
+    )
+    response = await treq.post(node.publishURL, data=message)
+    await response.content()
+    assert 200 <= response.code < 300, response.code
+
+
+async def nextFrom(listener, nick, timeout=10):
+    """
+    The next message the Python client receives whose C{nick} is C{nick}.
+    """
+    while True:
+        message = await listener.nextMessage(timeout)
+        if message.getHeader("nick") == nick:
+            return message
+
+
+@pytest.fixture
+def chats(sdkBuild, tmp_path):
+    """
+    A factory for C{lhttp-chat} processes, all killed after the test.
+    """
+    build, _ = sdkBuild
+    started = []
+
+    def start(url, room, nick):
+        chat = Chat(build / "lhttp-chat", url, room, nick, tmp_path)
+        started.append(chat)
+        return chat
+
+    yield start
+    for chat in started:
+        chat.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_chatExchangesMessagesInItsRoomOnly(lhttpNode, chats):
+    room, elsewhere = "c-room", "c-elsewhere"
+    listener = await client(lhttpNode.url)
+    listener.subscribe(room)
+    outsider = await client(lhttpNode.url)
+    outsider.subscribe(elsewhere)
+    await barrier(listener)
+    await barrier(outsider)
+
+    chat = chats(lhttpNode.url, room, "ann")
+    await waitUntil(
+        lambda: f"* joined {room}" in chat.lines() or chat.popen.poll() is not None,
+        20, "lhttp-chat to join",
+    )
+    assert chat.popen.poll() is None, chat.describe()
+
+    # Python -> C. The server does not acknowledge subscribe, so publish
+    # until the first message shows up.
+    attempt = 0
+
+    def seen():
+        return any(nick == "py" for nick, _ in chat.messages())
+
+    while not seen():
+        assert attempt < 100, chat.describe()
+        attempt += 1
+        await httpPublish(lhttpNode, room, "py", f"hello C #{attempt}")
+        try:
+            await waitUntil(seen, 0.2, "a first message")
+        except AssertionError:
+            pass
+    await httpPublish(lhttpNode, elsewhere, "py", "not for ann")
+    await httpPublish(lhttpNode, room, "py", "tab\there, line\nbreak, back\\slash, é")
+    await waitUntil(
+        lambda: ("py", "tab\\there, line\\nbreak, back\\\\slash, é") in chat.messages(),
+        10, "the escaped message on lhttp-chat's stdout:\n" + chat.describe(),
+    )
+
+    # C -> Python.
+    chat.say("hello Python, from C")
+    chat.say("")
+    chat.say("zwei \t wörter")
+    first = await nextFrom(listener, "ann")
+    assert first.command == "chat"
+    assert first.getHeader("publish") == room
+    assert first.body == b"hello Python, from C"
+    second = await nextFrom(listener, "ann")
+    assert second.body == "zwei \t wörter".encode()
+    # lhttp-chat is subscribed too: it sees its own messages, once each.
+    await waitUntil(
+        lambda: ("ann", "zwei \\t wörter") in chat.messages(), 10, "ann's own message"
+    )
+    ownMessages = [text for nick, text in chat.messages() if nick == "ann"]
+    assert ownMessages == ["hello Python, from C", "zwei \\t wörter"]
+
+    # Nothing crossed rooms: the outsider's first message is one published
+    # after all the above, and lhttp-chat never printed the other room's.
+    await httpPublish(lhttpNode, elsewhere, "py", "sentinel")
+    assert (await outsider.nextMessage(10)).body == b"not for ann"
+    assert (await outsider.nextMessage(10)).body == b"sentinel"
+    assert not any(text == "not for ann" for _, text in chat.messages())
+
+    # End of input: lhttp-chat closes cleanly (and LeakSanitizer is happy).
+    chat.popen.stdin.close()
+    await waitUntil(lambda: chat.popen.poll() is not None, 20, "lhttp-chat to exit")
+    assert chat.popen.returncode == 0, chat.describe()
+    assert chat.lines()[-1].startswith("* closed 1000"), chat.describe()
+
+
+@pytest_twisted.ensureDeferred
+async def test_twoChatsTalk(lhttpNode, chats):
+    """
+    Two C clients in one room, no Python in between but the server.
+    """
+    ann = chats(lhttpNode.url, "c-pair", "ann")
+    bob = chats(lhttpNode.url, "c-pair", "bob")
+    for chat in (ann, bob):
+        await waitUntil(lambda: "* joined c-pair" in chat.lines(), 20, chat.describe())
+    attempt = 0
+    while ("ann", f"ping {attempt}") not in bob.messages():
+        assert attempt < 100, bob.describe()
+        attempt += 1
+        ann.say(f"ping {attempt}")
+        try:
+            await waitUntil(
+                lambda: ("ann", f"ping {attempt}") in bob.messages(), 0.2, "ping"
+            )
+        except AssertionError:
+            pass
+    bob.say("pong")
+    await waitUntil(lambda: ("bob", "pong") in ann.messages(), 10, ann.describe())
+
+
+def test_chatRejectsBadArgumentsAndUnreachableServers(sdkBuild):
+    build, _ = sdkBuild
+    chat = build / "lhttp-chat"
+    for args in ([], ["http://x/", "room", "nick"], ["ws://h/", "two words", "n"]):
+        result = subprocess.run([chat, *args], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "usage" in result.stderr or "URL" in result.stderr
+    from procs import freePort
+
+    result = subprocess.run(
+        [chat, f"ws://127.0.0.1:{freePort()}/", "room", "nick"],
+        capture_output=True, text=True, timeout=30, input="",
+    )
+    assert result.returncode == 1, result
+    assert result.stdout.startswith("* closed 1006"), result.stdout
