@@ -451,6 +451,7 @@
     factor: 2,
     jitter: 0.5,          // delay is scaled by a random factor in [1-jitter, 1]
     connectTimeout: 10000,
+    stableAfter: 5000,    // ms open before the backoff starts again from minDelay
     maxQueue: 1000,       // messages kept while not connected
     resubscribeBatch: 100, // channels per re-subscribe message
     WebSocket: null,      // the WebSocket class (default: the global one)
@@ -489,13 +490,14 @@
       this._listeners = { open: [], message: [], close: [], error: [] };
 
       this.state = "connecting";   // connecting | open | reconnecting | closed
-      this.attempts = 0;           // failed attempts since the last open
+      this.attempts = 0;           // reconnects since the last stable connection
       this._everOpened = false;
       this._queue = [];            // [{data, subscribes: [channels]}]
       this._channels = new Set();  // what the application wants subscribed
       this._ws = null;
       this._timer = null;
       this._connectTimer = null;
+      this._stableTimer = null;
       this.context = new Context(this, null, false);
       this._connect();
     }
@@ -607,9 +609,11 @@
     }
 
     _clearTimers() {
-      if (this._timer !== null) this._clearTimeout(this._timer);
-      if (this._connectTimer !== null) this._clearTimeout(this._connectTimer);
-      this._timer = this._connectTimer = null;
+      var self = this;
+      ["_timer", "_connectTimer", "_stableTimer"].forEach(function (name) {
+        if (self[name] !== null) self._clearTimeout(self[name]);
+        self[name] = null;
+      });
     }
 
     _connect() {
@@ -649,7 +653,14 @@
       var reconnected = this._everOpened;
       this._everOpened = true;
       this.state = "open";
-      this.attempts = 0;
+      // A server that accepts and at once closes (say, over its connection
+      // limit) must not be hammered: the backoff restarts only once the
+      // connection has lasted.
+      var self = this;
+      this._stableTimer = this._setTimeout(function () {
+        self._stableTimer = null;
+        self.attempts = 0;
+      }, this.options.stableAfter);
       var queue = this._queue;
       this._queue = [];
       // Re-subscribe what an earlier connection had, except what the queue

@@ -167,11 +167,25 @@ test("reconnect with exponential backoff, jitter, and a cap", () => {
     sockets[sockets.length - 1].serverClose(1006);
   }
   assert.deepEqual(delays, [50, 100, 200, 400, 500, 500]);
-  // A successful open resets the backoff.
+  // A connection that lasts resets the backoff.
   clock.advance(clock.pendingDelays()[0]);
   sockets[sockets.length - 1].serverOpen();
+  clock.advance(5000);
   sockets[sockets.length - 1].serverClose(1006);
   assert.equal(clock.pendingDelays()[0], 50);
+});
+
+test("a server that accepts and closes at once still gets a growing backoff", () => {
+  const { clock, sockets } = makeClient({ minDelay: 100, maxDelay: 10000, jitter: 0 });
+  const delays = [];
+  for (let i = 0; i < 4; i++) {
+    sockets[sockets.length - 1].serverOpen();
+    clock.advance(10);
+    sockets[sockets.length - 1].serverClose(1008, "too many connections");
+    delays.push(clock.pendingDelays()[0]);
+    clock.advance(delays[i]);
+  }
+  assert.deepEqual(delays, [100, 200, 400, 800]);
 });
 
 test("jitter spreads the delays of many clients", () => {
