@@ -148,7 +148,8 @@ def test_chatRoomSurvivesServerRestart(startNode):
     Two pages chat in one room while a third, in another room, sees none of
     it; the server is restarted on the same port, the pages reconnect and
     re-subscribe, a message sent while the server was down is delivered,
-    and the chat goes on. A screenshot is left in test-artifacts/.
+    and the chat goes on; rooms are joined and left. A screenshot is left
+    in test-artifacts/.
     """
     node = startNode("--demo")
 
@@ -196,6 +197,18 @@ def test_chatRoomSurvivesServerRestart(startNode):
                 "hello bob", "hi ann, it is 12:30:45",
                 "sent while the server was down", "back again", "welcome back",
             ]
+
+            # Join a second room from the form, then leave the first.
+            bob.page.fill("#room-input", "Green")
+            bob.page.click("#join")
+            waitText(cid.page, "bob joined #green")
+            assert bob.page.inner_text("#room-title") == "green"
+            bob.page.click("#room-list li[data-room=blue] button")
+            bob.page.click("#leave")
+            waitText(ann.page, "bob left #blue")
+            assert bob.page.locator("#room-list li").all_inner_texts() == ["# green"]
+            say(cid.page, "bob is here")
+            waitText(bob.page, "bob is here")
 
             ARTIFACTS.mkdir(exist_ok=True)
             shot = ARTIFACTS / "chat-room.png"
