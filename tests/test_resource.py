@@ -92,3 +92,30 @@ class EmbeddingTests(SynchronousTestCase):
         http = StubTreq(root)
         response = self.successResultOf(http.post("http://node/publish", data=MESSAGE))
         self.assertEqual(response.code, 200)
+
+
+class PublisherTests(SynchronousTestCase):
+    def setUp(self):
+        self.server = LHTTPServer(reactor=MemoryReactorClock(), publishToken="t")
+        self.http = StubTreq(self.server.resource())
+        self.subscriber = FakeClient(self.server)
+        self.subscriber.receive(b"LHTTP/1.0 s\r\nsubscribe:room\r\n\r\n")
+
+    def test_publishHelper(self):
+        from lhttp.publisher import publish
+
+        answer = self.successResultOf(
+            publish(["room"], "notice", [("from", "billing")], "paid", url="http://n/publish", token="t", treq=self.http)
+        )
+        self.assertEqual(answer["channels"], ["room"])
+        self.assertEqual(
+            self.subscriber.payloads(), [b"LHTTP/1.0 notice\r\npublish:room\r\nfrom:billing\r\n\r\npaid"]
+        )
+
+    def test_refused(self):
+        from lhttp.publisher import PublishRefused, publish
+
+        failure = self.failureResultOf(publish("room", url="http://n/publish", token="bad", treq=self.http))
+        failure.trap(PublishRefused)
+        self.assertEqual(failure.value.status, 403)
+        self.assertEqual(self.subscriber.payloads(), [])
