@@ -23,8 +23,9 @@ def test_sdkNodeTests():
     files = sorted(str(p) for p in (SDK / "test").glob("*.test.mjs"))
     assert files, f"no SDK test files in {SDK / 'test'}"
     # Files, not the directory: newer Node versions read arguments as globs.
+    # TAP explicitly: newer Node versions default to another reporter.
     result = subprocess.run(
-        [node, "--test", *files],
+        [node, "--test", "--test-reporter=tap", *files],
         cwd=ROOT,
         capture_output=True,
         text=True,
