@@ -187,12 +187,13 @@ class Chat:
     from a file, line by line.
     """
 
-    def __init__(self, binary, url, room, nick, logDir):
+    def __init__(self, binary, url, room, nick, logDir, caFile=None):
         self.out = logDir / f"chat-{nick}.out"
         self.err = logDir / f"chat-{nick}.err"
+        options = ["--ca-file", caFile] if caFile else []
         with open(self.out, "wb") as out, open(self.err, "wb") as err:
             self.popen = subprocess.Popen(
-                [binary, url, room, nick],
+                [binary, *options, url, room, nick],
                 stdin=subprocess.PIPE,
                 stdout=out,
                 stderr=err,
@@ -270,8 +271,8 @@ def chats(sdkBuild, tmp_path):
     build, _ = sdkBuild
     started = []
 
-    def start(url, room, nick):
-        chat = Chat(build / "lhttp-chat", url, room, nick, tmp_path)
+    def start(url, room, nick, caFile=None):
+        chat = Chat(build / "lhttp-chat", url, room, nick, tmp_path, caFile)
         started.append(chat)
         return chat
 
@@ -372,6 +373,112 @@ async def test_twoChatsTalk(lhttpNode, chats):
             pass
     bob.say("pong")
     await waitUntil(lambda: ("bob", "pong") in ann.messages(), 10, ann.describe())
+
+
+@pytest_twisted.ensureDeferred
+async def test_chatCarriesLargeMessages(lhttpNode, chats):
+    """
+    Messages far larger than one network read or libwebsockets buffer are
+    reassembled on receipt and sent whole.
+    """
+    listener = await client(lhttpNode.url)
+    listener.subscribe("c-large")
+    await barrier(listener)
+    chat = chats(lhttpNode.url, "c-large", "big")
+    await waitUntil(lambda: "* joined c-large" in chat.lines(), 20, chat.describe())
+    # The subscribe went first on the same connection, so the echo comes back.
+    big = "".join(chr(0x61 + i % 26) for i in range(300_000))
+    chat.say(big)
+    received = await nextFrom(listener, "big")
+    assert received.body == big.encode()
+    await waitUntil(lambda: ("big", big) in chat.messages(), 10, "the echo")
+
+    await httpPublish(lhttpNode, "c-large", "py", "é" * 200_000)
+    await waitUntil(
+        lambda: ("py", "é" * 200_000) in chat.messages(), 10, "the large publish"
+    )
+
+
+def selfSignedCertificate(directory):
+    """
+    Write a self-signed certificate for 127.0.0.1 and its key.
+
+    @return: C{(certPath, keyPath)}.
+    """
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    certPath, keyPath = directory / "cert.pem", directory / "key.pem"
+    certPath.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    keyPath.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    return certPath, keyPath
+
+
+@pytest_twisted.ensureDeferred
+async def test_chatOverTLS(startNode, chats, tmp_path):
+    """
+    wss:// works, and the server certificate is checked: trusted with
+    C{--ca-file}, refused without.
+    """
+    from procs import freePort, portAccepts, waitFor
+
+    certPath, keyPath = selfSignedCertificate(tmp_path)
+    tlsPort = freePort()
+    node = startNode(
+        "--listen",
+        f"ssl:{tlsPort}:interface=127.0.0.1:privateKey={keyPath}:certKey={certPath}",
+    )
+    waitFor(lambda: portAccepts(tlsPort), 20, what="the TLS port")
+    url = f"wss://127.0.0.1:{tlsPort}/"
+
+    untrusted = chats(url, "c-tls", "eve")
+    untrusted.popen.stdin.close()
+    await waitUntil(lambda: untrusted.popen.poll() is not None, 20, "eve to give up")
+    assert untrusted.popen.returncode == 1, untrusted.describe()
+    assert untrusted.lines()[0].startswith("* closed 1006"), untrusted.describe()
+
+    chat = chats(url, "c-tls", "ann", caFile=certPath)
+    await waitUntil(lambda: "* joined c-tls" in chat.lines(), 20, chat.describe())
+    attempt = 0
+    while not any(nick == "py" for nick, _ in chat.messages()):
+        assert attempt < 100, chat.describe()
+        attempt += 1
+        await httpPublish(node, "c-tls", "py", "over TLS")
+        try:
+            await waitUntil(lambda: chat.messages(), 0.2, "a message")
+        except AssertionError:
+            pass
+    chat.say("secret")
+    await waitUntil(lambda: ("ann", "secret") in chat.messages(), 10, chat.describe())
 
 
 def test_chatRejectsBadArgumentsAndUnreachableServers(sdkBuild):

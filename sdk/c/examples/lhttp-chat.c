@@ -1,7 +1,9 @@
 /*
  * lhttp-chat: a terminal chat client for an LHTTP room.
  *
- *     lhttp-chat ws://host:8081/ room nick
+ *     lhttp-chat [--ca-file FILE] ws://host:8081/ room nick
+ *
+ * (`--ca-file`: PEM certificates to trust for wss://, instead of the system's.)
  *
  * Subscribes to `room`, publishes every line read from stdin as
  *
@@ -176,11 +178,18 @@ int main(int argc, char **argv)
     sigset_t old;
     pthread_t reader;
     int rc;
+    const char *program = argc > 0 ? argv[0] : "lhttp-chat";
+    const char *ca_file = NULL;
 
+    if (argc > 2 && strcmp(argv[1], "--ca-file") == 0) {
+        ca_file = argv[2];
+        argc -= 2;
+        argv += 2;
+    }
     if (argc != 4 || !valid_word(argv[2]) || !valid_word(argv[3])) {
-        fprintf(stderr, "usage: %s ws://host:port/ room nick\n"
+        fprintf(stderr, "usage: %s [--ca-file FILE] ws://host:port/ room nick\n"
                         "  (room and nick: no spaces or control characters)\n",
-                argc > 0 ? argv[0] : "lhttp-chat");
+                program);
         return 2;
     }
     the_chat.room = argv[2];
@@ -188,6 +197,7 @@ int main(int argc, char **argv)
 
     memset(&config, 0, sizeof config);
     config.url = argv[1];
+    config.ca_file = ca_file;
     config.on_sent = on_sent;
     config.on_message = on_message;
     config.on_close = on_close;
