@@ -66,21 +66,13 @@ class Options(usage.Options):
         self["processors"] = []
 
     def opt_listen(self, description):
-        """
-        Listen on a Twisted endpoint description, e.g. tcp:8081,
-        tcp:8081:interface=127.0.0.1, ssl:8443:privateKey=key.pem:certKey=cert.pem,
-        unix:/run/lhttp.sock. Repeatable.
-        """
+        """Listen on a Twisted endpoint, e.g. tcp:8081:interface=127.0.0.1, ssl:8443:privateKey=key.pem:certKey=cert.pem or unix:/run/lhttp.sock. Repeatable."""
         self["listen"].append(description)
 
     opt_l = opt_listen
 
     def opt_processor(self, spec):
-        """
-        Handle COMMAND with a processor: COMMAND=dotted.name of an IProcessor
-        class, factory or instance. Repeatable; wins over a plugin for the
-        same command.
-        """
+        """Handle a command with a processor: COMMAND=dotted.name of an IProcessor class, factory or instance. Repeatable; wins over a plugin for the same command."""
         command, equals, name = spec.partition("=")
         if not equals or not command or not name:
             raise usage.UsageError(f"--processor wants COMMAND=dotted.name, not {spec!r}")
