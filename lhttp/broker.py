@@ -19,6 +19,9 @@ class EmbeddedBroker:
     def __init__(self):
         self._deliver = None
 
+    def describe(self):
+        return {"kind": "embedded", "ready": True}
+
     def attach(self, deliver):
         self._deliver = deliver
 

@@ -192,6 +192,13 @@ class IBroker(Interface):
 
     ready = Attribute("L{True} while the broker can take publishes.")
 
+    def describe():
+        """
+        @return: a JSON-able L{dict} of the broker's state for C{/health}
+            (its kind, whether it is connected, and what else helps an
+            operator).
+        """
+
     def attach(deliver):
         """
         @param deliver: C{deliver(channels, payload)} fans a payload out to

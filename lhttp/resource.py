@@ -39,6 +39,7 @@ class LHTTPResource(Resource):
         Resource.__init__(self)
         self._webSocket = WebSocketResource(server.factory)
         self.putChild(b"publish", PublishResource(server))
+        self.putChild(b"health", HealthResource(server))
 
     def getChildWithDefault(self, name, request):
         if isUpgrade(request):
@@ -55,6 +56,37 @@ class LHTTPResource(Resource):
         return (
             b"lhttp: an LHTTP server. Connect a WebSocket to any path here; "
             b"POST LHTTP messages to publish.\n"
+        )
+
+
+def _json(request, status, document):
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps(document).encode("utf-8") + b"\n"
+
+
+class HealthResource(Resource):
+    """
+    C{GET /health}: readiness, 200 while the broker takes publishes and 503
+    while it does not (a load balancer stops sending clients to the node).
+    C{GET /health/live}: liveness, 200 while the process serves HTTP.
+    """
+
+    isLeaf = True
+
+    def __init__(self, server):
+        Resource.__init__(self)
+        self._server = server
+
+    def render_GET(self, request):
+        ready = bool(self._server.broker.ready)
+        if request.postpath and request.postpath[0] == b"live":
+            return _json(request, 200, {"live": True, "ready": ready})
+        return _json(
+            request,
+            200 if ready else 503,
+            {"live": True, "ready": ready, "broker": self._server.broker.describe()},
         )
 
 
@@ -80,12 +112,12 @@ class PublishResource(Resource):
         try:
             channels = self._publish(request)
         except LHTTPError as error:
-            return self._answer(
+            return _json(
                 request,
                 error.status,
                 {"status": error.status, "reason": error.reason, "detail": str(error.detail)},
             )
-        return self._answer(request, 200, {"status": 200, "channels": channels})
+        return _json(request, 200, {"status": 200, "channels": channels})
 
     def _publish(self, request):
         self._authorize(request)
@@ -117,11 +149,6 @@ class PublishResource(Resource):
             credential.strip(), token.encode("utf-8")
         ):
             raise Forbidden("wrong publish token")
-
-    def _answer(self, request, status, document):
-        request.setResponseCode(status)
-        request.setHeader(b"content-type", b"application/json")
-        return json.dumps(document).encode("utf-8") + b"\n"
 
     def render_GET(self, request):
         request.setResponseCode(405)

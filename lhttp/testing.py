@@ -103,6 +103,9 @@ class RecordingBroker:
         self.published = []
         self._deliver = None
 
+    def describe(self):
+        return {"kind": "recording", "ready": self.ready, "subscriptions": len(self.subscribed)}
+
     def attach(self, deliver):
         self._deliver = deliver
 

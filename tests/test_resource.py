@@ -119,3 +119,18 @@ class PublisherTests(SynchronousTestCase):
         failure.trap(PublishRefused)
         self.assertEqual(failure.value.status, 403)
         self.assertEqual(self.subscriber.payloads(), [])
+
+
+class HealthTests(SynchronousTestCase):
+    def test_readinessFollowsBroker(self):
+        broker = RecordingBroker()
+        http = StubTreq(LHTTPServer(broker=broker, reactor=MemoryReactorClock()).resource())
+        response = self.successResultOf(http.get("http://n/health"))
+        self.assertEqual(response.code, 200)
+        self.assertTrue(json.loads(self.successResultOf(response.content()))["ready"])
+        broker.ready = False
+        response = self.successResultOf(http.get("http://n/health"))
+        self.assertEqual(response.code, 503)
+        self.assertEqual(json.loads(self.successResultOf(response.content()))["broker"]["kind"], "recording")
+        response = self.successResultOf(http.get("http://n/health/live"))
+        self.assertEqual(response.code, 200)
