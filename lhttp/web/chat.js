@@ -131,6 +131,7 @@
     var room = name && rooms.get(name);
     if (room) room.unread = 0;
     ui.roomTitle.textContent = name || "No room";
+    ui.roomTitle.classList.toggle("none", !room);
     ui.messages.replaceChildren();
     if (room) room.entries.forEach(function (entry) { ui.messages.append(entry.element); });
     ui.messages.hidden = !room;
