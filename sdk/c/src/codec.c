@@ -87,7 +87,7 @@ static int valid_command(const char *p, size_t len)
     return 1;
 }
 
-/* Header name: non-empty, no ':' and no control characters. */
+/* Header name: non-empty, printable ASCII without ':' (as the server's codec). */
 static int valid_name(const char *p, size_t len)
 {
     size_t i;
@@ -95,19 +95,19 @@ static int valid_name(const char *p, size_t len)
         return 0;
     for (i = 0; i < len; i++) {
         unsigned char c = (unsigned char)p[i];
-        if (c == ':' || is_ctl(c))
+        if (c < 0x21 || c > 0x7e || c == ':')
             return 0;
     }
     return 1;
 }
 
-/* Header value: no control characters except tab. */
+/* Header value: anything but NUL, CR and LF (as the server's codec). */
 static int valid_value(const char *p, size_t len)
 {
     size_t i;
     for (i = 0; i < len; i++) {
         unsigned char c = (unsigned char)p[i];
-        if (c != '\t' && is_ctl(c))
+        if (c == '\0' || c == '\r' || c == '\n')
             return 0;
     }
     return 1;

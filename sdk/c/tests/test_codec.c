@@ -205,7 +205,17 @@ static void test_parse_errors(void)
     CHECK_EQ_INT(parse_error("LHTTP/1.0 chat\r\n:value\r\n\r\n"), LHTTP_E_HEADER);
     CHECK_EQ_INT(parse_error("LHTTP/1.0 chat\r\na:b\n\r\n"), LHTTP_E_HEADER);
     CHECK_EQ_INT(parse_error("LHTTP/1.0 chat\r\na:b\rc\r\n\r\n"), LHTTP_E_HEADER);
+    {
+        static const char nul[] = "LHTTP/1.0 chat\r\na:b\0c\r\n\r\n";
+        lhttp_header h[2];
+        CHECK_EQ_INT(lhttp_parse(nul, sizeof nul - 1, &msg, h, 2), LHTTP_E_HEADER);
+    }
     CHECK_EQ_INT(parse_error("LHTTP/1.0 chat\r\na\x01:b\r\n\r\n"), LHTTP_E_HEADER);
+    CHECK_EQ_INT(parse_error("LHTTP/1.0 chat\r\na b:c\r\n\r\n"), LHTTP_E_HEADER);
+    CHECK_EQ_INT(parse_error("LHTTP/1.0 chat\r\nname :c\r\n\r\n"), LHTTP_E_HEADER);
+    CHECK_EQ_INT(parse_error("LHTTP/1.0 chat\r\n\xc3\xa9:c\r\n\r\n"), LHTTP_E_HEADER);
+    /* Values may hold other control bytes and any other bytes, as the server allows. */
+    CHECK_EQ_INT(parse_error("LHTTP/1.0 chat\r\na:b\x01\x7f\xc3\xa9\r\n\r\n"), LHTTP_OK);
     CHECK_EQ_INT(parse_error("LHTTP/1.0 chat\r\n\n"), LHTTP_E_HEADER);
 
     s = "LHTTP/1.0 chat\r\na:1\r\nb:2\r\nc:3\r\n\r\n";

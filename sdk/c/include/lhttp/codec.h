@@ -32,7 +32,7 @@ typedef enum lhttp_status {
     LHTTP_E_ARGUMENT = -1,        /* NULL pointer or otherwise unusable argument */
     LHTTP_E_START_LINE = -2,      /* input does not start with "LHTTP/1.0 " */
     LHTTP_E_COMMAND = -3,         /* empty command, or space/control character in it */
-    LHTTP_E_HEADER = -4,          /* header line without ':', empty name, control character */
+    LHTTP_E_HEADER = -4,          /* header line without ':', name not printable ASCII, NUL/CR/LF in value */
     LHTTP_E_TOO_MANY_HEADERS = -5,/* more header lines than the caller's array holds */
     LHTTP_E_UNTERMINATED = -6,    /* headers never end: no blank line */
     LHTTP_E_NO_SPACE = -7,        /* output buffer too small (the size needed is reported) */
