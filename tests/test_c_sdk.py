@@ -11,7 +11,9 @@ on. Missing tools fail the tests with the package to install: CI has them.
 import os
 import re
 import shutil
+import random
 import signal
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -112,6 +114,78 @@ def test_fuzzParserBoundedRun(sdkBuild, tmp_path):
     done = re.search(r"Done (\d+) runs in (\d+) second", result.stderr)
     assert done, result.stderr[-2000:]
     assert int(done.group(1)) > 0
+
+
+def codecInputs():
+    """
+    Tricky messages, and deterministic random mutations of the seed corpus.
+    """
+    tricky = [
+        b"", b"LHTTP/1.0", b"LHTTP/1.0 ", b"LHTTP/1.0 a", b"LHTTP/1.0 a\r\n",
+        b"LHTTP/1.0 a\r\n\r\n", b"LHTTP/1.0 a\r\n\r\n\r\n", b"LHTTP/1.0  a\r\n\r\n",
+        b"LHTTP/1.0 a b\r\n\r\n", b"LHTTP/1.0 a\n\r\n", b"LHTTP/1.0 \xc3\xa9\r\n\r\n",
+        b"LHTTP/1.0 \xff\r\n\r\n", b"LHTTP/1.0 a\r\nk:v\r\n", b"LHTTP/1.0 a\r\nk\r\n\r\n",
+        b"LHTTP/1.0 a\r\n:v\r\n\r\n", b"LHTTP/1.0 a\r\nk : v\r\n\r\n",
+        b"LHTTP/1.0 a\r\nk: \t v \t\r\n\r\nbody", b"LHTTP/1.0 a\r\nk:v\rw\r\n\r\n",
+        b"LHTTP/1.0 a\r\nk:v\nw\r\n\r\n", b"LHTTP/1.0 a\r\nk:v\x00\r\n\r\n",
+        b"LHTTP/1.0 a\r\nk:v\x01\x7f\r\n\r\n", b"LHTTP/1.0 a\r\nk:\xc3\xa9\r\n\r\n",
+        b"LHTTP/1.0 a\r\nk:\xff\r\n\r\n", b"LHTTP/1.0 a\r\n\xc3\xa9:v\r\n\r\n",
+        b"LHTTP/1.0 a\r\nk:a:b\r\nK:c\r\n\r\nx\r\n\r\ny", b"LHTTP/1.0 a\r\nk:\r\n\r\n",
+        b"LHTTP/1.1 a\r\n\r\n", b"lhttp/1.0 a\r\n\r\n",
+    ]
+    tokens = [b"\r", b"\n", b"\r\n", b":", b" ", b"\t", b"\x00", b"\x01", b"\xc3\xa9",
+              b"\xff", b"a", b"LHTTP/1.0 ", b"\r\n\r\n", b"multipart:0 3"]
+    seeds = [p.read_bytes() for p in sorted((SDK / "fuzz" / "corpus").iterdir())]
+    rng = random.Random(8)
+    mutated = []
+    for _ in range(3000):
+        data = bytearray(rng.choice(seeds + tricky))
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randint(0, len(data))
+            action = rng.random()
+            if action < 0.5:
+                data[at:at] = rng.choice(tokens)
+            elif action < 0.8:
+                del data[at:at + rng.randint(1, 3)]
+            else:
+                data[at:at + 1] = rng.choice(tokens)
+        mutated.append(bytes(data))
+    return tricky + seeds + mutated
+
+
+def test_codecAgreesWithTheServersCodec(sdkBuild):
+    """
+    On thousands of inputs, what the server's codec accepts the C codec
+    parses to the same command, headers and body; what the C codec rejects,
+    the server's codec rejects too. (The C codec does not check UTF-8, so it
+    may accept what the server refuses for that reason alone.)
+    """
+    from lhttp.codec import parse
+    from lhttp.errors import MalformedMessage
+
+    build, _ = sdkBuild
+    inputs = codecInputs()
+    stdin = b"".join(struct.pack(">I", len(data)) + data for data in inputs)
+    result = subprocess.run(
+        [build / "codec_dump"], input=stdin, capture_output=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().splitlines()
+    assert len(lines) == len(inputs)
+    accepted = 0
+    for data, line in zip(inputs, lines):
+        try:
+            message = parse(data)
+        except MalformedMessage as e:
+            if line.startswith("ok"):
+                assert "UTF-8" in str(e), (data, str(e))
+            continue
+        accepted += 1
+        fields = [message.command.encode(), message.body]
+        for name, value in message.headers:
+            fields += [name.encode(), value.encode()]
+        assert line == "ok" + "".join(" =" + f.hex() for f in fields), data
+    assert accepted > 100
 
 
 def readmeExample():
