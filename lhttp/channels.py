@@ -80,6 +80,8 @@ class Channels:
         # Channel -> tuple of subscribers, rebuilt on the first delivery
         # after a change, so iteration is safe while subscribers come and go.
         self._snapshots = {}
+        # Every delivery ever made, for lhttp_deliveries_total.
+        self.deliveries = 0
         broker.attach(self.deliver)
 
     def add(self, subscriber, channel):
@@ -131,4 +133,5 @@ class Channels:
             for subscriber in targets:
                 subscriber.sendPreparedMessage(prepared)
             count += len(targets)
+        self.deliveries += count
         return count

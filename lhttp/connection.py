@@ -146,12 +146,14 @@ class Connection:
         """
         if self.connected:
             self.transport.sendMessage(payload, self._binary or not isText(payload))
+            self.server.metrics.sent += 1
 
     def sendError(self, error):
         """
         Send the error reply for an L{LHTTPError}.
         """
         command = self._message.command if self._message is not None else None
+        self.server.metrics.errorSent(error.status)
         self.sendMessage(errorReply(error, command))
 
     # Pub/sub.

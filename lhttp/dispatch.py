@@ -20,6 +20,7 @@ from zope.interface import implementer
 from lhttp.codec import parse
 from lhttp.errors import LHTTPError, errorFor
 from lhttp.interfaces import IHeaderFilter, IProcessor
+from lhttp.metrics import Metrics
 
 
 @implementer(IProcessor)
@@ -73,7 +74,12 @@ class Dispatcher:
 
     log = Logger()
 
-    def __init__(self):
+    def __init__(self, metrics=None):
+        """
+        @param metrics: the L{lhttp.metrics.Metrics} that counts connections
+            and messages (default: its own).
+        """
+        self.metrics = metrics if metrics is not None else Metrics()
         self._processors = {}
         self._filters = []
         self._pipelines = {}
@@ -128,6 +134,7 @@ class Dispatcher:
     # Connection events.
 
     def connectionOpened(self, connection):
+        self.metrics.connections += 1
         for headerFilter in self._filters:
             self._guard(connection, headerFilter.onOpen)
 
@@ -140,6 +147,7 @@ class Dispatcher:
             self._drain(connection)
 
     def connectionClosed(self, connection):
+        self.metrics.connections -= 1
         connection.connected = False
         connection.queue.clear()
         connection.unsubscribeAll()
@@ -165,10 +173,12 @@ class Dispatcher:
         try:
             message = parse(data)
         except LHTTPError as error:
+            self.metrics.messageReceived(None)
             connection.begin(None, isBinary)
             connection.sendError(error)
             connection.end()
             return
+        self.metrics.messageReceived(message.command)
         connection.begin(message, isBinary)
         self._run(connection, message, self._pipeline(message.command), 0)
 

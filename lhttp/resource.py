@@ -15,6 +15,7 @@ from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 
 from lhttp.codec import parse
+from lhttp.metrics import MetricsResource
 from lhttp.errors import (
     Forbidden,
     LHTTPError,
@@ -40,6 +41,7 @@ class LHTTPResource(Resource):
         self._webSocket = WebSocketResource(server.factory)
         self.putChild(b"publish", PublishResource(server))
         self.putChild(b"health", HealthResource(server))
+        self.putChild(b"metrics", MetricsResource(server.metrics))
 
     def getChildWithDefault(self, name, request):
         if isUpgrade(request):
@@ -112,11 +114,13 @@ class PublishResource(Resource):
         try:
             channels = self._publish(request)
         except LHTTPError as error:
+            self._server.metrics.httpPublishAnswered(error.status)
             return _json(
                 request,
                 error.status,
                 {"status": error.status, "reason": error.reason, "detail": str(error.detail)},
             )
+        self._server.metrics.httpPublishAnswered(200)
         return _json(request, 200, {"status": 200, "channels": channels})
 
     def _publish(self, request):

@@ -9,6 +9,7 @@ from lhttp.channels import DEFAULT_MAX_CHANNEL_LENGTH, Channels, channelList
 from lhttp.dispatch import Dispatcher
 from lhttp.errors import BrokerUnavailable
 from lhttp.filters import standardFilters
+from lhttp.metrics import Metrics
 from lhttp.protocol import LHTTPServerFactory
 from lhttp.resource import LHTTPResource
 
@@ -24,6 +25,7 @@ class LHTTPServer:
     @ivar broker: the L{lhttp.interfaces.IBroker} (embedded by default).
     @ivar channels: the local L{lhttp.channels.Channels} table.
     @ivar factory: the Autobahn WebSocket server factory.
+    @ivar metrics: this node's L{lhttp.metrics.Metrics} (C{GET /metrics}).
     """
 
     def __init__(
@@ -50,7 +52,8 @@ class LHTTPServer:
         self.maxSubscriptions = maxSubscriptions
         self.maxChannelLength = maxChannelLength
         self.publishToken = publishToken
-        self.dispatcher = Dispatcher()
+        self.metrics = Metrics(self)
+        self.dispatcher = Dispatcher(self.metrics)
         for headerFilter in standardFilters():
             self.dispatcher.addFilter(headerFilter)
         self._userFilters = 0
@@ -89,6 +92,7 @@ class LHTTPServer:
         if not self.broker.ready:
             raise BrokerUnavailable("the message broker is not connected; publish refused")
         self.broker.publish(names, payload)
+        self.metrics.publishes += 1
 
     def resource(self):
         """

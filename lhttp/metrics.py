@@ -1,0 +1,233 @@
+"""
+Prometheus metrics for one node, served at C{GET /metrics}.
+
+The hot path only adds to plain integers (one dict or attribute update per
+message and per publish, one per fan-out for the deliveries it made, never
+per delivery); the Prometheus families are built from them when Prometheus
+scrapes. Every L{Metrics} has its own
+L{prometheus_client.CollectorRegistry}: two servers in one process share
+nothing.
+
+Metrics (counters end in C{_total} on the wire):
+
+  - C{lhttp_connections}: open WebSocket connections (gauge).
+  - C{lhttp_messages_received_total{command}}: LHTTP messages received, by
+    command; C{command="(unparsed)"} for messages that did not parse, and
+    C{"(other)"} once L{MAX_COMMANDS} distinct commands were seen, since
+    clients choose commands and labels must stay bounded.
+  - C{lhttp_messages_sent_total}: messages written to one connection:
+    replies, error replies, what processors send (fan-out is counted in
+    C{lhttp_deliveries_total}).
+  - C{lhttp_publishes_total}: publishes the broker took (WebSocket
+    C{publish} headers, C{POST /publish}, processors' C{publish}).
+  - C{lhttp_deliveries_total}: copies written to local subscribers.
+  - C{lhttp_error_replies_total{status}}: C{LHTTP/1.0 error} replies, by
+    status.
+  - C{lhttp_http_publish_requests_total{status}}: C{POST /publish} answers,
+    by HTTP status.
+  - C{lhttp_slow_consumer_disconnects_total}: connections closed because
+    they stopped reading and their send buffer filled
+    (L{Metrics.slowConsumerDisconnected}).
+  - C{lhttp_channels}: channels with local subscribers (gauge).
+  - C{lhttp_broker_ready}: 1 while the broker takes publishes (gauge).
+  - C{lhttp_broker_info{kind}}: always 1; C{kind} from the broker's
+    C{describe()}.
+  - C{lhttp_upstream_request_seconds{status}}: upstream request latency
+    (histogram; L{Metrics.observeUpstream}).
+  - C{process_*}: the process's CPU, memory and file descriptors (Linux).
+"""
+
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from twisted.web.resource import Resource
+
+MAX_COMMANDS = 100
+UNPARSED = "(unparsed)"
+OTHER = "(other)"
+
+UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """
+    One node's counters, and the registry Prometheus scrapes.
+
+    The server and its parts update the plain attributes directly; code
+    outside (upstream, the send-buffer limit) calls the methods.
+
+    @ivar registry: this node's L{CollectorRegistry}.
+    @ivar connections: open WebSocket connections.
+    @ivar received: command -> messages received.
+    @ivar sent: messages written to one connection.
+    @ivar publishes: publishes the broker took.
+    @ivar errors: status -> error replies sent.
+    @ivar httpPublishes: HTTP status -> C{POST /publish} answers.
+    @ivar slowConsumerDisconnects: see L{slowConsumerDisconnected}.
+    """
+
+    def __init__(self, server=None, maxCommands=MAX_COMMANDS, processMetrics=True):
+        """
+        @param server: the L{lhttp.server.LHTTPServer} whose broker and
+            channel table are read at scrape time, or L{None}.
+        @param maxCommands: distinct C{command} label values kept.
+        @param processMetrics: also export C{process_*} metrics.
+        """
+        self.connections = 0
+        self.received = {}
+        self.sent = 0
+        self.publishes = 0
+        self.errors = {}
+        self.httpPublishes = {}
+        self.slowConsumerDisconnects = 0
+        self.maxCommands = maxCommands
+        self._server = server
+        self.registry = CollectorRegistry()
+        self.registry.register(_Collector(self))
+        if processMetrics:
+            ProcessCollector(registry=self.registry)
+        self.upstreamSeconds = Histogram(
+            "lhttp_upstream_request_seconds",
+            "Time from sending an upstream HTTP request to its response or failure.",
+            ["status"],
+            registry=self.registry,
+            buckets=UPSTREAM_BUCKETS,
+        )
+
+    def messageReceived(self, command):
+        """
+        Count one received message.
+
+        @param command: its command, or L{None} if it did not parse.
+        """
+        received = self.received
+        if command is None:
+            command = UNPARSED
+        try:
+            received[command] += 1
+        except KeyError:
+            if len(received) >= self.maxCommands:
+                received[OTHER] = received.get(OTHER, 0) + 1
+            else:
+                received[command] = 1
+
+    def errorSent(self, status):
+        errors = self.errors
+        errors[status] = errors.get(status, 0) + 1
+
+    def httpPublishAnswered(self, status):
+        answers = self.httpPublishes
+        answers[status] = answers.get(status, 0) + 1
+
+    def slowConsumerDisconnected(self):
+        """
+        The hook for the send-buffer limit: call it when a connection is
+        closed because it stopped reading and its buffer filled.
+        """
+        self.slowConsumerDisconnects += 1
+
+    def observeUpstream(self, seconds, status):
+        """
+        The hook for upstream requests: call it once per request.
+
+        @param seconds: from sending the request to its response or failure.
+        @param status: the HTTP status (L{int}), or a short word for a
+            failure without one: C{"timeout"}, C{"error"}.
+        """
+        self.upstreamSeconds.labels(str(status)).observe(seconds)
+
+    def render(self):
+        """
+        @return: the Prometheus text exposition of every metric (L{bytes}).
+        """
+        return generate_latest(self.registry)
+
+
+def _counter(name, documentation, value):
+    family = CounterMetricFamily(name, documentation)
+    family.add_metric([], value)
+    return family
+
+
+def _gauge(name, documentation, value, labels=None):
+    family = GaugeMetricFamily(name, documentation, labels=list(labels or ()))
+    family.add_metric(list((labels or {}).values()), value)
+    return family
+
+
+def _labelled(name, documentation, label, counts):
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value, count in sorted(counts.items(), key=lambda item: str(item[0])):
+        family.add_metric([str(value)], count)
+    return family
+
+
+class _Collector:
+    """
+    Builds the families of L{Metrics}' plain counters at scrape time.
+    """
+
+    def __init__(self, metrics):
+        self._metrics = metrics
+
+    def collect(self):
+        m = self._metrics
+        yield _gauge("lhttp_connections", "Open WebSocket connections.", m.connections)
+        yield _labelled(
+            "lhttp_messages_received", "LHTTP messages received, by command.",
+            "command", m.received,
+        )
+        yield _counter(
+            "lhttp_messages_sent",
+            "Messages written to one connection (replies, error replies, processor sends).",
+            m.sent,
+        )
+        yield _counter("lhttp_publishes", "Publishes the broker took.", m.publishes)
+        yield _labelled(
+            "lhttp_error_replies", "LHTTP error replies sent, by status.", "status", m.errors,
+        )
+        yield _labelled(
+            "lhttp_http_publish_requests", "POST /publish answers, by HTTP status.",
+            "status", m.httpPublishes,
+        )
+        yield _counter(
+            "lhttp_slow_consumer_disconnects",
+            "Connections closed because they stopped reading and their send buffer filled.",
+            m.slowConsumerDisconnects,
+        )
+        server = m._server
+        if server is None:
+            return
+        yield _counter(
+            "lhttp_deliveries", "Copies of published messages written to local subscribers.",
+            server.channels.deliveries,
+        )
+        yield _gauge(
+            "lhttp_channels", "Channels with local subscribers.", len(server.channels.names())
+        )
+        broker = server.broker
+        yield _gauge(
+            "lhttp_broker_ready", "1 while the broker takes publishes.", 1 if broker.ready else 0
+        )
+        try:
+            kind = str(broker.describe().get("kind", "unknown"))
+        except Exception:
+            kind = "unknown"
+        yield _gauge("lhttp_broker_info", "The broker in use.", 1, {"kind": kind})
+
+
+class MetricsResource(Resource):
+    """
+    C{GET /metrics}: the Prometheus text exposition of a L{Metrics}.
+    """
+
+    isLeaf = True
+
+    def __init__(self, metrics):
+        Resource.__init__(self)
+        self._metrics = metrics
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+        request.setHeader(b"cache-control", b"no-store")
+        return self._metrics.render()
