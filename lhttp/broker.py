@@ -3,6 +3,7 @@ The embedded broker: one node, in-process, the default. It needs nothing
 else running.
 """
 
+from twisted.internet.defer import succeed
 from zope.interface import implementer
 
 from lhttp.interfaces import IBroker
@@ -31,5 +32,8 @@ class EmbeddedBroker:
     def unsubscribe(self, channel):
         pass
 
-    def publish(self, channels, payload):
+    def publish(self, channels, payload, onFailure=None):
         self._deliver(channels, payload)
+
+    def confirm(self):
+        return succeed(None)

@@ -8,6 +8,8 @@ subscriber (C{sendPreparedMessage}): per delivery, the work is one write.
 
 import re
 
+from twisted.internet.defer import Deferred
+
 from lhttp.errors import BadChannel
 
 DEFAULT_MAX_CHANNEL_LENGTH = 256
@@ -47,6 +49,19 @@ def channelList(channels, maxLength=DEFAULT_MAX_CHANNEL_LENGTH):
     return names
 
 
+def missedNotice(channel):
+    """
+    What a subscriber gets when its node lost the broker for a while:
+    messages published on other nodes meanwhile may not have reached it.
+    """
+    return (
+        b"LHTTP/1.0 error\r\nstatus:503\r\nreason:messages may have been missed\r\n"
+        + f"channel:{channel}\r\n\r\n".encode("utf-8")
+        + b"This server lost its connection to the cluster for a while; messages "
+        b"published on other servers to this channel meanwhile may not have been delivered."
+    )
+
+
 def isText(payload):
     """
     Fan-out sends valid UTF-8 as a text frame and anything else as binary.
@@ -80,17 +95,35 @@ class Channels:
         # Channel -> tuple of subscribers, rebuilt on the first delivery
         # after a change, so iteration is safe while subscribers come and go.
         self._snapshots = {}
+        # Channel -> the broker's Deferred for a subscription in flight.
+        self._pending = {}
         # Every delivery ever made, for lhttp_deliveries_total.
         self.deliveries = 0
         broker.attach(self.deliver)
 
     def add(self, subscriber, channel):
+        """
+        @return: L{None}, or a L{Deferred} that fires once the broker's
+            subscription to the channel is in place cluster-wide.
+        """
         subscribers = self._subscribers.get(channel)
         if subscribers is None:
             subscribers = self._subscribers[channel] = {}
-            self.broker.subscribe(channel)
+            pending = self.broker.subscribe(channel)
+            if pending is not None:
+                self._pending[channel] = pending
+                pending.addBoth(self._settled, channel)
         subscribers[subscriber] = None
         self._snapshots.pop(channel, None)
+        pending = self._pending.get(channel)
+        if pending is None:
+            return None
+        waiter = Deferred()
+        pending.addBoth(lambda ignored: waiter.callback(None))
+        return waiter
+
+    def _settled(self, ignored, channel):
+        del self._pending[channel]
 
     def remove(self, subscriber, channel):
         subscribers = self._subscribers.get(channel)

@@ -9,6 +9,7 @@ L{lhttp.testing.FakeWebSocket}.
 
 from collections import deque
 
+from twisted.internet.defer import gatherResults
 from zope.interface import implementer
 
 from lhttp.channels import channelList, isText
@@ -148,11 +149,15 @@ class Connection:
             self.transport.sendMessage(payload, self._binary or not isText(payload))
             self.server.metrics.sent += 1
 
-    def sendError(self, error):
+    def sendError(self, error, command=None):
         """
         Send the error reply for an L{LHTTPError}.
+
+        @param command: the command it is about (default: the message being
+            handled, if any).
         """
-        command = self._message.command if self._message is not None else None
+        if command is None and self._message is not None:
+            command = self._message.command
         self.server.metrics.errorSent(error.status)
         self.sendMessage(errorReply(error, command))
 
@@ -173,9 +178,15 @@ class Connection:
                 f"a connection may subscribe to at most {limit} channels"
             )
         table = self.server.channels
+        waits = []
         for name in names:
             self._subscriptions[name] = None
-            table.add(self.transport, name)
+            pending = table.add(self.transport, name)
+            if pending is not None:
+                waits.append(pending)
+        if waits:
+            return gatherResults(waits).addCallback(lambda ignored: None)
+        return None
 
     def unsubscribe(self, channels):
         table = self.server.channels
@@ -192,7 +203,7 @@ class Connection:
 
     def publish(self, channels, command, headers=(), body=b""):
         payload = serialize(Message(command, headers, body))
-        self.server.publish(channels, payload)
+        self.server.publish(channels, payload, lambda error: self.sendError(error, command))
 
     # The rest.
 

@@ -38,7 +38,7 @@ class _ChannelHeaderFilter(HeaderFilter):
     def afterRequest(self, connection, message):
         value = message.getHeader(self.header)
         if value is not None:
-            self.act(connection, value)
+            return self.act(connection, value)
 
     def act(self, connection, channels):
         raise NotImplementedError()
@@ -52,7 +52,9 @@ class SubscribeFilter(_ChannelHeaderFilter):
     header = "subscribe"
 
     def act(self, connection, channels):
-        connection.subscribe(channels)
+        # A Deferred here holds this connection's next messages until the
+        # subscription reaches the whole cluster.
+        return connection.subscribe(channels)
 
 
 class PublishFilter(_ChannelHeaderFilter):
@@ -64,7 +66,12 @@ class PublishFilter(_ChannelHeaderFilter):
     header = "publish"
 
     def act(self, connection, channels):
-        connection.server.publish(channels, connection.publishedBytes())
+        command = connection.getCommand()
+        connection.server.publish(
+            channels,
+            connection.publishedBytes(),
+            lambda error: connection.sendError(error, command),
+        )
 
 
 class UnsubscribeFilter(_ChannelHeaderFilter):

@@ -95,6 +95,8 @@ class IConnection(Interface):
         Receive what is published to each channel (an iterable of names, or
         one space-separated string).
 
+        @return: L{None}, or a L{Deferred} that fires once the subscriptions
+            reach the whole cluster.
         @raise lhttp.errors.BadChannel: before subscribing to any of them.
         """
 
@@ -208,6 +210,10 @@ class IBroker(Interface):
     def subscribe(channel):
         """
         The node has its first local subscriber to C{channel}.
+
+        @return: L{None}, or a L{Deferred} that fires once the subscription
+            reaches the whole cluster (the subscriber's later messages wait
+            for it, so "subscribed, then published elsewhere" works).
         """
 
     def unsubscribe(channel):
@@ -215,13 +221,21 @@ class IBroker(Interface):
         The node has no local subscriber to C{channel} any more.
         """
 
-    def publish(channels, payload):
+    def publish(channels, payload, onFailure=None):
         """
         Publish C{payload} (L{bytes}) to C{channels} (a sequence of
         validated names) on every node, this one included.
 
+        @param onFailure: called with an L{lhttp.errors.LHTTPError} if the
+            publish was taken but could not be confirmed afterwards.
         @raise lhttp.errors.BrokerUnavailable: when it cannot be taken; a
             publish is refused, never silently dropped.
+        """
+
+    def confirm():
+        """
+        @return: a L{Deferred} that fires once every publish taken so far
+            is confirmed, or fails with L{lhttp.errors.BrokerUnavailable}.
         """
 
 
@@ -236,4 +250,42 @@ class IProcessorPlugin(Interface):
     def load():
         """
         @return: an L{IProcessor} provider.
+        """
+
+
+class IUpstream(Interface):
+    """
+    Where the C{upstream} header's HTTP requests go (SPEC section 5): the
+    operator's allow-list and an HTTP client. L{lhttp.upstream.UpstreamFilter}
+    runs it: L{check} before the processor (so a refused target stops the
+    message before anything happens), L{call} after unsubscribe.
+    """
+
+    maxPending = Attribute(
+        "How many upstream requests one connection may have in flight; "
+        "its further messages wait (back-pressure on that connection only)."
+    )
+
+    def check(value):
+        """
+        Check an C{upstream} header against the allow-list; no I/O.
+
+        @param value: the header's value, C{"METHOD TARGET"}.
+        @return: the L{lhttp.upstream.UpstreamRequest} to make.
+        @raise lhttp.errors.Forbidden: the target is not allowed, or
+            upstream is off.
+        @raise lhttp.errors.BadUpstream: the value is not C{METHOD TARGET}.
+        """
+
+    def call(request, peer, message):
+        """
+        Make the HTTP request for C{message} (L{lhttp.codec.Message}, as
+        the processor left it) sent by C{peer} (an
+        L{twisted.internet.interfaces.IAddress} or L{None}).
+
+        @type request: L{lhttp.upstream.UpstreamRequest}, from L{check}.
+        @return: a L{Deferred} firing with the
+            L{lhttp.upstream.UpstreamResponse} to relay to the sender, or
+            L{None} when responses are not relayed; failing with an
+            L{lhttp.errors.LHTTPError} (502, 504) for the sender.
         """

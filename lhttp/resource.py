@@ -13,12 +13,14 @@ from autobahn.twisted.resource import WebSocketResource
 from twisted.logger import Logger
 from twisted.web.pages import notFound
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
 from lhttp.codec import parse
 from lhttp.metrics import MetricsResource
 from lhttp.errors import (
     Forbidden,
     LHTTPError,
+    errorFor,
     MessageTooLarge,
     MissingPublishHeader,
     Unauthorized,
@@ -59,6 +61,10 @@ class LHTTPResource(Resource):
             b"lhttp: an LHTTP server. Connect a WebSocket to any path here; "
             b"POST LHTTP messages to publish.\n"
         )
+
+
+def _errorDocument(error):
+    return {"status": error.status, "reason": error.reason, "detail": str(error.detail)}
 
 
 def _json(request, status, document):
@@ -115,13 +121,24 @@ class PublishResource(Resource):
             channels = self._publish(request)
         except LHTTPError as error:
             self._server.metrics.httpPublishAnswered(error.status)
-            return _json(
-                request,
-                error.status,
-                {"status": error.status, "reason": error.reason, "detail": str(error.detail)},
-            )
-        self._server.metrics.httpPublishAnswered(200)
-        return _json(request, 200, {"status": 200, "channels": channels})
+            return _json(request, error.status, _errorDocument(error))
+        # Answer 200 only once the broker confirms the publish (at once for
+        # the embedded broker; a NATS round trip in a cluster).
+        confirmed = self._server.broker.confirm()
+        confirmed.addCallbacks(
+            lambda ignored: (200, {"status": 200, "channels": channels}),
+            lambda failure: (errorFor(failure).status, _errorDocument(errorFor(failure))),
+        )
+        confirmed.addCallback(self._finish, request)
+        return NOT_DONE_YET
+
+    def _finish(self, answer, request):
+        self._server.metrics.httpPublishAnswered(answer[0])
+        if request.finished or request.channel is None:
+            return
+        status, document = answer
+        request.write(_json(request, status, document))
+        request.finish()
 
     def _publish(self, request):
         self._authorize(request)

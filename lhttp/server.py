@@ -12,6 +12,7 @@ from lhttp.filters import standardFilters
 from lhttp.metrics import Metrics
 from lhttp.protocol import LHTTPServerFactory
 from lhttp.resource import LHTTPResource
+from lhttp.upstream import NoUpstream, UpstreamFilter
 
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 DEFAULT_MAX_SUBSCRIPTIONS = 1000
@@ -36,6 +37,7 @@ class LHTTPServer:
         maxSubscriptions=DEFAULT_MAX_SUBSCRIPTIONS,
         maxChannelLength=DEFAULT_MAX_CHANNEL_LENGTH,
         publishToken=None,
+        upstream=None,
     ):
         """
         @param broker: an L{lhttp.interfaces.IBroker}; default: a new
@@ -47,6 +49,9 @@ class LHTTPServer:
         @param maxChannelLength: characters in a channel name.
         @param publishToken: if set, C{POST /publish} needs
             C{Authorization: Bearer <publishToken>}.
+        @param upstream: an L{lhttp.interfaces.IUpstream} for the
+            C{upstream} header (e.g. L{lhttp.upstream.makeUpstream});
+            default: off, C{upstream} headers get a 403.
         """
         self.maxMessageSize = maxMessageSize
         self.maxSubscriptions = maxSubscriptions
@@ -56,6 +61,10 @@ class LHTTPServer:
         self.dispatcher = Dispatcher(self.metrics)
         for headerFilter in standardFilters():
             self.dispatcher.addFilter(headerFilter)
+        # Last, so its request follows unsubscribe (SPEC section 2); user
+        # filters are inserted before the built-in ones.
+        self.upstream = upstream if upstream is not None else NoUpstream()
+        self.dispatcher.addFilter(UpstreamFilter(self.upstream))
         self._userFilters = 0
         self.broker = broker if broker is not None else EmbeddedBroker()
         self.factory = LHTTPServerFactory(self, reactor=reactor)
@@ -80,18 +89,20 @@ class LHTTPServer:
     def channelList(self, channels):
         return channelList(channels, self.maxChannelLength)
 
-    def publish(self, channels, payload):
+    def publish(self, channels, payload, onFailure=None):
         """
         Publish serialized LHTTP bytes to channels, on every node.
 
         @param channels: names, or one space-separated string.
+        @param onFailure: called with an L{lhttp.errors.LHTTPError} if the
+            broker took the publish but could not confirm it later.
         @raise lhttp.errors.BadChannel: a name is bad.
         @raise lhttp.errors.BrokerUnavailable: the broker cannot take it.
         """
         names = self.channelList(channels)
         if not self.broker.ready:
             raise BrokerUnavailable("the message broker is not connected; publish refused")
-        self.broker.publish(names, payload)
+        self.broker.publish(names, payload, onFailure)
         self.metrics.publishes += 1
 
     def resource(self):

@@ -5,10 +5,11 @@ This is the one place that touches the global reactor.
 """
 
 import os
+import socket
 from importlib import resources
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
@@ -22,6 +23,14 @@ from lhttp.server import (
     DEFAULT_MAX_SUBSCRIPTIONS,
     LHTTPServer,
 )
+from lhttp.upstream import (
+    DEFAULT_MAX_PENDING,
+    DEFAULT_MAX_RESPONSE,
+    AllowList,
+    makeUpstream,
+    parseStaticHeader,
+)
+from lhttp.upstream import DEFAULT_TIMEOUT as DEFAULT_UPSTREAM_TIMEOUT
 
 log = Logger()
 
@@ -42,6 +51,8 @@ class Options(usage.Options):
     optFlags = [
         ["demo", None, "Also serve the chat-room demo and the JavaScript SDK at /demo/."],
         ["no-plugins", None, "Do not load processors from installed Twisted plugins."],
+        ["upstream-relay", None, "Send the upstream backend's response back to the sender "
+         "(an 'upstream' message with its status); default: only failures are told."],
     ]
 
     optParameters = [
@@ -58,18 +69,50 @@ class Options(usage.Options):
         ["max-channel-length", None, DEFAULT_MAX_CHANNEL_LENGTH,
          "Longest channel name, in characters.", int],
         ["access-log", None, None, "Write an HTTP access log to this file (default: none)."],
+        ["upstream-timeout", None, DEFAULT_UPSTREAM_TIMEOUT,
+         "Seconds an upstream request may take, body included (over it: a 504 error reply).", float],
+        ["upstream-max-response", None, DEFAULT_MAX_RESPONSE,
+         "Largest upstream response body relayed, in bytes (over it: a 502 error reply).", int],
+        ["upstream-concurrency", None, DEFAULT_MAX_PENDING,
+         "Upstream requests one connection may have in flight; its later messages wait.", int],
     ]
 
     def __init__(self):
         usage.Options.__init__(self)
         self["listen"] = []
         self["processors"] = []
+        self["upstream-allow"] = []
+        self["upstream-targets"] = []
+        self["upstream-headers"] = []
+        self["nats"] = []
 
     def opt_listen(self, description):
         """Listen on a Twisted endpoint, e.g. tcp:8081:interface=127.0.0.1, ssl:8443:privateKey=key.pem:certKey=cert.pem or unix:/run/lhttp.sock. Repeatable."""
         self["listen"].append(description)
 
     opt_l = opt_listen
+
+    def opt_upstream_allow(self, prefix):
+        """Allow 'upstream: METHOD URL' to URLs under this prefix: same scheme, host as written, port, and whole path segments, e.g. http://127.0.0.1:8080/api/. Repeatable. Without any, upstream headers get a 403."""
+        self["upstream-allow"].append(prefix)
+
+    def opt_upstream_target(self, spec):
+        """Name an upstream target: NAME=URL, so clients write 'upstream: POST NAME'. Repeatable."""
+        name, equals, url = spec.partition("=")
+        if not equals or not name or not url:
+            raise usage.UsageError(f"--upstream-target wants NAME=URL, not {spec!r}")
+        self["upstream-targets"].append((name, url))
+
+    def opt_upstream_header(self, line):
+        """Add 'Name: value' to every upstream HTTP request (e.g. the backend's credentials). Repeatable."""
+        try:
+            self["upstream-headers"].append(parseStaticHeader(line))
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+
+    def opt_nats(self, urls):
+        """Join a cluster through NATS at these URLs (comma-separated, or repeat the option), e.g. nats://127.0.0.1:4222. Without it the node uses its embedded broker. Needs the asyncio reactor, which this option installs."""
+        self["nats"].extend(u.strip() for u in urls.split(",") if u.strip())
 
     def opt_processor(self, spec):
         """Handle a command with a processor: COMMAND=dotted.name of an IProcessor class, factory or instance. Repeatable; wins over a plugin for the same command."""
@@ -79,15 +122,63 @@ class Options(usage.Options):
         self["processors"].append((command, name))
 
     def postOptions(self):
+        if self["nats"]:
+            useAsyncioReactor()
         if self["port"] is not None:
             self["listen"].append(f"tcp:{self['port']}")
         if not self["listen"]:
             self["listen"].append(f"tcp:{DEFAULT_PORT}")
         if self["publish-token"] is None:
             self["publish-token"] = os.environ.get(TOKEN_VARIABLE) or None
-        for name in ("max-message-size", "max-subscriptions", "max-channel-length"):
+        try:
+            AllowList(self["upstream-allow"], self["upstream-targets"])
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        if self["upstream-timeout"] <= 0:
+            raise usage.UsageError("--upstream-timeout must be positive")
+        for name in ("max-message-size", "max-subscriptions", "max-channel-length",
+                     "upstream-max-response", "upstream-concurrency"):
             if self[name] < 1:
                 raise usage.UsageError(f"--{name} must be a positive integer")
+
+
+def useAsyncioReactor():
+    """
+    nats-py runs on asyncio: install Twisted's asyncio reactor, unless a
+    reactor is installed already, in which case it must be that one.
+    """
+    import sys
+
+    if "twisted.internet.reactor" not in sys.modules:
+        from twisted.internet import asyncioreactor
+
+        asyncioreactor.install()
+        return
+    from twisted.internet import reactor
+    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+    if not isinstance(reactor, AsyncioSelectorReactor):
+        raise usage.UsageError(
+            "--nats needs the asyncio reactor; leave out --reactor, or run "
+            "'twistd --reactor=asyncio lhttp --nats ...'"
+        )
+
+
+class BrokerService(Service):
+    """
+    Starts the broker's connection with the node and leaves cleanly on stop.
+    """
+
+    def __init__(self, broker):
+        self.broker = broker
+
+    def startService(self):
+        Service.startService(self)
+        self.broker.start()
+
+    def stopService(self):
+        Service.stopService(self)
+        return self.broker.stop()
 
 
 class _QuietSite(Site):
@@ -127,12 +218,28 @@ def makeSite(root, options):
 def makeService(options):
     from twisted.internet import reactor
 
+    broker = None
+    if options["nats"]:
+        from lhttp.natsbroker import NATSBroker
+
+        broker = NATSBroker(options["nats"], reactor, name=f"lhttp {socket.gethostname()} pid={os.getpid()}")
     server = LHTTPServer(
+        broker=broker,
         reactor=reactor,
         maxMessageSize=options["max-message-size"],
         maxSubscriptions=options["max-subscriptions"],
         maxChannelLength=options["max-channel-length"],
         publishToken=options["publish-token"],
+        upstream=makeUpstream(
+            reactor,
+            options["upstream-allow"],
+            options["upstream-targets"],
+            timeout=options["upstream-timeout"],
+            relay=bool(options["upstream-relay"]),
+            maxResponse=options["upstream-max-response"],
+            maxPending=options["upstream-concurrency"],
+            staticHeaders=options["upstream-headers"],
+        ),
     )
     registerProcessors(server, options)
     root = server.resource()
@@ -141,6 +248,8 @@ def makeService(options):
     site = makeSite(root, options)
 
     service = MultiService()
+    if broker is not None:
+        BrokerService(broker).setServiceParent(service)
     for description in options["listen"]:
         StreamServerEndpointService(
             serverFromString(reactor, description), site

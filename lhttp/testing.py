@@ -10,6 +10,7 @@ In-memory test doubles for code built on lhttp, shipped with the library
 """
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import succeed
 from zope.interface import implementer
 
 from lhttp.codec import parse
@@ -101,6 +102,7 @@ class RecordingBroker:
         self.subscribed = set()
         self.events = []
         self.published = []
+        self.failureCallbacks = []
         self._deliver = None
 
     def describe(self):
@@ -117,11 +119,25 @@ class RecordingBroker:
         self.subscribed.discard(channel)
         self.events.append(("unsubscribe", channel))
 
-    def publish(self, channels, payload):
+    def publish(self, channels, payload, onFailure=None):
         if not self.ready:
             raise BrokerUnavailable("the recording broker is set not ready")
         self.published.append((list(channels), payload))
+        self.failureCallbacks.append(onFailure)
         self._deliver(channels, payload)
+
+    def confirm(self):
+        return succeed(None)
+
+    def failPublishes(self, error):
+        """
+        Play a cluster that lost what was published so far: tell each
+        publisher, as a real broker would.
+        """
+        callbacks, self.failureCallbacks = self.failureCallbacks, []
+        for onFailure in callbacks:
+            if onFailure is not None:
+                onFailure(error)
 
     def deliverFromRemote(self, channels, payload):
         """

@@ -32,3 +32,15 @@ def lhttpNode(startNode):
     One real C{twistd -n lhttp} node with the default (embedded) broker.
     """
     return startNode()
+
+
+@pytest.fixture
+def natsServer():
+    """
+    A real C{nats-server} on free loopback ports, stopped after the test.
+    """
+    from procs import NATSServer
+
+    server = NATSServer().waitReady()
+    yield server
+    server.stop()

@@ -47,3 +47,49 @@ async def eventually(condition, timeout=20.0, interval=0.05, what="condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await deferLater(reactor, interval)
+
+
+async def untilTrue(check, timeout=20.0, interval=0.1, what="condition"):
+    """
+    Like L{eventually} for an async C{check()}: await it until it returns
+    a true value.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await deferLater(reactor, interval)
+
+
+async def health(node):
+    """
+    @return: C{(status code, JSON document)} of the node's C{/health}.
+    """
+    import json
+
+    import treq
+
+    response = await treq.get(node.httpURL + "health", timeout=5)
+    return response.code, json.loads(await response.content())
+
+
+async def untilHealth(node, status, timeout=20.0):
+    """
+    Wait until the node's C{/health} answers C{status}; return the seconds
+    it took.
+    """
+    start = time.monotonic()
+    deadline = start + timeout
+    while True:
+        try:
+            code, document = await health(node)
+        except Exception:
+            code, document = None, None
+        if code == status:
+            return time.monotonic() - start
+        if time.monotonic() > deadline:
+            raise AssertionError(f"/health of {node.url} is {code} {document}, not {status}, after {timeout}s")
+        await deferLater(reactor, 0.1)

