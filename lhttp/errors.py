@@ -118,6 +118,35 @@ class BrokerUnavailable(LHTTPError):
     reason = "broker unavailable"
 
 
+class BadUpstream(LHTTPError):
+    """
+    An C{upstream} header that is not C{METHOD TARGET} with a known method
+    (SPEC section 5).
+    """
+
+    status = 400
+    reason = "bad upstream header"
+
+
+class BadGateway(LHTTPError):
+    """
+    The upstream HTTP server could not be reached, failed (5xx), or sent a
+    response lhttp would not take.
+    """
+
+    status = 502
+    reason = "bad gateway"
+
+
+class GatewayTimeout(LHTTPError):
+    """
+    The upstream HTTP server did not answer in time.
+    """
+
+    status = 504
+    reason = "gateway timeout"
+
+
 def errorFor(failure):
     """
     Map any exception to the L{LHTTPError} the client sees: L{LHTTPError}s

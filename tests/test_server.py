@@ -307,7 +307,7 @@ class FilterTests(SynchronousTestCase):
     def test_builtinOrder(self):
         server = makeServer()
         names = [type(f).__name__ for f in server.dispatcher.filters]
-        self.assertEqual(names, ["MultipartFilter", "SubscribeFilter", "PublishFilter", "UnsubscribeFilter"])
+        self.assertEqual(names, ["MultipartFilter", "SubscribeFilter", "PublishFilter", "UnsubscribeFilter", "UpstreamFilter"])
 
     def test_subscribeThenPublishThenUnsubscribeInOneMessage(self):
         server = makeServer()
