@@ -1,63 +1,140 @@
 """
-A Twisted LHTTP client: connect, send, subscribe, publish, and receive
-messages as Deferreds.
+A Twisted LHTTP client.
+
+One connection, as Deferreds::
 
     client = yield connect(reactor, "ws://127.0.0.1:8081/")
     client.subscribe(["room"])
+    yield client.sync()                  # the server has subscribed us
     client.publish(["room"], "chat", [("nick", "ann")], "hello")
     message = yield client.nextMessage(timeout=5)
+
+Or a client that stays connected: L{ReconnectingClient} reconnects with
+backoff after the connection drops and subscribes again to every channel it
+was subscribed to::
+
+    client = ReconnectingClient(reactor, "ws://127.0.0.1:8081/", onMessage=print)
+    client.startService()
+    client.subscribe(["room"])
 """
 
+import itertools
+import os
 from collections import deque
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from hyperlink import URL
-from twisted.internet.defer import Deferred, TimeoutError
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, TimeoutError, fail
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import ConnectionDone
+from twisted.logger import Logger
 
 from lhttp.codec import Message, parse
+from lhttp.errors import LHTTPError
+
+SYNC_COMMAND = "lhttp-sync"
+
+# Channels per subscribe message when subscriptions are sent again.
+RESUBSCRIBE_BATCH = 100
+
+_syncNames = itertools.count()
+
+
+class NotConnected(Exception):
+    """
+    A L{ReconnectingClient} was asked to send while it has no connection.
+    Nothing was sent.
+    """
+
+
+class _Inbox:
+    """
+    Received messages waiting to be taken, and takers waiting for one.
+    """
+
+    def __init__(self):
+        self._received = deque()
+        self._waiting = deque()
+
+    def put(self, message):
+        if self._waiting:
+            self._waiting.popleft().callback(message)
+        else:
+            self._received.append(message)
+
+    def get(self, timeout, clock):
+        if self._received:
+            d = Deferred()
+            d.callback(self._received.popleft())
+            return d
+        d = Deferred(lambda d: self._waiting.remove(d))
+        self._waiting.append(d)
+        if timeout is not None:
+            d.addTimeout(timeout, clock)
+        return d
+
+    def fail(self, exception):
+        while self._waiting:
+            self._waiting.popleft().errback(exception)
+
+    def __len__(self):
+        return len(self._received)
 
 
 class LHTTPClientProtocol(WebSocketClientProtocol):
     """
     One client connection. Incoming messages are parsed and queued until
-    L{nextMessage} takes them, or given to C{onLHTTPMessage} if set.
+    L{nextMessage} takes them, or given to C{onLHTTPMessage} if it is set.
 
+    @ivar opened: a L{Deferred} that fires with this protocol when the
+        WebSocket opens, or fails if it closes first.
     @ivar closed: a L{Deferred} that fires with C{(wasClean, code, reason)}
         when the WebSocket closes.
+    @ivar closeCode: the close code, once closed.
+    @ivar onLHTTPMessage: L{None}, or a callable given each received
+        L{Message} instead of queueing it.
     """
 
     onLHTTPMessage = None
+    log = Logger()
 
     def __init__(self):
         WebSocketClientProtocol.__init__(self)
-        self._received = deque()
-        self._waiting = deque()
+        self._inbox = _Inbox()
+        self._syncs = {}
+        self.opened = Deferred()
         self.closed = Deferred()
         self.closeCode = None
 
     def onOpen(self):
-        opened, self.factory.opened = self.factory.opened, None
-        if opened is not None:
-            opened.callback(self)
+        self.opened.callback(self)
 
     def onMessage(self, payload, isBinary):
-        message = parse(payload)
+        try:
+            message = parse(payload)
+        except LHTTPError:
+            self.log.failure("The server sent a message that does not parse")
+            return
+        if self._syncs and message.command == SYNC_COMMAND:
+            waiting = self._syncs.pop(message.getHeader("publish"), None)
+            if waiting is not None:
+                waiting.callback(None)
+                return
         if self.onLHTTPMessage is not None:
             self.onLHTTPMessage(message)
-        elif self._waiting:
-            self._waiting.popleft().callback(message)
         else:
-            self._received.append(message)
+            self._inbox.put(message)
 
     def onClose(self, wasClean, code, reason):
         self.closeCode = code
-        opened, self.factory.opened = self.factory.opened, None
-        if opened is not None:
-            opened.errback(ConnectionDone(f"WebSocket closed before opening: {code} {reason}"))
-        while self._waiting:
-            self._waiting.popleft().errback(ConnectionDone(f"closed: {code} {reason}"))
+        if not self.opened.called:
+            self.opened.errback(ConnectionDone(f"WebSocket closed before opening: {code} {reason}"))
+        self._inbox.fail(ConnectionDone(f"closed: {code} {reason}"))
+        syncs, self._syncs = self._syncs, {}
+        for waiting in syncs.values():
+            waiting.errback(ConnectionDone(f"closed: {code} {reason}"))
         self.closed.callback((wasClean, code, reason))
 
     def nextMessage(self, timeout=None):
@@ -66,21 +143,33 @@ class LHTTPClientProtocol(WebSocketClientProtocol):
         @return: a L{Deferred} firing with the next L{Message}, failing with
             L{TimeoutError} after C{timeout}.
         """
-        if self._received:
-            d = Deferred()
-            d.callback(self._received.popleft())
-            return d
-        d = Deferred(lambda d: self._waiting.remove(d))
-        self._waiting.append(d)
-        if timeout is not None:
-            d.addTimeout(timeout, self.factory.reactor)
-        return d
+        return self._inbox.get(timeout, self.factory.reactor)
 
     def pending(self):
         """
         @return: how many received messages wait to be taken.
         """
-        return len(self._received)
+        return len(self._inbox)
+
+    def sync(self, timeout=None):
+        """
+        Wait until the server has handled everything sent before: a message
+        published to a private channel comes back once every earlier
+        message of this connection was handled (subscriptions included).
+
+        @return: a L{Deferred} firing with L{None}, failing with
+            L{TimeoutError} after C{timeout} or L{ConnectionDone}.
+        """
+        channel = f"lhttp-sync.{os.getpid()}.{id(self):x}.{next(_syncNames)}"
+        d = Deferred(lambda d: self._syncs.pop(channel, None))
+        self._syncs[channel] = d
+        self.send(
+            SYNC_COMMAND,
+            [("subscribe", channel), ("publish", channel), ("unsubscribe", channel)],
+        )
+        if timeout is not None:
+            d.addTimeout(timeout, self.factory.reactor)
+        return d
 
     def sendLHTTP(self, message, isBinary=False):
         """
@@ -107,6 +196,31 @@ def _joined(channels):
     return channels if isinstance(channels, str) else " ".join(channels)
 
 
+def _names(channels):
+    return channels.split() if isinstance(channels, str) else list(channels)
+
+
+def clientFactory(reactor, url, headers=None, protocol=LHTTPClientProtocol):
+    """
+    @return: an Autobahn client factory for C{url} that builds C{protocol}.
+    """
+    factory = WebSocketClientFactory(url, headers=headers, reactor=reactor)
+    factory.protocol = protocol
+    return factory
+
+
+def clientEndpoint(reactor, url, timeout=30):
+    """
+    @return: the TCP or TLS client endpoint for a C{ws://} or C{wss://} URL.
+    """
+    parsed = URL.from_text(url)
+    secure = parsed.scheme == "wss"
+    port = parsed.port or (443 if secure else 80)
+    kind = "tls" if secure else "tcp"
+    host = parsed.host.replace(":", r"\:")
+    return clientFromString(reactor, f"{kind}:{host}:{port}:timeout={timeout}")
+
+
 def connect(reactor, url, headers=None, timeout=30):
     """
     Open an LHTTP WebSocket client connection.
@@ -116,25 +230,185 @@ def connect(reactor, url, headers=None, timeout=30):
     @return: a L{Deferred} firing with an L{LHTTPClientProtocol} once the
         WebSocket is open.
     """
-    parsed = URL.from_text(url)
-    secure = parsed.scheme == "wss"
-    port = parsed.port or (443 if secure else 80)
-    factory = WebSocketClientFactory(url, headers=headers, reactor=reactor)
-    factory.protocol = LHTTPClientProtocol
-    factory.opened = Deferred()
-    kind = "tls" if secure else "tcp"
-    host = parsed.host.replace(":", r"\:")
-    endpoint = clientFromString(reactor, f"{kind}:{host}:{port}:timeout={timeout}")
-    connecting = endpoint.connect(factory)
-    opened = factory.opened
-
-    def failed(failure):
-        if factory.opened is not None:
-            factory.opened = None
-            opened.errback(failure)
-
-    connecting.addErrback(failed)
-    return opened
+    factory = clientFactory(reactor, url, headers)
+    connecting = clientEndpoint(reactor, url, timeout).connect(factory)
+    return connecting.addCallback(lambda protocol: protocol.opened)
 
 
-__all__ = ["LHTTPClientProtocol", "TimeoutError", "connect"]
+class ReconnectingClient(Service):
+    """
+    A client that stays connected: after the connection drops (or cannot
+    be made) it tries again with exponential backoff, and once connected it
+    subscribes again to every channel it is subscribed to.
+
+    Received messages go to C{onMessage}, or wait for L{nextMessage}.
+    Sending (L{send}, L{publish}, L{sync}) needs a connection: without one
+    it raises L{NotConnected} rather than queueing, so nothing is lost
+    silently; L{subscribe} and L{unsubscribe} are remembered either way.
+
+    @ivar protocol: the open L{LHTTPClientProtocol}, or L{None}.
+    @ivar connections: how many times it has connected.
+    @ivar onMessage: L{None}, or a callable given each received L{Message}.
+    @ivar onConnect: L{None}, or a callable given the protocol each time it
+        connects, after the subscriptions were sent again.
+    @ivar onDisconnect: L{None}, or a callable given C{(wasClean, code,
+        reason)} each time an open connection closes.
+    """
+
+    protocolClass = LHTTPClientProtocol
+
+    def __init__(
+        self, reactor, url, headers=None, onMessage=None, retryPolicy=None,
+        timeout=30, endpoint=None,
+    ):
+        """
+        @param url: C{ws://host:port/path} or C{wss://...}.
+        @param headers: extra handshake headers.
+        @param retryPolicy: C{retryPolicy(failedAttempts)} -> seconds to
+            wait; default: L{backoffPolicy} from 0.5 s up to 30 s, with
+            jitter.
+        @param timeout: seconds for a TCP connection attempt.
+        @param endpoint: the client endpoint to use instead of one made from
+            C{url} (tests pass an in-memory one).
+        """
+        self.url = url
+        self.protocol = None
+        self.connections = 0
+        self.onMessage = onMessage
+        self.onConnect = None
+        self.onDisconnect = None
+        self._subscriptions = {}
+        self._reactor = reactor
+        self._inbox = _Inbox()
+        factory = clientFactory(reactor, url, headers, self.protocolClass)
+        self._service = ClientService(
+            endpoint if endpoint is not None else clientEndpoint(reactor, url, timeout),
+            factory,
+            retryPolicy=retryPolicy or backoffPolicy(initialDelay=0.5, maxDelay=30.0),
+            clock=reactor,
+            prepareConnection=self._prepare,
+        )
+
+    @property
+    def subscriptions(self):
+        """
+        The channels it is subscribed to (and subscribes to again after a
+        reconnect), in the order they were added.
+        """
+        return list(self._subscriptions)
+
+    # The service.
+
+    def startService(self):
+        Service.startService(self)
+        self._service.startService()
+
+    def stopService(self):
+        """
+        Close the connection (WebSocket close 1000) and stop reconnecting.
+
+        @return: a L{Deferred} that fires once it is closed.
+        """
+        Service.stopService(self)
+        if self.protocol is not None:
+            self.protocol.sendClose(1000)
+        return self._service.stopService()
+
+    def whenConnected(self, failAfterFailures=None):
+        """
+        @return: a L{Deferred} firing with the open L{LHTTPClientProtocol}
+            (subscriptions sent) now or at the next connection; see
+            L{ClientService.whenConnected}.
+        """
+        return self._service.whenConnected(failAfterFailures).addCallback(
+            lambda proxy: self.protocol
+        )
+
+    def _prepare(self, proxy):
+        return proxy.opened.addCallback(self._opened)
+
+    def _opened(self, protocol):
+        self.protocol = protocol
+        self.connections += 1
+        protocol.onLHTTPMessage = self._received
+        protocol.closed.addCallback(self._closed, protocol)
+        names = list(self._subscriptions)
+        for start in range(0, len(names), RESUBSCRIBE_BATCH):
+            protocol.subscribe(names[start:start + RESUBSCRIBE_BATCH])
+        if self.onConnect is not None:
+            self.onConnect(protocol)
+        return protocol
+
+    def _closed(self, how, protocol):
+        if self.protocol is protocol:
+            self.protocol = None
+            if self.onDisconnect is not None:
+                self.onDisconnect(how)
+
+    def _received(self, message):
+        if self.onMessage is not None:
+            self.onMessage(message)
+        else:
+            self._inbox.put(message)
+
+    def _connected(self):
+        if self.protocol is None:
+            raise NotConnected(f"not connected to {self.url}")
+        return self.protocol
+
+    # What users call.
+
+    def nextMessage(self, timeout=None):
+        """
+        @return: a L{Deferred} firing with the next received L{Message}
+            (when C{onMessage} is not set), across reconnects.
+        """
+        return self._inbox.get(timeout, self._reactor)
+
+    def subscribe(self, channels):
+        """
+        Subscribe now if connected, and after every reconnect.
+        """
+        names = [n for n in _names(channels) if n not in self._subscriptions]
+        for name in names:
+            self._subscriptions[name] = None
+        if names and self.protocol is not None:
+            self.protocol.subscribe(names)
+
+    def unsubscribe(self, channels):
+        names = [n for n in _names(channels) if n in self._subscriptions]
+        for name in names:
+            del self._subscriptions[name]
+        if names and self.protocol is not None:
+            self.protocol.unsubscribe(names)
+
+    def send(self, command, headers=(), body=b""):
+        """
+        @raise NotConnected: when there is no connection.
+        """
+        self._connected().send(command, headers, body)
+
+    def sendLHTTP(self, message, isBinary=False):
+        self._connected().sendLHTTP(message, isBinary)
+
+    def publish(self, channels, command, headers=(), body=b""):
+        self._connected().publish(channels, command, headers, body)
+
+    def sync(self, timeout=None):
+        """
+        @return: L{LHTTPClientProtocol.sync} on the current connection, or a
+            failed L{Deferred} (L{NotConnected}).
+        """
+        try:
+            return self._connected().sync(timeout)
+        except NotConnected:
+            return fail()
+
+
+__all__ = [
+    "LHTTPClientProtocol",
+    "NotConnected",
+    "ReconnectingClient",
+    "TimeoutError",
+    "connect",
+]
