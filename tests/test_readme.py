@@ -3,6 +3,7 @@ README.rst's commands and snippets work when pasted: each is taken from the
 README itself and run against real processes (ports swapped for free ones).
 """
 
+import json
 import re
 import subprocess
 import sys
@@ -86,7 +87,7 @@ async def test_httpPublishSnippets(tmp_path, lhttpNode):
     alice.subscribe("lobby")
     await barrier(alice)
 
-    curl = blockWith("sh", "curl").replace("8081", str(lhttpNode.port))
+    curl = blockWith("sh", "curl --data-binary").replace("8081", str(lhttpNode.port))
     result = subprocess.run(["bash", "-c", curl], capture_output=True, timeout=20)
     assert b'"channels": ["lobby"]' in result.stdout, result
     notice = await alice.nextMessage(10)
@@ -99,3 +100,82 @@ async def test_httpPublishSnippets(tmp_path, lhttpNode):
     assert process.stop() == 0, process.log()
     done = await alice.nextMessage(10)
     assert (done.getHeader("from"), done.body) == ("ops", b"deploy done")
+
+
+@pytest_twisted.ensureDeferred
+async def test_upstreamScenarioSnippets(tmp_path):
+    """
+    "Upstream: calling your backend", pasted: the record backend, lhttp
+    allowed to call it, Jack and Mike, and curl for the records.
+    """
+    backendPort, nodePort = freePort(), freePort()
+
+    def pasted(text):
+        return text.replace("8080", str(backendPort)).replace("8081", str(nodePort))
+
+    backendCommand = pasted(blockWith("sh", "examples/record_backend.py"))
+    backendCommand = backendCommand.replace("python ", f"{sys.executable} {ROOT}/", 1)
+    backend = Process(["bash", "-c", "exec " + backendCommand], cwd=str(tmp_path), name="record-backend")
+    node = Process(["bash", "-c", "exec " + pasted(blockWith("sh", "--upstream-allow"))],
+                   cwd=str(tmp_path), name="node")
+    try:
+        for process, port in ((backend, backendPort), (node, nodePort)):
+            await eventually(lambda: portAccepts(port) or not process.alive(), what=process.name)
+            assert process.alive(), process.log()
+
+        script = tmp_path / "jack_and_mike.py"
+        script.write_text(pasted(blockWith("python", "channel_mike")))
+        chat = Process([sys.executable, str(script)], name="jack-and-mike")
+        await eventually(lambda: not chat.alive(), what="the Jack and Mike snippet to finish")
+        assert chat.stop() == 0, chat.log()
+        assert "mike got: hello mike, I am jack" in chat.log()
+
+        curl = pasted(blockWith("sh", "/records"))
+
+        def records():
+            result = subprocess.run(["bash", "-c", curl], capture_output=True, timeout=20)
+            found = json.loads(result.stdout or b"[]")
+            return found if len(found) >= 2 else None
+
+        found = await eventually(records, timeout=10, what="two records")
+        byMethod = {r["method"]: r for r in found}
+        assert len(found) == 2
+        assert byMethod["POST"]["path"] == "/record"
+        assert byMethod["POST"]["body"].endswith("publish:channel_mike\r\n\r\nhello mike, I am jack")
+        assert (byMethod["GET"]["path"], byMethod["GET"]["body"]) == ("/record?user=a&age=26", "")
+        assert (tmp_path / "records.jsonl").exists()
+    finally:
+        node.stop()
+        backend.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_clusterSnippet(tmp_path):
+    """
+    The three-node cluster as pasted (minus the install line), on free
+    ports: a message published on node 1 reaches a subscriber on node 3.
+    """
+    from lhttpclients import untilHealth
+
+    block = blockWith("sh", "nats-server -a 127.0.0.1")
+    commands = [line for line in block.splitlines() if not line.startswith("pip install")]
+    natsPort, *ports = (freePort() for _ in range(4))
+    script = "\n".join(commands).replace("4222", str(natsPort))
+    for old, new in zip(("8081", "8082", "8083"), ports):
+        script = script.replace(old, str(new))
+    shell = Process(["bash", "-c", script + "\nwait"], name="cluster", cwd=str(tmp_path))
+    try:
+        nodes = []
+        for port in ports:
+            node = type("Node", (), {"httpURL": f"http://127.0.0.1:{port}/", "url": f"ws://127.0.0.1:{port}/"})
+            await untilHealth(node, 200, timeout=30)
+            nodes.append(node)
+        listener = await client(nodes[2].url)
+        listener.subscribe("lobby")
+        await barrier(listener)
+        speaker = await client(nodes[0].url)
+        speaker.publish("lobby", "chat", [("nick", "ann")], "across the cluster")
+        heard = await listener.nextMessage(10)
+        assert heard.body == b"across the cluster"
+    finally:
+        shell.stop()
