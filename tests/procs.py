@@ -53,6 +53,14 @@ def portAccepts(port, host="127.0.0.1"):
         return False
 
 
+def _groupAlive(pgid):
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 class Process:
     """
     A child process whose output goes to a log file, readable in failures.
@@ -76,6 +84,22 @@ class Process:
             start_new_session=True,
         )
 
+    def _stopGroup(self):
+        """
+        Stop what the process started in its session (a shell's background
+        jobs, say): SIGTERM, then SIGKILL.
+        """
+        for signum in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.popen.pid, signum)
+            except ProcessLookupError:
+                return
+            try:
+                waitFor(lambda: not _groupAlive(self.popen.pid), 5, what="the process group to end")
+                return
+            except AssertionError:
+                continue
+
     def log(self):
         return Path(self.logFile.name).read_text(errors="replace")
 
@@ -95,6 +119,7 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait(timeout)
+        self._stopGroup()
         self.logFile.close()
         return self.popen.returncode
 
