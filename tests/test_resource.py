@@ -134,3 +134,29 @@ class HealthTests(SynchronousTestCase):
         self.assertEqual(json.loads(self.successResultOf(response.content()))["broker"]["kind"], "recording")
         response = self.successResultOf(http.get("http://n/health/live"))
         self.assertEqual(response.code, 200)
+
+
+class ConfirmedPublishTests(SynchronousTestCase):
+    def setUp(self):
+        from test_server import SlowBroker
+
+        self.broker = SlowBroker()
+        self.server = LHTTPServer(broker=self.broker, reactor=MemoryReactorClock())
+        self.http = StubTreq(self.server.resource())
+
+    def test_answersAfterConfirmation(self):
+        d = self.http.post("http://n/publish", data=MESSAGE)
+        self.assertNoResult(d)
+        self.broker.pendingConfirmations[0].callback(None)
+        self.http.flush()
+        self.assertEqual(self.successResultOf(d).code, 200)
+
+    def test_unconfirmedIs503(self):
+        from lhttp.errors import BrokerUnavailable
+
+        d = self.http.post("http://n/publish", data=MESSAGE)
+        self.broker.pendingConfirmations[0].errback(BrokerUnavailable("lost"))
+        self.http.flush()
+        response = self.successResultOf(d)
+        self.assertEqual(response.code, 503)
+        self.assertEqual(json.loads(self.successResultOf(response.content()))["reason"], "broker unavailable")

@@ -316,3 +316,70 @@ class FilterTests(SynchronousTestCase):
         client.receive(message)
         self.assertEqual(client.payloads(), [message])
         self.assertEqual(client.connection.subscriptions, frozenset())
+
+
+class SlowBroker(RecordingBroker):
+    """
+    A broker whose subscriptions and confirmations take a while, like NATS.
+    """
+
+    def __init__(self):
+        RecordingBroker.__init__(self)
+        self.pendingSubscriptions = []
+        self.pendingConfirmations = []
+
+    def subscribe(self, channel):
+        RecordingBroker.subscribe(self, channel)
+        d = Deferred()
+        self.pendingSubscriptions.append(d)
+        return d
+
+    def confirm(self):
+        d = Deferred()
+        self.pendingConfirmations.append(d)
+        return d
+
+
+class ClusterSemanticsTests(SynchronousTestCase):
+    def setUp(self):
+        self.broker = SlowBroker()
+        self.server = makeServer(broker=self.broker)
+
+    def test_subscribeHoldsLaterMessagesUntilBrokerHasIt(self):
+        self.server.addProcessor("echo", _Echo())
+        alice = FakeClient(self.server)
+        alice.receive(b"LHTTP/1.0 s\r\nsubscribe:a\r\n\r\n")
+        alice.receive(b"LHTTP/1.0 echo\r\n\r\nafter")
+        self.assertEqual(alice.payloads(), [])
+        bob = FakeClient(self.server)
+        bob.receive(b"LHTTP/1.0 s\r\nsubscribe:a\r\n\r\n")
+        self.assertEqual(len(self.broker.pendingSubscriptions), 1)
+        self.broker.pendingSubscriptions[0].callback(None)
+        self.assertEqual([m.body for m in alice.messages()], [b"after"])
+
+    def test_unconfirmedPublishIsReportedToItsSender(self):
+        alice = FakeClient(self.server)
+        alice.receive(b"LHTTP/1.0 chat1\r\npublish:a\r\n\r\none")
+        alice.receive(b"LHTTP/1.0 chat2\r\npublish:a\r\n\r\ntwo")
+        from lhttp.errors import BrokerUnavailable
+
+        self.broker.failPublishes(BrokerUnavailable("lost"))
+        errors = alice.messages()
+        self.assertEqual(
+            [(e.command, e.getHeader("status"), e.getHeader("command")) for e in errors],
+            [("error", "503", "chat1"), ("error", "503", "chat2")],
+        )
+
+    def test_missedNoticeReachesSubscribers(self):
+        from lhttp.channels import missedNotice
+
+        self.broker = RecordingBroker()
+        server = makeServer(broker=self.broker)
+        alice = FakeClient(server)
+        alice.receive(b"LHTTP/1.0 s\r\nsubscribe:a b\r\n\r\n")
+        self.broker.deliverFromRemote(["b"], missedNotice("b"))
+        [notice] = alice.messages()
+        self.assertEqual(
+            (notice.command, notice.getHeader("status"), notice.getHeader("channel")),
+            ("error", "503", "b"),
+        )
