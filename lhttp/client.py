@@ -19,6 +19,7 @@ was subscribed to::
 """
 
 import itertools
+import math
 import os
 from collections import deque
 
@@ -31,6 +32,7 @@ from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import ConnectionDone
 from twisted.logger import Logger
 
+from lhttp.channels import isText
 from lhttp.codec import Message, parse
 from lhttp.errors import LHTTPError
 
@@ -171,12 +173,17 @@ class LHTTPClientProtocol(WebSocketClientProtocol):
             d.addTimeout(timeout, self.factory.reactor)
         return d
 
-    def sendLHTTP(self, message, isBinary=False):
+    def sendLHTTP(self, message, isBinary=None):
         """
         Send a L{Message}, or raw bytes (sent as they are, valid or not).
+
+        @param isBinary: the frame type; default: text if the bytes are
+            UTF-8, binary otherwise (as the server does).
         """
         if isinstance(message, Message):
             message = message.toBytes()
+        if isBinary is None:
+            isBinary = not isText(message)
         self.sendMessage(message, isBinary)
 
     def send(self, command, headers=(), body=b""):
@@ -218,7 +225,8 @@ def clientEndpoint(reactor, url, timeout=30):
     port = parsed.port or (443 if secure else 80)
     kind = "tls" if secure else "tcp"
     host = parsed.host.replace(":", r"\:")
-    return clientFromString(reactor, f"{kind}:{host}:{port}:timeout={timeout}")
+    seconds = max(1, math.ceil(timeout))
+    return clientFromString(reactor, f"{kind}:{host}:{port}:timeout={seconds}")
 
 
 def connect(reactor, url, headers=None, timeout=30):
@@ -310,9 +318,13 @@ class ReconnectingClient(Service):
         @return: a L{Deferred} that fires once it is closed.
         """
         Service.stopService(self)
-        if self.protocol is not None:
-            self.protocol.sendClose(1000)
-        return self._service.stopService()
+        protocol = self.protocol
+        if protocol is None:
+            return self._service.stopService()
+        # Close the WebSocket properly first (Autobahn drops the TCP
+        # connection if the close handshake takes too long).
+        protocol.sendClose(1000)
+        return protocol.closed.addBoth(lambda ignored: self._service.stopService())
 
     def whenConnected(self, failAfterFailures=None):
         """
@@ -388,7 +400,7 @@ class ReconnectingClient(Service):
         """
         self._connected().send(command, headers, body)
 
-    def sendLHTTP(self, message, isBinary=False):
+    def sendLHTTP(self, message, isBinary=None):
         self._connected().sendLHTTP(message, isBinary)
 
     def publish(self, channels, command, headers=(), body=b""):

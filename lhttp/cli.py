@@ -1,0 +1,454 @@
+"""
+The C{lhttp} command: listen, send, publish and an interactive shell.
+
+    lhttp listen ws://127.0.0.1:8081/ room lobby
+    lhttp send ws://127.0.0.1:8081/ 'LHTTP/1.0 echo\\r\\n\\r\\nhi'
+    lhttp publish http://127.0.0.1:8081/publish room 'hello' --header nick:ops
+    lhttp shell ws://127.0.0.1:8081/
+
+Output: one received message per line on standard output, flushed per line,
+in the I{line format}: the message's bytes with C{\\\\}, C{\\r}, C{\\n} and
+C{\\t} escaped and any other control or non-UTF-8 byte as C{\\xHH}; C{send}
+takes the same escapes, so a line that C{listen} printed can be sent again.
+With C{--json}, one JSON object per line instead: C{{"command": ...,
+"headers": [[name, value], ...], "body": "..."}} (C{"bodyBase64"} in place of
+C{"body"} when the body is not UTF-8). Status lines (connected, subscribed,
+disconnected) go to standard error, starting with C{* }; problems start
+with C{! }.
+"""
+
+import argparse
+import base64
+import json
+import os
+import re
+import sys
+
+from twisted.application.internet import backoffPolicy
+from twisted.internet import defer, stdio, task
+from twisted.protocols.basic import LineReceiver
+
+from lhttp.client import NotConnected, ReconnectingClient, connect
+from lhttp.codec import Message, parse
+from lhttp.errors import LHTTPError
+
+TOKEN_VARIABLE = "LHTTP_PUBLISH_TOKEN"
+
+EXIT_OK, EXIT_FAILED, EXIT_UNREACHABLE = 0, 1, 2
+
+_ESCAPES = {"\\": "\\\\", "\r": "\\r", "\n": "\\n", "\t": "\\t"}
+_needsEscape = re.compile(r"[\\\x00-\x1f\x7f]|[\udc80-\udcff]")
+_escaped = re.compile(rb"\\(x[0-9a-fA-F]{2}|[\\rnt])")
+_UNESCAPES = {b"\\": b"\\", b"r": b"\r", b"n": b"\n", b"t": b"\t"}
+
+
+def _escapeOne(match):
+    char = match.group()
+    if char in _ESCAPES:
+        return _ESCAPES[char]
+    code = ord(char)
+    return f"\\x{code - 0xDC00 if code >= 0xDC80 else code:02x}"
+
+
+def escape(data):
+    """
+    @param data: L{bytes}.
+    @return: one line of text (L{str}) that L{unescape} turns back into
+        C{data}.
+    """
+    return _needsEscape.sub(_escapeOne, data.decode("utf-8", "surrogateescape"))
+
+
+def _unescapeOne(match):
+    code = match.group(1)
+    if code.startswith(b"x"):
+        return bytes([int(code[1:], 16)])
+    return _UNESCAPES[code]
+
+
+def unescape(text):
+    """
+    @param text: a line typed in a shell: C{\\r}, C{\\n}, C{\\t}, C{\\\\}
+        and C{\\xHH} are read as the bytes they name; any other backslash
+        stays as it is.
+    @return: L{bytes}.
+    """
+    return _escaped.sub(_unescapeOne, text.encode("utf-8", "surrogateescape"))
+
+
+def formatMessage(message, asJSON=False):
+    """
+    @return: one line (no newline) for a received L{Message}.
+    """
+    if not asJSON:
+        return escape(message.toBytes())
+    document = {"command": message.command, "headers": [list(h) for h in message.headers]}
+    try:
+        document["body"] = message.body.decode("utf-8")
+    except UnicodeDecodeError:
+        document["bodyBase64"] = base64.b64encode(message.body).decode("ascii")
+    return json.dumps(document, ensure_ascii=False)
+
+
+def parseHeader(text):
+    name, colon, value = text.partition(":")
+    if not colon or not name.strip():
+        raise argparse.ArgumentTypeError(f"a header is NAME:VALUE, not {text!r}")
+    return (name.strip(), value.strip())
+
+
+class Output:
+    """
+    Where the command writes: messages to C{out}, status lines to C{err},
+    each line flushed at once so a pipe reader sees it.
+    """
+
+    def __init__(self, out, err, asJSON=False):
+        self._out = out
+        self._err = err
+        self.asJSON = asJSON
+        self.errors = 0
+
+    def message(self, message):
+        if message.command == "error":
+            self.errors += 1
+        self._out.write(formatMessage(message, self.asJSON) + "\n")
+        self._out.flush()
+
+    def status(self, text):
+        self._err.write(f"* {text}\n")
+        self._err.flush()
+
+    def problem(self, text):
+        self._err.write(f"! {text}\n")
+        self._err.flush()
+
+
+def _reconnecting(reactor, args, output):
+    client = ReconnectingClient(
+        reactor, args.url, onMessage=output.message,
+        retryPolicy=backoffPolicy(initialDelay=0.5, maxDelay=args.max_delay),
+        timeout=args.timeout,
+    )
+
+    def disconnected(how):
+        wasClean, code, reason = how
+        if client.running:
+            output.status(f"disconnected ({code}); reconnecting")
+
+    client.onDisconnect = disconnected
+    return client
+
+
+def _reportSync(d, output, text):
+    d.addCallbacks(lambda ignored: output.status(text), lambda f: output.problem(f.getErrorMessage()))
+    return d
+
+
+async def _firstConnection(reactor, client, output):
+    """
+    Start a reconnecting client, but give up if the very first attempt
+    fails: a wrong URL should say so, not retry forever.
+    """
+    client.startService()
+    try:
+        protocol = await client.whenConnected(failAfterFailures=1)
+    except Exception as error:
+        output.problem(f"cannot connect to {client.url}: {error}")
+        # Not from inside the ClientService's own callback: it is not
+        # reentrant.
+        await task.deferLater(reactor, 0, client.stopService)
+        return None
+    output.status(f"connected to {client.url}")
+    return protocol
+
+
+async def listen(reactor, args, output):
+    client = _reconnecting(reactor, args, output)
+    done = defer.Deferred()
+    seen = [0]
+    showMessage = output.message
+
+    def counted(message):
+        showMessage(message)
+        seen[0] += 1
+        if args.count and seen[0] >= args.count and not done.called:
+            done.callback(EXIT_OK)
+
+    client.onMessage = counted
+    client.subscribe(args.channels)
+    names = " ".join(client.subscriptions)
+    client.onConnect = lambda protocol: _reportSync(protocol.sync(args.timeout), output, f"subscribed {names}")
+    if await _firstConnection(reactor, client, output) is None:
+        return EXIT_UNREACHABLE
+    result = await done
+    await client.stopService()
+    return result
+
+
+async def send(reactor, args, output):
+    try:
+        protocol = await connect(reactor, args.url, timeout=args.timeout)
+    except Exception as error:
+        output.problem(f"cannot connect to {args.url}: {error}")
+        return EXIT_UNREACHABLE
+    arrived = []
+
+    def received(message):
+        output.message(message)
+        arrived.append(message)
+        if args.count and len(arrived) >= args.count and not enough.called:
+            enough.callback(None)
+
+    enough = defer.Deferred()
+    protocol.onLHTTPMessage = received
+    for raw in args.messages:
+        protocol.sendLHTTP(unescape(raw))
+    result = EXIT_OK
+    try:
+        await protocol.sync(args.timeout)
+        if args.count:
+            if len(arrived) < args.count:
+                enough.addTimeout(args.wait if args.wait else 10.0, reactor)
+                await enough
+        elif args.wait:
+            await task.deferLater(reactor, args.wait)
+    except defer.TimeoutError:
+        output.problem(f"{len(arrived)} of {args.count} messages arrived in time")
+        result = EXIT_FAILED
+    except Exception as error:
+        output.problem(f"connection closed: {protocol.closeCode} {error}")
+        return EXIT_FAILED
+    protocol.sendClose(1000)
+    await protocol.closed
+    return EXIT_FAILED if output.errors else result
+
+
+async def publishCommand(reactor, args, output):
+    from lhttp.publisher import PublishRefused, publish
+
+    body = sys.stdin.buffer.read() if args.body == "-" else args.body.encode("utf-8")
+    token = args.token or os.environ.get(TOKEN_VARIABLE) or None
+    try:
+        answer = await publish(
+            args.channels, args.command, args.header, body, url=args.url, token=token
+        )
+    except PublishRefused as refused:
+        output.problem(f"refused: {refused.status} {refused.reason}: {refused.detail}")
+        return EXIT_FAILED
+    except LHTTPError as error:
+        output.problem(f"not published: {error.reason}: {error.detail}")
+        return EXIT_FAILED
+    except Exception as error:
+        output.problem(f"cannot publish to {args.url}: {error}")
+        return EXIT_UNREACHABLE
+    output._out.write(json.dumps(answer) + "\n")
+    output._out.flush()
+    return EXIT_OK
+
+
+SHELL_HELP = """\
+subscribe CHANNEL...      receive what is published to each
+unsubscribe CHANNEL...    stop receiving from each
+publish CHANNEL TEXT      publish TEXT to CHANNEL (command: --command)
+send RAW                  send an LHTTP message typed with \\r\\n escapes
+sync                      wait until the server handled everything sent
+help                      this text
+quit                      close and exit (so does end of input)"""
+
+
+class ShellInput(LineReceiver):
+    """
+    The shell's typed lines, turned into LHTTP messages.
+    """
+
+    delimiter = b"\n"
+
+    def __init__(self, client, args, output, done):
+        self.client = client
+        self.args = args
+        self.output = output
+        self.done = done
+
+    def lineReceived(self, line):
+        text = line.decode("utf-8", "surrogateescape").rstrip("\r")
+        word, _, rest = text.strip().partition(" ")
+        if not word:
+            return
+        handler = getattr(self, "do_" + word, None)
+        if handler is None:
+            self.output.problem(f"unknown command {word!r}; type help")
+            return
+        try:
+            handler(rest.strip())
+        except NotConnected:
+            self.output.problem("not connected; try again once reconnected")
+        except LHTTPError as error:
+            self.output.problem(f"{error.reason}: {error.detail}")
+
+    def _synced(self, text):
+        _reportSync(self.client.sync(self.args.timeout), self.output, text)
+
+    def do_subscribe(self, rest):
+        self.client.subscribe(rest.split())
+        self._synced(f"subscribed {rest}")
+
+    def do_unsubscribe(self, rest):
+        self.client.unsubscribe(rest.split())
+        self._synced(f"unsubscribed {rest}")
+
+    def do_publish(self, rest):
+        channel, _, body = rest.partition(" ")
+        if not channel:
+            self.output.problem("usage: publish CHANNEL TEXT")
+            return
+        self.client.publish([channel], self.args.command, (), body.encode("utf-8", "surrogateescape"))
+
+    def do_send(self, rest):
+        self.client.sendLHTTP(unescape(rest))
+
+    def do_sync(self, rest):
+        self._synced("synced")
+
+    def do_help(self, rest):
+        for line in SHELL_HELP.splitlines():
+            self.output.status(line)
+
+    def do_quit(self, rest):
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason):
+        if self.done.called:
+            return
+        # Let the server handle what was typed before closing.
+        try:
+            d = self.client.sync(self.args.timeout)
+        except NotConnected:
+            d = defer.succeed(None)
+        d.addBoth(lambda ignored: self.done.callback(EXIT_OK))
+
+
+async def shell(reactor, args, output):
+    client = _reconnecting(reactor, args, output)
+    protocol = await _firstConnection(reactor, client, output)
+    if protocol is None:
+        return EXIT_UNREACHABLE
+    client.onConnect = lambda protocol: output.status(f"connected to {client.url}")
+    done = defer.Deferred()
+    stdio.StandardIO(ShellInput(client, args, output, done), reactor=reactor)
+    result = await done
+    await client.stopService()
+    return result
+
+
+def _positiveFloat(text):
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
+
+
+def parser():
+    top = argparse.ArgumentParser(
+        prog="lhttp",
+        description="Talk to an LHTTP server from a terminal or a script.",
+        epilog=(
+            "Received messages are printed one per line, flushed per line: the "
+            "message with \\r, \\n, \\t, \\\\ and \\xHH escapes (what 'send' "
+            "takes), or with --json one JSON object per line "
+            '({"command", "headers": [[name, value]...], "body"} or "bodyBase64"). '
+            "Status lines go to standard error ('* ...'; problems '! ...'). "
+            "Exit status: 0 done, 1 refused or an error reply arrived, "
+            "2 the server could not be reached."
+        ),
+    )
+    commands = top.add_subparsers(dest="name", required=True, metavar="COMMAND")
+
+    def command(name, help, description):
+        sub = commands.add_parser(name, help=help, description=description)
+        sub.set_defaults(name=name)
+        return sub
+
+    def webSocketOptions(sub):
+        sub.add_argument("url", metavar="URL", help="the server, e.g. ws://127.0.0.1:8081/")
+        sub.add_argument("--json", action="store_true", help="print messages as JSON lines")
+        sub.add_argument("--timeout", type=_positiveFloat, default=10.0,
+                         help="seconds for connecting and for the server to answer (default 10)")
+
+    sub = command(
+        "listen", "print what is published to channels",
+        "Subscribe to channels and print every message that arrives, until "
+        "interrupted (or --count). Once connected it reconnects after the "
+        "connection drops and subscribes again; '* subscribed ...' on "
+        "standard error says when the subscription is in place.",
+    )
+    webSocketOptions(sub)
+    sub.add_argument("channels", metavar="CHANNEL", nargs="+", help="channels to subscribe to")
+    sub.add_argument("--count", type=int, default=0, help="exit after this many messages")
+    sub.add_argument("--max-delay", type=_positiveFloat, default=30.0,
+                     help="longest wait between reconnect attempts, seconds (default 30)")
+
+    sub = command(
+        "send", "send LHTTP messages and print the replies",
+        "Send each MESSAGE (typed with \\r\\n escapes, e.g. "
+        "'LHTTP/1.0 echo\\r\\n\\r\\nhi') and print what arrives until the "
+        "server has handled them all (a round trip on the same connection "
+        "tells), then --wait seconds more, or until --count messages arrived.",
+    )
+    webSocketOptions(sub)
+    sub.add_argument("messages", metavar="MESSAGE", nargs="+", help="an LHTTP message")
+    sub.add_argument("--wait", type=float, default=0.0,
+                     help="seconds to keep printing after the server handled the messages "
+                          "(with --count: the most to wait for them, default 10)")
+    sub.add_argument("--count", type=int, default=0,
+                     help="wait until this many messages arrived (exit 1 if they do not)")
+
+    sub = command(
+        "publish", "publish over HTTP (POST /publish)",
+        "Publish BODY to channels through the server's POST /publish and print "
+        "its JSON answer.",
+    )
+    sub.add_argument("url", metavar="URL", help="the publish URL, e.g. http://127.0.0.1:8081/publish")
+    sub.add_argument("channels", metavar="CHANNELS", help="a channel, or several separated by spaces")
+    sub.add_argument("body", metavar="BODY", nargs="?", default="",
+                     help="the message body, as typed; '-' reads it from standard input")
+    sub.add_argument("--command", default="publish", help="the message's command (default publish)")
+    sub.add_argument("--header", type=parseHeader, action="append", default=[], metavar="NAME:VALUE",
+                     help="a header for subscribers; repeatable")
+    sub.add_argument("--token", default=None,
+                     help=f"the publish token (default: the {TOKEN_VARIABLE} environment variable)")
+
+    sub = command(
+        "shell", "type commands, see arrivals",
+        "An interactive client: each line you type is a command; arrivals are "
+        "printed as they come. Commands:\n" + SHELL_HELP,
+    )
+    sub.formatter_class = argparse.RawDescriptionHelpFormatter
+    webSocketOptions(sub)
+    sub.add_argument("--command", default="publish", help="the command 'publish' lines use (default publish)")
+    sub.add_argument("--max-delay", type=_positiveFloat, default=30.0,
+                     help="longest wait between reconnect attempts, seconds (default 30)")
+    return top
+
+
+COMMANDS = {"listen": listen, "send": send, "publish": publishCommand, "shell": shell}
+
+
+def main(argv=None):
+    """
+    The C{lhttp} console script.
+    """
+    args = parser().parse_args(argv)
+    output = Output(sys.stdout, sys.stderr, getattr(args, "json", False))
+    run = COMMANDS[args.name]
+
+    async def exiting(reactor):
+        code = await run(reactor, args, output)
+        if code:
+            raise SystemExit(code)
+
+    task.react(lambda reactor: defer.ensureDeferred(exiting(reactor)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""
+The C{lhttp} command, run as a subprocess against real nodes; its line
+format and help in process.
+"""
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lhttp.cli import escape, formatMessage, parser, unescape
+from lhttp.codec import parse
+from procs import freePort, waitFor
+
+CLI = [sys.executable, "-m", "lhttp.cli"]
+
+
+class Command:
+    """
+    A running C{lhttp} subprocess, its standard output and error in files.
+    """
+
+    def __init__(self, *args, stdin=False, env=None):
+        self.out = tempfile.NamedTemporaryFile(prefix="lhttp-cli-", suffix=".out", delete=False)
+        self.err = tempfile.NamedTemporaryFile(prefix="lhttp-cli-", suffix=".err", delete=False)
+        self.popen = subprocess.Popen(
+            [*CLI, *args],
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=self.out, stderr=self.err,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+
+    def stdout(self):
+        return Path(self.out.name).read_text()
+
+    def stderr(self):
+        return Path(self.err.name).read_text()
+
+    def lines(self):
+        return self.stdout().splitlines()
+
+    def waitOut(self, text, timeout=10):
+        waitFor(lambda: text in self.stdout() or self.popen.poll() is not None, timeout, what=text)
+        assert text in self.stdout(), (self.stdout(), self.stderr())
+
+    def waitErr(self, text, timeout=10):
+        waitFor(lambda: text in self.stderr() or self.popen.poll() is not None, timeout, what=text)
+        assert text in self.stderr(), (self.stdout(), self.stderr())
+
+    def type(self, line):
+        self.popen.stdin.write(line.encode() + b"\n")
+        self.popen.stdin.flush()
+
+    def wait(self, timeout=10):
+        return self.popen.wait(timeout)
+
+    def stop(self):
+        if self.popen.stdin:
+            self.popen.stdin.close()
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(5)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        for f in (self.out, self.err):
+            f.close()
+            os.unlink(f.name)
+
+
+@pytest.fixture
+def command():
+    """
+    C{command(*args, stdin=False, env=None)} starts C{lhttp ARGS}; every one
+    is stopped after the test.
+    """
+    started = []
+
+    def start(*args, **kwargs):
+        started.append(Command(*args, **kwargs))
+        return started[-1]
+
+    yield start
+    for c in started:
+        c.stop()
+
+
+def run(*args, input=None, env=None):
+    return subprocess.run(
+        [*CLI, *args], input=input, capture_output=True, timeout=30,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_listenPrintsPublishesAsTheyArrive(lhttpNode, command):
+    listener = command("listen", lhttpNode.url, "news", "alerts")
+    listener.waitErr("* subscribed news alerts")
+
+    published = run("publish", lhttpNode.publishURL, "news", "first\tline", "--header", "from: ops")
+    assert published.returncode == 0, published.stderr
+    assert json.loads(published.stdout) == {"status": 200, "channels": ["news"]}
+    listener.waitOut("first")
+    binary = run("publish", lhttpNode.publishURL, "alerts news", "-", "--command", "alert",
+                 input=b"\xff\x00\r\n")
+    assert binary.returncode == 0, binary.stderr
+    waitFor(lambda: len(listener.lines()) == 3, 10, what="three lines")
+
+    first, second, third = listener.lines()
+    assert parse(unescape(first)).toBytes() == (
+        b"LHTTP/1.0 publish\r\npublish:news\r\nfrom:ops\r\n\r\nfirst\tline"
+    )
+    assert first == r"LHTTP/1.0 publish\r\npublish:news\r\nfrom:ops\r\n\r\nfirst\tline"
+    # Published to both channels it is on: one copy per channel.
+    assert second == third == r"LHTTP/1.0 alert\r\npublish:alerts news\r\n\r\n\xff\x00\r\n"
+    assert listener.popen.poll() is None
+
+
+def test_listenJSONCountExitsByItself(lhttpNode, command):
+    listener = command("listen", "--json", "--count", "1", lhttpNode.url, "room")
+    listener.waitErr("* subscribed room")
+    assert run("publish", lhttpNode.publishURL, "room", "héllo").returncode == 0
+    assert listener.wait() == 0
+    [line] = listener.lines()
+    assert json.loads(line) == {
+        "command": "publish", "headers": [["publish", "room"]], "body": "héllo",
+    }
+
+
+def test_sendPrintsRepliesUntilTheServerHandledThem(lhttpNode):
+    done = run(
+        "send", lhttpNode.url,
+        r"LHTTP/1.0 me\r\nsubscribe:me\r\npublish:me\r\n\r\nhi\r\nthere",
+        r"LHTTP/1.0 me\r\npublish:me\r\n\r\nagain",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines() == [
+        r"LHTTP/1.0 me\r\nsubscribe:me\r\npublish:me\r\n\r\nhi\r\nthere",
+        r"LHTTP/1.0 me\r\npublish:me\r\n\r\nagain",
+    ]
+
+    failed = run("send", lhttpNode.url, r"LHTTP/1.0 chat\r\nsubscribe:all*\r\n\r\n")
+    assert failed.returncode == 1
+    [error] = failed.stdout.decode().splitlines()
+    assert parse(unescape(error)).getHeader("status") == "400"
+
+    short = run("send", "--count", "2", "--wait", "0.3", lhttpNode.url,
+                r"LHTTP/1.0 me\r\nsubscribe:me\r\npublish:me\r\n\r\nonly one")
+    assert short.returncode == 1
+    assert b"1 of 2 messages arrived" in short.stderr
+
+
+def test_unreachableServerExitsWith2():
+    url = f"ws://127.0.0.1:{freePort()}/"
+    for args in (("send", url, "LHTTP/1.0 x\\r\\n\\r\\n"), ("listen", url, "a"), ("shell", url)):
+        result = run(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert b"! cannot connect" in result.stderr
+    result = run("publish", f"http://127.0.0.1:{freePort()}/publish", "a", "x")
+    assert result.returncode == 2
+
+
+def test_publishTokenFromOptionOrEnvironment(startNode):
+    node = startNode("--publish-token", "s3cret")
+    refused = run("publish", node.publishURL, "a", "x")
+    assert refused.returncode == 1
+    assert b"refused: 401" in refused.stderr
+    wrong = run("publish", node.publishURL, "a", "x", "--token", "nope")
+    assert (wrong.returncode, b"refused: 403" in wrong.stderr) == (1, True)
+    assert run("publish", node.publishURL, "a", "x", "--token", "s3cret").returncode == 0
+    assert run("publish", node.publishURL, "a", "x", env={"LHTTP_PUBLISH_TOKEN": "s3cret"}).returncode == 0
+
+
+def test_shell(lhttpNode, command):
+    shell = command("shell", lhttpNode.url, stdin=True)
+    shell.waitErr("* connected")
+    shell.type("subscribe lobby other")
+    shell.waitErr("* subscribed lobby other")
+    shell.type("publish lobby hello everyone")
+    shell.waitOut("hello everyone")
+    shell.type(r"send LHTTP/1.0 chat\r\npublish:other\r\nnick:ann\r\n\r\nraw")
+    shell.waitOut("raw")
+    shell.type("frobnicate")
+    shell.waitErr("! unknown command 'frobnicate'")
+    shell.type("unsubscribe lobby")
+    shell.waitErr("* unsubscribed lobby")
+    shell.type("publish lobby not for me")
+    shell.type(r"send LHTTP/1.0 bad\r\nno end")
+    shell.waitOut("reason:malformed")
+    shell.popen.stdin.close()
+    assert shell.wait() == 0
+    assert shell.lines() == [
+        r"LHTTP/1.0 publish\r\npublish:lobby\r\n\r\nhello everyone",
+        r"LHTTP/1.0 chat\r\npublish:other\r\nnick:ann\r\n\r\nraw",
+        r"LHTTP/1.0 error\r\nstatus:400\r\nreason:malformed message"
+        r"\r\n\r\nthe headers never end: no blank line (CRLF CRLF)",
+    ]
+
+
+def test_help():
+    top = run("--help")
+    assert top.returncode == 0
+    for name in (b"listen", b"send", b"publish", b"shell", b"Exit status"):
+        assert name in top.stdout
+    for name, words in [
+        ("listen", "--count"), ("send", "--wait"), ("publish", "--token"), ("shell", "unsubscribe CHANNEL"),
+    ]:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exited:
+            parser().parse_args([name, "--help"])
+        assert exited.value.code == 0
+        assert words in out.getvalue()
+
+
+@given(st.binary())
+def test_escapeRoundTripsAnyBytesOnOneLine(data):
+    line = escape(data)
+    assert "\n" not in line and "\r" not in line
+    assert unescape(line) == data
+
+
+def test_unescapeLeavesUnknownEscapes():
+    assert unescape(r"a\qb\x4") == b"a\\qb\\x4"
+    assert unescape(r"\\r") == b"\\r"
+
+
+def test_jsonFormatForBinaryBody():
+    message = parse(b"LHTTP/1.0 up\r\nk: v\r\n\r\n\xff")
+    assert json.loads(formatMessage(message, asJSON=True)) == {
+        "command": "up", "headers": [["k", "v"]], "bodyBase64": "/w==",
+    }
