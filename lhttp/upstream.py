@@ -507,7 +507,9 @@ class UpstreamFilter(HeaderFilter):
         return slots.acquire().addCallback(lambda _: self._start(*args))
 
     def _start(self, connection, request, message, peer, slots):
+        clock = connection.server.factory.reactor
         d = self.upstream.call(request, peer, message)
+        d.addBoth(_observed, connection.server.metrics, clock, clock.seconds())
         d.addCallbacks(self._answered, self._refused,
                        callbackArgs=(connection, request, message),
                        errbackArgs=(connection, request, message))
@@ -530,3 +532,21 @@ class UpstreamFilter(HeaderFilter):
 
     def onClose(self, connection):
         self._slots.pop(connection, None)
+
+
+def _observed(result, metrics, clock, started):
+    """
+    Time one upstream request into C{lhttp_upstream_request_seconds}: by
+    the backend's status when it is kept (relaying on), C{ok} when it is
+    not, C{timeout} or C{error} when the request failed.
+    """
+    if isinstance(result, UpstreamResponse):
+        status = result.code
+    elif result is None:
+        status = "ok"
+    elif result.check(GatewayTimeout):
+        status = "timeout"
+    else:
+        status = "error"
+    metrics.observeUpstream(clock.seconds() - started, status)
+    return result

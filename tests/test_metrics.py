@@ -10,12 +10,15 @@ import pytest_twisted
 import treq
 from prometheus_client.parser import text_string_to_metric_families
 from treq.testing import StubTreq
+from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from lhttp import LHTTPServer
 from lhttp.metrics import MAX_COMMANDS, OTHER, UNPARSED, Metrics
+from lhttp.errors import GatewayTimeout
 from lhttp.testing import FakeClient, RecordingBroker
+from lhttp.upstream import AllowList, UpstreamResponse
 from lhttpclients import barrier, client
 
 
@@ -110,6 +113,47 @@ class MetricsTests(SynchronousTestCase):
         text = metrics.render().decode()
         self.assertIn('lhttp_messages_received_total{command="x"} 1.0', text)
         self.assertNotIn("lhttp_broker_ready", text)
+
+
+class AnsweredUpstream:
+    """
+    An upstream whose calls the test answers, in order.
+    """
+
+    maxPending = 10
+
+    def __init__(self):
+        self.calls = []
+
+    def check(self, value):
+        return AllowList(["http://backend/"]).check(value)
+
+    def call(self, request, peer, message):
+        self.calls.append(Deferred())
+        return self.calls[-1]
+
+
+class UpstreamLatencyTests(SynchronousTestCase):
+    def test_eachRequestTimedByOutcome(self):
+        clock = MemoryReactorClock()
+        upstream = AnsweredUpstream()
+        server = LHTTPServer(reactor=clock, upstream=upstream)
+        alice = FakeClient(server)
+        for _ in range(3):
+            alice.receive(b"LHTTP/1.0 rec\r\nupstream:POST http://backend/r\r\n\r\n")
+        clock.advance(0.2)
+        upstream.calls[0].callback(UpstreamResponse(201, "text/plain", b""))
+        clock.advance(0.6)
+        upstream.calls[1].callback(None)
+        clock.advance(20)
+        upstream.calls[2].errback(GatewayTimeout("slow"))
+
+        def count(status, le="+Inf"):
+            return value(server, "lhttp_upstream_request_seconds_bucket", status=status, le=le)
+
+        self.assertEqual((count("201", "0.25"), count("201", "0.1")), (1, 0))
+        self.assertEqual((count("ok", "1.0"), count("ok", "0.5")), (1, 0))
+        self.assertEqual((count("timeout", "30.0"), count("timeout", "10.0")), (1, 0))
 
 
 class MetricsResourceTests(SynchronousTestCase):
