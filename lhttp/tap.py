@@ -255,4 +255,8 @@ def makeService(options):
             serverFromString(reactor, description), site
         ).setServiceParent(service)
     service.lhttpServer = server
+    log.info(
+        "lhttp node listening on {listen}, broker {broker}",
+        listen=list(options["listen"]), broker=server.broker.describe(),
+    )
     return service

@@ -5,6 +5,7 @@ a real C{twistd}.
 """
 
 import json
+import sys
 
 import pytest_twisted
 import treq
@@ -19,7 +20,8 @@ from lhttp.metrics import MAX_COMMANDS, OTHER, UNPARSED, Metrics
 from lhttp.errors import GatewayTimeout
 from lhttp.testing import FakeClient, RecordingBroker
 from lhttp.upstream import AllowList, UpstreamResponse
-from lhttpclients import barrier, client
+from lhttpclients import barrier, client, eventually
+from procs import Process, freePort, portAccepts
 
 
 def makeServer(**kwargs):
@@ -222,3 +224,39 @@ async def test_realNodeCountersMove(lhttpNode):
     assert moved("lhttp_error_replies_total", status="400") == 1
     assert after[("lhttp_broker_ready", frozenset())] == 1
     assert ("process_resident_memory_bytes", frozenset()) in after
+
+
+@pytest_twisted.ensureDeferred
+async def test_jsonLogsFromRealTwistd():
+    port = freePort()
+    node = Process(
+        [
+            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            "--logger", "lhttp.logs.jsonObserver", "--nodaemon", "--pidfile=",
+            "lhttp", "--listen", f"tcp:{port}:interface=127.0.0.1",
+        ],
+        name="json-logs",
+    )
+    try:
+        await eventually(lambda: portAccepts(port) or not node.alive(), what="the node")
+        assert node.alive(), node.log()
+
+        def records():
+            return [json.loads(line) for line in node.log().splitlines()]
+
+        started = [r for r in records() if r["namespace"] == "lhttp.tap"]
+        assert started[0]["listen"] == [f"tcp:{port}:interface=127.0.0.1"]
+        assert started[0]["broker"]["kind"] == "embedded"
+        assert started[0]["level"] == "info" and "listening on" in started[0]["text"]
+        assert all({"time", "level", "namespace", "text"} <= set(r) for r in records())
+
+        # Nothing is logged per message at the default level.
+        before = len(records())
+        alice = await client(f"ws://127.0.0.1:{port}/")
+        alice.subscribe("room")
+        for i in range(20):
+            alice.publish("room", "chat", body=str(i))
+        await barrier(alice)
+        assert len(records()) == before
+    finally:
+        node.stop()
