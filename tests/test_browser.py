@@ -23,7 +23,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-README = ROOT / "sdk" / "js" / "README.rst"
+README = ROOT / "README.rst"
 
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu",

@@ -193,7 +193,7 @@ def readmeExample():
     The C example in C{sdk/c/README.rst}: the code block after the line
     C{.. readme-example}.
     """
-    text = (SDK / "README.rst").read_text()
+    text = (ROOT / "README.rst").read_text()
     _, _, after = text.partition(".. readme-example")
     assert after, "README.rst has no '.. readme-example' marker"
     block = re.search(r"\.\. code-block:: c\n\n((?:    .*\n|\n)+)", after)
