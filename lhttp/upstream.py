@@ -525,9 +525,11 @@ class UpstreamFilter(HeaderFilter):
         connection.sendMessage(Message("upstream", headers, response.body))
 
     def _refused(self, failure, connection, request, message):
-        reply = errorReply(failure.value if failure.check(LHTTPError)
-                           else BadGateway("the upstream request failed"), message.command)
+        error = failure.value if failure.check(LHTTPError) else BadGateway("the upstream request failed")
+        reply = errorReply(error, message.command)
         reply.headers.append(("upstream", request.value))
+        if connection.connected:
+            connection.server.metrics.errorSent(error.status)
         connection.sendMessage(reply)
 
     def onClose(self, connection):

@@ -25,7 +25,7 @@ from lhttp import LHTTPServer, Processor
 from lhttp.codec import parse
 from lhttp.errors import BadGateway, BadUpstream, Forbidden, GatewayTimeout
 from lhttp.interfaces import IHeaderFilter, IUpstream
-from lhttp.tap import Options
+from lhttp.tap import Options, makeService
 from lhttp.testing import FakeClient, RecordingBroker
 from lhttp.upstream import (
     AllowList,
@@ -398,6 +398,7 @@ class UpstreamFilterTests(SynchronousTestCase):
              ("upstream", "POST http://127.0.0.1:8080/record")],
         )
         self.assertEqual(error.body, b"the upstream did not answer within 2 s")
+        self.assertEqual(self.server.metrics.errors.get(504), 1)
 
     def test_relayedResponse(self):
         jack = FakeClient(self.server)
@@ -483,3 +484,14 @@ class OptionsTests(SynchronousTestCase):
             ("--upstream-concurrency", "0"),
         ]:
             self.assertRaises(usage.UsageError, self.parse, *argv)
+
+    def test_serviceHasTheUpstream(self):
+        options = self.parse("--no-plugins", "-l", "tcp:0:interface=127.0.0.1",
+                             "--upstream-allow", BACKEND + "/", "--upstream-relay", "--upstream-timeout", "2",
+                             "--upstream-concurrency", "3", "--upstream-header", "X-Key: k")
+        upstream = makeService(options).lhttpServer.upstream
+        self.assertIsInstance(upstream, HTTPUpstream)
+        self.assertEqual((upstream.relay, upstream.timeout, upstream.maxPending), (True, 2.0, 3))
+        self.assertEqual(upstream.allowList.origins, {("http", "127.0.0.1", 8080)})
+        server = makeService(self.parse("--no-plugins", "-l", "tcp:0:interface=127.0.0.1")).lhttpServer
+        self.assertIsInstance(server.upstream, NoUpstream)
