@@ -495,3 +495,9 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(upstream.allowList.origins, {("http", "127.0.0.1", 8080)})
         server = makeService(self.parse("--no-plugins", "-l", "tcp:0:interface=127.0.0.1")).lhttpServer
         self.assertIsInstance(server.upstream, NoUpstream)
+
+    def test_helpDocumentsUpstreamOptions(self):
+        text = str(Options())
+        for name in ("--upstream-allow", "--upstream-target", "--upstream-header", "--upstream-relay",
+                     "--upstream-timeout", "--upstream-max-response", "--upstream-concurrency"):
+            self.assertIn(name, text)
