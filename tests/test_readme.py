@@ -179,3 +179,70 @@ async def test_clusterSnippet(tmp_path):
         assert heard.body == b"across the cluster"
     finally:
         shell.stop()
+
+
+def withCLI(block, port):
+    """
+    A README block of C{lhttp} commands, run with this checkout's CLI
+    (C{test_install} checks the installed C{lhttp} script).
+    """
+    block = block.replace("8081", str(port))
+    return re.sub(r"^lhttp ", f"{sys.executable} -m lhttp.cli ", block, flags=re.MULTILINE)
+
+
+@pytest_twisted.ensureDeferred
+async def test_pythonClientSnippet(tmp_path, lhttpNode):
+    script = tmp_path / "client.py"
+    script.write_text(blockWith("python", "ReconnectingClient(").replace("8081", str(lhttpNode.port)))
+    process = Process([sys.executable, str(script)], name="client-snippet")
+    await eventually(lambda: not process.alive(), what="the client snippet to finish")
+    assert process.stop() == 0, process.log()
+    assert process.log() == "ann hello from Python\n"
+
+
+@pytest_twisted.ensureDeferred
+async def test_cliSnippets(lhttpNode):
+    listen = Process(
+        ["bash", "-c", "exec " + withCLI(blockWith("sh", "lhttp listen"), lhttpNode.port)],
+        name="lhttp-listen",
+    )
+    try:
+        await eventually(lambda: "* subscribed lobby news" in listen.log() or not listen.alive(),
+                         timeout=10, what="lhttp listen to subscribe")
+        result = subprocess.run(
+            ["bash", "-c", withCLI(blockWith("sh", "lhttp publish"), lhttpNode.port)],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert result.returncode == 0, result.stderr
+        published, sent = result.stdout.splitlines()
+        assert json.loads(published) == {"status": 200, "channels": ["lobby"]}
+        assert sent == r"LHTTP/1.0 chat\r\nsubscribe:me\r\npublish:me\r\n\r\nround trip"
+
+        documented = re.search(r"``listen`` prints ``(.*)``\.", README).group(1)
+        await eventually(lambda: documented in listen.log(), timeout=10, what="the documented line")
+    finally:
+        listen.stop()
+
+
+def test_metricsAndHealthSnippet(lhttpNode):
+    block = blockWith("sh", "/metrics").replace("8081", str(lhttpNode.port))
+    result = subprocess.run(["bash", "-c", block], capture_output=True, text=True, timeout=30)
+    lines = result.stdout.splitlines()
+    assert "lhttp_connections 0.0" in lines
+    assert "lhttp_broker_ready 1.0" in lines
+    assert lines[-1] == "200"
+    assert all(line.startswith("lhttp_") for line in lines[:-1])
+
+
+@pytest_twisted.ensureDeferred
+async def test_jsonLogsSnippet(tmp_path):
+    port = freePort()
+    command = blockWith("sh", "lhttp.logs.jsonObserver").replace("8081", str(port))
+    node = Process(["bash", "-c", "exec " + command], cwd=str(tmp_path), name="json-node")
+    try:
+        await eventually(lambda: portAccepts(port) or not node.alive(), what="the JSON-logging node")
+        assert node.alive(), node.log()
+        records = [json.loads(line) for line in node.log().splitlines()]
+        assert any(r["namespace"] == "lhttp.tap" and r["listen"] == [f"tcp:{port}"] for r in records)
+    finally:
+        node.stop()
