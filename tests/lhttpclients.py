@@ -93,3 +93,102 @@ async def untilHealth(node, status, timeout=20.0):
         if time.monotonic() > deadline:
             raise AssertionError(f"/health of {node.url} is {code} {document}, not {status}, after {timeout}s")
         await deferLater(reactor, 0.1)
+
+
+class RawWebSocket:
+    """
+    A blocking WebSocket client on a plain socket, for sending pre-built
+    frames fast (storms), invalid frames, or not reading at all (slow
+    consumers). L{frame} builds client frames; L{readFrame} reads the
+    server's. Writes are locked so a reader thread may answer pings.
+    """
+
+    def __init__(self, port, host="127.0.0.1", path="/", headers=(), timeout=10):
+        import socket
+        import threading
+
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.lock = threading.Lock()
+        self._buffer = b""
+        extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
+        self.sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: 13\r\n{extra}\r\n".encode("latin-1")
+        )
+        while b"\r\n\r\n" not in self._buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"closed during the handshake: {self._buffer!r}")
+            self._buffer += chunk
+        self.response, _, self._buffer = self._buffer.partition(b"\r\n\r\n")
+        self.status = int(self.response.split(b" ", 2)[1])
+
+    @staticmethod
+    def frame(payload, opcode=2, fin=True, mask=b"\x5a\xa5\x3c\xc3", rsv=0):
+        """
+        One masked client frame (opcode 1 text, 2 binary, 8 close...).
+        """
+        n = len(payload)
+        head = bytes([(0x80 if fin else 0) | (rsv << 4) | opcode])
+        if n < 126:
+            head += bytes([0x80 | n])
+        elif n < 65536:
+            head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+        else:
+            head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+        key = (mask * (n // 4 + 1))[:n]
+        masked = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
+        return head + mask + masked
+
+    def sendall(self, data):
+        with self.lock:
+            self.sock.sendall(data)
+
+    def _take(self, n):
+        while len(self._buffer) < n:
+            chunk = self.sock.recv(262144)
+            if not chunk:
+                raise ConnectionError("the server closed the TCP connection")
+            self._buffer += chunk
+        data, self._buffer = self._buffer[:n], self._buffer[n:]
+        return data
+
+    def readFrame(self):
+        """
+        @return: C{(opcode, payload)} of the server's next frame (answering
+            pings first); a close frame's payload is C{(code, reason)}.
+        @raise ConnectionError: the TCP connection closed first.
+        """
+        while True:
+            b0, b1 = self._take(2)
+            n = b1 & 0x7F
+            if n == 126:
+                n = int.from_bytes(self._take(2), "big")
+            elif n == 127:
+                n = int.from_bytes(self._take(8), "big")
+            payload = self._take(n)
+            opcode = b0 & 0x0F
+            if opcode == 9:
+                self.sendall(self.frame(payload, opcode=10))
+                continue
+            if opcode == 8:
+                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+                return 8, (code, payload[2:].decode("utf-8", "replace"))
+            return opcode, payload
+
+    def closeCode(self):
+        """
+        Read until the server's close frame; return its code (L{None} if the
+        TCP connection ends without one).
+        """
+        while True:
+            try:
+                opcode, payload = self.readFrame()
+            except (ConnectionError, OSError):
+                return None
+            if opcode == 8:
+                return payload[0]
+
+    def close(self):
+        self.sock.close()
