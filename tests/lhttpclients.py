@@ -103,11 +103,19 @@ class RawWebSocket:
     server's. Writes are locked so a reader thread may answer pings.
     """
 
-    def __init__(self, port, host="127.0.0.1", path="/", headers=(), timeout=10):
+    def __init__(self, port, host="127.0.0.1", path="/", headers=(), timeout=10, rcvbuf=None):
+        """
+        @param rcvbuf: a small kernel receive buffer (bytes), set before
+            connecting, for a client that stops reading.
+        """
         import socket
         import threading
 
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock = socket.socket()
+        self.sock.settimeout(timeout)
+        if rcvbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.connect((host, port))
         self.lock = threading.Lock()
         self._buffer = b""
         extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
