@@ -7,6 +7,7 @@ subscriber (C{sendPreparedMessage}): per delivery, the work is one write.
 """
 
 import re
+from functools import lru_cache
 
 from twisted.internet.defer import Deferred
 
@@ -42,11 +43,28 @@ def channelList(channels, maxLength=DEFAULT_MAX_CHANNEL_LENGTH):
     @raise BadChannel: if any name is bad, or there is none.
     """
     if isinstance(channels, str):
+        if len(channels) <= _CACHED_VALUE_LENGTH:
+            return list(_checkedHeaderValue(channels, maxLength))
         channels = channels.split()
-    names = list(dict.fromkeys(checkChannel(c, maxLength) for c in channels))
+    return list(_checkedNames(channels, maxLength))
+
+
+def _checkedNames(channels, maxLength):
+    names = tuple(dict.fromkeys(checkChannel(c, maxLength) for c in channels))
     if not names:
         raise BadChannel("no channel named")
     return names
+
+
+# A publish checks its header's channels twice (before and after the
+# processor) and clients send the same few values over and over: remember
+# the last good ones, short values only, so the cache stays small.
+_CACHED_VALUE_LENGTH = 1024
+
+
+@lru_cache(maxsize=1024)
+def _checkedHeaderValue(value, maxLength):
+    return _checkedNames(value.split(), maxLength)
 
 
 def missedNotice(channel):
