@@ -191,7 +191,9 @@ class Dispatcher:
             except Exception:
                 self._failed(connection, Failure())
                 return
-            if isinstance(result, Deferred):
+            # Most steps return None; isinstance on Deferred (an Awaitable,
+            # so an ABC check) is only worth paying for anything else.
+            if result is not None and isinstance(result, Deferred):
                 connection.busy = True
                 result.addCallbacks(
                     self._resume,
