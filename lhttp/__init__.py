@@ -10,6 +10,8 @@ The public API::
     root.putChild(b"lhttp", server.resource())
 """
 
+__version__ = "0.1.0"
+
 from lhttp.codec import Message, Part, parse, parseMultipart, serialize, serializeMultipart
 from lhttp.dispatch import HeaderFilter, Processor
 from lhttp.errors import LHTTPError

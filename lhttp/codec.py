@@ -157,11 +157,14 @@ def _parseHeaderLines(lines, error, where):
     return headers
 
 
-def parse(data):
+def parse(data, maxHeaders=None, maxLineLength=None):
     """
     Parse one LHTTP/1.0 message.
 
     @param data: L{bytes} (a L{str} is encoded as UTF-8).
+    @param maxHeaders: refuse a message with more header lines than this.
+    @param maxLineLength: refuse a start or header line longer than this,
+        in bytes.
     @rtype: L{Message}
     @raise MalformedMessage: with a human-readable reason.
     """
@@ -173,6 +176,12 @@ def parse(data):
     if end < 0:
         raise MalformedMessage("the headers never end: no blank line (CRLF CRLF)")
     lines = data[len(START):end].split(CRLF)
+    if maxHeaders is not None and len(lines) - 1 > maxHeaders:
+        raise MalformedMessage(f"more than {maxHeaders} header lines", reason="too many headers")
+    if maxLineLength is not None and max(map(len, lines)) > maxLineLength:
+        raise MalformedMessage(
+            f"a start or header line is longer than {maxLineLength} bytes", reason="header too long"
+        )
     command = lines[0]
     if not _isCommand(command):
         raise MalformedMessage(

@@ -9,6 +9,7 @@ L{lhttp.testing.FakeWebSocket}.
 
 from collections import deque
 
+from autobahn.exception import Disconnected
 from twisted.internet.defer import gatherResults
 from zope.interface import implementer
 
@@ -146,7 +147,13 @@ class Connection:
         being handled (binary if it is not UTF-8).
         """
         if self.connected:
-            self.transport.sendMessage(payload, self._binary or not isText(payload))
+            try:
+                self.transport.sendMessage(payload, self._binary or not isText(payload))
+            except Disconnected:
+                # Closing already (the peer's close frame is in); nothing
+                # more can be written.
+                self.connected = False
+                return
             self.server.metrics.sent += 1
 
     def sendError(self, error, command=None):
@@ -212,6 +219,7 @@ class Connection:
 
     def close(self, code=1000, reason=None):
         if self.connected:
+            self.connected = False
             self.transport.sendClose(code, reason)
 
     def __repr__(self):

@@ -120,15 +120,19 @@ class Dispatcher:
         return list(self._filters)
 
     def _pipeline(self, command):
-        steps = self._pipelines.get(command)
+        # Cached per registered command, and once (under None) for every
+        # command without a processor: clients choose commands, so caching
+        # each would let them grow this dict without bound.
+        key = command if command in self._processors else None
+        steps = self._pipelines.get(key)
         if steps is None:
             steps = [f.beforeRequest for f in self._filters if _overridden(f, "beforeRequest")]
-            processor = self._processors.get(command)
+            processor = self._processors.get(key)
             if processor is not None:
                 steps.append(_opener(processor))
                 steps.append(processor.onMessage)
             steps.extend(f.afterRequest for f in self._filters if _overridden(f, "afterRequest"))
-            steps = self._pipelines[command] = tuple(steps)
+            steps = self._pipelines[key] = tuple(steps)
         return steps
 
     # Connection events.
@@ -171,7 +175,8 @@ class Dispatcher:
 
     def _handle(self, connection, data, isBinary):
         try:
-            message = parse(data)
+            server = connection.server
+            message = parse(data, server.maxHeaders, server.maxHeaderLength)
         except LHTTPError as error:
             self.metrics.messageReceived(None)
             connection.begin(None, isBinary)

@@ -14,7 +14,7 @@ from twisted.plugin import IPlugin, getPlugins
 from twisted.python.reflect import namedAny
 from zope.interface import implementer
 
-from lhttp.interfaces import IProcessor, IProcessorPlugin
+from lhttp.interfaces import IHeaderFilter, IProcessor, IProcessorPlugin
 
 
 @implementer(IPlugin, IProcessorPlugin)
@@ -34,21 +34,35 @@ class ProcessorPlugin:
         return loadProcessor(self.processor)
 
 
-def loadProcessor(name):
+def loadProvider(name, interface):
     """
-    Import a processor by dotted name: a provider of L{IProcessor}, or a
-    class or factory that makes one when called with no arguments.
+    Import by dotted name a provider of C{interface}, or a class or factory
+    that makes one when called with no arguments.
 
     @raise TypeError: if what is found is neither.
     """
     found = namedAny(name)
-    if IProcessor.providedBy(found):
+    if interface.providedBy(found):
         return found
     if callable(found):
         made = found()
-        if IProcessor.providedBy(made):
+        if interface.providedBy(made):
             return made
-    raise TypeError(f"{name} is not an IProcessor, nor makes one")
+    raise TypeError(f"{name} is not an {interface.__name__}, nor makes one")
+
+
+def loadProcessor(name):
+    """
+    Import a processor by dotted name (see L{loadProvider}).
+    """
+    return loadProvider(name, IProcessor)
+
+
+def loadFilter(name):
+    """
+    Import a header filter by dotted name (see L{loadProvider}).
+    """
+    return loadProvider(name, IHeaderFilter)
 
 
 def processorPlugins():

@@ -47,6 +47,11 @@ class LHTTPResource(Resource):
 
     def getChildWithDefault(self, name, request):
         if isUpgrade(request):
+            # The WebSocket takes the connection over: the HTTP channel's
+            # idle timeout must not fire on it later.
+            setTimeout = getattr(request.channel, "setTimeout", None)
+            if setTimeout is not None:
+                setTimeout(None)
             return self._webSocket
         if name == b"" and not request.postpath:
             return self

@@ -4,6 +4,8 @@ the broker, the channel table, the WebSocket factory, and its Resource
 tree.
 """
 
+from twisted.internet.defer import Deferred
+
 from lhttp.broker import EmbeddedBroker
 from lhttp.channels import DEFAULT_MAX_CHANNEL_LENGTH, Channels, channelList
 from lhttp.dispatch import Dispatcher
@@ -16,6 +18,14 @@ from lhttp.upstream import NoUpstream, UpstreamFilter
 
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 DEFAULT_MAX_SUBSCRIPTIONS = 1000
+DEFAULT_MAX_HEADERS = 100
+DEFAULT_MAX_HEADER_LENGTH = 8192
+DEFAULT_MAX_CONNECTIONS = 10000
+DEFAULT_MAX_SEND_BUFFER = 1024 * 1024
+DEFAULT_SLOW_CONSUMER_GRACE = 10.0
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+DEFAULT_PING_INTERVAL = 30.0
+DEFAULT_PING_TIMEOUT = 20.0
 
 
 class LHTTPServer:
@@ -38,6 +48,15 @@ class LHTTPServer:
         maxChannelLength=DEFAULT_MAX_CHANNEL_LENGTH,
         publishToken=None,
         upstream=None,
+        maxHeaders=DEFAULT_MAX_HEADERS,
+        maxHeaderLength=DEFAULT_MAX_HEADER_LENGTH,
+        maxConnections=DEFAULT_MAX_CONNECTIONS,
+        maxSendBuffer=DEFAULT_MAX_SEND_BUFFER,
+        slowConsumerGrace=DEFAULT_SLOW_CONSUMER_GRACE,
+        handshakeTimeout=DEFAULT_HANDSHAKE_TIMEOUT,
+        pingInterval=DEFAULT_PING_INTERVAL,
+        pingTimeout=DEFAULT_PING_TIMEOUT,
+        allowedOrigins=(),
     ):
         """
         @param broker: an L{lhttp.interfaces.IBroker}; default: a new
@@ -52,11 +71,37 @@ class LHTTPServer:
         @param upstream: an L{lhttp.interfaces.IUpstream} for the
             C{upstream} header (e.g. L{lhttp.upstream.makeUpstream});
             default: off, C{upstream} headers get a 403.
+        @param maxHeaders: header lines per message (over: a 400 error reply).
+        @param maxHeaderLength: bytes per start or header line (over: 400).
+        @param maxConnections: WebSocket connections at once (over: 503 at
+            the handshake).
+        @param maxSendBuffer: bytes queued for a client that does not read,
+            beyond the kernel's and the transport's buffers; over it the
+            client is closed with 1008 (a slow consumer).
+        @param slowConsumerGrace: seconds a slow consumer has to read its
+            close frame before the connection is dropped.
+        @param handshakeTimeout: seconds for the WebSocket opening handshake.
+        @param pingInterval: seconds between keep-alive pings (0: none).
+        @param pingTimeout: seconds a peer has to answer a ping before it
+            is dropped as dead.
+        @param allowedOrigins: Origin patterns browsers may connect from,
+            besides the node's own origin (C{"*"}: any); see
+            L{lhttp.origins}.
         """
         self.maxMessageSize = maxMessageSize
         self.maxSubscriptions = maxSubscriptions
         self.maxChannelLength = maxChannelLength
         self.publishToken = publishToken
+        self.maxHeaders = maxHeaders
+        self.maxHeaderLength = maxHeaderLength
+        self.maxConnections = maxConnections
+        self.maxSendBuffer = maxSendBuffer
+        self.slowConsumerGrace = slowConsumerGrace
+        self.handshakeTimeout = handshakeTimeout
+        self.pingInterval = pingInterval
+        self.pingTimeout = pingTimeout
+        self.allowedOrigins = tuple(allowedOrigins)
+        self.connections = set()
         self.metrics = Metrics(self)
         self.dispatcher = Dispatcher(self.metrics)
         for headerFilter in standardFilters():
@@ -69,6 +114,35 @@ class LHTTPServer:
         self.broker = broker if broker is not None else EmbeddedBroker()
         self.factory = LHTTPServerFactory(self, reactor=reactor)
         self.channels = Channels(self.broker, self.factory.prepareMessage)
+
+    def connectionOpened(self, connection):
+        self.connections.add(connection)
+        self.dispatcher.connectionOpened(connection)
+
+    def connectionClosed(self, connection):
+        self.connections.discard(connection)
+        self.dispatcher.connectionClosed(connection)
+
+    def closeAll(self, clock, code=1001, reason="server shutting down", timeout=5.0):
+        """
+        Close every client WebSocket (1001 "going away" by default) and
+        wait until they are closed, or C{timeout} seconds.
+
+        @param clock: an L{twisted.internet.interfaces.IReactorTime}.
+        @return: a L{Deferred} that fires with the number still open then.
+        """
+        for connection in list(self.connections):
+            connection.close(code, reason)
+        done = Deferred()
+
+        def check(deadline):
+            if not self.connections or clock.seconds() >= deadline:
+                done.callback(len(self.connections))
+            else:
+                clock.callLater(0.05, check, deadline)
+
+        check(clock.seconds() + timeout)
+        return done
 
     def addProcessor(self, command, processor):
         """

@@ -17,10 +17,17 @@ from twisted.web.server import Site
 from twisted.web.static import File
 
 from lhttp.channels import DEFAULT_MAX_CHANNEL_LENGTH
-from lhttp.plugin import loadProcessor, processorPlugins
+from lhttp.plugin import loadFilter, loadProcessor, processorPlugins
 from lhttp.server import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HEADER_LENGTH,
+    DEFAULT_MAX_HEADERS,
     DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_SEND_BUFFER,
     DEFAULT_MAX_SUBSCRIPTIONS,
+    DEFAULT_PING_INTERVAL,
+    DEFAULT_PING_TIMEOUT,
     LHTTPServer,
 )
 from lhttp.upstream import (
@@ -68,6 +75,23 @@ class Options(usage.Options):
          "Channels one connection may subscribe to (over it: a 429 error reply).", int],
         ["max-channel-length", None, DEFAULT_MAX_CHANNEL_LENGTH,
          "Longest channel name, in characters.", int],
+        ["max-headers", None, DEFAULT_MAX_HEADERS,
+         "Header lines per message (over it: a 400 error reply).", int],
+        ["max-header-length", None, DEFAULT_MAX_HEADER_LENGTH,
+         "Bytes per start or header line (over it: a 400 error reply).", int],
+        ["max-connections", None, None,
+         "WebSocket connections at once; over it the handshake gets 503. "
+         f"Default: {DEFAULT_MAX_CONNECTIONS}, or less if the open-files limit is lower.", int],
+        ["max-send-buffer", None, DEFAULT_MAX_SEND_BUFFER,
+         "Bytes queued for a client that stops reading before it is closed with 1008 (slow consumer).", int],
+        ["handshake-timeout", None, DEFAULT_HANDSHAKE_TIMEOUT,
+         "Seconds a client has to finish the WebSocket opening handshake.", float],
+        ["ping-interval", None, DEFAULT_PING_INTERVAL,
+         "Seconds between keep-alive pings to each client (0: none).", float],
+        ["ping-timeout", None, DEFAULT_PING_TIMEOUT,
+         "Seconds a client has to answer a ping before it is dropped as dead.", float],
+        ["shutdown-timeout", None, 5.0,
+         "On SIGTERM, seconds to wait for clients to close after the 1001 close frame.", float],
         ["access-log", None, None, "Write an HTTP access log to this file (default: none)."],
         ["upstream-timeout", None, DEFAULT_UPSTREAM_TIMEOUT,
          "Seconds an upstream request may take, body included (over it: a 504 error reply).", float],
@@ -85,6 +109,16 @@ class Options(usage.Options):
         self["upstream-targets"] = []
         self["upstream-headers"] = []
         self["nats"] = []
+        self["allow-origin"] = []
+        self["filters"] = []
+
+    def opt_allow_origin(self, pattern):
+        """Let browser pages from this origin connect, a pattern matched against scheme://host[:port], e.g. https://*.example.com; '*' allows any. Repeatable. By default only the node's own origin and clients that send no Origin (non-browsers) may connect; others get 403 at the handshake."""
+        self["allow-origin"].append(pattern)
+
+    def opt_filter(self, name):
+        """Add a header filter: the dotted name of an IHeaderFilter class, factory or instance, e.g. lhttp_examples.auth.TokenAuthFilter. Repeatable; filters run in the order given, before the built-in ones."""
+        self["filters"].append(name)
 
     def opt_listen(self, description):
         """Listen on a Twisted endpoint, e.g. tcp:8081:interface=127.0.0.1, ssl:8443:privateKey=key.pem:certKey=cert.pem or unix:/run/lhttp.sock. Repeatable."""
@@ -124,6 +158,8 @@ class Options(usage.Options):
     def postOptions(self):
         if self["nats"]:
             useAsyncioReactor()
+        if self["max-connections"] is None:
+            self["max-connections"] = defaultMaxConnections()
         if self["port"] is not None:
             self["listen"].append(f"tcp:{self['port']}")
         if not self["listen"]:
@@ -140,6 +176,19 @@ class Options(usage.Options):
                      "upstream-max-response", "upstream-concurrency"):
             if self[name] < 1:
                 raise usage.UsageError(f"--{name} must be a positive integer")
+
+
+def defaultMaxConnections():
+    """
+    The default connection limit: L{DEFAULT_MAX_CONNECTIONS}, or what the
+    open-files limit leaves room for (each client is a file descriptor).
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return DEFAULT_MAX_CONNECTIONS
+    return max(1, min(DEFAULT_MAX_CONNECTIONS, soft - 100))
 
 
 def useAsyncioReactor():
@@ -181,6 +230,31 @@ class BrokerService(Service):
         return self.broker.stop()
 
 
+class ClientsService(Service):
+    """
+    On shutdown, after the listening ports are closed: close every client
+    with 1001 ("going away") and wait for them, at most C{timeout} seconds,
+    so clients reconnect elsewhere knowing why.
+    """
+
+    def __init__(self, server, clock, timeout):
+        self.server = server
+        self.clock = clock
+        self.timeout = timeout
+
+    def stopService(self):
+        Service.stopService(self)
+        count = len(self.server.connections)
+        if not count:
+            return None
+        log.info("Closing {count} client connection(s) with 1001", count=count)
+        return self.server.closeAll(self.clock, timeout=self.timeout).addCallback(self._closed)
+
+    def _closed(self, left):
+        if left:
+            log.warn("{left} client connection(s) did not close in time; dropped", left=left)
+
+
 class _QuietSite(Site):
     """
     A Site with no per-request access log: publishing is per message, and
@@ -192,6 +266,8 @@ class _QuietSite(Site):
 
 
 def registerProcessors(server, options):
+    for name in options["filters"]:
+        server.addFilter(loadFilter(name))
     for command, name in options["processors"]:
         server.addProcessor(command, loadProcessor(name))
     if options["no-plugins"]:
@@ -230,6 +306,14 @@ def makeService(options):
         maxSubscriptions=options["max-subscriptions"],
         maxChannelLength=options["max-channel-length"],
         publishToken=options["publish-token"],
+        maxHeaders=options["max-headers"],
+        maxHeaderLength=options["max-header-length"],
+        maxConnections=options["max-connections"],
+        maxSendBuffer=options["max-send-buffer"],
+        handshakeTimeout=options["handshake-timeout"],
+        pingInterval=options["ping-interval"],
+        pingTimeout=options["ping-timeout"],
+        allowedOrigins=options["allow-origin"],
         upstream=makeUpstream(
             reactor,
             options["upstream-allow"],
@@ -247,9 +331,12 @@ def makeService(options):
         root.putChild(b"demo", File(demoDirectory()))
     site = makeSite(root, options)
 
+    # Services stop in reverse order: ports first, then clients (1001),
+    # then the broker (drained last, so closing clients can still publish).
     service = MultiService()
     if broker is not None:
         BrokerService(broker).setServiceParent(service)
+    ClientsService(server, reactor, options["shutdown-timeout"]).setServiceParent(service)
     for description in options["listen"]:
         StreamServerEndpointService(
             serverFromString(reactor, description), site

@@ -61,7 +61,7 @@ class FakeClient:
             peer or IPv4Address("TCP", "127.0.0.1", 40000 + id(self) % 20000),
             handshake,
         )
-        server.dispatcher.connectionOpened(self.connection)
+        server.connectionOpened(self.connection)
 
     def receive(self, data, isBinary=False):
         """
@@ -70,7 +70,7 @@ class FakeClient:
         self.server.dispatcher.messageReceived(self.connection, data, isBinary)
 
     def disconnect(self):
-        self.server.dispatcher.connectionClosed(self.connection)
+        self.server.connectionClosed(self.connection)
 
     def payloads(self):
         return [payload for payload, isBinary in self.socket.sent]

@@ -383,3 +383,14 @@ class ClusterSemanticsTests(SynchronousTestCase):
             (notice.command, notice.getHeader("status"), notice.getHeader("channel")),
             ("error", "503", "b"),
         )
+
+
+class PipelineCacheTests(SynchronousTestCase):
+    def test_unregisteredCommandsShareOnePipeline(self):
+        server = makeServer()
+        server.addProcessor("known", Processor())
+        client = FakeClient(server)
+        for i in range(500):
+            client.receive(f"LHTTP/1.0 cmd{i}\r\n\r\n".encode())
+        client.receive(b"LHTTP/1.0 known\r\n\r\n")
+        self.assertEqual(len(server.dispatcher._pipelines), 2)
