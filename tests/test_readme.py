@@ -246,3 +246,17 @@ async def test_jsonLogsSnippet(tmp_path):
         assert any(r["namespace"] == "lhttp.tap" and r["listen"] == [f"tcp:{port}"] for r in records)
     finally:
         node.stop()
+
+
+def test_readmeIsValidRestructuredText():
+    """
+    The README renders without a docutils warning (a broken table or
+    link hides what users came to read).
+    """
+    import io
+
+    from docutils.core import publish_doctree
+
+    warnings = io.StringIO()
+    publish_doctree(README, settings_overrides={"warning_stream": warnings, "report_level": 2})
+    assert warnings.getvalue() == ""
