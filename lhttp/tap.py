@@ -286,9 +286,13 @@ def demoDirectory():
 
 
 def makeSite(root, options):
+    # Before the upgrade a WebSocket is an HTTP request: the HTTP idle
+    # timeout is the handshake timeout (lifted once the WebSocket takes
+    # over; see lhttp.resource).
+    timeout = options["handshake-timeout"]
     if options["access-log"]:
-        return Site(root, logPath=options["access-log"])
-    return _QuietSite(root)
+        return Site(root, logPath=options["access-log"], timeout=timeout)
+    return _QuietSite(root, timeout=timeout)
 
 
 def makeService(options):

@@ -188,3 +188,62 @@ async def test_serverHeaderNamesLHTTP(lhttpNode):
     await response.content()
     alice = await client(lhttpNode.url)
     assert alice.http_headers.get("server", "").startswith("lhttp")
+
+
+@pytest_twisted.ensureDeferred
+async def test_silentSocketDroppedAfterHandshakeTimeout(startNode):
+    import socket
+
+    node = startNode("--handshake-timeout", "1")
+    silent = socket.create_connection(("127.0.0.1", node.port))
+    silent.settimeout(0)
+    start = time.monotonic()
+
+    def closedByServer():
+        try:
+            return silent.recv(1) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+    try:
+        await eventually(closedByServer, timeout=10, what="the server to drop a silent socket")
+        assert time.monotonic() - start < 3
+    finally:
+        silent.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sigtermLeavesNATSCleanly(natsServer, startNode):
+    import json
+
+    import treq
+    from lhttpclients import untilHealth
+
+    node = startNode("--nats", natsServer.url)
+    await untilHealth(node, 200)
+    alice = await client(node.url)
+    alice.subscribe("room")
+    await barrier(alice)
+    pid = node.popen.pid
+    node.signal(signal.SIGTERM)
+    await alice.closed
+    await eventually(lambda: not node.alive(), timeout=10, what="the node to exit")
+    response = await treq.get(natsServer.monitorURL + "/connz?state=closed")
+    closed = [c for c in json.loads(await response.content())["connections"]
+              if c.get("name", "").endswith(f"pid={pid}")]
+    assert [c["reason"] for c in closed] == ["Client Closed"]
+    assert alice.closeCode == 1001
+
+
+@pytest_twisted.ensureDeferred
+async def test_idleWebSocketOutlivesHandshakeTimeout(startNode):
+    node = startNode("--handshake-timeout", "1", "--ping-interval", "0")
+    idle = await client(node.url)
+    start = time.monotonic()
+    # The HTTP phase's idle timeout must not follow the connection into
+    # the WebSocket: three times the timeout later, it still works.
+    await eventually(lambda: time.monotonic() - start > 3, timeout=10, what="three seconds")
+    assert idle.closeCode is None
+    assert await barrier(idle) == []
