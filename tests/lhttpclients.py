@@ -2,6 +2,7 @@
 Real WebSocket clients for integration tests, on lhttp.client.
 """
 
+import inspect
 import itertools
 import time
 
@@ -34,29 +35,17 @@ async def barrier(client, timeout=10):
         before.append(message)
 
 
-async def eventually(condition, timeout=20.0, interval=0.05, what="condition"):
+async def eventually(condition, timeout=20.0, what="condition", interval=0.05):
     """
     Like L{procs.waitFor}, but lets the reactor run while it waits: use it
-    inside tests that have clients connected.
+    inside tests that have clients connected. C{condition} may be a plain
+    function or an async one (its result is awaited).
     """
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await deferLater(reactor, interval)
-
-
-async def untilTrue(check, timeout=20.0, interval=0.1, what="condition"):
-    """
-    Like L{eventually} for an async C{check()}: await it until it returns
-    a true value.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if time.monotonic() > deadline:

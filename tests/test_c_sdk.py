@@ -24,7 +24,7 @@ import treq
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
-from lhttpclients import barrier, client
+from lhttpclients import barrier, client, eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 SDK = ROOT / "sdk" / "c"
@@ -306,20 +306,6 @@ class Chat:
             self.popen.stdin.close()
 
 
-async def waitUntil(condition, timeout, what):
-    """
-    Poll C{condition()} without blocking the reactor until it is true.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await deferLater(reactor, 0.05, lambda: None)
-
-
 async def httpPublish(node, channel, nick, body):
     message = (
         f"LHTTP/1.0 chat\r\npublish:{channel}\r\nnick:{nick}\r\n\r\n".encode()
@@ -369,7 +355,7 @@ async def test_chatExchangesMessagesInItsRoomOnly(lhttpNode, chats):
     await barrier(outsider)
 
     chat = chats(lhttpNode.url, room, "ann")
-    await waitUntil(
+    await eventually(
         lambda: f"* joined {room}" in chat.lines() or chat.popen.poll() is not None,
         20, "lhttp-chat to join",
     )
@@ -387,12 +373,12 @@ async def test_chatExchangesMessagesInItsRoomOnly(lhttpNode, chats):
         attempt += 1
         await httpPublish(lhttpNode, room, "py", f"hello C #{attempt}")
         try:
-            await waitUntil(seen, 0.2, "a first message")
+            await eventually(seen, 0.2, "a first message")
         except AssertionError:
             pass
     await httpPublish(lhttpNode, elsewhere, "py", "not for ann")
     await httpPublish(lhttpNode, room, "py", "tab\there, line\nbreak, back\\slash, é")
-    await waitUntil(
+    await eventually(
         lambda: ("py", "tab\\there, line\\nbreak, back\\\\slash, é") in chat.messages(),
         10, "the escaped message on lhttp-chat's stdout:\n" + chat.describe(),
     )
@@ -412,10 +398,10 @@ async def test_chatExchangesMessagesInItsRoomOnly(lhttpNode, chats):
     chat.say(b"latin-1 caf\xe9")
     assert (await nextFrom(listener, "ann")).body == b"latin-1 caf\xe9"
     # lhttp-chat is subscribed too: it sees its own messages, once each.
-    await waitUntil(
+    await eventually(
         lambda: ("ann", "zwei \\t wörter") in chat.messages(), 10, "ann's own message"
     )
-    await waitUntil(
+    await eventually(
         lambda: ("ann", "latin-1 caf\ufffd") in chat.messages(), 10, "the latin-1 echo"
     )
     ownMessages = [text for nick, text in chat.messages() if nick == "ann"]
@@ -432,7 +418,7 @@ async def test_chatExchangesMessagesInItsRoomOnly(lhttpNode, chats):
 
     # End of input: lhttp-chat closes cleanly (and LeakSanitizer is happy).
     chat.popen.stdin.close()
-    await waitUntil(lambda: chat.popen.poll() is not None, 20, "lhttp-chat to exit")
+    await eventually(lambda: chat.popen.poll() is not None, 20, "lhttp-chat to exit")
     assert chat.popen.returncode == 0, chat.describe()
     assert chat.lines()[-1].startswith("* closed 1000"), chat.describe()
 
@@ -445,24 +431,24 @@ async def test_twoChatsTalk(lhttpNode, chats):
     ann = chats(lhttpNode.url, "c-pair", "ann")
     bob = chats(lhttpNode.url, "c-pair", "bob")
     for chat in (ann, bob):
-        await waitUntil(lambda: "* joined c-pair" in chat.lines(), 20, chat.describe())
+        await eventually(lambda: "* joined c-pair" in chat.lines(), 20, chat.describe())
     attempt = 0
     while ("ann", f"ping {attempt}") not in bob.messages():
         assert attempt < 100, bob.describe()
         attempt += 1
         ann.say(f"ping {attempt}")
         try:
-            await waitUntil(
+            await eventually(
                 lambda: ("ann", f"ping {attempt}") in bob.messages(), 0.2, "ping"
             )
         except AssertionError:
             pass
     bob.say("pong")
-    await waitUntil(lambda: ("bob", "pong") in ann.messages(), 10, ann.describe())
+    await eventually(lambda: ("bob", "pong") in ann.messages(), 10, ann.describe())
 
     # SIGTERM (and Ctrl-C) close the connection cleanly, with stdin still open.
     bob.popen.send_signal(signal.SIGTERM)
-    await waitUntil(lambda: bob.popen.poll() is not None, 20, "bob to exit")
+    await eventually(lambda: bob.popen.poll() is not None, 20, "bob to exit")
     assert bob.popen.returncode == 0, bob.describe()
     assert bob.lines()[-1].startswith("* closed 1000"), bob.describe()
 
@@ -477,16 +463,16 @@ async def test_chatCarriesLargeMessages(lhttpNode, chats):
     listener.subscribe("c-large")
     await barrier(listener)
     chat = chats(lhttpNode.url, "c-large", "big")
-    await waitUntil(lambda: "* joined c-large" in chat.lines(), 20, chat.describe())
+    await eventually(lambda: "* joined c-large" in chat.lines(), 20, chat.describe())
     # The subscribe went first on the same connection, so the echo comes back.
     big = "".join(chr(0x61 + i % 26) for i in range(300_000))
     chat.say(big)
     received = await nextFrom(listener, "big")
     assert received.body == big.encode()
-    await waitUntil(lambda: ("big", big) in chat.messages(), 10, "the echo")
+    await eventually(lambda: ("big", big) in chat.messages(), 10, "the echo")
 
     await httpPublish(lhttpNode, "c-large", "py", "é" * 200_000)
-    await waitUntil(
+    await eventually(
         lambda: ("py", "é" * 200_000) in chat.messages(), 10, "the large publish"
     )
 
@@ -554,23 +540,23 @@ async def test_chatOverTLS(startNode, chats, tmp_path):
 
     untrusted = chats(url, "c-tls", "eve")
     untrusted.popen.stdin.close()
-    await waitUntil(lambda: untrusted.popen.poll() is not None, 20, "eve to give up")
+    await eventually(lambda: untrusted.popen.poll() is not None, 20, "eve to give up")
     assert untrusted.popen.returncode == 1, untrusted.describe()
     assert untrusted.lines()[0].startswith("* closed 1006"), untrusted.describe()
 
     chat = chats(url, "c-tls", "ann", caFile=certPath)
-    await waitUntil(lambda: "* joined c-tls" in chat.lines(), 20, chat.describe())
+    await eventually(lambda: "* joined c-tls" in chat.lines(), 20, chat.describe())
     attempt = 0
     while not any(nick == "py" for nick, _ in chat.messages()):
         assert attempt < 100, chat.describe()
         attempt += 1
         await httpPublish(node, "c-tls", "py", "over TLS")
         try:
-            await waitUntil(lambda: chat.messages(), 0.2, "a message")
+            await eventually(lambda: chat.messages(), 0.2, "a message")
         except AssertionError:
             pass
     chat.say("secret")
-    await waitUntil(lambda: ("ann", "secret") in chat.messages(), 10, chat.describe())
+    await eventually(lambda: ("ann", "secret") in chat.messages(), 10, chat.describe())
 
 
 def test_chatRejectsBadArgumentsAndUnreachableServers(sdkBuild):

@@ -14,7 +14,7 @@ from nats.aio.client import Client as NATS
 from twisted.internet.defer import Deferred
 
 from lhttp.codec import parse
-from lhttpclients import barrier, client, eventually, health, untilHealth, untilTrue
+from lhttpclients import barrier, client, eventually, health, untilHealth
 
 
 def future(coroutine):
@@ -138,14 +138,14 @@ async def test_oneNATSSubscriptionPerLocalChannel(natsServer, startNode):
         return await natsSubscriptions(natsServer, pid) == expected
 
     # The barriers' private channels come and go; wait until they are gone.
-    await untilTrue(lambda: natsHas(["a", "b", "c"]), what="NATS to hold a, b, c")
+    await eventually(lambda: natsHas(["a", "b", "c"]), what="NATS to hold a, b, c")
     assert (await health(node))[1]["broker"]["subscriptions"] == 3
 
     alice.unsubscribe("a b")
-    await untilTrue(lambda: natsHas(["b", "c"]), what="NATS to drop 'a' (and barriers)")
+    await eventually(lambda: natsHas(["b", "c"]), what="NATS to drop 'a' (and barriers)")
     bob.sendClose()
     await bob.closed
-    await untilTrue(lambda: natsHas([]), what="NATS to drop every subscription")
+    await eventually(lambda: natsHas([]), what="NATS to drop every subscription")
     assert (await health(node))[1]["broker"]["subscriptions"] == 0
 
 

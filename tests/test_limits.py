@@ -14,7 +14,7 @@ from lhttp.client import connect
 from lhttp.codec import parse
 from lhttp.errors import MalformedMessage
 from lhttp.origins import originAllowed
-from lhttpclients import barrier, client, eventually, untilTrue
+from lhttpclients import barrier, client, eventually
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
@@ -128,7 +128,7 @@ async def test_slowConsumerClosedWith1008OthersUnaffected(startNode):
         if n % 10 == 9:
             # Let this process read for the fast subscriber as it goes.
             await deferLater(reactor, 0.005)
-    await untilTrue(
+    await eventually(
         lambda: _over(metric(node, "lhttp_slow_consumer_disconnects_total"), 1),
         what="the node to give up on the slow consumer",
     )
@@ -155,7 +155,7 @@ async def test_deadPeerDroppedByPings(startNode):
     # It stops reading: no pong will come back.
     dead.transport.pauseProducing()
     start = time.monotonic()
-    await untilTrue(
+    await eventually(
         lambda: _below(metric(node, "lhttp_connections"), 2), timeout=10,
         what="the server to drop the dead peer",
     )
