@@ -113,3 +113,22 @@ class DirectWriteTests(SynchronousTestCase):
         self.assertEqual(protocol.transport.value(), b"")
         self.assertEqual(protocol.send_queue, [(b"queued", False), (b"next", False)])
         self.assertEqual(triggered, [True])
+
+    def test_backPressureTakesTheSendBufferPath(self):
+        """
+        While the transport has paused the protocol, a prepared frame is
+        counted against the send buffer like any other write.
+        """
+        server, protocol = self.protocol()
+        prepared = server.factory.prepareMessage(b"LHTTP/1.0 x\r\n\r\nhello", False)
+        protocol._paused = True
+        protocol.sendPreparedMessage(prepared)
+        self.assertEqual(protocol._unsent, len(prepared.payloadHybi))
+        self.assertEqual(protocol.transport.value(), prepared.payloadHybi)
+
+    def test_droppedConsumerGetsNothing(self):
+        server, protocol = self.protocol()
+        prepared = server.factory.prepareMessage(b"LHTTP/1.0 x\r\n\r\nhello", False)
+        protocol._dropping = True
+        protocol.sendPreparedMessage(prepared)
+        self.assertEqual(protocol.transport.value(), b"")
