@@ -112,6 +112,11 @@ async def test_natsKilledAndRestarted(natsServer, startNode):
         run.deliveredAt[s] for s in run.delivered if run.sentAt[s] > restartedAt
     )
     assert resumed - restartedAt < 5, f"delivery resumed {resumed - restartedAt:.1f}s after restart"
+    print(
+        f"\nNATS kill -9: {len(run.sentAt)} sent, {len(run.delivered)} delivered, "
+        f"{len(run.errored)} refused/reported, 0 lost silently; delivery resumed "
+        f"{resumed - restartedAt:.1f}s after restart"
+    )
     # The subscriber's node told it that messages may have been missed.
     assert any(n.getHeader("channel") == "seq" for _, n in run.notices)
     for node in nodes:
@@ -159,3 +164,7 @@ async def test_natsHungIsDetectedAndRecovered(natsServer, startNode):
     run.checkNothingLostSilently()
     assert set(range(100000, 100020)) <= set(run.delivered)
     assert detected < 5
+    print(
+        f"\nNATS SIGSTOP: detected after {detected:.1f}s; {len(run.sentAt)} sent, "
+        f"{len(run.delivered)} delivered, {len(run.errored)} refused/reported, 0 lost silently"
+    )
