@@ -13,7 +13,7 @@ from autobahn.exception import Disconnected
 from twisted.internet.defer import gatherResults
 from zope.interface import implementer
 
-from lhttp.channels import channelList, isText
+from lhttp.channels import isText
 from lhttp.codec import Message, serialize
 from lhttp.errors import TooManySubscriptions
 from lhttp.interfaces import IConnection
@@ -175,7 +175,7 @@ class Connection:
         return frozenset(self._subscriptions)
 
     def checkedChannels(self, channels):
-        return channelList(channels, self.server.maxChannelLength)
+        return self.server.channelList(channels)
 
     def subscribe(self, channels):
         names = [c for c in self.checkedChannels(channels) if c not in self._subscriptions]

@@ -158,9 +158,7 @@ class PublishResource(Resource):
         value = message.getHeader("publish")
         if value is None:
             raise MissingPublishHeader("the message has no 'publish' header")
-        channels = self._server.channelList(value)
-        self._server.publish(channels, message.raw)
-        return channels
+        return self._server.publish(value, message.raw)
 
     def _authorize(self, request):
         token = self._server.publishToken

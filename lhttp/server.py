@@ -170,6 +170,7 @@ class LHTTPServer:
         @param channels: names, or one space-separated string.
         @param onFailure: called with an L{lhttp.errors.LHTTPError} if the
             broker took the publish but could not confirm it later.
+        @return: the checked channel names.
         @raise lhttp.errors.BadChannel: a name is bad.
         @raise lhttp.errors.BrokerUnavailable: the broker cannot take it.
         """
@@ -178,6 +179,7 @@ class LHTTPServer:
             raise BrokerUnavailable("the message broker is not connected; publish refused")
         self.broker.publish(names, payload, onFailure)
         self.metrics.publishes += 1
+        return names
 
     def resource(self):
         """
