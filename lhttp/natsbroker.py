@@ -116,7 +116,7 @@ class NATSBroker:
             "kind": "nats",
             "ready": self.ready,
             "servers": self.servers,
-            "connected": str(client.connected_url.geturl()) if client and client.connected_url else None,
+            "connected": self._connectedURL(),
             "subscriptions": len(self._subscriptions),
             "reconnects": client.stats["reconnects"] if client else 0,
             "published": self.published,
@@ -124,6 +124,12 @@ class NATSBroker:
             "refused": self.refused,
             "unconfirmed": self.unconfirmed,
         }
+
+    def _connectedURL(self):
+        client = self._client
+        if client is None or client.connected_url is None:
+            return None
+        return client.connected_url.geturl()
 
     def attach(self, deliver):
         self._deliver = deliver
@@ -272,7 +278,7 @@ class NATSBroker:
         d.addCallbacks(self._onConnected, self._connectFailed)
 
     def _onConnected(self, ignored):
-        self.log.info("Connected to NATS at {url}", url=self.describe()["connected"])
+        self.log.info("Connected to NATS at {url}", url=self._connectedURL())
         self._failedAttempts = 0
         self._sync().addCallback(self._restored, 0)
 
@@ -318,7 +324,7 @@ class NATSBroker:
         self._failedAttempts = 0
         self.log.info(
             "Reconnected to NATS at {url}; restoring subscriptions, taking publishes in {settle}s",
-            url=self.describe()["connected"], settle=self._settle,
+            url=self._connectedURL(), settle=self._settle,
         )
         self._reactor.callLater(0, lambda: self._sync().addCallback(self._restored, self._settle))
 
