@@ -13,7 +13,6 @@ import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
@@ -47,14 +46,14 @@ class RecordBackendProcess(Process):
         """
         What the backend stored, once it holds at least C{atLeast} records.
         """
-        deadline = time.monotonic() + timeout
-        while True:
+        async def enough():
             response = await treq.get(self.url + "records")
             records = json.loads(await response.content())
-            if len(records) >= atLeast:
-                return records
-            assert time.monotonic() < deadline, f"only {records} after {timeout}s"
-            await deferLater(reactor, 0.05)
+            # A tuple, so that an empty list of records still counts.
+            return (records,) if len(records) >= atLeast else None
+
+        [records] = await eventually(enough, timeout, what=f"{atLeast} record(s) at the backend")
+        return records
 
 
 @pytest.fixture
