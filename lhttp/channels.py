@@ -130,7 +130,7 @@ class Channels:
             pending = self.broker.subscribe(channel)
             if pending is not None:
                 self._pending[channel] = pending
-                pending.addBoth(self._settled, channel)
+                pending.addBoth(self._settled, channel, pending)
         subscribers[subscriber] = None
         self._snapshots.pop(channel, None)
         pending = self._pending.get(channel)
@@ -140,8 +140,11 @@ class Channels:
         pending.addBoth(lambda ignored: waiter.callback(None))
         return waiter
 
-    def _settled(self, ignored, channel):
-        del self._pending[channel]
+    def _settled(self, ignored, channel, pending):
+        # The channel may have been left and subscribed again since: only
+        # this subscription's entry goes.
+        if self._pending.get(channel) is pending:
+            del self._pending[channel]
 
     def remove(self, subscriber, channel):
         subscribers = self._subscribers.get(channel)

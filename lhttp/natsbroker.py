@@ -20,24 +20,64 @@ name and the payload is the serialized LHTTP message.
   that messages published elsewhere during the outage may have been missed
   (an C{LHTTP/1.0 error} notice with status 503 and a C{channel} header).
 
+NATS protocol writes are serialized: one coroutine at a time makes NATS's
+subscriptions match the channels with local subscribers (however many
+subscribes and unsubscribes arrive while nats-py is paused on a full
+buffer), and one writes publishes in the order they were taken. So NATS
+holds exactly one subscription per channel with local subscribers, and
+every publish reaches each subscriber once.
+
 It needs Twisted's asyncio reactor (nats-py is an asyncio library).
 """
 
 import asyncio
 import time
+from collections import deque
+from urllib.parse import urlsplit, urlunsplit
 
 from nats.aio.client import Client as NATS
+from nats.errors import SlowConsumerError
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from lhttp.channels import missedNotice
+from lhttp.channels import checkChannel, missedNotice
 from lhttp.errors import BrokerUnavailable, MessageTooLarge
 from lhttp.interfaces import IBroker
 
 
 def _future(coroutine):
     return Deferred.fromFuture(asyncio.ensure_future(coroutine))
+
+
+def redactURL(url):
+    """
+    A NATS URL fit for logs and C{/health}: a password or token in it is
+    replaced by C{***}.
+    """
+    if not isinstance(url, str):
+        return url
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    redacted = f"{user}:***" if colon else "***"
+    return urlunsplit(parts._replace(netloc=f"{redacted}@{hostport}"))
+
+
+def checkPrefix(prefix):
+    """
+    A subject prefix is a channel-like name: dot-separated tokens, no
+    wildcards. Subjects are then C{<prefix>.<channel>}.
+
+    @raise ValueError: if it is not.
+    """
+    try:
+        checkChannel(prefix)
+    except Exception as e:
+        raise ValueError(f"bad NATS subject prefix {prefix!r}: {e}") from None
+    return prefix
 
 
 class _Batch:
@@ -57,6 +97,9 @@ class _Batch:
 class NATSBroker:
     """
     @ivar servers: the NATS server URLs.
+    @ivar prefix: the subject prefix (subjects are C{<prefix>.<channel>}),
+        or C{""} for subjects that are the channel names themselves (the
+        original Go nodes' form).
     """
 
     log = Logger()
@@ -72,9 +115,12 @@ class NATSBroker:
         reconnectWait=0.5,
         flushTimeout=3,
         settle=2.0,
+        prefix="",
         clientFactory=NATS,
     ):
         self.servers = list(servers)
+        self.prefix = checkPrefix(prefix) if prefix else ""
+        self._subjectPrefix = f"{prefix}." if prefix else ""
         self._reactor = reactor
         self._name = name
         self._pingInterval = pingInterval
@@ -88,12 +134,22 @@ class NATSBroker:
         self._clientFactory = clientFactory
         self._client = None
         self._deliver = None
+        # Channels with local subscribers, and what NATS holds for them.
         self._wanted = set()
         self._subscriptions = {}
+        # The subscription sync: one coroutine at a time (_syncing); a
+        # change while it runs sets _dirty and it goes round again.
+        self._syncing = False
+        self._dirty = False
+        self._syncWaiters = []
+        # Publishes: batches waiting for the one publishing coroutine.
         self._batch = None
+        self._outbox = deque()
+        self._publishing = False
         self._stopping = False
         self._failedAttempts = 0
         self._lastComplaint = 0.0
+        self._lastDropNotice = {}
         self.published = 0
         self.received = 0
         self.refused = 0
@@ -115,7 +171,8 @@ class NATSBroker:
         return {
             "kind": "nats",
             "ready": self.ready,
-            "servers": self.servers,
+            "servers": [redactURL(url) for url in self.servers],
+            "prefix": self.prefix,
             "connected": self._connectedURL(),
             "subscriptions": len(self._subscriptions),
             "reconnects": client.stats["reconnects"] if client else 0,
@@ -129,20 +186,23 @@ class NATSBroker:
         client = self._client
         if client is None or client.connected_url is None:
             return None
-        return client.connected_url.geturl()
+        return redactURL(client.connected_url.geturl())
 
     def attach(self, deliver):
         self._deliver = deliver
 
     def subscribe(self, channel):
         self._wanted.add(channel)
-        if self._connected() and channel not in self._subscriptions:
-            return self._sync()
-        return None
+        if not self._connected():
+            # Made once connected (see _restored).
+            return None
+        if channel in self._subscriptions and not self._syncing:
+            return None
+        return self._sync(wait=True)
 
     def unsubscribe(self, channel):
         self._wanted.discard(channel)
-        if self._connected() and channel in self._subscriptions:
+        if self._connected() and (channel in self._subscriptions or self._syncing):
             self._sync()
 
     def publish(self, channels, payload, onFailure=None):
@@ -157,8 +217,9 @@ class NATSBroker:
         if batch is None:
             batch = self._batch = _Batch()
             self._reactor.callLater(0, self._sendBatch)
+        prefix = self._subjectPrefix
         for channel in channels:
-            batch.messages.append((channel, payload))
+            batch.messages.append((prefix + channel, payload))
         if onFailure is not None:
             batch.failureCallbacks.append(onFailure)
         self._deliver(channels, payload)
@@ -171,18 +232,35 @@ class NATSBroker:
         batch.waiters.append(waiter)
         return waiter
 
-    # Publishing
+    # Publishing: batches go out one after the other, in the order they
+    # were taken, by one coroutine; each is confirmed by its own PING/PONG
+    # while the next is written.
 
     def _sendBatch(self):
         batch, self._batch = self._batch, None
-        client = self._client
-        d = _future(self._publishAll(client, batch.messages))
-        d.addCallbacks(self._confirmed, self._unconfirmed, (batch,), None, (batch,))
+        self._outbox.append(batch)
+        if not self._publishing:
+            self._publishing = True
+            _future(self._publishAll()).addErrback(
+                lambda f: self.log.failure("Publishing to NATS failed", f)
+            )
 
-    async def _publishAll(self, client, messages):
-        for subject, payload in messages:
-            await client.publish(subject, payload)
-        await client.flush(self._flushTimeout)
+    async def _publishAll(self):
+        try:
+            while self._outbox:
+                batch = self._outbox.popleft()
+                client = self._client
+                try:
+                    for subject, payload in batch.messages:
+                        await client.publish(subject, payload)
+                except Exception as e:
+                    self._unconfirmed(e, batch)
+                    continue
+                _future(client.flush(self._flushTimeout)).addCallbacks(
+                    self._confirmed, self._unconfirmed, (batch,), None, (batch,)
+                )
+        finally:
+            self._publishing = False
 
     def _confirmed(self, ignored, batch):
         self.published += len(batch.messages)
@@ -191,11 +269,12 @@ class NATSBroker:
 
     def _unconfirmed(self, failure, batch):
         self.unconfirmed += len(batch.messages)
+        reason = getattr(failure, "value", failure)
         self.log.warn(
             "NATS did not confirm {count} published message(s): {error}; their "
             "publishers are told",
             count=len(batch.messages),
-            error=failure.getErrorMessage() or failure.type.__name__,
+            error=str(reason) or type(reason).__name__,
         )
         error = BrokerUnavailable(
             "NATS did not confirm this publish; it may not have reached other nodes"
@@ -208,43 +287,69 @@ class NATSBroker:
         for waiter in batch.waiters:
             waiter.errback(error)
 
-    # Subscriptions
+    # Subscriptions: one coroutine makes NATS match the wanted channels.
 
-    def _sync(self):
+    def _sync(self, wait=False):
         """
-        Make NATS's subscriptions match the wanted channels.
+        Make NATS's subscriptions match the wanted channels, soon.
 
-        @return: a L{Deferred} firing when NATS has them (a PING/PONG
-            later), with L{None}; or with L{None} after logging, if NATS
-            could not confirm them (they are made again on reconnect).
+        @param wait: return a L{Deferred} that fires (with L{None}) once
+            NATS has every change asked for so far (a PING/PONG after
+            them), or once the attempt failed (after logging; the
+            subscriptions are made again on reconnect).
         """
-        return _future(self._syncNow()).addErrback(self._syncFailed)
+        self._dirty = True
+        waiter = None
+        if wait:
+            waiter = Deferred()
+            self._syncWaiters.append(waiter)
+        if not self._syncing:
+            self._syncing = True
+            _future(self._syncAll())
+        return waiter
 
-    async def _syncNow(self):
-        client = self._client
-        changed = False
-        for channel in list(self._subscriptions):
-            if channel not in self._wanted:
-                subscription = self._subscriptions.pop(channel)
-                await subscription.unsubscribe()
-                changed = True
-        for channel in list(self._wanted):
-            if channel not in self._subscriptions:
-                self._subscriptions[channel] = await client.subscribe(channel, cb=self._received)
-                changed = True
-        if changed:
-            await client.flush(self._flushTimeout)
+    async def _syncAll(self):
+        waiters = []
+        try:
+            while self._dirty and self._connected():
+                self._dirty = False
+                waiters, self._syncWaiters = self._syncWaiters, []
+                client = self._client
+                for channel in [c for c in self._subscriptions if c not in self._wanted]:
+                    await self._subscriptions.pop(channel).unsubscribe()
+                for channel in [c for c in self._wanted if c not in self._subscriptions]:
+                    if channel in self._wanted:
+                        self._subscriptions[channel] = await client.subscribe(
+                            self._subjectPrefix + channel, cb=self._receiver(channel)
+                        )
+                await client.flush(self._flushTimeout)
+                _fire(waiters)
+                waiters = []
+        except Exception as e:
+            # Made again on reconnect (or the next change); the waiting
+            # subscribers go on, as after a reconnect.
+            self._dirty = True
+            self._interrupted = True
+            self.log.warn(
+                "NATS subscriptions not confirmed ({error}); they are made again on reconnect",
+                error=str(e) or type(e).__name__,
+            )
+        finally:
+            self._syncing = False
+            _fire(waiters)
+            if not self._connected():
+                # Nothing more to wait for until the connection is back.
+                waiters, self._syncWaiters = self._syncWaiters, []
+                _fire(waiters)
 
-    def _syncFailed(self, failure):
-        self._interrupted = True
-        self.log.warn(
-            "NATS subscriptions not confirmed ({error}); they are made again on reconnect",
-            error=failure.getErrorMessage() or failure.type.__name__,
-        )
+    def _receiver(self, channel):
+        deliver = (channel,)
 
-    async def _received(self, message):
-        self.received += 1
-        self._deliver((message.subject,), message.data)
+        async def received(message):
+            self.received += 1
+            self._deliver(deliver, message.data)
+
+        return received
 
     # Connection
 
@@ -280,7 +385,7 @@ class NATSBroker:
     def _onConnected(self, ignored):
         self.log.info("Connected to NATS at {url}", url=self._connectedURL())
         self._failedAttempts = 0
-        self._sync().addCallback(self._restored, 0)
+        self._sync(wait=True).addCallback(self._restored, 0)
 
     def _restored(self, ignored, settle):
         """
@@ -299,20 +404,39 @@ class NATSBroker:
         if self._stopping:
             return
         self.log.error(
-            "Connecting to NATS failed ({error}); trying again", error=failure.getErrorMessage()
+            "Connecting to NATS failed ({error}); trying again",
+            error=_redactedError(failure.value, self.servers),
         )
         self._reactor.callLater(self._reconnectWait, self._connect)
 
     async def _onError(self, error):
+        if isinstance(error, SlowConsumerError):
+            self._messagesDropped(error.subject)
+            return
         self._failedAttempts += 1
         now = time.monotonic()
         if self._failedAttempts == 1 or now - self._lastComplaint > 10:
             self._lastComplaint = now
             self.log.warn(
-                "NATS: {error!r} ({attempts} failed attempt(s) so far; still trying "
+                "NATS: {error} ({attempts} failed attempt(s) so far; still trying "
                 "{servers}; publishes are refused until connected)",
-                error=error, attempts=self._failedAttempts, servers=self.servers,
+                error=_redactedError(error, self.servers), attempts=self._failedAttempts,
+                servers=[redactURL(url) for url in self.servers],
             )
+
+    def _messagesDropped(self, subject):
+        """
+        nats-py dropped messages for a subscription whose queue was full:
+        tell that channel's subscribers (at most once a second).
+        """
+        channel = subject[len(self._subjectPrefix):]
+        now = self._reactor.seconds()
+        if now - self._lastDropNotice.get(channel, -1.0) < 1.0:
+            return
+        self._lastDropNotice[channel] = now
+        self.log.warn("NATS dropped messages for {channel}: this node did not keep up",
+                      channel=channel)
+        self._deliver((channel,), missedNotice(channel))
 
     async def _onDisconnected(self):
         self._readyAt = None
@@ -326,7 +450,9 @@ class NATSBroker:
             "Reconnected to NATS at {url}; restoring subscriptions, taking publishes in {settle}s",
             url=self._connectedURL(), settle=self._settle,
         )
-        self._reactor.callLater(0, lambda: self._sync().addCallback(self._restored, self._settle))
+        self._reactor.callLater(
+            0, lambda: self._sync(wait=True).addCallback(self._restored, self._settle)
+        )
 
     async def _onClosed(self):
         if not self._stopping:
@@ -348,3 +474,20 @@ class NATSBroker:
         else:
             d = _future(client.close())
         return d.addErrback(lambda f: self.log.warn("Leaving NATS: {e}", e=f.getErrorMessage()))
+
+
+def _fire(waiters):
+    for waiter in waiters:
+        waiter.callback(None)
+
+
+def _redactedError(error, servers):
+    """
+    An error's text with any server URL in it redacted.
+    """
+    text = str(error) or type(error).__name__
+    for url in servers:
+        redacted = redactURL(url)
+        if redacted != url:
+            text = text.replace(url, redacted)
+    return text

@@ -43,6 +43,11 @@ log = Logger()
 
 DEFAULT_PORT = 8081
 TOKEN_VARIABLE = "LHTTP_PUBLISH_TOKEN"
+NATS_VARIABLE = "LHTTP_NATS_URL"
+
+
+def natsURLs(text):
+    return [u.strip() for u in text.split(",") if u.strip()]
 
 
 class Options(usage.Options):
@@ -99,6 +104,10 @@ class Options(usage.Options):
          "Largest upstream response body relayed, in bytes (over it: a 502 error reply).", int],
         ["upstream-concurrency", None, DEFAULT_MAX_PENDING,
          "Upstream requests one connection may have in flight; its later messages wait.", int],
+        ["nats-prefix", None, "",
+         "Put channels under this NATS subject prefix (subject PREFIX.CHANNEL), to share a "
+         "NATS account with other services. Default: none, subjects are the channel names, "
+         "as the original Go nodes use them."],
     ]
 
     def __init__(self):
@@ -145,8 +154,8 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
 
     def opt_nats(self, urls):
-        """Join a cluster through NATS at these URLs (comma-separated, or repeat the option), e.g. nats://127.0.0.1:4222. Without it the node uses its embedded broker. Needs the asyncio reactor, which this option installs."""
-        self["nats"].extend(u.strip() for u in urls.split(",") if u.strip())
+        """Join a cluster through NATS at these URLs (comma-separated, or repeat the option), e.g. nats://127.0.0.1:4222. Default: the LHTTP_NATS_URL environment variable (keeps credentials out of ps); without either the node uses its embedded broker. Needs the asyncio reactor, which this option installs."""
+        self["nats"].extend(natsURLs(urls))
 
     def opt_processor(self, spec):
         """Handle a command with a processor: COMMAND=dotted.name of an IProcessor class, factory or instance. Repeatable; wins over a plugin for the same command."""
@@ -156,8 +165,17 @@ class Options(usage.Options):
         self["processors"].append((command, name))
 
     def postOptions(self):
+        if not self["nats"]:
+            self["nats"] = natsURLs(os.environ.get(NATS_VARIABLE, ""))
         if self["nats"]:
             useAsyncioReactor()
+        if self["nats-prefix"]:
+            from lhttp.natsbroker import checkPrefix
+
+            try:
+                checkPrefix(self["nats-prefix"])
+            except ValueError as e:
+                raise usage.UsageError(str(e)) from None
         if self["max-connections"] is None:
             self["max-connections"] = defaultMaxConnections()
         if self["port"] is not None:
@@ -302,7 +320,10 @@ def makeService(options):
     if options["nats"]:
         from lhttp.natsbroker import NATSBroker
 
-        broker = NATSBroker(options["nats"], reactor, name=f"lhttp {socket.gethostname()} pid={os.getpid()}")
+        broker = NATSBroker(
+            options["nats"], reactor, name=f"lhttp {socket.gethostname()} pid={os.getpid()}",
+            prefix=options["nats-prefix"],
+        )
     server = LHTTPServer(
         broker=broker,
         reactor=reactor,

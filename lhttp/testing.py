@@ -144,3 +144,97 @@ class RecordingBroker:
         Play another node: deliver a payload as if it came from the broker.
         """
         return self._deliver(channels, payload)
+
+
+class FakeNATSSubscription:
+    """
+    What L{FakeNATS.subscribe} returns.
+    """
+
+    def __init__(self, client, subject, cb):
+        self._client = client
+        self.subject = subject
+        self.cb = cb
+
+    async def unsubscribe(self):
+        await self._client._step("unsubscribe", self.subject)
+        self._client.subscriptions.remove(self)
+
+
+class FakeNATS:
+    """
+    Stands where a nats-py client stands, for L{lhttp.natsbroker.NATSBroker}
+    tests: connected at once, it records what it is asked, and every call
+    can be held at a gate to play nats-py pausing on a full buffer.
+
+    It needs a running asyncio event loop (Twisted's asyncio reactor).
+
+    @ivar log: C{(operation, subject)} in the order the calls were made:
+        C{"subscribe"}, C{"unsubscribe"}, C{"publish"}, C{"flush"}.
+    @ivar subscriptions: the L{FakeNATSSubscription}s held now.
+    @ivar gate: L{None}, or an C{asyncio.Event} that calls wait for.
+    @ivar pauseWhen: which calls wait at the gate: a predicate given
+        C{(operation, subject)}; default: every call.
+    """
+
+    max_payload = 1024 * 1024
+
+    def __init__(self):
+        self.log = []
+        self.subscriptions = []
+        self.published = []
+        self.gate = None
+        self.pauseWhen = lambda operation, subject: True
+        self.is_connected = False
+        self.is_closed = False
+        self.connected_url = None
+        self.stats = {"reconnects": 0}
+        self.options = {}
+
+    async def _step(self, operation, subject):
+        self.log.append((operation, subject))
+        if self.gate is not None and self.pauseWhen(operation, subject):
+            await self.gate.wait()
+
+    async def connect(self, servers, **options):
+        from urllib.parse import urlsplit
+
+        self.options = options
+        self.connected_url = urlsplit(servers[0])
+        self.is_connected = True
+
+    async def subscribe(self, subject, cb):
+        await self._step("subscribe", subject)
+        subscription = FakeNATSSubscription(self, subject, cb)
+        self.subscriptions.append(subscription)
+        return subscription
+
+    async def publish(self, subject, payload):
+        await self._step("publish", subject)
+        self.published.append((subject, payload))
+
+    async def flush(self, timeout=None):
+        await self._step("flush", None)
+
+    async def deliver(self, subject, data):
+        """
+        Play NATS delivering a message to every subscription on C{subject}.
+        """
+        from types import SimpleNamespace
+
+        for subscription in list(self.subscriptions):
+            if subscription.subject == subject:
+                await subscription.cb(SimpleNamespace(subject=subject, data=data))
+
+    async def drain(self):
+        self.is_connected = False
+        self.is_closed = True
+
+    close = drain
+
+    def subjects(self):
+        """
+        @return: the subjects subscribed now, sorted, one entry per
+            subscription (so a subject held twice shows twice).
+        """
+        return sorted(s.subject for s in self.subscriptions)

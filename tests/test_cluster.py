@@ -188,3 +188,67 @@ async def test_natsDownAtStartup(startNode):
         assert (await alice.nextMessage(10)).body == b"now"
     finally:
         nats.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_credentialsNotShown(startNode):
+    """
+    A NATS URL with a password: the node connects, and the password shows
+    neither in the unauthenticated C{/health} nor in the log.
+    """
+    from procs import NATSServer
+
+    nats = NATSServer(args=["--user", "alice", "--pass", "s3cret-pw"]).waitReady()
+    try:
+        url = f"nats://alice:s3cret-pw@127.0.0.1:{nats.port}"
+        node = startNode("--nats", url)
+        await untilHealth(node, 200)
+        alice = await subscribed(node, "room")
+        alice.publish("room", "chat", body="hi")
+        assert (await alice.nextMessage(10)).body == b"hi"
+        code, document = await health(node)
+        assert "s3cret-pw" not in json.dumps(document)
+        assert f"alice:***@127.0.0.1:{nats.port}" in json.dumps(document)
+        # From the environment, not the command line (ps shows that).
+        fromEnv = startNode(env={"LHTTP_NATS_URL": url})
+        await untilHealth(fromEnv, 200)
+        assert (await health(fromEnv))[1]["broker"]["kind"] == "nats"
+        node.stop()
+        fromEnv.stop()
+        assert "s3cret-pw" not in node.log() + fromEnv.log()
+        assert "alice:***@" in node.log()
+    finally:
+        nats.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_subjectPrefix(natsServer, startNode):
+    """
+    With C{--nats-prefix}, channels live under the prefix: other services
+    on the account do not see them as bare subjects, and two prefixes are
+    two separate clusters on one NATS.
+    """
+    nodes = [startNode("--nats", natsServer.url, "--nats-prefix", "app1") for _ in range(2)]
+    other = startNode("--nats", natsServer.url, "--nats-prefix", "app2")
+    for node in (*nodes, other):
+        await untilHealth(node, 200)
+    watcher = NATS()
+    await future(watcher.connect(natsServer.url))
+    seen = []
+
+    async def onMessage(message):
+        seen.append(message.subject)
+
+    try:
+        await future(watcher.subscribe(">", cb=onMessage))
+        await future(watcher.flush())
+        alice = await subscribed(nodes[0], "room")
+        stranger = await subscribed(other, "room")
+        publisher = await client(nodes[1].url)
+        publisher.publish("room", "chat", body="app1 only")
+        assert (await alice.nextMessage(10)).body == b"app1 only"
+        await eventually(lambda: "app1.room" in seen, timeout=10, what="the prefixed subject")
+        assert "room" not in seen
+        assert await drain(stranger) == []
+    finally:
+        await future(watcher.close())

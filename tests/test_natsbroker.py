@@ -1,0 +1,224 @@
+"""
+L{lhttp.natsbroker.NATSBroker} against L{lhttp.testing.FakeNATS}: the
+subscription state machine and the publish order while nats-py pauses,
+credentials kept out of C{/health} and logs, the subject prefix, and
+messages NATS dropped. No sockets; the asyncio reactor runs the coroutines.
+"""
+
+import asyncio
+
+import pytest
+import pytest_twisted
+from nats.errors import SlowConsumerError
+from twisted.internet import reactor
+from twisted.logger import capturedLogs, formatEvent
+from zope.interface.verify import verifyObject
+
+from lhttp.interfaces import IBroker
+from lhttp.natsbroker import NATSBroker, redactURL
+from lhttp.testing import FakeNATS
+from lhttpclients import eventually
+
+SECRET_URL = "nats://alice:s3cret@127.0.0.1:4222"
+
+
+async def started(prefix="", servers=(SECRET_URL,)):
+    """
+    A broker connected to a L{FakeNATS}, ready; and what it delivered
+    locally, as C{(channels, payload)}.
+    """
+    fake = FakeNATS()
+    delivered = []
+    broker = NATSBroker(list(servers), reactor, prefix=prefix, settle=0,
+                        clientFactory=lambda: fake)
+    broker.attach(lambda channels, payload: delivered.append((tuple(channels), payload)))
+    broker.start()
+    await eventually(lambda: broker.ready, timeout=5, what="the broker to be ready")
+    return broker, fake, delivered
+
+
+async def fired(deferreds, timeout=5):
+    await eventually(lambda: all(d.called for d in deferreds), timeout=timeout,
+                     what="every subscribe to be confirmed")
+
+
+def test_providesIBroker():
+    assert verifyObject(IBroker, NATSBroker([SECRET_URL], reactor))
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrentSubscribesWhileNATSPausesMakeOneSubscriptionEach():
+    broker, fake, _ = await started()
+    fake.gate = asyncio.Event()
+    waiting = []
+    for i in range(300):
+        waiting.append(broker.subscribe(f"c{i}"))
+    await eventually(lambda: fake.log, what="the first NATS call")
+    # While nats-py is paused: more subscribes, some channels left and
+    # taken again, some left for good.
+    for i in range(300, 600):
+        waiting.append(broker.subscribe(f"c{i}"))
+    for i in range(0, 600, 3):
+        broker.unsubscribe(f"c{i}")
+    for i in range(0, 600, 6):
+        waiting.append(broker.subscribe(f"c{i}"))
+    fake.gate.set()
+    await fired([d for d in waiting if d is not None])
+
+    wanted = sorted(f"c{i}" for i in range(600) if i % 3 or i % 6 == 0)
+    assert fake.subjects() == wanted
+    assert broker.describe()["subscriptions"] == len(wanted)
+
+
+@pytest_twisted.ensureDeferred
+async def test_leavingWhileNATSPausesLeavesNothing():
+    broker, fake, _ = await started()
+    for i in range(100):
+        broker.subscribe(f"c{i}")
+    await eventually(lambda: len(fake.subscriptions) == 100, what="100 subscriptions")
+    fake.gate = asyncio.Event()
+    for i in range(100):
+        broker.unsubscribe(f"c{i}")
+    await eventually(lambda: fake.log[-1][0] == "unsubscribe", what="an unsubscribe")
+    for i in range(50):
+        broker.subscribe(f"c{i}")
+        broker.unsubscribe(f"c{i}")
+    fake.gate.set()
+    await eventually(lambda: not fake.subscriptions and not broker._syncing,
+                     what="every subscription to go")
+    assert broker.describe()["subscriptions"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_subscribeWaitsForNATS():
+    """
+    A subscribe's Deferred fires only after NATS has the subscription and
+    a flush confirmed it.
+    """
+    broker, fake, _ = await started()
+    fake.gate = asyncio.Event()
+    d = broker.subscribe("room")
+    await eventually(lambda: fake.log, what="the subscribe")
+    assert not d.called
+    fake.gate.set()
+    await fired([d])
+    assert fake.log[-2:] == [("subscribe", "room"), ("flush", None)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_publishesKeepTheirOrderWhileNATSPauses():
+    """
+    nats-py pauses a publish when its buffer is full; publishes taken
+    later (another reactor turn, another batch) must not overtake it.
+    """
+    broker, fake, delivered = await started()
+    fake.gate = asyncio.Event()
+    paused = []
+    # The sixth publish waits (once), as on a full buffer.
+    fake.pauseWhen = lambda operation, subject: (
+        operation == "publish" and len(fake.published) == 5 and not paused
+        and not paused.append(True)
+    )
+    taken = []
+    for turn in range(5):
+        for i in range(10):
+            payload = f"{turn}.{i}".encode()
+            broker.publish(["room"], payload)
+            taken.append(("room", payload))
+        # The next batch is taken in a later reactor turn.
+        await eventually(lambda: broker._batch is None, what="the batch to go out")
+    await eventually(lambda: len(fake.published) >= 5, what="the paused publish")
+    fake.gate.set()
+    await eventually(lambda: len(fake.published) == len(taken), what="every publish")
+    assert fake.published == taken
+    assert [payload for _, payload in delivered] == [payload for _, payload in taken]
+
+
+@pytest_twisted.ensureDeferred
+async def test_confirmWaitsForTheBatch():
+    broker, fake, _ = await started()
+    fake.gate = asyncio.Event()
+    broker.publish(["room"], b"x")
+    confirmed = broker.confirm()
+    await eventually(lambda: fake.log, what="the publish")
+    assert not confirmed.called
+    fake.gate.set()
+    await fired([confirmed])
+    assert broker.describe()["published"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_subscribeFailureReleasesWaitersAndRetries():
+    broker, fake, _ = await started()
+
+    async def failingFlush(timeout=None):
+        raise asyncio.TimeoutError()
+
+    realFlush, fake.flush = fake.flush, failingFlush
+    with capturedLogs() as events:
+        d = broker.subscribe("room")
+        await fired([d])
+    assert any("not confirmed" in formatEvent(e) for e in events)
+    fake.flush = realFlush
+    d = broker.subscribe("other")
+    await fired([d])
+    assert fake.subjects() == ["other", "room"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_credentialsNeverShown():
+    with capturedLogs() as events:
+        broker, fake, _ = await started()
+        await fake.options["error_cb"](ConnectionRefusedError(f"cannot reach {SECRET_URL}"))
+    described = repr(broker.describe())
+    assert "s3cret" not in described
+    assert "nats://alice:***@127.0.0.1:4222" in described
+    text = "\n".join(formatEvent(e) + repr(e) for e in events)
+    assert "alice:***@127.0.0.1" in text
+    assert "s3cret" not in text
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("nats://alice:s3cret@h:4222", "nats://alice:***@h:4222"),
+    ("nats://t0ken@h:4222", "nats://***@h:4222"),
+    ("tls://u:p@[::1]:4222", "tls://u:***@[::1]:4222"),
+    ("nats://h:4222", "nats://h:4222"),
+])
+def test_redactURL(url, shown):
+    assert redactURL(url) == shown
+
+
+@pytest_twisted.ensureDeferred
+async def test_subjectPrefix():
+    broker, fake, delivered = await started(prefix="app1")
+    await fired([broker.subscribe("room")])
+    assert fake.subjects() == ["app1.room"]
+    broker.publish(["room"], b"mine")
+    await eventually(lambda: fake.published, what="the publish")
+    assert fake.published == [("app1.room", b"mine")]
+    await fake.deliver("app1.room", b"from elsewhere")
+    assert delivered[-1] == (("room",), b"from elsewhere")
+
+
+@pytest.mark.parametrize("prefix", ["a.*", ">", "a..b", "a b", ""])
+def test_badPrefixRefused(prefix):
+    if not prefix:
+        assert NATSBroker([SECRET_URL], reactor, prefix=prefix).prefix == ""
+        return
+    with pytest.raises(ValueError):
+        NATSBroker([SECRET_URL], reactor, prefix=prefix)
+
+
+@pytest_twisted.ensureDeferred
+async def test_droppedMessagesAreReported():
+    """
+    nats-py drops messages for a subscription whose queue is full (a slow
+    consumer): the channel's subscribers are told, once a second at most.
+    """
+    broker, fake, delivered = await started()
+    await fired([broker.subscribe("room")])
+    for _ in range(3):
+        await fake.options["error_cb"](SlowConsumerError("room", "", 1, None))
+    notices = [payload for channels, payload in delivered if channels == ("room",)]
+    assert len(notices) == 1
+    assert b"reason:messages may have been missed" in notices[0]
