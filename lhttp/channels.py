@@ -11,25 +11,29 @@ from functools import lru_cache
 
 from twisted.internet.defer import Deferred
 
+from lhttp.codec import splitList
 from lhttp.errors import BadChannel
 
 DEFAULT_MAX_CHANNEL_LENGTH = 256
 
-# Printable, no spaces and no NATS wildcards; dots split tokens, none empty.
+# No spaces and no NATS wildcards; dots split tokens, none empty. (And
+# printable: str.isprintable refuses every control, format, separator,
+# private-use and unassigned code point but the ASCII space.)
 _isChannel = re.compile(r"[^\s*>.\x00-\x1f\x7f]+(?:\.[^\s*>.\x00-\x1f\x7f]+)*").fullmatch
 
 
 def checkChannel(name, maxLength=DEFAULT_MAX_CHANNEL_LENGTH):
     """
     @raise BadChannel: if C{name} is empty, longer than C{maxLength}, holds
-        a space, a control character or a wildcard (C{*}, C{>}), or an
-        empty dot-separated token.
+        a space, a character that is not printable (controls, C1 controls,
+        zero-width and bidi format characters, a BOM, line separators), a
+        wildcard (C{*}, C{>}), or an empty dot-separated token.
     """
     if len(name) > maxLength:
         raise BadChannel(f"channel name longer than {maxLength} characters")
-    if not _isChannel(name):
+    if not _isChannel(name) or not name.isprintable():
         raise BadChannel(
-            f"bad channel name {name[:64]!r}: no spaces, control characters, "
+            f"bad channel name {name[:64]!r}: no spaces, control or invisible characters, "
             "wildcards ('*', '>') or empty '.'-separated tokens"
         )
     return name
@@ -45,7 +49,7 @@ def channelList(channels, maxLength=DEFAULT_MAX_CHANNEL_LENGTH):
     if isinstance(channels, str):
         if len(channels) <= _CACHED_VALUE_LENGTH:
             return list(_checkedHeaderValue(channels, maxLength))
-        channels = channels.split()
+        channels = splitList(channels)
     return list(_checkedNames(channels, maxLength))
 
 
@@ -64,7 +68,7 @@ _CACHED_VALUE_LENGTH = 1024
 
 @lru_cache(maxsize=1024)
 def _checkedHeaderValue(value, maxLength):
-    return _checkedNames(value.split(), maxLength)
+    return _checkedNames(splitList(value), maxLength)
 
 
 def missedNotice(channel):

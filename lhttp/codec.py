@@ -30,6 +30,17 @@ _isName = re.compile(rb"[\x21-\x39\x3b-\x7e]+").fullmatch
 # A header value may hold anything but CR, LF and NUL.
 _badValue = re.compile(rb"[\x00\r\n]").search
 _isOffset = re.compile(r"[0-9]{1,18}").fullmatch
+# Header lists split on ASCII spaces and tabs only, as the original does:
+# other Unicode spaces belong to an item.
+_splitList = re.compile(r"[ \t]+").split
+
+
+def splitList(value):
+    """
+    The items of a space-separated header value (C{subscribe: a b},
+    C{multipart: 0 14}): split on ASCII spaces and tabs only.
+    """
+    return [item for item in _splitList(value) if item]
 
 
 def _headerIndex(headers):
@@ -166,7 +177,8 @@ def parse(data, maxHeaders=None, maxLineLength=None):
     @param maxLineLength: refuse a start or header line longer than this,
         in bytes.
     @rtype: L{Message}
-    @raise MalformedMessage: with a human-readable reason.
+    @raise MalformedMessage: with a human-readable reason, and the
+        message's C{command} when its start line could be read.
     """
     if isinstance(data, str):
         data = data.encode("utf-8")
@@ -174,14 +186,11 @@ def parse(data, maxHeaders=None, maxLineLength=None):
         raise MalformedMessage("the start line must be 'LHTTP/1.0 <command>'")
     end = data.find(BLANK)
     if end < 0:
-        raise MalformedMessage("the headers never end: no blank line (CRLF CRLF)")
-    lines = data[len(START):end].split(CRLF)
-    if maxHeaders is not None and len(lines) - 1 > maxHeaders:
-        raise MalformedMessage(f"more than {maxHeaders} header lines", reason="too many headers")
-    if maxLineLength is not None and max(map(len, lines)) > maxLineLength:
         raise MalformedMessage(
-            f"a start or header line is longer than {maxLineLength} bytes", reason="header too long"
+            "the headers never end: no blank line (CRLF CRLF)",
+            command=_readableCommand(data, maxLineLength),
         )
+    lines = data[len(START):end].split(CRLF)
     command = lines[0]
     if not _isCommand(command):
         raise MalformedMessage(
@@ -191,8 +200,46 @@ def parse(data, maxHeaders=None, maxLineLength=None):
         commandText = command.decode("utf-8")
     except UnicodeDecodeError:
         raise MalformedMessage("the command is not valid UTF-8") from None
-    headers = _parseHeaderLines(lines[1:], MalformedMessage, "header")
+    try:
+        _checkLimits(lines, maxHeaders, maxLineLength, MalformedMessage)
+        headers = _parseHeaderLines(lines[1:], MalformedMessage, "header")
+    except MalformedMessage as error:
+        if maxLineLength is None or len(command) <= maxLineLength:
+            error.command = commandText
+        raise
     return Message(commandText, headers, data[end + 4:], raw=data)
+
+
+def _readableCommand(data, maxLineLength):
+    """
+    The command of a message that is malformed after its start line, if
+    the start line is whole, valid and within C{maxLineLength} (L{None}
+    otherwise).
+    """
+    lineEnd = data.find(CRLF, len(START))
+    command = data[len(START):lineEnd] if lineEnd >= 0 else b""
+    if maxLineLength is not None and len(command) > maxLineLength:
+        return None
+    if not _isCommand(command):
+        return None
+    try:
+        return command.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _checkLimits(lines, maxHeaders, maxLineLength, error):
+    """
+    @param lines: a start line (or nothing, for a part) and header lines.
+    @raise error: more than C{maxHeaders} header lines, or a line longer
+        than C{maxLineLength} bytes.
+    """
+    if maxHeaders is not None and len(lines) - 1 > maxHeaders:
+        raise error(f"more than {maxHeaders} header lines", reason="too many headers")
+    if maxLineLength is not None and max(map(len, lines)) > maxLineLength:
+        raise error(
+            f"a start or header line is longer than {maxLineLength} bytes", reason="header too long"
+        )
 
 
 def _checkHeaders(headers):
@@ -228,7 +275,7 @@ def serialize(message):
 
 
 def _parseOffsets(value, size):
-    items = value.split()
+    items = splitList(value)
     if not items:
         raise BadMultipart("the multipart header lists no offsets")
     offsets = []
@@ -246,15 +293,17 @@ def _parseOffsets(value, size):
     return offsets
 
 
-def parseMultipart(body, offsets):
+def parseMultipart(body, offsets, maxHeaders=None, maxLineLength=None):
     """
     Cut a body into parts at the offsets of a C{multipart} header (SPEC 4).
 
     @param body: the message body, L{bytes}.
     @param offsets: the header's value, e.g. C{"0 14"}.
+    @param maxHeaders: refuse a part with more header lines than this.
+    @param maxLineLength: refuse a part header line longer than this.
     @rtype: L{list} of L{Part}
     @raise BadMultipart: offsets not integers, not ascending, outside the
-        body, or a part without its blank line.
+        body, a part without its blank line, or over the limits.
     """
     starts = _parseOffsets(offsets, len(body))
     ends = starts[1:] + [len(body)]
@@ -269,9 +318,10 @@ def parseMultipart(body, offsets):
             raise BadMultipart(
                 f"multipart part {number} has no blank line after its headers"
             )
-        headers = _parseHeaderLines(
-            chunk[:blank].split(CRLF), BadMultipart, f"part {number} header"
-        )
+        lines = chunk[:blank].split(CRLF)
+        # _checkLimits counts a start line; a part has none.
+        _checkLimits([b"", *lines], maxHeaders, maxLineLength, BadMultipart)
+        headers = _parseHeaderLines(lines, BadMultipart, f"part {number} header")
         parts.append(Part(headers, chunk[blank + 4:]))
     return parts
 

@@ -53,6 +53,8 @@ class Connection:
         self._resetDraft()
         # Dispatch state (owned by lhttp.dispatch.Dispatcher).
         self.queue = deque()
+        self.queuedBytes = 0
+        self.readingPaused = False
         self.busy = False
         self.draining = False
         self.opened = []
@@ -163,6 +165,8 @@ class Connection:
         @param command: the command it is about (default: the message being
             handled, if any).
         """
+        if command is None:
+            command = error.command
         if command is None and self._message is not None:
             command = self._message.command
         self.server.metrics.errorSent(error.status)

@@ -15,11 +15,16 @@ class LHTTPError(Exception):
 
     status = 500
     reason = "internal error"
+    # The command of the message it is about, when known (the error reply
+    # echoes it).
+    command = None
 
-    def __init__(self, detail=None, reason=None):
+    def __init__(self, detail=None, reason=None, command=None):
         Exception.__init__(self, detail or self.reason)
         if reason is not None:
             self.reason = reason
+        if command is not None:
+            self.command = command
 
     @property
     def detail(self):
@@ -51,6 +56,15 @@ class BadChannel(LHTTPError):
 
     status = 400
     reason = "bad channel name"
+
+
+class TooManyChannels(LHTTPError):
+    """
+    One publish names more channels than the node allows.
+    """
+
+    status = 400
+    reason = "too many channels"
 
 
 class MissingPublishHeader(LHTTPError):

@@ -48,7 +48,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent
 from zope.interface import implementer
 
-from lhttp.codec import Message, parse
+from lhttp.codec import Message, parse, splitList
 from lhttp.connection import errorReply
 from lhttp.dispatch import HeaderFilter
 from lhttp.errors import (
@@ -221,7 +221,7 @@ class AllowList:
         @raise Forbidden: the target is not allowed.
         @raise BadUpstream: the value is not C{METHOD TARGET}.
         """
-        words = value.split()
+        words = splitList(value)
         if len(words) != 2 or words[0].upper() not in METHODS:
             raise BadUpstream(
                 "the upstream header is 'METHOD TARGET', METHOD one of "

@@ -90,6 +90,27 @@ class MalformedTests(SynchronousTestCase):
         self.assertMalformed(b"LHTTP/1.0 c\r\na:v\nx\r\n\r\n", "CR, LF or NUL")
         self.assertMalformed(b"LHTTP/1.0 c\r\na:\xff\r\n\r\n", "UTF-8")
 
+    def test_commandKnownWhenTheStartLineIsReadable(self):
+        """
+        The error carries the command whenever the start line could be
+        read, so the error reply can echo it.
+        """
+        cases = [
+            (b"LHTTP/1.0 chat\r\npublish:a\r\n", {}, "chat"),
+            (b"LHTTP/1.0 chat\r\nnocolon\r\n\r\n", {}, "chat"),
+            (b"LHTTP/1.0 chat\r\na:\xff\r\n\r\n", {}, "chat"),
+            (b"LHTTP/1.0 chat\r\n" + b"h:v\r\n" * 3 + b"\r\n", {"maxHeaders": 2}, "chat"),
+            (b"LHTTP/1.0 chat\r\nh:" + b"v" * 99 + b"\r\n\r\n", {"maxLineLength": 50}, "chat"),
+            (b"LHTTP/1.0 " + b"c" * 99 + b"\r\n\r\n", {"maxLineLength": 50}, None),
+            (b"LHTTP/1.0 two words\r\n\r\n", {}, None),
+            (b"LHTTP/1.0 \xff\r\n\r\n", {}, None),
+            (b"HTTP/1.1 chat\r\n\r\n", {}, None),
+            (b"LHTTP/1.0 chat", {}, None),
+        ]
+        for data, limits, command in cases:
+            error = self.assertRaises(MalformedMessage, parse, data, **limits)
+            self.assertEqual(error.command, command, data)
+
 
 class MultipartTests(SynchronousTestCase):
     body = b"k1:v1\r\n\r\nbody1k2:v2\r\n\r\nbody2"
@@ -119,6 +140,19 @@ class MultipartTests(SynchronousTestCase):
 
     def test_partWithoutHeaders(self):
         self.assertEqual(parseMultipart(b"\r\nbare", "0"), [Part([], b"bare")])
+
+    def test_partHeaderLimits(self):
+        body = b"".join(b"h%d:v\r\n" % i for i in range(5)) + b"\r\nbody"
+        self.assertEqual(len(parseMultipart(body, "0", 5, 10)[0].headers), 5)
+        error = self.assertRaises(BadMultipart, parseMultipart, body, "0", 4)
+        self.assertEqual(error.reason, "too many headers")
+        long = b"h:" + b"v" * 20 + b"\r\n\r\nbody"
+        error = self.assertRaises(BadMultipart, parseMultipart, long, "0", None, 10)
+        self.assertEqual(error.reason, "header too long")
+
+    def test_offsetsSplitOnASCIISpaceOnly(self):
+        self.assertEqual(len(parseMultipart(self.body, "0\t14")), 2)
+        self.assertBad("0\u00a014", "not a non-negative integer")
 
 
 names = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, blacklist_characters=":"), min_size=1, max_size=12)
