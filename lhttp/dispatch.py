@@ -10,6 +10,10 @@ The pipeline for a message (SPEC section 2) is::
 Steps run synchronously; a step that returns a L{Deferred} pauses that
 connection's pipeline (later messages wait in its queue) until it fires, so
 per-connection order holds without a Deferred on the fast path.
+
+The queue is bounded: once it holds more than C{maxQueuedBytes} bytes or
+C{maxQueuedMessages} messages, the node stops reading from that client's
+socket (TCP pushes back on the client) until the queue is down to half.
 """
 
 from twisted.internet.defer import Deferred
@@ -21,6 +25,9 @@ from lhttp.codec import parse
 from lhttp.errors import LHTTPError, errorFor
 from lhttp.interfaces import IHeaderFilter, IProcessor
 from lhttp.metrics import Metrics
+
+DEFAULT_MAX_QUEUED_BYTES = 1024 * 1024
+DEFAULT_MAX_QUEUED_MESSAGES = 1000
 
 
 @implementer(IProcessor)
@@ -74,12 +81,21 @@ class Dispatcher:
 
     log = Logger()
 
-    def __init__(self, metrics=None):
+    def __init__(
+        self, metrics=None, maxQueuedBytes=DEFAULT_MAX_QUEUED_BYTES,
+        maxQueuedMessages=DEFAULT_MAX_QUEUED_MESSAGES,
+    ):
         """
         @param metrics: the L{lhttp.metrics.Metrics} that counts connections
             and messages (default: its own).
+        @param maxQueuedBytes: bytes of messages one connection may have
+            waiting (while an earlier one waits for a Deferred) before the
+            node stops reading from it.
+        @param maxQueuedMessages: the same, in messages.
         """
         self.metrics = metrics if metrics is not None else Metrics()
+        self.maxQueuedBytes = maxQueuedBytes
+        self.maxQueuedMessages = maxQueuedMessages
         self._processors = {}
         self._filters = []
         self._pipelines = {}
@@ -146,14 +162,22 @@ class Dispatcher:
         """
         Queue one WebSocket message's payload and handle what can be handled.
         """
-        connection.queue.append((data, isBinary))
+        queue = connection.queue
+        queue.append((data, isBinary))
+        connection.queuedBytes += len(data)
         if not connection.busy and not connection.draining:
             self._drain(connection)
+        if queue and not connection.readingPaused and (
+            connection.queuedBytes > self.maxQueuedBytes or len(queue) > self.maxQueuedMessages
+        ):
+            connection.readingPaused = True
+            connection.transport.pauseReading()
 
     def connectionClosed(self, connection):
         self.metrics.connections -= 1
         connection.connected = False
         connection.queue.clear()
+        connection.queuedBytes = 0
         connection.unsubscribeAll()
         for processor in connection.opened:
             self._guard(connection, processor.onClose)
@@ -169,9 +193,17 @@ class Dispatcher:
         try:
             while queue and not connection.busy and connection.connected:
                 data, isBinary = queue.popleft()
+                connection.queuedBytes -= len(data)
                 self._handle(connection, data, isBinary)
         finally:
             connection.draining = False
+        if connection.readingPaused and (
+            connection.queuedBytes <= self.maxQueuedBytes // 2
+            and len(queue) <= self.maxQueuedMessages // 2
+        ):
+            connection.readingPaused = False
+            if connection.connected:
+                connection.transport.resumeReading()
 
     def _handle(self, connection, data, isBinary):
         try:

@@ -20,7 +20,10 @@ class MultipartFilter(HeaderFilter):
     def beforeRequest(self, connection, message):
         offsets = message.getHeader("multipart")
         if offsets is not None:
-            message.parts = parseMultipart(message.body, offsets)
+            server = connection.server
+            message.parts = parseMultipart(
+                message.body, offsets, server.maxHeaders, server.maxHeaderLength
+            )
 
 
 class _ChannelHeaderFilter(HeaderFilter):
@@ -64,6 +67,11 @@ class PublishFilter(_ChannelHeaderFilter):
     """
 
     header = "publish"
+
+    def beforeRequest(self, connection, message):
+        value = message.getHeader("publish")
+        if value is not None:
+            connection.server.publishChannels(value)
 
     def act(self, connection, channels):
         command = connection.getCommand()

@@ -88,6 +88,15 @@ class LHTTPServerProtocol(WebSocketServerProtocol):
             reasonUtf8 = reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
         self.sendCloseFrame(code=code, reasonUtf8=reasonUtf8, isReply=False)
 
+    # Reading (the dispatcher's back-pressure on a client whose messages
+    # pile up while it waits).
+
+    def pauseReading(self):
+        self.transport.pauseProducing()
+
+    def resumeReading(self):
+        self.transport.resumeProducing()
+
     # Back-pressure (IPushProducer, called by the transport).
 
     def pauseProducing(self):

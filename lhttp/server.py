@@ -8,8 +8,8 @@ from twisted.internet.defer import Deferred
 
 from lhttp.broker import EmbeddedBroker
 from lhttp.channels import DEFAULT_MAX_CHANNEL_LENGTH, Channels, channelList
-from lhttp.dispatch import Dispatcher
-from lhttp.errors import BrokerUnavailable
+from lhttp.dispatch import DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_QUEUED_MESSAGES, Dispatcher
+from lhttp.errors import BrokerUnavailable, TooManyChannels
 from lhttp.filters import standardFilters
 from lhttp.metrics import Metrics
 from lhttp.protocol import LHTTPServerFactory
@@ -26,6 +26,7 @@ DEFAULT_SLOW_CONSUMER_GRACE = 10.0
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 DEFAULT_PING_INTERVAL = 30.0
 DEFAULT_PING_TIMEOUT = 20.0
+DEFAULT_MAX_PUBLISH_CHANNELS = 64
 
 
 class LHTTPServer:
@@ -57,6 +58,9 @@ class LHTTPServer:
         pingInterval=DEFAULT_PING_INTERVAL,
         pingTimeout=DEFAULT_PING_TIMEOUT,
         allowedOrigins=(),
+        maxQueuedBytes=DEFAULT_MAX_QUEUED_BYTES,
+        maxQueuedMessages=DEFAULT_MAX_QUEUED_MESSAGES,
+        maxPublishChannels=DEFAULT_MAX_PUBLISH_CHANNELS,
     ):
         """
         @param broker: an L{lhttp.interfaces.IBroker}; default: a new
@@ -87,6 +91,12 @@ class LHTTPServer:
         @param allowedOrigins: Origin patterns browsers may connect from,
             besides the node's own origin (C{"*"}: any); see
             L{lhttp.origins}.
+        @param maxQueuedBytes: bytes of messages a connection may have
+            waiting behind one that waits (upstream slots, a Deferred, a
+            cluster subscribe); over it the node stops reading from it.
+        @param maxQueuedMessages: the same, in messages.
+        @param maxPublishChannels: channels one publish may name (over:
+            a 400 error reply, or 400 from C{/publish}).
         """
         self.maxMessageSize = maxMessageSize
         self.maxSubscriptions = maxSubscriptions
@@ -101,9 +111,10 @@ class LHTTPServer:
         self.pingInterval = pingInterval
         self.pingTimeout = pingTimeout
         self.allowedOrigins = tuple(allowedOrigins)
+        self.maxPublishChannels = maxPublishChannels
         self.connections = set()
         self.metrics = Metrics(self)
-        self.dispatcher = Dispatcher(self.metrics)
+        self.dispatcher = Dispatcher(self.metrics, maxQueuedBytes, maxQueuedMessages)
         for headerFilter in standardFilters():
             self.dispatcher.addFilter(headerFilter)
         # Last, so its request follows unsubscribe (SPEC section 2); user
@@ -163,6 +174,20 @@ class LHTTPServer:
     def channelList(self, channels):
         return channelList(channels, self.maxChannelLength)
 
+    def publishChannels(self, channels):
+        """
+        The checked channels of a publish.
+
+        @raise lhttp.errors.BadChannel: a name is bad.
+        @raise lhttp.errors.TooManyChannels: more than C{maxPublishChannels}.
+        """
+        names = channelList(channels, self.maxChannelLength)
+        if len(names) > self.maxPublishChannels:
+            raise TooManyChannels(
+                f"a publish names {len(names)} channels; at most {self.maxPublishChannels} are allowed"
+            )
+        return names
+
     def publish(self, channels, payload, onFailure=None):
         """
         Publish serialized LHTTP bytes to channels, on every node.
@@ -172,9 +197,10 @@ class LHTTPServer:
             broker took the publish but could not confirm it later.
         @return: the checked channel names.
         @raise lhttp.errors.BadChannel: a name is bad.
+        @raise lhttp.errors.TooManyChannels: too many channels.
         @raise lhttp.errors.BrokerUnavailable: the broker cannot take it.
         """
-        names = self.channelList(channels)
+        names = self.publishChannels(channels)
         if not self.broker.ready:
             raise BrokerUnavailable("the message broker is not connected; publish refused")
         self.broker.publish(names, payload, onFailure)

@@ -17,6 +17,7 @@ from twisted.web.server import Site
 from twisted.web.static import File
 
 from lhttp.channels import DEFAULT_MAX_CHANNEL_LENGTH
+from lhttp.dispatch import DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_QUEUED_MESSAGES
 from lhttp.plugin import loadFilter, loadProcessor, processorPlugins
 from lhttp.server import (
     DEFAULT_HANDSHAKE_TIMEOUT,
@@ -24,10 +25,12 @@ from lhttp.server import (
     DEFAULT_MAX_HEADER_LENGTH,
     DEFAULT_MAX_HEADERS,
     DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_PUBLISH_CHANNELS,
     DEFAULT_MAX_SEND_BUFFER,
     DEFAULT_MAX_SUBSCRIPTIONS,
     DEFAULT_PING_INTERVAL,
     DEFAULT_PING_TIMEOUT,
+    DEFAULT_SLOW_CONSUMER_GRACE,
     LHTTPServer,
 )
 from lhttp.upstream import (
@@ -87,8 +90,19 @@ class Options(usage.Options):
         ["max-connections", None, None,
          "WebSocket connections at once; over it the handshake gets 503. "
          f"Default: {DEFAULT_MAX_CONNECTIONS}, or less if the open-files limit is lower.", int],
+        ["max-publish-channels", None, DEFAULT_MAX_PUBLISH_CHANNELS,
+         "Channels one publish may name, over WebSocket or /publish (over it: 400).", int],
+        ["max-queued-bytes", None, DEFAULT_MAX_QUEUED_BYTES,
+         "Bytes of messages one connection may have waiting while an earlier one waits "
+         "(upstream, a Deferred, a cluster subscribe); over it the node stops reading "
+         "from that client until half is handled.", int],
+        ["max-queued-messages", None, DEFAULT_MAX_QUEUED_MESSAGES,
+         "The same in messages.", int],
         ["max-send-buffer", None, DEFAULT_MAX_SEND_BUFFER,
          "Bytes queued for a client that stops reading before it is closed with 1008 (slow consumer).", int],
+        ["slow-consumer-grace", None, DEFAULT_SLOW_CONSUMER_GRACE,
+         "Seconds a slow consumer has, after it is given up on, before its socket is dropped "
+         "(time to read its 1008 close frame).", float],
         ["handshake-timeout", None, DEFAULT_HANDSHAKE_TIMEOUT,
          "Seconds a client has to finish the WebSocket opening handshake.", float],
         ["ping-interval", None, DEFAULT_PING_INTERVAL,
@@ -191,7 +205,8 @@ class Options(usage.Options):
         if self["upstream-timeout"] <= 0:
             raise usage.UsageError("--upstream-timeout must be positive")
         for name in ("max-message-size", "max-subscriptions", "max-channel-length",
-                     "upstream-max-response", "upstream-concurrency"):
+                     "upstream-max-response", "upstream-concurrency", "max-publish-channels",
+                     "max-queued-bytes", "max-queued-messages"):
             if self[name] < 1:
                 raise usage.UsageError(f"--{name} must be a positive integer")
 
@@ -335,6 +350,10 @@ def makeService(options):
         maxHeaderLength=options["max-header-length"],
         maxConnections=options["max-connections"],
         maxSendBuffer=options["max-send-buffer"],
+        slowConsumerGrace=options["slow-consumer-grace"],
+        maxPublishChannels=options["max-publish-channels"],
+        maxQueuedBytes=options["max-queued-bytes"],
+        maxQueuedMessages=options["max-queued-messages"],
         handshakeTimeout=options["handshake-timeout"],
         pingInterval=options["ping-interval"],
         pingTimeout=options["ping-timeout"],

@@ -27,11 +27,19 @@ class FakeWebSocket:
     @ivar sent: C{(payload, isBinary)} pairs, in order, replies and
         deliveries alike.
     @ivar closedWith: C{(code, reason)} once L{sendClose} was called.
+    @ivar reading: L{False} while the server has stopped reading from it.
     """
 
     def __init__(self):
         self.sent = []
         self.closedWith = None
+        self.reading = True
+
+    def pauseReading(self):
+        self.reading = False
+
+    def resumeReading(self):
+        self.reading = True
 
     def sendMessage(self, payload, isBinary=False):
         self.sent.append((payload, isBinary))

@@ -172,6 +172,38 @@ class ProcessorTests(SynchronousTestCase):
         self.assertEqual(seen, [b"1", b"2", b"3"])
         self.assertEqual([m.body for m in client.messages()], [b"2", b"3"])
 
+    def test_queueBoundStopsReading(self):
+        """
+        Messages that pile up behind a waiting one stop the node reading
+        from that client past the queue's bounds (bytes or count), and
+        reading resumes once half is handled.
+        """
+        pending = []
+
+        class Slow(Processor):
+            def onMessage(self, connection, message):
+                if message.body == b"wait":
+                    d = Deferred()
+                    pending.append(d)
+                    return d
+
+        for kwargs, message, count in (
+            ({"maxQueuedBytes": 1000}, b"LHTTP/1.0 c\r\n\r\n" + b"x" * 100, 8),
+            ({"maxQueuedMessages": 5}, b"LHTTP/1.0 c\r\n\r\n", 5),
+        ):
+            server = makeServer(**kwargs)
+            server.addProcessor("c", Slow())
+            client = FakeClient(server)
+            client.receive(b"LHTTP/1.0 c\r\n\r\nwait")
+            for _ in range(count):
+                client.receive(message)
+            self.assertTrue(client.socket.reading)
+            client.receive(message)
+            self.assertFalse(client.socket.reading)
+            pending.pop().callback(None)
+            self.assertTrue(client.socket.reading)
+            self.assertEqual(client.connection.queuedBytes, 0)
+
     def test_manyFiredDeferredsDoNotRecurse(self):
         class Quick(Processor):
             def onMessage(self, connection, message):
