@@ -57,6 +57,7 @@ class LHTTPServer:
         pingInterval=DEFAULT_PING_INTERVAL,
         pingTimeout=DEFAULT_PING_TIMEOUT,
         allowedOrigins=(),
+        metricsToken=None,
     ):
         """
         @param broker: an L{lhttp.interfaces.IBroker}; default: a new
@@ -87,11 +88,14 @@ class LHTTPServer:
         @param allowedOrigins: Origin patterns browsers may connect from,
             besides the node's own origin (C{"*"}: any); see
             L{lhttp.origins}.
+        @param metricsToken: if set, C{GET /metrics} needs
+            C{Authorization: Bearer <metricsToken>}.
         """
         self.maxMessageSize = maxMessageSize
         self.maxSubscriptions = maxSubscriptions
         self.maxChannelLength = maxChannelLength
         self.publishToken = publishToken
+        self.metricsToken = metricsToken
         self.maxHeaders = maxHeaders
         self.maxHeaderLength = maxHeaderLength
         self.maxConnections = maxConnections
@@ -181,10 +185,13 @@ class LHTTPServer:
         self.metrics.publishes += 1
         return names
 
-    def resource(self):
+    def resource(self, metrics=True):
         """
+        @param metrics: also serve C{GET /metrics} in the tree; leave it out
+            to serve it elsewhere (L{lhttp.resource.metricsRoot}).
         @return: the Resource tree: WebSocket on every path, C{publish}
-            for HTTP publishing. Serve it with a L{twisted.web.server.Site}
-            or mount it with C{putChild} in your own tree.
+            for HTTP publishing, C{health}, C{metrics}. Serve it with a
+            L{twisted.web.server.Site} or mount it with C{putChild} in your
+            own tree.
         """
-        return LHTTPResource(self)
+        return LHTTPResource(self, metrics)

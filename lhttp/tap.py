@@ -18,6 +18,7 @@ from twisted.web.static import File
 
 from lhttp.channels import DEFAULT_MAX_CHANNEL_LENGTH
 from lhttp.plugin import loadFilter, loadProcessor, processorPlugins
+from lhttp.resource import metricsRoot
 from lhttp.server import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
@@ -43,6 +44,7 @@ log = Logger()
 
 DEFAULT_PORT = 8081
 TOKEN_VARIABLE = "LHTTP_PUBLISH_TOKEN"
+METRICS_TOKEN_VARIABLE = "LHTTP_METRICS_TOKEN"
 NATS_VARIABLE = "LHTTP_NATS_URL"
 
 
@@ -73,6 +75,13 @@ class Options(usage.Options):
         ["publish-token", None, None,
          "Require 'Authorization: Bearer <token>' on POST /publish. "
          f"Default: the {TOKEN_VARIABLE} environment variable; unset means no token."],
+        ["metrics-token", None, None,
+         "Require 'Authorization: Bearer <token>' on GET /metrics. "
+         f"Default: the {METRICS_TOKEN_VARIABLE} environment variable; unset means no token."],
+        ["metrics-listen", None, None,
+         "Serve GET /metrics on this Twisted endpoint instead of on the --listen ones, "
+         "e.g. tcp:9100:interface=127.0.0.1 (a port only the scraper reaches). "
+         "Default: /metrics on every --listen endpoint."],
         ["max-message-size", None, DEFAULT_MAX_MESSAGE_SIZE,
          "Largest message in bytes: a larger WebSocket message closes the "
          "connection with 1009, a larger /publish body gets 413.", int],
@@ -184,6 +193,8 @@ class Options(usage.Options):
             self["listen"].append(f"tcp:{DEFAULT_PORT}")
         if self["publish-token"] is None:
             self["publish-token"] = os.environ.get(TOKEN_VARIABLE) or None
+        if self["metrics-token"] is None:
+            self["metrics-token"] = os.environ.get(METRICS_TOKEN_VARIABLE) or None
         try:
             AllowList(self["upstream-allow"], self["upstream-targets"])
         except ValueError as e:
@@ -339,6 +350,7 @@ def makeService(options):
         pingInterval=options["ping-interval"],
         pingTimeout=options["ping-timeout"],
         allowedOrigins=options["allow-origin"],
+        metricsToken=options["metrics-token"],
         upstream=makeUpstream(
             reactor,
             options["upstream-allow"],
@@ -351,10 +363,13 @@ def makeService(options):
         ),
     )
     registerProcessors(server, options)
-    root = server.resource()
+    root = server.resource(metrics=not options["metrics-listen"])
     if options["demo"]:
         root.putChild(b"demo", File(demoDirectory()))
     site = makeSite(root, options)
+    listen = [(description, site) for description in options["listen"]]
+    if options["metrics-listen"]:
+        listen.append((options["metrics-listen"], _QuietSite(metricsRoot(server))))
 
     # Services stop in reverse order: ports first, then clients (1001),
     # then the broker (drained last, so closing clients can still publish).
@@ -362,9 +377,9 @@ def makeService(options):
     if broker is not None:
         BrokerService(broker).setServiceParent(service)
     ClientsService(server, reactor, options["shutdown-timeout"]).setServiceParent(service)
-    for description in options["listen"]:
+    for description, factory in listen:
         StreamServerEndpointService(
-            serverFromString(reactor, description), site
+            serverFromString(reactor, description), factory
         ).setServiceParent(service)
     service.lhttpServer = server
     log.info(

@@ -38,13 +38,21 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(self.parse()["publish-token"], "from-env")
         self.assertEqual(self.parse("--publish-token", "given")["publish-token"], "given")
 
+    def test_metricsTokenFromEnvironment(self):
+        self.patch(os, "environ", {"LHTTP_METRICS_TOKEN": "from-env", "LHTTP_PUBLISH_TOKEN": "p"})
+        self.assertEqual(self.parse()["metrics-token"], "from-env")
+        self.assertEqual(self.parse("--metrics-token", "given")["metrics-token"], "given")
+        self.patch(os, "environ", {"LHTTP_PUBLISH_TOKEN": "p"})
+        self.assertIsNone(self.parse()["metrics-token"])
+
     def test_limitsMustBePositive(self):
         self.assertRaises(usage.UsageError, self.parse, "--max-message-size", "0")
 
     def test_helpDocumentsEveryOption(self):
         text = str(Options())
         for name in ("--port", "--listen", "--processor", "--publish-token", "--max-message-size",
-                     "--max-subscriptions", "--max-channel-length", "--demo", "--no-plugins", "--access-log"):
+                     "--max-subscriptions", "--max-channel-length", "--demo", "--no-plugins", "--access-log",
+                     "--metrics-token", "LHTTP_METRICS_TOKEN", "--metrics-listen"):
             self.assertIn(name, text)
 
 
@@ -60,3 +68,14 @@ class ServiceTests(SynchronousTestCase):
         server = service.lhttpServer
         self.assertIsInstance(server.dispatcher.getProcessor("echo"), Echo)
         self.assertEqual(server.maxSubscriptions, 7)
+
+    def test_metricsListenAddsAPort(self):
+        options = Options()
+        options.parseOptions(["--no-plugins", "-l", "tcp:0:interface=127.0.0.1",
+                              "--metrics-listen", "tcp:0:interface=127.0.0.1",
+                              "--metrics-token", "m"])
+        service = makeService(options)
+        ports = [c for c in service if isinstance(c, StreamServerEndpointService)]
+        self.assertEqual(len(ports), 2)
+        self.assertIsNot(ports[0].factory, ports[1].factory)
+        self.assertEqual(service.lhttpServer.metricsToken, "m")
