@@ -8,13 +8,18 @@ The C{lhttp} command: listen, send, publish and an interactive shell.
 
 Output: one received message per line on standard output, flushed per line,
 in the I{line format}: the message's bytes with C{\\\\}, C{\\r}, C{\\n} and
-C{\\t} escaped and any other control or non-UTF-8 byte as C{\\xHH}; C{send}
-takes the same escapes, so a line that C{listen} printed can be sent again.
-With C{--json}, one JSON object per line instead: C{{"command": ...,
-"headers": [[name, value], ...], "body": "..."}} (C{"bodyBase64"} in place of
-C{"body"} when the body is not UTF-8). Status lines (connected, subscribed,
-disconnected) go to standard error, starting with C{* }; problems start
-with C{! }.
+C{\\t} escaped, any other ASCII control or non-UTF-8 byte as C{\\xHH}, and
+the characters a terminal acts on or does not show (C1 controls, line and
+paragraph separators, bidi embeddings, overrides and isolates, zero-width
+characters, the BOM: L{INVISIBLE}) as C{\\uHHHH} (C{\\UHHHHHHHH} above
+U+FFFF). A message cannot move the cursor, fake a line or reorder what is
+shown. C{send} takes the same escapes, so a line that C{listen} printed
+can be sent again, byte for byte. With C{--json}, one JSON object per line
+instead: C{{"command": ..., "headers": [[name, value], ...], "body":
+"..."}} (C{"bodyBase64"} in place of C{"body"} when the body is not UTF-8),
+the same characters written as JSON C{\\u} escapes. Status lines
+(connected, subscribed, disconnected) go to standard error, starting with
+C{* }; problems start with C{! }.
 """
 
 import argparse
@@ -36,9 +41,23 @@ TOKEN_VARIABLE = "LHTTP_PUBLISH_TOKEN"
 
 EXIT_OK, EXIT_FAILED, EXIT_UNREACHABLE = 0, 1, 2
 
+# What a terminal acts on or does not show, as regular expression ranges:
+# C1 controls; Unicode's line and paragraph separators; and every format
+# character (category Cf, Unicode 15): soft hyphen, zero-width space and
+# joiners, left-to-right and right-to-left marks, bidi embeddings,
+# overrides and isolates, invisible operators, the BOM, tag characters.
+INVISIBLE = (
+    "\x80-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e"
+    "\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
+    "\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3"
+    "\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f"
+)
+
 _ESCAPES = {"\\": "\\\\", "\r": "\\r", "\n": "\\n", "\t": "\\t"}
-_needsEscape = re.compile(r"[\\\x00-\x1f\x7f]|[\udc80-\udcff]")
-_escaped = re.compile(rb"\\(x[0-9a-fA-F]{2}|[\\rnt])")
+_needsEscape = re.compile(f"[\\\\\x00-\x1f\x7f{INVISIBLE}]|[\udc80-\udcff]")
+_unsafeText = re.compile(f"[\x00-\x1f\x7f{INVISIBLE}]")
+_unsafeJSON = re.compile(f"[\x7f{INVISIBLE}]")
+_escaped = re.compile(rb"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[\\rnt])")
 _UNESCAPES = {b"\\": b"\\", b"r": b"\r", b"n": b"\n", b"t": b"\t"}
 
 
@@ -47,14 +66,27 @@ def _escapeOne(match):
     if char in _ESCAPES:
         return _ESCAPES[char]
     code = ord(char)
-    return f"\\x{code - 0xDC00 if code >= 0xDC80 else code:02x}"
+    if code < 0x80:
+        return f"\\x{code:02x}"
+    if 0xDC80 <= code <= 0xDCFF:
+        # A byte that is not UTF-8, kept by surrogateescape.
+        return f"\\x{code - 0xDC00:02x}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def _escapeJSON(match):
+    data = match.group().encode("utf-16-be")
+    return "".join(f"\\u{data[i]:02x}{data[i + 1]:02x}" for i in range(0, len(data), 2))
 
 
 def escape(data):
     """
     @param data: L{bytes}.
     @return: one line of text (L{str}) that L{unescape} turns back into
-        C{data}.
+        C{data}, with nothing a terminal would act on or hide: see the
+        module's line format.
     """
     return _needsEscape.sub(_escapeOne, data.decode("utf-8", "surrogateescape"))
 
@@ -63,13 +95,20 @@ def _unescapeOne(match):
     code = match.group(1)
     if code.startswith(b"x"):
         return bytes([int(code[1:], 16)])
+    if code[:1] in b"uU":
+        point = int(code[1:], 16)
+        if 0xD800 <= point <= 0xDFFF or point > 0x10FFFF:
+            return match.group()
+        return chr(point).encode("utf-8")
     return _UNESCAPES[code]
 
 
 def unescape(text):
     """
     @param text: a line typed in a shell: C{\\r}, C{\\n}, C{\\t}, C{\\\\}
-        and C{\\xHH} are read as the bytes they name; any other backslash
+        and C{\\xHH} are read as the bytes they name, C{\\uHHHH} and
+        C{\\UHHHHHHHH} as the UTF-8 bytes of that character; any other
+        backslash (surrogates and code points past U+10FFFF included)
         stays as it is.
     @return: L{bytes}.
     """
@@ -87,7 +126,18 @@ def formatMessage(message, asJSON=False):
         document["body"] = message.body.decode("utf-8")
     except UnicodeDecodeError:
         document["bodyBase64"] = base64.b64encode(message.body).decode("ascii")
-    return json.dumps(document, ensure_ascii=False)
+    # Such characters can only be inside JSON strings, where a \\u escape
+    # means the same.
+    return _unsafeJSON.sub(_escapeJSON, json.dumps(document, ensure_ascii=False))
+
+
+def terminalSafe(text):
+    """
+    @return: C{text} (a status line, which may quote the server) with
+        controls and invisible characters escaped as in the line format;
+        backslashes stay as they are.
+    """
+    return _unsafeText.sub(_escapeOne, text)
 
 
 def parseHeader(text):
@@ -116,11 +166,11 @@ class Output:
         self._out.flush()
 
     def status(self, text):
-        self._err.write(f"* {text}\n")
+        self._err.write(f"* {terminalSafe(text)}\n")
         self._err.flush()
 
     def problem(self, text):
-        self._err.write(f"! {text}\n")
+        self._err.write(f"! {terminalSafe(text)}\n")
         self._err.flush()
 
 
@@ -354,8 +404,10 @@ def parser():
         description="Talk to an LHTTP server from a terminal or a script.",
         epilog=(
             "Received messages are printed one per line, flushed per line: the "
-            "message with \\r, \\n, \\t, \\\\ and \\xHH escapes (what 'send' "
-            "takes), or with --json one JSON object per line "
+            "message with \\r, \\n, \\t, \\\\ and \\xHH escapes, and \\uHHHH for "
+            "characters a terminal would act on or hide (C1 controls, U+2028, "
+            "bidi overrides, zero-width characters; what 'send' takes), or with "
+            "--json one JSON object per line "
             '({"command", "headers": [[name, value]...], "body"} or "bodyBase64"). '
             "Status lines go to standard error ('* ...'; problems '! ...'). "
             "Exit status: 0 done, 1 refused or an error reply arrived, "

@@ -24,7 +24,7 @@ from zope.interface import implementer
 from lhttp.codec import parse
 from lhttp.errors import LHTTPError, errorFor
 from lhttp.interfaces import IHeaderFilter, IProcessor
-from lhttp.metrics import Metrics
+from lhttp.metrics import UNREGISTERED, Metrics
 
 DEFAULT_MAX_QUEUED_BYTES = 1024 * 1024
 DEFAULT_MAX_QUEUED_MESSAGES = 1000
@@ -215,9 +215,10 @@ class Dispatcher:
             connection.sendError(error)
             connection.end()
             return
-        self.metrics.messageReceived(message.command)
+        command = message.command
+        self.metrics.messageReceived(command if command in self._processors else UNREGISTERED)
         connection.begin(message, isBinary)
-        self._run(connection, message, self._pipeline(message.command), 0)
+        self._run(connection, message, self._pipeline(command), 0)
 
     def _run(self, connection, message, steps, index):
         while index < len(steps):

@@ -12,9 +12,11 @@ Metrics (counters end in C{_total} on the wire):
 
   - C{lhttp_connections}: open WebSocket connections (gauge).
   - C{lhttp_messages_received_total{command}}: LHTTP messages received, by
-    command; C{command="(unparsed)"} for messages that did not parse, and
-    C{"(other)"} once L{MAX_COMMANDS} distinct commands were seen, since
-    clients choose commands and labels must stay bounded.
+    command for commands with a registered processor;
+    C{command="(unregistered)"} for every other command (pub/sub-only
+    messages, and whatever a client makes up: clients choose commands, so
+    only the operator's processors may add label values);
+    C{command="(unparsed)"} for messages that did not parse.
   - C{lhttp_messages_sent_total}: messages written to one connection:
     replies, error replies, what processors send (fan-out is counted in
     C{lhttp_deliveries_total}).
@@ -42,9 +44,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.web.resource import Resource
 
-MAX_COMMANDS = 100
+from lhttp.bearer import checkBearer
+from lhttp.errors import LHTTPError
+
 UNPARSED = "(unparsed)"
-OTHER = "(other)"
+UNREGISTERED = "(unregistered)"
 
 UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -58,7 +62,8 @@ class Metrics:
 
     @ivar registry: this node's L{CollectorRegistry}.
     @ivar connections: open WebSocket connections.
-    @ivar received: command -> messages received.
+    @ivar received: command (or L{UNREGISTERED}, L{UNPARSED}) -> messages
+        received.
     @ivar sent: messages written to one connection.
     @ivar publishes: publishes the broker took.
     @ivar errors: status -> error replies sent.
@@ -66,11 +71,10 @@ class Metrics:
     @ivar slowConsumerDisconnects: see L{slowConsumerDisconnected}.
     """
 
-    def __init__(self, server=None, maxCommands=MAX_COMMANDS, processMetrics=True):
+    def __init__(self, server=None, processMetrics=True):
         """
         @param server: the L{lhttp.server.LHTTPServer} whose broker and
             channel table are read at scrape time, or L{None}.
-        @param maxCommands: distinct C{command} label values kept.
         @param processMetrics: also export C{process_*} metrics.
         """
         self.connections = 0
@@ -80,7 +84,6 @@ class Metrics:
         self.errors = {}
         self.httpPublishes = {}
         self.slowConsumerDisconnects = 0
-        self.maxCommands = maxCommands
         self._server = server
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(self))
@@ -98,18 +101,14 @@ class Metrics:
         """
         Count one received message.
 
-        @param command: its command, or L{None} if it did not parse.
+        @param command: its label: the command if it has a processor,
+            L{UNREGISTERED} if not (the caller, which knows the processors,
+            decides), or L{None} if the message did not parse.
         """
         received = self.received
         if command is None:
             command = UNPARSED
-        try:
-            received[command] += 1
-        except KeyError:
-            if len(received) >= self.maxCommands:
-                received[OTHER] = received.get(OTHER, 0) + 1
-            else:
-                received[command] = 1
+        received[command] = received.get(command, 0) + 1
 
     def errorSent(self, status):
         errors = self.errors
@@ -219,15 +218,30 @@ class _Collector:
 class MetricsResource(Resource):
     """
     C{GET /metrics}: the Prometheus text exposition of a L{Metrics}.
+
+    With a token, a scrape needs C{Authorization: Bearer <token>} (401
+    without, 403 wrong): metrics tell an outsider how busy the node is and
+    which processors it runs.
     """
 
     isLeaf = True
 
-    def __init__(self, metrics):
+    def __init__(self, metrics, token=None):
+        """
+        @param metrics: the L{Metrics} to serve.
+        @param token: the bearer token scrapers must show, or L{None}.
+        """
         Resource.__init__(self)
         self._metrics = metrics
+        self._token = token
 
     def render_GET(self, request):
+        try:
+            checkBearer(request, self._token, "metrics")
+        except LHTTPError as error:
+            request.setResponseCode(error.status)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return f"{error.status} {error.reason}: {error.detail}\n".encode("utf-8")
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
         request.setHeader(b"cache-control", b"no-store")
         return self._metrics.render()

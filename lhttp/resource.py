@@ -3,10 +3,10 @@ The HTTP side: the Resource tree a node serves (and a user mounts in their
 own L{twisted.web.server.Site}), and C{POST /publish} (SPEC section 6).
 
 A WebSocket upgrade is accepted on every path; plain HTTP requests go to
-the tree's children (C{publish}, and C{demo} when enabled).
+the tree's children (C{publish}, C{health}, C{metrics}, and C{demo} when
+enabled).
 """
 
-import hmac
 import json
 
 from autobahn.twisted.resource import WebSocketResource
@@ -15,16 +15,10 @@ from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from lhttp.bearer import checkBearer
 from lhttp.codec import parse
 from lhttp.metrics import MetricsResource
-from lhttp.errors import (
-    Forbidden,
-    LHTTPError,
-    errorFor,
-    MessageTooLarge,
-    MissingPublishHeader,
-    Unauthorized,
-)
+from lhttp.errors import LHTTPError, MessageTooLarge, MissingPublishHeader, errorFor
 
 
 def isUpgrade(request):
@@ -38,12 +32,18 @@ class LHTTPResource(Resource):
     HTTP children for the rest.
     """
 
-    def __init__(self, server):
+    def __init__(self, server, metrics=True):
+        """
+        @param server: the L{lhttp.server.LHTTPServer}.
+        @param metrics: serve C{GET /metrics} here too; C{False} when it is
+            served on an endpoint of its own (see L{metricsRoot}).
+        """
         Resource.__init__(self)
         self._webSocket = WebSocketResource(server.factory)
         self.putChild(b"publish", PublishResource(server))
         self.putChild(b"health", HealthResource(server))
-        self.putChild(b"metrics", MetricsResource(server.metrics))
+        if metrics:
+            self.putChild(b"metrics", MetricsResource(server.metrics, server.metricsToken))
 
     def getChildWithDefault(self, name, request):
         if isUpgrade(request):
@@ -66,6 +66,24 @@ class LHTTPResource(Resource):
             b"lhttp: an LHTTP server. Connect a WebSocket to any path here; "
             b"POST LHTTP messages to publish.\n"
         )
+
+
+class _MetricsRoot(Resource):
+    def getChild(self, name, request):
+        return notFound("Not found", "This port serves GET /metrics only.")
+
+    def render_GET(self, request):
+        return self.getChild(b"", request).render(request)
+
+
+def metricsRoot(server):
+    """
+    The tree of a port that serves only C{GET /metrics}: a scraper's port,
+    kept off the port clients reach.
+    """
+    root = _MetricsRoot()
+    root.putChild(b"metrics", MetricsResource(server.metrics, server.metricsToken))
+    return root
 
 
 def _errorDocument(error):
@@ -161,21 +179,4 @@ class PublishResource(Resource):
         return self._server.publish(value, message.raw)
 
     def _authorize(self, request):
-        token = self._server.publishToken
-        if not token:
-            return
-        given = request.getHeader(b"authorization")
-        if given is None:
-            request.setHeader(b"www-authenticate", b'Bearer realm="lhttp publish"')
-            raise Unauthorized("this server needs 'Authorization: Bearer <token>' to publish")
-        scheme, _, credential = given.partition(b" ")
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(
-            credential.strip(), token.encode("utf-8")
-        ):
-            raise Forbidden("wrong publish token")
-
-    def render_GET(self, request):
-        request.setResponseCode(405)
-        request.setHeader(b"allow", b"POST")
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return b"POST an LHTTP message with a 'publish' header here.\n"
+        checkBearer(request, self._server.publishToken, "publish")

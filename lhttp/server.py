@@ -61,6 +61,7 @@ class LHTTPServer:
         maxQueuedBytes=DEFAULT_MAX_QUEUED_BYTES,
         maxQueuedMessages=DEFAULT_MAX_QUEUED_MESSAGES,
         maxPublishChannels=DEFAULT_MAX_PUBLISH_CHANNELS,
+        metricsToken=None,
     ):
         """
         @param broker: an L{lhttp.interfaces.IBroker}; default: a new
@@ -97,11 +98,14 @@ class LHTTPServer:
         @param maxQueuedMessages: the same, in messages.
         @param maxPublishChannels: channels one publish may name (over:
             a 400 error reply, or 400 from C{/publish}).
+        @param metricsToken: if set, C{GET /metrics} needs
+            C{Authorization: Bearer <metricsToken>}.
         """
         self.maxMessageSize = maxMessageSize
         self.maxSubscriptions = maxSubscriptions
         self.maxChannelLength = maxChannelLength
         self.publishToken = publishToken
+        self.metricsToken = metricsToken
         self.maxHeaders = maxHeaders
         self.maxHeaderLength = maxHeaderLength
         self.maxConnections = maxConnections
@@ -207,10 +211,13 @@ class LHTTPServer:
         self.metrics.publishes += 1
         return names
 
-    def resource(self):
+    def resource(self, metrics=True):
         """
+        @param metrics: also serve C{GET /metrics} in the tree; leave it out
+            to serve it elsewhere (L{lhttp.resource.metricsRoot}).
         @return: the Resource tree: WebSocket on every path, C{publish}
-            for HTTP publishing. Serve it with a L{twisted.web.server.Site}
-            or mount it with C{putChild} in your own tree.
+            for HTTP publishing, C{health}, C{metrics}. Serve it with a
+            L{twisted.web.server.Site} or mount it with C{putChild} in your
+            own tree.
         """
-        return LHTTPResource(self)
+        return LHTTPResource(self, metrics)

@@ -8,8 +8,8 @@ import os
 import socket
 from importlib import resources
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
+from twisted.internet.defer import gatherResults
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
@@ -18,7 +18,9 @@ from twisted.web.static import File
 
 from lhttp.channels import DEFAULT_MAX_CHANNEL_LENGTH
 from lhttp.dispatch import DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_QUEUED_MESSAGES
+from lhttp.listening import ListeningService, checkEndpoint
 from lhttp.plugin import loadFilter, loadProcessor, processorPlugins
+from lhttp.resource import metricsRoot
 from lhttp.server import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
@@ -46,6 +48,7 @@ log = Logger()
 
 DEFAULT_PORT = 8081
 TOKEN_VARIABLE = "LHTTP_PUBLISH_TOKEN"
+METRICS_TOKEN_VARIABLE = "LHTTP_METRICS_TOKEN"
 NATS_VARIABLE = "LHTTP_NATS_URL"
 
 
@@ -76,6 +79,13 @@ class Options(usage.Options):
         ["publish-token", None, None,
          "Require 'Authorization: Bearer <token>' on POST /publish. "
          f"Default: the {TOKEN_VARIABLE} environment variable; unset means no token."],
+        ["metrics-token", None, None,
+         "Require 'Authorization: Bearer <token>' on GET /metrics. "
+         f"Default: the {METRICS_TOKEN_VARIABLE} environment variable; unset means no token."],
+        ["metrics-listen", None, None,
+         "Serve GET /metrics on this Twisted endpoint instead of on the --listen ones, "
+         "e.g. tcp:9100:interface=127.0.0.1 (a port only the scraper reaches). "
+         "Default: /metrics on every --listen endpoint."],
         ["max-message-size", None, DEFAULT_MAX_MESSAGE_SIZE,
          "Largest message in bytes: a larger WebSocket message closes the "
          "connection with 1009, a larger /publish body gets 413.", int],
@@ -144,7 +154,7 @@ class Options(usage.Options):
         self["filters"].append(name)
 
     def opt_listen(self, description):
-        """Listen on a Twisted endpoint, e.g. tcp:8081:interface=127.0.0.1, ssl:8443:privateKey=key.pem:certKey=cert.pem or unix:/run/lhttp.sock. Repeatable."""
+        """Listen on a Twisted endpoint, e.g. tcp:8081:interface=127.0.0.1, ssl:8443:privateKey=key.pem:certKey=cert.pem or unix:/run/lhttp.sock. Repeatable. An endpoint that cannot be opened (in use, no permission) stops the node at startup with exit status 1."""
         self["listen"].append(description)
 
     opt_l = opt_listen
@@ -196,8 +206,18 @@ class Options(usage.Options):
             self["listen"].append(f"tcp:{self['port']}")
         if not self["listen"]:
             self["listen"].append(f"tcp:{DEFAULT_PORT}")
+        endpoints = [("listen", description) for description in self["listen"]]
+        if self["metrics-listen"]:
+            endpoints.append(("metrics-listen", self["metrics-listen"]))
+        for name, description in endpoints:
+            try:
+                checkEndpoint(description)
+            except ValueError as e:
+                raise usage.UsageError(f"--{name} {e}") from None
         if self["publish-token"] is None:
             self["publish-token"] = os.environ.get(TOKEN_VARIABLE) or None
+        if self["metrics-token"] is None:
+            self["metrics-token"] = os.environ.get(METRICS_TOKEN_VARIABLE) or None
         try:
             AllowList(self["upstream-allow"], self["upstream-targets"])
         except ValueError as e:
@@ -288,6 +308,39 @@ class ClientsService(Service):
             log.warn("{left} client connection(s) did not close in time; dropped", left=left)
 
 
+class NodeService(MultiService):
+    """
+    The node's services; says the node is listening once every port is.
+    """
+
+    def __init__(self, server, listen, metricsListen=None):
+        """
+        @param server: the node's L{LHTTPServer}.
+        @param listen: the clients' endpoint descriptions, for the log.
+        @param metricsListen: the C{/metrics} endpoint description, or
+            L{None}.
+        """
+        MultiService.__init__(self)
+        self.lhttpServer = server
+        self._listen = list(listen)
+        self._metricsListen = metricsListen
+
+    def startService(self):
+        MultiService.startService(self)
+        ports = [service for service in self if isinstance(service, ListeningService)]
+        gatherResults([port.whenListening() for port in ports]).addCallback(self._listened)
+
+    def _listened(self, ignored):
+        broker = self.lhttpServer.broker.describe()
+        if self._metricsListen:
+            log.info(
+                "lhttp node listening on {listen} (/metrics on {metrics}), broker {broker}",
+                listen=self._listen, metrics=self._metricsListen, broker=broker,
+            )
+        else:
+            log.info("lhttp node listening on {listen}, broker {broker}", listen=self._listen, broker=broker)
+
+
 class _QuietSite(Site):
     """
     A Site with no per-request access log: publishing is per message, and
@@ -358,6 +411,7 @@ def makeService(options):
         pingInterval=options["ping-interval"],
         pingTimeout=options["ping-timeout"],
         allowedOrigins=options["allow-origin"],
+        metricsToken=options["metrics-token"],
         upstream=makeUpstream(
             reactor,
             options["upstream-allow"],
@@ -370,24 +424,22 @@ def makeService(options):
         ),
     )
     registerProcessors(server, options)
-    root = server.resource()
+    root = server.resource(metrics=not options["metrics-listen"])
     if options["demo"]:
         root.putChild(b"demo", File(demoDirectory()))
     site = makeSite(root, options)
+    listen = [(description, site) for description in options["listen"]]
+    if options["metrics-listen"]:
+        listen.append((options["metrics-listen"], _QuietSite(metricsRoot(server))))
 
     # Services stop in reverse order: ports first, then clients (1001),
     # then the broker (drained last, so closing clients can still publish).
-    service = MultiService()
+    service = NodeService(server, options["listen"], options["metrics-listen"])
     if broker is not None:
         BrokerService(broker).setServiceParent(service)
     ClientsService(server, reactor, options["shutdown-timeout"]).setServiceParent(service)
-    for description in options["listen"]:
-        StreamServerEndpointService(
-            serverFromString(reactor, description), site
+    for description, factory in listen:
+        ListeningService(
+            description, serverFromString(reactor, description), factory
         ).setServiceParent(service)
-    service.lhttpServer = server
-    log.info(
-        "lhttp node listening on {listen}, broker {broker}",
-        listen=list(options["listen"]), broker=server.broker.describe(),
-    )
     return service

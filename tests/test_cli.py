@@ -7,17 +7,19 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import unicodedata
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lhttp.cli import escape, formatMessage, parser, unescape
+from lhttp.cli import Output, escape, formatMessage, parser, terminalSafe, unescape
 from lhttp.codec import parse
 from procs import freePort, waitFor
 
@@ -29,11 +31,11 @@ class Command:
     A running C{lhttp} subprocess, its standard output and error in files.
     """
 
-    def __init__(self, *args, stdin=False, env=None):
+    def __init__(self, *args, stdin=False, env=None, program=CLI):
         self.out = tempfile.NamedTemporaryFile(prefix="lhttp-cli-", suffix=".out", delete=False)
         self.err = tempfile.NamedTemporaryFile(prefix="lhttp-cli-", suffix=".err", delete=False)
         self.popen = subprocess.Popen(
-            [*CLI, *args],
+            [*program, *args],
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=self.out, stderr=self.err,
             env={**os.environ, **(env or {})},
@@ -42,6 +44,9 @@ class Command:
 
     def stdout(self):
         return Path(self.out.name).read_text()
+
+    def stdoutBytes(self):
+        return Path(self.out.name).read_bytes()
 
     def stderr(self):
         return Path(self.err.name).read_text()
@@ -82,8 +87,8 @@ class Command:
 @pytest.fixture
 def command():
     """
-    C{command(*args, stdin=False, env=None)} starts C{lhttp ARGS}; every one
-    is stopped after the test.
+    C{command(*args, stdin=False, env=None, program=CLI)} starts C{lhttp
+    ARGS}; every one is stopped after the test.
     """
     started = []
 
@@ -202,7 +207,7 @@ def test_shell(lhttpNode, command):
     assert shell.lines() == [
         r"LHTTP/1.0 publish\r\npublish:lobby\r\n\r\nhello everyone",
         r"LHTTP/1.0 chat\r\npublish:other\r\nnick:ann\r\n\r\nraw",
-        r"LHTTP/1.0 error\r\nstatus:400\r\nreason:malformed message"
+        r"LHTTP/1.0 error\r\nstatus:400\r\nreason:malformed message\r\ncommand:bad"
         r"\r\n\r\nthe headers never end: no blank line (CRLF CRLF)",
     ]
 
@@ -239,3 +244,108 @@ def test_jsonFormatForBinaryBody():
     assert json.loads(formatMessage(message, asJSON=True)) == {
         "command": "up", "headers": [["k", "v"]], "bodyBase64": "/w==",
     }
+
+
+def _unsafe(char):
+    """
+    Whether a terminal would act on C{char} or not show it: the characters
+    the line format must escape.
+    """
+    return unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp")
+
+
+UNSAFE = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF and _unsafe(chr(c)))
+
+# A message that, printed raw, would clear the screen (ESC and the C1 CSI),
+# break the line (NEL, U+2028/2029), reverse and reorder text (bidi
+# overrides and isolates), hide characters (zero-width, BOM, tags).
+HOSTILE = (
+    "\x1b[2J\u009b2J\u0085x\u2028y\u2029z \u202egnp.exe\u202c \u2066iso\u2069"
+    " zero\u200bwidth\u200d\u200e\u200f \ufeffbom \U000e0041\U000e007f \u00e9t\u00e9 \U0001f600"
+)
+
+
+def test_escapeHidesNothingATerminalActsOn():
+    line = escape(UNSAFE.encode("utf-8"))
+    assert not any(_unsafe(char) for char in line)
+    assert unescape(line) == UNSAFE.encode("utf-8")
+
+
+def test_escapeForms():
+    assert escape("\u202e".encode()) == r"\u202e"
+    assert escape("\u0085\u009b".encode()) == r"\u0085\u009b"
+    assert escape("a\u2028b\u2029c".encode()) == r"a\u2028b\u2029c"
+    assert escape("\u2066\u2069\u200b\u200d\ufeff".encode()) == r"\u2066\u2069\u200b\u200d\ufeff"
+    assert escape("\U000e0041".encode()) == r"\U000e0041"
+    # Raw bytes 0x85 and 0x9b (not UTF-8) stay bytes: \xHH, not \u.
+    assert escape(b"\x85\x9b\x1b") == r"\x85\x9b\x1b"
+    # Visible text is left alone.
+    assert escape("h\u00e9llo \u05e9\u05dc\u05d5\u05dd \U0001f600 \u00a0".encode()) == (
+        "h\u00e9llo \u05e9\u05dc\u05d5\u05dd \U0001f600 \u00a0"
+    )
+
+
+def test_unescapeReadsUnicodeEscapes():
+    assert unescape(r"\u202e\u00e9\U0001f600") == "\u202e\u00e9\U0001f600".encode()
+    assert unescape(r"\u0085") == b"\xc2\x85"
+    # Not characters: left as typed, like other unknown escapes.
+    assert unescape(r"\ud800\U00110000\u12") == rb"\ud800\U00110000\u12"
+    assert unescape(r"\\u202e") == rb"\u202e"
+
+
+@given(st.text())
+def test_escapeRoundTripsAnyTextWithNothingUnsafe(text):
+    data = text.encode("utf-8", "surrogatepass")
+    line = escape(data)
+    assert not any(_unsafe(char) for char in line)
+    assert unescape(line) == data
+
+
+def test_jsonEscapesUnsafeCharacters():
+    message = parse(("LHTTP/1.0 up\r\nnick:\u202eevil\r\n\r\n" + HOSTILE).encode())
+    line = formatMessage(message, asJSON=True)
+    assert not any(_unsafe(char) or char == "\x7f" for char in line)
+    assert json.loads(line) == {"command": "up", "headers": [["nick", "\u202eevil"]], "body": HOSTILE}
+
+
+def test_statusLinesAreSafeToo():
+    err = io.StringIO()
+    output = Output(io.StringIO(), err)
+    output.problem("refused: 403 forbidden: \u202edetail\x1b[2J\nnext \\ done")
+    output.status("connected to ws://h/\u2028")
+    assert err.getvalue() == (
+        "! refused: 403 forbidden: \\u202edetail\\x1b[2J\\nnext \\ done\n"
+        "* connected to ws://h/\\u2028\n"
+    )
+    assert terminalSafe("plain") == "plain"
+
+
+def test_listenEscapesWhatATerminalWouldActOn(lhttpNode, command):
+    """
+    A hostile message published to a real node, printed by the real
+    C{lhttp} console script: no raw control, separator, bidi or invisible
+    character reaches the terminal, and the line sends back the same bytes.
+    """
+    program = shutil.which("lhttp")
+    assert program, "the lhttp console script is not on PATH"
+    plain = command("listen", "--count", "1", lhttpNode.url, "room", program=[program])
+    asJSON = command("listen", "--json", "--count", "1", lhttpNode.url, "room", program=[program])
+    plain.waitErr("* subscribed room")
+    asJSON.waitErr("* subscribed room")
+    published = run("publish", lhttpNode.publishURL, "room", "-", "--header", "nick:\u202eevil\u2066",
+                     input=HOSTILE.encode())
+    assert published.returncode == 0, published.stderr
+    assert (plain.wait(), asJSON.wait()) == (0, 0)
+
+    sent = ("LHTTP/1.0 publish\r\npublish:room\r\nnick:\u202eevil\u2066\r\n\r\n" + HOSTILE).encode()
+    for listener in (plain, asJSON):
+        out = listener.stdoutBytes()
+        assert b"\x1b" not in out and b"\x7f" not in out
+        assert not any(bytes([0xC2, c]) in out for c in range(0x80, 0xA0)), out  # C1 in UTF-8
+        text = out.decode("utf-8")
+        assert text.endswith("\n") and text.count("\n") == 1
+        assert not any(_unsafe(char) for char in text[:-1]), text
+    line = plain.stdoutBytes().decode().rstrip("\n")
+    assert r"\u202egnp.exe\u202c" in line and r"\u2028" in line and r"\u009b" in line
+    assert unescape(line) == sent
+    assert json.loads(asJSON.stdoutBytes())["body"] == HOSTILE

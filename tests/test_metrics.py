@@ -16,12 +16,14 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from lhttp import LHTTPServer
-from lhttp.metrics import MAX_COMMANDS, OTHER, UNPARSED, Metrics
+from lhttp import Processor
+from lhttp.metrics import UNPARSED, UNREGISTERED, Metrics
 from lhttp.errors import GatewayTimeout
+from lhttp.resource import metricsRoot
 from lhttp.testing import FakeClient, RecordingBroker
 from lhttp.upstream import AllowList, UpstreamResponse
 from lhttpclients import barrier, client, eventually
-from procs import Process, freePort, portAccepts
+from procs import ROOT, Process, freePort, portAccepts
 
 
 def makeServer(**kwargs):
@@ -57,8 +59,8 @@ class MetricsTests(SynchronousTestCase):
         bob.receive(b"LHTTP/1.0 chat\r\nno blank line")
         bob.receive(b"LHTTP/1.0 chat\r\nsubscribe:a*\r\n\r\n")
 
-        self.assertEqual(value(self.server, "lhttp_messages_received_total", command="join"), 2)
-        self.assertEqual(value(self.server, "lhttp_messages_received_total", command="chat"), 2)
+        # No processors: pub/sub-only commands count under one label.
+        self.assertEqual(value(self.server, "lhttp_messages_received_total", command=UNREGISTERED), 4)
         self.assertEqual(value(self.server, "lhttp_messages_received_total", command=UNPARSED), 1)
         self.assertEqual(value(self.server, "lhttp_publishes_total"), 1)
         # alice on a and b, bob on a: three copies of one publish.
@@ -78,21 +80,29 @@ class MetricsTests(SynchronousTestCase):
         self.assertEqual(value(self.server, "lhttp_publishes_total"), 0)
         self.assertEqual(value(self.server, "lhttp_error_replies_total", status="503"), 1)
 
-    def test_commandLabelsAreBounded(self):
+    def test_onlyRegisteredCommandsGetLabels(self):
+        """
+        Clients choose commands: only those the operator registered a
+        processor for get a label of their own, so a client cannot add
+        label values (the old bound let one client add a hundred).
+        """
+        self.server.addProcessor("echo", Processor())
         alice = FakeClient(self.server)
-        for i in range(MAX_COMMANDS + 5):
-            alice.receive(f"LHTTP/1.0 c{i}\r\n\r\n".encode())
-        alice.receive(b"LHTTP/1.0 c0\r\n\r\n")
-        received = self.server.metrics.received
-        self.assertEqual(len(received), MAX_COMMANDS + 1)
-        self.assertEqual(received[OTHER], 5)
-        self.assertEqual(received["c0"], 2)
+        for i in range(150):
+            alice.receive(f"LHTTP/1.0 junk{i}\r\n\r\n".encode())
+        alice.receive(b"LHTTP/1.0 chat\r\nsubscribe:a\r\n\r\n")
+        alice.receive(b"LHTTP/1.0 echo\r\n\r\nhi")
+        alice.receive(b"LHTTP/1.0 echo\r\n\r\nagain")
+        alice.receive(b"LHTTP/1.0 echo\r\nno blank line")
+        self.assertEqual(
+            self.server.metrics.received, {UNREGISTERED: 151, "echo": 2, UNPARSED: 1}
+        )
 
     def test_serversShareNothing(self):
         other = makeServer()
         FakeClient(self.server).receive(b"LHTTP/1.0 x\r\n\r\n")
-        self.assertEqual(value(self.server, "lhttp_messages_received_total", command="x"), 1)
-        self.assertEqual(value(other, "lhttp_messages_received_total", command="x"), 0)
+        self.assertEqual(value(self.server, "lhttp_messages_received_total", command=UNREGISTERED), 1)
+        self.assertEqual(value(other, "lhttp_messages_received_total", command=UNREGISTERED), 0)
         self.assertIsNot(self.server.metrics.registry, other.metrics.registry)
 
     def test_hooksForLaterFeatures(self):
@@ -190,10 +200,112 @@ class MetricsResourceTests(SynchronousTestCase):
         self.assertEqual(found[("lhttp_publishes_total", frozenset())], 2)
 
 
-async def scrape(node):
-    response = await treq.get(node.httpURL + "metrics")
+class MetricsTokenTests(SynchronousTestCase):
+    """
+    C{--metrics-token}: C{GET /metrics} needs C{Authorization: Bearer}.
+    """
+
+    def setUp(self):
+        self.server = makeServer(broker=RecordingBroker(), metricsToken="m3trics")
+        self.http = StubTreq(self.server.resource())
+
+    def get(self, path="metrics", **headers):
+        response = self.successResultOf(self.http.get("http://n/" + path, headers=headers))
+        return response, self.successResultOf(response.content())
+
+    def test_noTokenIs401WithChallenge(self):
+        response, body = self.get()
+        self.assertEqual(response.code, 401)
+        self.assertEqual(
+            response.headers.getRawHeaders("www-authenticate"), ['Bearer realm="lhttp metrics"']
+        )
+        self.assertNotIn(b"lhttp_", body)
+
+    def test_wrongTokenOrSchemeIs403(self):
+        for given in ("Bearer m3tric", "Bearer m3trics2", "Basic m3trics", "m3trics"):
+            response, body = self.get(Authorization=given)
+            self.assertEqual(response.code, 403, given)
+            self.assertNotIn(b"lhttp_", body)
+
+    def test_rightTokenScrapes(self):
+        response, body = self.get(Authorization="Bearer m3trics")
+        self.assertEqual(response.code, 200)
+        self.assertIn(b"lhttp_connections 0.0", body)
+
+    def test_publishTokenIsNotTheMetricsToken(self):
+        server = makeServer(broker=RecordingBroker(), publishToken="p")
+        response = self.successResultOf(StubTreq(server.resource()).get("http://n/metrics"))
+        self.assertEqual(response.code, 200)
+
+    def test_treeWithoutMetrics(self):
+        """
+        With C{--metrics-listen} the clients' port has no C{/metrics}; the
+        metrics port has only that, token included.
+        """
+        clients = StubTreq(self.server.resource(metrics=False))
+        self.assertEqual(self.successResultOf(clients.get("http://n/metrics")).code, 404)
+        self.assertEqual(self.successResultOf(clients.get("http://n/health")).code, 200)
+        scraper = StubTreq(metricsRoot(self.server))
+        self.assertEqual(self.successResultOf(scraper.get("http://n/metrics")).code, 401)
+        self.assertEqual(self.successResultOf(scraper.get("http://n/health")).code, 404)
+        self.assertEqual(self.successResultOf(scraper.get("http://n/")).code, 404)
+        ok = self.successResultOf(
+            scraper.get("http://n/metrics", headers={"Authorization": "Bearer m3trics"})
+        )
+        self.assertEqual(ok.code, 200)
+
+
+async def scrape(node, url=None, token=None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = await treq.get(url or node.httpURL + "metrics", headers=headers)
     assert response.code == 200
     return samples((await response.content()).decode())
+
+
+@pytest_twisted.ensureDeferred
+async def test_realNodeLabelsOnlyProcessorCommandsBehindToken(startNode):
+    """
+    A real node with an example processor, a metrics token and a metrics
+    port of its own: junk commands add no label, the processor's command
+    has one; scrapes need the token, and the clients' port has no
+    C{/metrics}.
+    """
+    metricsPort = freePort()
+    metricsURL = f"http://127.0.0.1:{metricsPort}/metrics"
+    node = startNode(
+        "--no-plugins", "--processor", "echo=lhttp_examples.echo.EchoProcessor",
+        "--metrics-listen", f"tcp:{metricsPort}:interface=127.0.0.1",
+        env={"LHTTP_METRICS_TOKEN": "m3trics"}, pythonPath=[ROOT / "examples"],
+    )
+    await eventually(lambda: portAccepts(metricsPort), what="the metrics port")
+    assert (await treq.get(node.httpURL + "metrics")).code == 404
+    assert (await treq.get(metricsURL)).code == 401
+    wrong = await treq.get(metricsURL, headers={"Authorization": "Bearer m3tric"})
+    assert wrong.code == 403
+    before = await scrape(node, metricsURL, "m3trics")
+
+    alice = await client(node.url)
+    for i in range(120):
+        alice.sendLHTTP(f"LHTTP/1.0 junk-{i}\r\n\r\n".encode())
+    alice.sendLHTTP(b"LHTTP/1.0 echo\r\n\r\nhi")
+    assert (await alice.nextMessage(10)).command == "echoed"
+    alice.sendLHTTP(b"LHTTP/1.0 broken")
+    assert (await alice.nextMessage(10)).getHeader("status") == "400"
+    await barrier(alice)
+    after = await scrape(node, metricsURL, "m3trics")
+
+    commands = {
+        dict(labels)["command"] for name, labels in after
+        if name == "lhttp_messages_received_total"
+    }
+    assert commands == {"echo", UNREGISTERED, UNPARSED}
+
+    def moved(command):
+        key = ("lhttp_messages_received_total", frozenset({("command", command)}))
+        return after.get(key, 0) - before.get(key, 0)
+
+    # 120 junk commands and one barrier; the echo; the broken one.
+    assert (moved(UNREGISTERED), moved("echo"), moved(UNPARSED)) == (121, 1, 1)
 
 
 @pytest_twisted.ensureDeferred
@@ -216,9 +328,9 @@ async def test_realNodeCountersMove(lhttpNode):
         return after.get(key, 0) - before.get(key, 0)
 
     assert moved("lhttp_connections") == 2
-    assert moved("lhttp_messages_received_total", command="chat") == 2
-    # Two barriers, each subscribing, publishing and unsubscribing once.
-    assert moved("lhttp_messages_received_total", command="barrier") == 2
+    # Two subscribes, two chat messages and two barriers (each subscribing,
+    # publishing and unsubscribing once): no processors, so one label.
+    assert moved("lhttp_messages_received_total", command=UNREGISTERED) == 6
     assert moved("lhttp_publishes_total") == 3
     assert moved("lhttp_deliveries_total") == 4
     assert moved("lhttp_error_replies_total", status="400") == 1

@@ -225,13 +225,40 @@ async def test_cliSnippets(lhttpNode):
 
 
 def test_metricsAndHealthSnippet(lhttpNode):
-    block = blockWith("sh", "/metrics").replace("8081", str(lhttpNode.port))
+    block = blockWith("sh", "/health").replace("8081", str(lhttpNode.port))
     result = subprocess.run(["bash", "-c", block], capture_output=True, text=True, timeout=30)
     lines = result.stdout.splitlines()
     assert "lhttp_connections 0.0" in lines
     assert "lhttp_broker_ready 1.0" in lines
     assert lines[-1] == "200"
     assert all(line.startswith("lhttp_") for line in lines[:-1])
+
+
+@pytest_twisted.ensureDeferred
+async def test_protectedMetricsSnippet(tmp_path):
+    """
+    The node with a metrics token and a metrics port, and the scrape,
+    pasted; without the token the same URL is refused.
+    """
+    port, metricsPort = freePort(), freePort()
+    start, scrape = (
+        line.replace("8081", str(port)).replace("9100", str(metricsPort))
+        for line in blockWith("sh", "--metrics-listen").splitlines()
+    )
+    node = Process(["bash", "-c", start], cwd=str(tmp_path), name="metrics-node")
+    try:
+        await eventually(lambda: portAccepts(metricsPort) or not node.alive(), what="the metrics port")
+        assert node.alive(), node.log()
+        result = subprocess.run(["bash", "-c", scrape], capture_output=True, text=True, timeout=30)
+        assert result.stdout == "lhttp_connections 0.0\n", result
+        refused = subprocess.run(
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+             f"http://127.0.0.1:{metricsPort}/metrics"],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert refused.stdout == "401"
+    finally:
+        node.stop()
 
 
 @pytest_twisted.ensureDeferred

@@ -1,15 +1,26 @@
 """
-C{twistd lhttp}'s options and the service they make.
+C{twistd lhttp}'s options and the service they make, and the real
+C{twistd} console script failing to start.
 """
 
+import io
 import os
+import shutil
+import signal
+import socket
+import subprocess
 
 from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import CannotListenError
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from lhttp import Processor
-from lhttp.tap import Options, makeService
+from lhttp import LHTTPServer, Processor
+from lhttp.listening import ListenFailed, ListeningService
+from lhttp.tap import NodeService, Options, makeService
 
 
 class Echo(Processor):
@@ -38,13 +49,40 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(self.parse()["publish-token"], "from-env")
         self.assertEqual(self.parse("--publish-token", "given")["publish-token"], "given")
 
+    def test_metricsTokenFromEnvironment(self):
+        self.patch(os, "environ", {"LHTTP_METRICS_TOKEN": "from-env", "LHTTP_PUBLISH_TOKEN": "p"})
+        self.assertEqual(self.parse()["metrics-token"], "from-env")
+        self.assertEqual(self.parse("--metrics-token", "given")["metrics-token"], "given")
+        self.patch(os, "environ", {"LHTTP_PUBLISH_TOKEN": "p"})
+        self.assertIsNone(self.parse()["metrics-token"])
+
+    def test_badEndpointIsAUsageError(self):
+        """
+        A typo in an endpoint is reported while options are read, in one
+        line, not as a traceback out of makeService.
+        """
+        for option, description, words in [
+            ("--listen", "tcp:abc", "invalid literal for int()"),
+            ("--listen", "bogus:1", "unknown endpoint type"),
+            ("--listen", "tcp:8081:colour=red", "unexpected keyword argument"),
+            ("--metrics-listen", "ssl:9100:privateKey=/nonexistent/key.pem", "no such file"),
+        ]:
+            with self.assertRaises(usage.UsageError) as raised:
+                self.parse(option, description)
+            message = str(raised.exception)
+            self.assertTrue(message.startswith(f"--{option[2:]} {description!r} is not a server endpoint: "),
+                            message)
+            self.assertIn(words, message.lower())
+            self.assertNotIn("\n", message)
+
     def test_limitsMustBePositive(self):
         self.assertRaises(usage.UsageError, self.parse, "--max-message-size", "0")
 
     def test_helpDocumentsEveryOption(self):
         text = str(Options())
         for name in ("--port", "--listen", "--processor", "--publish-token", "--max-message-size",
-                     "--max-subscriptions", "--max-channel-length", "--demo", "--no-plugins", "--access-log"):
+                     "--max-subscriptions", "--max-channel-length", "--demo", "--no-plugins", "--access-log",
+                     "--metrics-token", "LHTTP_METRICS_TOKEN", "--metrics-listen"):
             self.assertIn(name, text)
 
 
@@ -56,7 +94,143 @@ class ServiceTests(SynchronousTestCase):
         service = makeService(options)
         children = list(service)
         self.assertEqual([type(c).__name__ for c in children],
-                         ["ClientsService", "StreamServerEndpointService", "StreamServerEndpointService"])
+                         ["ClientsService", "ListeningService", "ListeningService"])
         server = service.lhttpServer
         self.assertIsInstance(server.dispatcher.getProcessor("echo"), Echo)
         self.assertEqual(server.maxSubscriptions, 7)
+
+    def test_metricsListenAddsAPort(self):
+        options = Options()
+        options.parseOptions(["--no-plugins", "-l", "tcp:0:interface=127.0.0.1",
+                              "--metrics-listen", "tcp:0:interface=127.0.0.1",
+                              "--metrics-token", "m"])
+        service = makeService(options)
+        ports = [c for c in service if isinstance(c, StreamServerEndpointService)]
+        self.assertEqual(len(ports), 2)
+        self.assertIsNot(ports[0].factory, ports[1].factory)
+        self.assertEqual(service.lhttpServer.metricsToken, "m")
+
+
+class FailingEndpoint:
+    def __init__(self, error):
+        self.error = error
+
+    def listen(self, factory):
+        return fail(self.error)
+
+
+class LaterEndpoint:
+    """
+    An endpoint whose listen the test completes.
+    """
+
+    def __init__(self):
+        self.listening = Deferred()
+
+    def listen(self, factory):
+        return self.listening
+
+
+class ListeningServiceTests(SynchronousTestCase):
+    def test_cannotListenIsOneLineAndExit1(self):
+        error = CannotListenError("127.0.0.1", 8081, OSError(98, "Address already in use"))
+        stderr = io.StringIO()
+        service = ListeningService("tcp:8081", FailingEndpoint(error), object(), stderr=stderr)
+        with self.assertRaises(ListenFailed) as raised:
+            service.privilegedStartService()
+        failed = raised.exception
+        # SystemExit: the interpreter exits 1 without a traceback;
+        # Exception: twistd removes its pid file and tells a daemon's parent.
+        self.assertIsInstance(failed, SystemExit)
+        self.assertIsInstance(failed, Exception)
+        self.assertEqual(failed.code, 1)
+        self.assertEqual(str(failed), "lhttp: cannot listen on tcp:8081: address already in use")
+        self.assertEqual(stderr.getvalue(), str(failed) + "\n")
+        self.assertIsNone(service.port)
+
+    def test_otherErrorsToo(self):
+        stderr = io.StringIO()
+        service = ListeningService(
+            "unix:/x/y.sock", FailingEndpoint(PermissionError(13, "Permission denied")), object(), stderr
+        )
+        self.assertRaises(ListenFailed, service.privilegedStartService)
+        self.assertEqual(stderr.getvalue(), "lhttp: cannot listen on unix:/x/y.sock: permission denied\n")
+
+    def test_listeningLoggedOnlyOnceListening(self):
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        endpoint = LaterEndpoint()
+        node = NodeService(LHTTPServer(reactor=MemoryReactorClock()), ["tcp:8081"], "tcp:9100")
+        ListeningService("tcp:8081", endpoint, object()).setServiceParent(node)
+        node.privilegedStartService()
+        node.startService()
+
+        def listening():
+            return [e for e in events if e.get("log_namespace") == "lhttp.tap" and "listen" in e]
+
+        self.assertEqual(listening(), [])
+        endpoint.listening.callback("the port")
+        [event] = listening()
+        self.assertEqual((event["listen"], event["metrics"]), (["tcp:8081"], "tcp:9100"))
+        self.assertEqual(event["broker"]["kind"], "embedded")
+
+
+def twistd(args, cwd, timeout=20):
+    """
+    Run the real C{twistd} console script from PATH, as a user would.
+    """
+    executable = shutil.which("twistd")
+    assert executable, "twistd is not on PATH"
+    return subprocess.run(
+        [executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def test_twistdOnAPortInUseExitsWithOneLine(tmp_path):
+    """
+    C{twistd -n lhttp --port P} with P taken exits 1 at once, says why in
+    one line on standard error, no traceback, and leaves no pid file.
+    """
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = twistd(["-n", "lhttp", "--port", str(port)], tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert result.stderr == f"lhttp: cannot listen on tcp:{port}: address already in use\n", output
+    assert "Traceback" not in output
+    assert "listening on" not in output
+    assert "Cannot listen on" in result.stdout  # the log says it too
+    assert not (tmp_path / "twistd.pid").exists()
+
+
+def test_twistdDaemonOnAPortInUseFailsToStart(tmp_path):
+    """
+    Daemonizing, the parent waits for the start: it exits 1 naming the
+    port, and the log file says why.
+    """
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        try:
+            result = twistd(["--logfile", "node.log", "lhttp", "--port", str(port)], tmp_path)
+        finally:
+            pidFile = tmp_path / "twistd.pid"
+            if pidFile.exists():  # a daemon that started after all
+                os.kill(int(pidFile.read_text()), signal.SIGKILL)
+    assert result.returncode == 1, result
+    assert f"lhttp: cannot listen on tcp:{port}: address already in use" in result.stderr
+    assert "Traceback" not in result.stderr + (tmp_path / "node.log").read_text()
+    assert "Cannot listen on" in (tmp_path / "node.log").read_text()
+    assert not (tmp_path / "twistd.pid").exists()
+
+
+def test_twistdWithABadEndpointIsAUsageError(tmp_path):
+    result = twistd(["-n", "lhttp", "--listen", "tcp:abc"], tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "--listen 'tcp:abc' is not a server endpoint: invalid literal" in output.splitlines()[-1]
+    assert "Traceback" not in output
