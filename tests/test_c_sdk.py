@@ -5,7 +5,9 @@ README says, and the C{lhttp-chat} example chatting with Python clients
 through a real C{twistd lhttp} node.
 
 The SDK is built once per module with clang, sanitizers and the fuzz target
-on. Missing tools fail the tests with the package to install: CI has them.
+on; and once more as a user builds it (static by default, and shared), each
+installed with C{cmake --install --prefix}, for the install and link lines.
+Missing tools fail the tests with the package to install: CI has them.
 """
 
 import os
@@ -35,6 +37,8 @@ FUZZ_RUNS = 300000
 TOOLS = {
     "cmake": "cmake",
     "clang": "clang and libclang-rt-14-dev",
+    "cc": "gcc",
+    "readelf": "binutils",
     "pkg-config": "pkg-config",
 }
 
@@ -53,6 +57,17 @@ def run(args, timeout, **kwargs):
     return result
 
 
+def requireTools():
+    """
+    Fail the test, naming the package to install, when a tool is missing.
+    """
+    for tool, package in TOOLS.items():
+        if shutil.which(tool) is None:
+            pytest.fail(f"the C SDK tests need {tool!r}: apt-get install {package}")
+    if subprocess.run(["pkg-config", "--exists", "libwebsockets"]).returncode != 0:
+        pytest.fail("the C SDK tests need libwebsockets: apt-get install libwebsockets-dev")
+
+
 @pytest.fixture(scope="module")
 def sdkBuild(tmp_path_factory):
     """
@@ -61,11 +76,7 @@ def sdkBuild(tmp_path_factory):
 
     @return: C{(buildDir, installPrefix)}.
     """
-    for tool, package in TOOLS.items():
-        if shutil.which(tool) is None:
-            pytest.fail(f"the C SDK tests need {tool!r}: apt-get install {package}")
-    if subprocess.run(["pkg-config", "--exists", "libwebsockets"]).returncode != 0:
-        pytest.fail("the C SDK tests need libwebsockets: apt-get install libwebsockets-dev")
+    requireTools()
     base = tmp_path_factory.mktemp("c-sdk")
     build, prefix = base / "build", base / "prefix"
     run(
@@ -254,6 +265,69 @@ def test_readmeExampleBuildsWithCMakePackage(sdkBuild, tmp_path):
     )
     run(["cmake", "--build", build], timeout=120)
     assert (build / "example").exists()
+
+
+@pytest.fixture(scope="module")
+def userInstalls(tmp_path_factory):
+    """
+    The SDK built the way the README says (Release, the default compiler, no
+    options) and, the other way it documents, with C{-DBUILD_SHARED_LIBS=ON};
+    each installed with C{cmake --install build --prefix $HOME/.local} into a
+    home of its own, after the build, as a user would.
+
+    @return: C{{"static": home, "shared": home}}.
+    """
+    requireTools()
+    base = tmp_path_factory.mktemp("c-sdk-user")
+    homes = {}
+    for kind, options in (("static", []), ("shared", ["-DBUILD_SHARED_LIBS=ON"])):
+        build, home = base / f"build-{kind}", base / f"home-{kind}"
+        home.mkdir()
+        run(
+            ["cmake", "-S", SDK, "-B", build, "-DCMAKE_BUILD_TYPE=Release",
+             "-DLHTTP_BUILD_TESTS=OFF", *options],
+            timeout=120,
+        )
+        run(["cmake", "--build", build, "--parallel", "2"], timeout=300)
+        run(["cmake", "--install", build, "--prefix", home / ".local"], timeout=60)
+        homes[kind] = home
+    return homes
+
+
+def userEnv(home):
+    """
+    An environment like a fresh shell's: C{HOME} is C{home}, and nothing
+    points pkg-config or the runtime linker anywhere.
+    """
+    env = dict(os.environ, HOME=str(home))
+    for name in ("PKG_CONFIG_PATH", "LD_LIBRARY_PATH", "LIBRARY_PATH", "CPATH",
+                 "C_INCLUDE_PATH", "CFLAGS", "LDFLAGS"):
+        env.pop(name, None)
+    return env
+
+
+def test_pkgConfigFollowsInstallPrefix(userInstalls):
+    """
+    After C{cmake --install build --prefix DIR}, the installed pkg-config
+    files point at DIR, not at the configure-time C{/usr/local}.
+    """
+    for kind, home in userInstalls.items():
+        prefix = home / ".local"
+        env = userEnv(home)
+        [pcdir] = prefix.glob("lib*/**/pkgconfig")
+        env["PKG_CONFIG_PATH"] = str(pcdir)
+        for module in ("lhttp", "lhttp-codec"):
+            found = {
+                variable: run(
+                    ["pkg-config", f"--variable={variable}", module], timeout=30, env=env
+                ).stdout.strip()
+                for variable in ("prefix", "libdir", "includedir")
+            }
+            assert Path(found["prefix"]).resolve() == prefix.resolve(), (kind, module, found)
+            header = Path(found["includedir"]) / "lhttp" / "codec.h"
+            assert header.exists(), (kind, module, found)
+            library = f"lib{module}{'.a' if kind == 'static' else '.so'}"
+            assert (Path(found["libdir"]) / library).exists(), (kind, module, found)
 
 
 class Chat:
