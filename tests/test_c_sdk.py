@@ -330,6 +330,20 @@ def test_pkgConfigFollowsInstallPrefix(userInstalls):
             assert (Path(found["libdir"]) / library).exists(), (kind, module, found)
 
 
+def test_installedChatStarts(userInstalls):
+    """
+    The installed C{lhttp-chat} finds its libraries wherever the prefix is:
+    it prints its usage, not the runtime linker's complaint.
+    """
+    for kind, home in userInstalls.items():
+        result = subprocess.run(
+            [home / ".local" / "bin" / "lhttp-chat"],
+            capture_output=True, text=True, timeout=30, env=userEnv(home),
+        )
+        assert result.returncode == 2, (kind, result.stderr)
+        assert "usage" in result.stderr, (kind, result.stderr)
+
+
 class Chat:
     """
     A running C{lhttp-chat}: lines go to its stdin, its stdout is read back
