@@ -306,6 +306,38 @@ def userEnv(home):
     return env
 
 
+def cSdkSection():
+    """
+    The README's section on the C SDK, up to its terminal chat.
+    """
+    text = (ROOT / "README.rst").read_text()
+    start = text.index("\nC SDK and terminal chat\n")
+    return text[start:text.index("\nThe terminal chat\n", start)]
+
+
+def readmeShellLines(prefix):
+    """
+    The lines of the C SDK section's literal blocks that start with
+    C{prefix}, as they would be pasted.
+    """
+    return [
+        line.strip() for line in cSdkSection().splitlines()
+        if line.startswith("    " + prefix)
+    ]
+
+
+def readmePkgConfigPath():
+    """
+    The README's C{export PKG_CONFIG_PATH=...} line for an install under
+    C{$HOME/.local}.
+    """
+    [line] = [
+        line for line in readmeShellLines("export PKG_CONFIG_PATH=")
+        if "$HOME/.local" in line
+    ]
+    return line
+
+
 def test_pkgConfigFollowsInstallPrefix(userInstalls):
     """
     After C{cmake --install build --prefix DIR}, the installed pkg-config
@@ -342,6 +374,82 @@ def test_installedChatStarts(userInstalls):
         )
         assert result.returncode == 2, (kind, result.stderr)
         assert "usage" in result.stderr, (kind, result.stderr)
+
+
+LINK_PROGRAMS = {
+    "lhttp": (
+        "#include <lhttp/lhttp.h>\n"
+        "#include <stdio.h>\n"
+        "int main(void)\n"
+        "{\n"
+        "    lhttp_client_config config = {0};\n"
+        "    lhttp_client *client;\n"
+        "    config.url = \"ws://127.0.0.1:9/\";\n"
+        "    if (lhttp_client_new(&config, &client) != LHTTP_OK)\n"
+        "        return 1;\n"
+        "    lhttp_client_free(client);\n"
+        "    printf(\"client: %s\\n\", lhttp_strerror(LHTTP_OK));\n"
+        "    return 0;\n"
+        "}\n",
+        "client: ",
+    ),
+    "lhttp-codec": (
+        "#include <lhttp/codec.h>\n"
+        "#include <stdio.h>\n"
+        "#include <string.h>\n"
+        "int main(void)\n"
+        "{\n"
+        "    const char *data = \"LHTTP/1.0 chat\\r\\npublish:news\\r\\n\\r\\nhello\";\n"
+        "    lhttp_header headers[4];\n"
+        "    lhttp_message msg;\n"
+        "    if (lhttp_parse(data, strlen(data), &msg, headers, 4) != LHTTP_OK)\n"
+        "        return 1;\n"
+        "    printf(\"%.*s: %.*s\\n\", (int)msg.command.len, msg.command.ptr,\n"
+        "           (int)msg.body.len, msg.body.ptr);\n"
+        "    return 0;\n"
+        "}\n",
+        "chat: hello",
+    ),
+}
+
+
+def test_readmeLinkLinesWorkAsPasted(userInstalls, tmp_path):
+    """
+    Every C{cc ...} line of the README's C SDK section, pasted into a shell
+    in a fresh directory after the README's C{PKG_CONFIG_PATH} line, builds a
+    program that runs, with nothing else set: the C{--static} lines against
+    the default (static) install; the others against the shared install and,
+    since that is what a user gets by default, the static one too. A program
+    linked against the static install carries the SDK; one linked against the
+    shared install loads it at run time.
+    """
+    lines = readmeShellLines("cc ")
+    kinds = {
+        (("static" if "--static" in line else "shared"),
+         ("lhttp-codec" if "lhttp-codec" in line else "lhttp"))
+        for line in lines
+    }
+    assert kinds == {(k, m) for k in ("static", "shared") for m in LINK_PROGRAMS}, lines
+    for number, line in enumerate(lines):
+        module = "lhttp-codec" if "lhttp-codec" in line else "lhttp"
+        source, expected = LINK_PROGRAMS[module]
+        for kind in ("static",) if "--static" in line else ("shared", "static"):
+            home = userInstalls[kind]
+            directory = tmp_path / f"app{number}-{kind}"
+            directory.mkdir()
+            (directory / "app.c").write_text(source)
+            env = userEnv(home)
+            run(["sh", "-c", f"{readmePkgConfigPath()} && {line}"], timeout=120,
+                cwd=directory, env=env)
+            output = re.search(r"-o (\S+)", line)
+            binary = directory / (output.group(1) if output else "a.out")
+            result = run([binary], timeout=30, cwd=directory, env=env)
+            assert result.stdout.startswith(expected), (line, kind, result.stdout)
+            needed = run(["readelf", "-d", binary], timeout=30).stdout
+            if kind == "static":
+                assert "liblhttp" not in needed, (line, kind, needed)
+            else:
+                assert f"[lib{module}.so.0]" in needed, (line, kind, needed)
 
 
 class Chat:
