@@ -5,7 +5,9 @@ README says, and the C{lhttp-chat} example chatting with Python clients
 through a real C{twistd lhttp} node.
 
 The SDK is built once per module with clang, sanitizers and the fuzz target
-on. Missing tools fail the tests with the package to install: CI has them.
+on; and once more as a user builds it (static by default, and shared), each
+installed with C{cmake --install --prefix}, for the install and link lines.
+Missing tools fail the tests with the package to install: CI has them.
 """
 
 import os
@@ -35,6 +37,8 @@ FUZZ_RUNS = 300000
 TOOLS = {
     "cmake": "cmake",
     "clang": "clang and libclang-rt-14-dev",
+    "cc": "gcc",
+    "readelf": "binutils",
     "pkg-config": "pkg-config",
 }
 
@@ -53,6 +57,17 @@ def run(args, timeout, **kwargs):
     return result
 
 
+def requireTools():
+    """
+    Fail the test, naming the package to install, when a tool is missing.
+    """
+    for tool, package in TOOLS.items():
+        if shutil.which(tool) is None:
+            pytest.fail(f"the C SDK tests need {tool!r}: apt-get install {package}")
+    if subprocess.run(["pkg-config", "--exists", "libwebsockets"]).returncode != 0:
+        pytest.fail("the C SDK tests need libwebsockets: apt-get install libwebsockets-dev")
+
+
 @pytest.fixture(scope="module")
 def sdkBuild(tmp_path_factory):
     """
@@ -61,11 +76,7 @@ def sdkBuild(tmp_path_factory):
 
     @return: C{(buildDir, installPrefix)}.
     """
-    for tool, package in TOOLS.items():
-        if shutil.which(tool) is None:
-            pytest.fail(f"the C SDK tests need {tool!r}: apt-get install {package}")
-    if subprocess.run(["pkg-config", "--exists", "libwebsockets"]).returncode != 0:
-        pytest.fail("the C SDK tests need libwebsockets: apt-get install libwebsockets-dev")
+    requireTools()
     base = tmp_path_factory.mktemp("c-sdk")
     build, prefix = base / "build", base / "prefix"
     run(
@@ -254,6 +265,191 @@ def test_readmeExampleBuildsWithCMakePackage(sdkBuild, tmp_path):
     )
     run(["cmake", "--build", build], timeout=120)
     assert (build / "example").exists()
+
+
+@pytest.fixture(scope="module")
+def userInstalls(tmp_path_factory):
+    """
+    The SDK built the way the README says (Release, the default compiler, no
+    options) and, the other way it documents, with C{-DBUILD_SHARED_LIBS=ON};
+    each installed with C{cmake --install build --prefix $HOME/.local} into a
+    home of its own, after the build, as a user would.
+
+    @return: C{{"static": home, "shared": home}}.
+    """
+    requireTools()
+    base = tmp_path_factory.mktemp("c-sdk-user")
+    homes = {}
+    for kind, options in (("static", []), ("shared", ["-DBUILD_SHARED_LIBS=ON"])):
+        build, home = base / f"build-{kind}", base / f"home-{kind}"
+        home.mkdir()
+        run(
+            ["cmake", "-S", SDK, "-B", build, "-DCMAKE_BUILD_TYPE=Release",
+             "-DLHTTP_BUILD_TESTS=OFF", *options],
+            timeout=120,
+        )
+        run(["cmake", "--build", build, "--parallel", "2"], timeout=300)
+        run(["cmake", "--install", build, "--prefix", home / ".local"], timeout=60)
+        homes[kind] = home
+    return homes
+
+
+def userEnv(home):
+    """
+    An environment like a fresh shell's: C{HOME} is C{home}, and nothing
+    points pkg-config or the runtime linker anywhere.
+    """
+    env = dict(os.environ, HOME=str(home))
+    for name in ("PKG_CONFIG_PATH", "LD_LIBRARY_PATH", "LIBRARY_PATH", "CPATH",
+                 "C_INCLUDE_PATH", "CFLAGS", "LDFLAGS"):
+        env.pop(name, None)
+    return env
+
+
+def cSdkSection():
+    """
+    The README's section on the C SDK, up to its terminal chat.
+    """
+    text = (ROOT / "README.rst").read_text()
+    start = text.index("\nC SDK and terminal chat\n")
+    return text[start:text.index("\nThe terminal chat\n", start)]
+
+
+def readmeShellLines(prefix):
+    """
+    The lines of the C SDK section's literal blocks that start with
+    C{prefix}, as they would be pasted.
+    """
+    return [
+        line.strip() for line in cSdkSection().splitlines()
+        if line.startswith("    " + prefix)
+    ]
+
+
+def readmePkgConfigPath():
+    """
+    The README's C{export PKG_CONFIG_PATH=...} line for an install under
+    C{$HOME/.local}.
+    """
+    [line] = [
+        line for line in readmeShellLines("export PKG_CONFIG_PATH=")
+        if "$HOME/.local" in line
+    ]
+    return line
+
+
+def test_pkgConfigFollowsInstallPrefix(userInstalls):
+    """
+    After C{cmake --install build --prefix DIR}, the installed pkg-config
+    files point at DIR, not at the configure-time C{/usr/local}.
+    """
+    for kind, home in userInstalls.items():
+        prefix = home / ".local"
+        env = userEnv(home)
+        [pcdir] = prefix.glob("lib*/**/pkgconfig")
+        env["PKG_CONFIG_PATH"] = str(pcdir)
+        for module in ("lhttp", "lhttp-codec"):
+            found = {
+                variable: run(
+                    ["pkg-config", f"--variable={variable}", module], timeout=30, env=env
+                ).stdout.strip()
+                for variable in ("prefix", "libdir", "includedir")
+            }
+            assert Path(found["prefix"]).resolve() == prefix.resolve(), (kind, module, found)
+            header = Path(found["includedir"]) / "lhttp" / "codec.h"
+            assert header.exists(), (kind, module, found)
+            library = f"lib{module}{'.a' if kind == 'static' else '.so'}"
+            assert (Path(found["libdir"]) / library).exists(), (kind, module, found)
+
+
+def test_installedChatStarts(userInstalls):
+    """
+    The installed C{lhttp-chat} finds its libraries wherever the prefix is:
+    it prints its usage, not the runtime linker's complaint.
+    """
+    for kind, home in userInstalls.items():
+        result = subprocess.run(
+            [home / ".local" / "bin" / "lhttp-chat"],
+            capture_output=True, text=True, timeout=30, env=userEnv(home),
+        )
+        assert result.returncode == 2, (kind, result.stderr)
+        assert "usage" in result.stderr, (kind, result.stderr)
+
+
+LINK_PROGRAMS = {
+    "lhttp": (
+        "#include <lhttp/lhttp.h>\n"
+        "#include <stdio.h>\n"
+        "int main(void)\n"
+        "{\n"
+        "    lhttp_client_config config = {0};\n"
+        "    lhttp_client *client;\n"
+        "    config.url = \"ws://127.0.0.1:9/\";\n"
+        "    if (lhttp_client_new(&config, &client) != LHTTP_OK)\n"
+        "        return 1;\n"
+        "    lhttp_client_free(client);\n"
+        "    printf(\"client: %s\\n\", lhttp_strerror(LHTTP_OK));\n"
+        "    return 0;\n"
+        "}\n",
+        "client: ",
+    ),
+    "lhttp-codec": (
+        "#include <lhttp/codec.h>\n"
+        "#include <stdio.h>\n"
+        "#include <string.h>\n"
+        "int main(void)\n"
+        "{\n"
+        "    const char *data = \"LHTTP/1.0 chat\\r\\npublish:news\\r\\n\\r\\nhello\";\n"
+        "    lhttp_header headers[4];\n"
+        "    lhttp_message msg;\n"
+        "    if (lhttp_parse(data, strlen(data), &msg, headers, 4) != LHTTP_OK)\n"
+        "        return 1;\n"
+        "    printf(\"%.*s: %.*s\\n\", (int)msg.command.len, msg.command.ptr,\n"
+        "           (int)msg.body.len, msg.body.ptr);\n"
+        "    return 0;\n"
+        "}\n",
+        "chat: hello",
+    ),
+}
+
+
+def test_readmeLinkLinesWorkAsPasted(userInstalls, tmp_path):
+    """
+    Every C{cc ...} line of the README's C SDK section, pasted into a shell
+    in a fresh directory after the README's C{PKG_CONFIG_PATH} line, builds a
+    program that runs, with nothing else set: the C{--static} lines against
+    the default (static) install; the others against the shared install and,
+    since that is what a user gets by default, the static one too. A program
+    linked against the static install carries the SDK; one linked against the
+    shared install loads it at run time.
+    """
+    lines = readmeShellLines("cc ")
+    kinds = {
+        (("static" if "--static" in line else "shared"),
+         ("lhttp-codec" if "lhttp-codec" in line else "lhttp"))
+        for line in lines
+    }
+    assert kinds == {(k, m) for k in ("static", "shared") for m in LINK_PROGRAMS}, lines
+    for number, line in enumerate(lines):
+        module = "lhttp-codec" if "lhttp-codec" in line else "lhttp"
+        source, expected = LINK_PROGRAMS[module]
+        for kind in ("static",) if "--static" in line else ("shared", "static"):
+            home = userInstalls[kind]
+            directory = tmp_path / f"app{number}-{kind}"
+            directory.mkdir()
+            (directory / "app.c").write_text(source)
+            env = userEnv(home)
+            run(["sh", "-c", f"{readmePkgConfigPath()} && {line}"], timeout=120,
+                cwd=directory, env=env)
+            output = re.search(r"-o (\S+)", line)
+            binary = directory / (output.group(1) if output else "a.out")
+            result = run([binary], timeout=30, cwd=directory, env=env)
+            assert result.stdout.startswith(expected), (line, kind, result.stdout)
+            needed = run(["readelf", "-d", binary], timeout=30).stdout
+            if kind == "static":
+                assert "liblhttp" not in needed, (line, kind, needed)
+            else:
+                assert f"[lib{module}.so.0]" in needed, (line, kind, needed)
 
 
 class Chat:
