@@ -6,17 +6,15 @@ This is the one place that touches the global reactor.
 
 import os
 import socket
-from importlib import resources
-
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
-from twisted.web.static import File
 
 from lhttp.channels import DEFAULT_MAX_CHANNEL_LENGTH
+from lhttp.demo import DemoFiles, demoDirectory
 from lhttp.plugin import loadFilter, loadProcessor, processorPlugins
 from lhttp.server import (
     DEFAULT_HANDSHAKE_TIMEOUT,
@@ -299,10 +297,6 @@ def registerProcessors(server, options):
             )
 
 
-def demoDirectory():
-    return str(resources.files("lhttp") / "web")
-
-
 def makeSite(root, options):
     # Before the upgrade a WebSocket is an HTTP request: the HTTP idle
     # timeout is the handshake timeout (lifted once the WebSocket takes
@@ -353,7 +347,7 @@ def makeService(options):
     registerProcessors(server, options)
     root = server.resource()
     if options["demo"]:
-        root.putChild(b"demo", File(demoDirectory()))
+        root.putChild(b"demo", DemoFiles(demoDirectory()))
     site = makeSite(root, options)
 
     # Services stop in reverse order: ports first, then clients (1001),
