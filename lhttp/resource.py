@@ -154,7 +154,9 @@ class PublishResource(Resource):
         if size > limit:
             raise MessageTooLarge(f"the message is {size} bytes; the limit is {limit}")
         body.seek(0)
-        message = parse(body.read())
+        # The same header limits as a WebSocket message: the body is
+        # published as one, and subscribers' parsers should not meet more.
+        message = parse(body.read(), self._server.maxHeaders, self._server.maxHeaderLength)
         value = message.getHeader("publish")
         if value is None:
             raise MissingPublishHeader("the message has no 'publish' header")

@@ -58,6 +58,19 @@ class PublishResourceTests(SynchronousTestCase):
         self.assertEqual(code, 413)
         self.assertEqual(self.broker.published, [])
 
+    def test_headerLimits(self):
+        self.server.maxHeaders, self.server.maxHeaderLength = 3, 40
+        answers = [
+            (code, json.loads(content)["reason"])
+            for code, content in (
+                self.post(b"LHTTP/1.0 n\r\npublish:a\r\n" + b"h:v\r\n" * 3 + b"\r\n"),
+                self.post(b"LHTTP/1.0 n\r\npublish:a\r\nh:" + b"v" * 40 + b"\r\n\r\n"),
+            )
+        ]
+        self.assertEqual(answers, [(400, "too many headers"), (400, "header too long")])
+        self.assertEqual(self.broker.published, [])
+        self.assertEqual(self.post(b"LHTTP/1.0 n\r\npublish:a\r\nh:v\r\nh:v\r\n\r\n")[0], 200)
+
     def test_brokerUnavailable(self):
         self.broker.ready = False
         code, content = self.post(MESSAGE)
