@@ -3,7 +3,9 @@ The HTTP side: the Resource tree a node serves (and a user mounts in their
 own L{twisted.web.server.Site}), and C{POST /publish} (SPEC section 6).
 
 A WebSocket upgrade is accepted on every path; plain HTTP requests go to
-the tree's children (C{publish}, and C{demo} when enabled).
+the tree's children (C{publish}, and C{demo} when enabled). Every request
+to the tree, upgrade or not, must first call the node by one of its names
+(L{lhttp.hosts}).
 """
 
 import hmac
@@ -16,9 +18,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from lhttp.codec import parse
+from lhttp.hosts import hostName
 from lhttp.metrics import MetricsResource
 from lhttp.errors import (
     Forbidden,
+    HostNotAllowed,
     LHTTPError,
     errorFor,
     MessageTooLarge,
@@ -40,12 +44,15 @@ class LHTTPResource(Resource):
 
     def __init__(self, server):
         Resource.__init__(self)
+        self._server = server
         self._webSocket = WebSocketResource(server.factory)
         self.putChild(b"publish", PublishResource(server))
         self.putChild(b"health", HealthResource(server))
         self.putChild(b"metrics", MetricsResource(server.metrics))
 
     def getChildWithDefault(self, name, request):
+        if not self._server.hostPolicy.allowsRequest(request):
+            return ErrorResource(_hostNotAllowed(request))
         if isUpgrade(request):
             # The WebSocket takes the connection over: the HTTP channel's
             # idle timeout must not fire on it later.
@@ -56,6 +63,13 @@ class LHTTPResource(Resource):
         if name == b"" and not request.postpath:
             return self
         return Resource.getChildWithDefault(self, name, request)
+
+    def render(self, request):
+        # Reached without getChildWithDefault when mounted at /x and asked
+        # for /x itself.
+        if not self._server.hostPolicy.allowsRequest(request):
+            return ErrorResource(_hostNotAllowed(request)).render(request)
+        return Resource.render(self, request)
 
     def getChild(self, name, request):
         return notFound("Not found", "Connect with a WebSocket, or POST LHTTP messages to publish.")
@@ -77,6 +91,39 @@ def _json(request, status, document):
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"cache-control", b"no-store")
     return json.dumps(document).encode("utf-8") + b"\n"
+
+
+def _hostNotAllowed(request):
+    host = request.getHeader(b"host") or b""
+    name = (hostName(host) or host.decode("latin-1"))[:253]
+    return HostNotAllowed(
+        f"this node does not answer to the name {name!r} (a DNS rebinding attack?); "
+        f"if it is one of the node's names, start it with --allow-host {name}"
+    )
+
+
+class ErrorResource(Resource):
+    """
+    Answers every request with one L{LHTTPError}, as JSON.
+    """
+
+    isLeaf = True
+
+    def __init__(self, error):
+        Resource.__init__(self)
+        self.error = error
+
+    def render(self, request):
+        return errorResponse(request, self.error)
+
+
+def errorResponse(request, error):
+    """
+    Set C{request}'s status and headers for an L{LHTTPError}.
+
+    @return: the JSON body (C{status}, C{reason}, C{detail}) to write.
+    """
+    return _json(request, error.status, _errorDocument(error))
 
 
 class HealthResource(Resource):

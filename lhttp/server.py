@@ -11,6 +11,7 @@ from lhttp.channels import DEFAULT_MAX_CHANNEL_LENGTH, Channels, channelList
 from lhttp.dispatch import Dispatcher
 from lhttp.errors import BrokerUnavailable
 from lhttp.filters import standardFilters
+from lhttp.hosts import HostPolicy
 from lhttp.metrics import Metrics
 from lhttp.protocol import LHTTPServerFactory
 from lhttp.resource import LHTTPResource
@@ -57,6 +58,7 @@ class LHTTPServer:
         pingInterval=DEFAULT_PING_INTERVAL,
         pingTimeout=DEFAULT_PING_TIMEOUT,
         allowedOrigins=(),
+        allowedHosts=(),
     ):
         """
         @param broker: an L{lhttp.interfaces.IBroker}; default: a new
@@ -87,6 +89,11 @@ class LHTTPServer:
         @param allowedOrigins: Origin patterns browsers may connect from,
             besides the node's own origin (C{"*"}: any); see
             L{lhttp.origins}.
+        @param allowedHosts: host name patterns (C{*} wildcards; C{"*"}:
+            any) requests may call the node by in their C{Host} header,
+            besides C{localhost} and the address they connected to; others
+            get 403 (DNS rebinding); see L{lhttp.hosts}.
+        @raise ValueError: an C{allowedHosts} pattern is not a host name.
         """
         self.maxMessageSize = maxMessageSize
         self.maxSubscriptions = maxSubscriptions
@@ -101,6 +108,7 @@ class LHTTPServer:
         self.pingInterval = pingInterval
         self.pingTimeout = pingTimeout
         self.allowedOrigins = tuple(allowedOrigins)
+        self.hostPolicy = HostPolicy(allowedHosts)
         self.connections = set()
         self.metrics = Metrics(self)
         self.dispatcher = Dispatcher(self.metrics)

@@ -15,6 +15,7 @@ from twisted.web.server import Site
 
 from lhttp.channels import DEFAULT_MAX_CHANNEL_LENGTH
 from lhttp.demo import DemoFiles, demoDirectory
+from lhttp.hosts import checkHostPattern
 from lhttp.plugin import loadFilter, loadProcessor, processorPlugins
 from lhttp.server import (
     DEFAULT_HANDSHAKE_TIMEOUT,
@@ -117,11 +118,20 @@ class Options(usage.Options):
         self["upstream-headers"] = []
         self["nats"] = []
         self["allow-origin"] = []
+        self["allow-host"] = []
         self["filters"] = []
 
     def opt_allow_origin(self, pattern):
         """Let browser pages from this origin connect, a pattern matched against scheme://host[:port], e.g. https://*.example.com; '*' allows any. Repeatable. By default only the node's own origin and clients that send no Origin (non-browsers) may connect; others get 403 at the handshake."""
         self["allow-origin"].append(pattern)
+
+    def opt_allow_host(self, pattern):
+        """Answer to this host name in the Host header, e.g. chat.example.com or *.example.com; '*' allows any. Repeatable. By default only the address a client connected to, localhost, *.localhost, 127.0.0.1 and [::1] are the node's names; a request (WebSocket handshake, /publish, /health...) calling it by another name gets 403, so a DNS rebinding page cannot reach it."""
+        try:
+            checkHostPattern(pattern)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        self["allow-host"].append(pattern)
 
     def opt_filter(self, name):
         """Add a header filter: the dotted name of an IHeaderFilter class, factory or instance, e.g. lhttp_examples.auth.TokenAuthFilter. Repeatable; filters run in the order given, before the built-in ones."""
@@ -333,6 +343,7 @@ def makeService(options):
         pingInterval=options["ping-interval"],
         pingTimeout=options["ping-timeout"],
         allowedOrigins=options["allow-origin"],
+        allowedHosts=options["allow-host"],
         upstream=makeUpstream(
             reactor,
             options["upstream-allow"],

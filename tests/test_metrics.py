@@ -165,7 +165,7 @@ class MetricsResourceTests(SynchronousTestCase):
         self.http = StubTreq(self.server.resource())
 
     def scrape(self):
-        response = self.successResultOf(self.http.get("http://n/metrics"))
+        response = self.successResultOf(self.http.get("http://localhost/metrics"))
         self.assertEqual(response.code, 200)
         self.assertTrue(response.headers.getRawHeaders("content-type")[0].startswith("text/plain"))
         return samples(self.successResultOf(response.content()).decode())
@@ -176,14 +176,14 @@ class MetricsResourceTests(SynchronousTestCase):
         self.assertEqual(found[("lhttp_broker_info", frozenset({("kind", "recording")}))], 1)
         self.broker.ready = False
         self.assertEqual(self.scrape()[("lhttp_broker_ready", frozenset())], 0)
-        health = self.successResultOf(self.http.get("http://n/health"))
+        health = self.successResultOf(self.http.get("http://localhost/health"))
         self.assertEqual(health.code, 503)
         self.assertFalse(json.loads(self.successResultOf(health.content()))["ready"])
 
     def test_httpPublishAnswersByStatus(self):
         body = b"LHTTP/1.0 n\r\npublish:a\r\n\r\nx"
         for headers in ({"Authorization": "Bearer t"}, {}, {"Authorization": "Bearer t"}):
-            self.successResultOf(self.http.post("http://n/publish", data=body, headers=headers))
+            self.successResultOf(self.http.post("http://localhost/publish", data=body, headers=headers))
         found = self.scrape()
         self.assertEqual(found[("lhttp_http_publish_requests_total", frozenset({("status", "200")}))], 2)
         self.assertEqual(found[("lhttp_http_publish_requests_total", frozenset({("status", "401")}))], 1)

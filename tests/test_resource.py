@@ -28,7 +28,7 @@ class PublishResourceTests(SynchronousTestCase):
 
     def post(self, body, headers=None, path="publish"):
         response = self.successResultOf(
-            self.http.post(f"http://node/{path}", data=body, headers=headers)
+            self.http.post(f"http://localhost/{path}", data=body, headers=headers)
         )
         content = self.successResultOf(response.content())
         return response.code, content
@@ -87,14 +87,14 @@ class PublishResourceTests(SynchronousTestCase):
         self.assertEqual(len(self.subscriber.payloads()), 2)
 
     def test_getNotAllowed(self):
-        response = self.successResultOf(self.http.get("http://node/publish"))
+        response = self.successResultOf(self.http.get("http://localhost/publish"))
         self.assertEqual(response.code, 405)
 
     def test_rootAnswersPlainHTTP(self):
-        response = self.successResultOf(self.http.get("http://node/"))
+        response = self.successResultOf(self.http.get("http://localhost/"))
         self.assertEqual(response.code, 200)
         self.assertIn(b"WebSocket", self.successResultOf(response.content()))
-        response = self.successResultOf(self.http.get("http://node/nothing"))
+        response = self.successResultOf(self.http.get("http://localhost/nothing"))
         self.assertEqual(response.code, 404)
 
 
@@ -103,7 +103,7 @@ class EmbeddingTests(SynchronousTestCase):
         root = lhttp.resource(reactor=MemoryReactorClock())
         self.assertIsInstance(root.server, LHTTPServer)
         http = StubTreq(root)
-        response = self.successResultOf(http.post("http://node/publish", data=MESSAGE))
+        response = self.successResultOf(http.post("http://localhost/publish", data=MESSAGE))
         self.assertEqual(response.code, 200)
 
 
@@ -118,7 +118,7 @@ class PublisherTests(SynchronousTestCase):
         from lhttp.publisher import publish
 
         answer = self.successResultOf(
-            publish(["room"], "notice", [("from", "billing")], "paid", url="http://n/publish", token="t", treq=self.http)
+            publish(["room"], "notice", [("from", "billing")], "paid", url="http://localhost/publish", token="t", treq=self.http)
         )
         self.assertEqual(answer["channels"], ["room"])
         self.assertEqual(
@@ -128,7 +128,7 @@ class PublisherTests(SynchronousTestCase):
     def test_refused(self):
         from lhttp.publisher import PublishRefused, publish
 
-        failure = self.failureResultOf(publish("room", url="http://n/publish", token="bad", treq=self.http))
+        failure = self.failureResultOf(publish("room", url="http://localhost/publish", token="bad", treq=self.http))
         failure.trap(PublishRefused)
         self.assertEqual(failure.value.status, 403)
         self.assertEqual(self.subscriber.payloads(), [])
@@ -138,14 +138,14 @@ class HealthTests(SynchronousTestCase):
     def test_readinessFollowsBroker(self):
         broker = RecordingBroker()
         http = StubTreq(LHTTPServer(broker=broker, reactor=MemoryReactorClock()).resource())
-        response = self.successResultOf(http.get("http://n/health"))
+        response = self.successResultOf(http.get("http://localhost/health"))
         self.assertEqual(response.code, 200)
         self.assertTrue(json.loads(self.successResultOf(response.content()))["ready"])
         broker.ready = False
-        response = self.successResultOf(http.get("http://n/health"))
+        response = self.successResultOf(http.get("http://localhost/health"))
         self.assertEqual(response.code, 503)
         self.assertEqual(json.loads(self.successResultOf(response.content()))["broker"]["kind"], "recording")
-        response = self.successResultOf(http.get("http://n/health/live"))
+        response = self.successResultOf(http.get("http://localhost/health/live"))
         self.assertEqual(response.code, 200)
 
 
@@ -158,7 +158,7 @@ class ConfirmedPublishTests(SynchronousTestCase):
         self.http = StubTreq(self.server.resource())
 
     def test_answersAfterConfirmation(self):
-        d = self.http.post("http://n/publish", data=MESSAGE)
+        d = self.http.post("http://localhost/publish", data=MESSAGE)
         self.assertNoResult(d)
         self.broker.pendingConfirmations[0].callback(None)
         self.http.flush()
@@ -167,7 +167,7 @@ class ConfirmedPublishTests(SynchronousTestCase):
     def test_unconfirmedIs503(self):
         from lhttp.errors import BrokerUnavailable
 
-        d = self.http.post("http://n/publish", data=MESSAGE)
+        d = self.http.post("http://localhost/publish", data=MESSAGE)
         self.broker.pendingConfirmations[0].errback(BrokerUnavailable("lost"))
         self.http.flush()
         response = self.successResultOf(d)

@@ -44,7 +44,8 @@ class OptionsTests(SynchronousTestCase):
     def test_helpDocumentsEveryOption(self):
         text = str(Options())
         for name in ("--port", "--listen", "--processor", "--publish-token", "--max-message-size",
-                     "--max-subscriptions", "--max-channel-length", "--demo", "--no-plugins", "--access-log"):
+                     "--max-subscriptions", "--max-channel-length", "--demo", "--no-plugins", "--access-log",
+                     "--allow-host"):
             self.assertIn(name, text)
 
 
