@@ -16,9 +16,11 @@ from twisted.logger import Logger
 from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
 
 from lhttp.codec import parse
 from lhttp.hosts import hostName
+from lhttp.interfaces import IBodyLimit
 from lhttp.metrics import MetricsResource
 from lhttp.errors import (
     Forbidden,
@@ -102,9 +104,11 @@ def _hostNotAllowed(request):
     )
 
 
+@implementer(IBodyLimit)
 class ErrorResource(Resource):
     """
-    Answers every request with one L{LHTTPError}, as JSON.
+    Answers every request with one L{LHTTPError}, as JSON; under
+    L{lhttp.site.LHTTPSite}, before reading any body.
     """
 
     isLeaf = True
@@ -115,6 +119,12 @@ class ErrorResource(Resource):
 
     def render(self, request):
         return errorResponse(request, self.error)
+
+    def bodyLimit(self, request, length):
+        raise self.error
+
+    def renderRefusal(self, request, error):
+        return errorResponse(request, error)
 
 
 def errorResponse(request, error):
@@ -150,6 +160,7 @@ class HealthResource(Resource):
         )
 
 
+@implementer(IBodyLimit)
 class PublishResource(Resource):
     """
     C{POST /publish}: the body is an LHTTP message, published verbatim to
@@ -159,6 +170,10 @@ class PublishResource(Resource):
     bad channel; 401/403 when a publish token is configured and the request
     has none or a wrong one (C{Authorization: Bearer <token>}); 413 larger
     than the message size limit; 503 when the broker cannot take it.
+
+    Under L{lhttp.site.LHTTPSite} the token and an announced size are
+    checked as soon as the headers are in (L{bodyLimit}), before the body
+    is read; they are checked again here, for any other Site.
     """
 
     isLeaf = True
@@ -183,6 +198,18 @@ class PublishResource(Resource):
         )
         confirmed.addCallback(self._finish, request)
         return NOT_DONE_YET
+
+    def bodyLimit(self, request, length):
+        limit = self._server.maxMessageSize
+        if request.method == b"POST":
+            self._authorize(request)
+            if length is not None and length > limit:
+                raise MessageTooLarge(f"the message is {length} bytes; the limit is {limit}")
+        return limit
+
+    def renderRefusal(self, request, error):
+        self._server.metrics.httpPublishAnswered(error.status)
+        return errorResponse(request, error)
 
     def _finish(self, answer, request):
         self._server.metrics.httpPublishAnswered(answer[0])

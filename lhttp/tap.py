@@ -6,12 +6,12 @@ This is the one place that touches the global reactor.
 
 import os
 import socket
+
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.web.server import Site
 
 from lhttp.channels import DEFAULT_MAX_CHANNEL_LENGTH
 from lhttp.demo import DemoFiles, demoDirectory
@@ -29,6 +29,7 @@ from lhttp.server import (
     DEFAULT_PING_TIMEOUT,
     LHTTPServer,
 )
+from lhttp.site import LHTTPSite
 from lhttp.upstream import (
     DEFAULT_MAX_PENDING,
     DEFAULT_MAX_RESPONSE,
@@ -281,7 +282,7 @@ class ClientsService(Service):
             log.warn("{left} client connection(s) did not close in time; dropped", left=left)
 
 
-class _QuietSite(Site):
+class _QuietSite(LHTTPSite):
     """
     A Site with no per-request access log: publishing is per message, and
     logging each one costs more than the publish.
@@ -307,14 +308,15 @@ def registerProcessors(server, options):
             )
 
 
-def makeSite(root, options):
+def makeSite(root, server, options):
     # Before the upgrade a WebSocket is an HTTP request: the HTTP idle
     # timeout is the handshake timeout (lifted once the WebSocket takes
-    # over; see lhttp.resource).
-    timeout = options["handshake-timeout"]
+    # over; see lhttp.resource). No body in the node's tree is useful
+    # beyond a message: none is read past that, or kept on disk.
+    kwargs = dict(timeout=options["handshake-timeout"], maxBodySize=server.maxMessageSize)
     if options["access-log"]:
-        return Site(root, logPath=options["access-log"], timeout=timeout)
-    return _QuietSite(root, timeout=timeout)
+        return LHTTPSite(root, server, logPath=options["access-log"], **kwargs)
+    return _QuietSite(root, server, **kwargs)
 
 
 def makeService(options):
@@ -359,7 +361,7 @@ def makeService(options):
     root = server.resource()
     if options["demo"]:
         root.putChild(b"demo", DemoFiles(demoDirectory()))
-    site = makeSite(root, options)
+    site = makeSite(root, server, options)
 
     # Services stop in reverse order: ports first, then clients (1001),
     # then the broker (drained last, so closing clients can still publish).
