@@ -38,6 +38,24 @@ def isUpgrade(request):
     return upgrade is not None and upgrade.lower() == b"websocket"
 
 
+class _WebSocketResource(WebSocketResource):
+    """
+    Autobahn's resource, telling the HTTP channel first that the WebSocket
+    takes the connection over: its HTTP-phase timers must not fire on it
+    later, and under L{lhttp.site.LHTTPSite} it stops counting as a pending
+    connection.
+    """
+
+    def render(self, request):
+        channel = request.channel
+        upgrading = getattr(channel, "upgrading", None)
+        if upgrading is not None:
+            upgrading()
+        elif getattr(channel, "setTimeout", None) is not None:
+            channel.setTimeout(None)
+        return WebSocketResource.render(self, request)
+
+
 class LHTTPResource(Resource):
     """
     The root of a node's tree: WebSocket upgrades on any path below it,
@@ -47,7 +65,7 @@ class LHTTPResource(Resource):
     def __init__(self, server):
         Resource.__init__(self)
         self._server = server
-        self._webSocket = WebSocketResource(server.factory)
+        self._webSocket = _WebSocketResource(server.factory)
         self.putChild(b"publish", PublishResource(server))
         self.putChild(b"health", HealthResource(server))
         self.putChild(b"metrics", MetricsResource(server.metrics))
@@ -56,11 +74,6 @@ class LHTTPResource(Resource):
         if not self._server.hostPolicy.allowsRequest(request):
             return ErrorResource(_hostNotAllowed(request))
         if isUpgrade(request):
-            # The WebSocket takes the connection over: the HTTP channel's
-            # idle timeout must not fire on it later.
-            setTimeout = getattr(request.channel, "setTimeout", None)
-            if setTimeout is not None:
-                setTimeout(None)
             return self._webSocket
         if name == b"" and not request.postpath:
             return self

@@ -22,6 +22,7 @@ DEFAULT_MAX_SUBSCRIPTIONS = 1000
 DEFAULT_MAX_HEADERS = 100
 DEFAULT_MAX_HEADER_LENGTH = 8192
 DEFAULT_MAX_CONNECTIONS = 10000
+DEFAULT_MAX_PENDING_CONNECTIONS = 1000
 DEFAULT_MAX_SEND_BUFFER = 1024 * 1024
 DEFAULT_SLOW_CONSUMER_GRACE = 10.0
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
@@ -52,6 +53,7 @@ class LHTTPServer:
         maxHeaders=DEFAULT_MAX_HEADERS,
         maxHeaderLength=DEFAULT_MAX_HEADER_LENGTH,
         maxConnections=DEFAULT_MAX_CONNECTIONS,
+        maxPendingConnections=DEFAULT_MAX_PENDING_CONNECTIONS,
         maxSendBuffer=DEFAULT_MAX_SEND_BUFFER,
         slowConsumerGrace=DEFAULT_SLOW_CONSUMER_GRACE,
         handshakeTimeout=DEFAULT_HANDSHAKE_TIMEOUT,
@@ -75,14 +77,19 @@ class LHTTPServer:
             default: off, C{upstream} headers get a 403.
         @param maxHeaders: header lines per message (over: a 400 error reply).
         @param maxHeaderLength: bytes per start or header line (over: 400).
-        @param maxConnections: WebSocket connections at once (over: 503 at
-            the handshake).
+        @param maxConnections: connections at once, WebSockets and those
+            still in their HTTP phase (over: 503 at the handshake).
+        @param maxPendingConnections: connections still in their HTTP phase
+            (not yet WebSockets) at once, under L{lhttp.site.LHTTPSite};
+            over it the one in that phase longest is dropped with 503.
         @param maxSendBuffer: bytes queued for a client that does not read,
             beyond the kernel's and the transport's buffers; over it the
             client is closed with 1008 (a slow consumer).
         @param slowConsumerGrace: seconds a slow consumer has to read its
             close frame before the connection is dropped.
-        @param handshakeTimeout: seconds for the WebSocket opening handshake.
+        @param handshakeTimeout: seconds for the WebSocket opening handshake,
+            and, under L{lhttp.site.LHTTPSite}, for any request to arrive
+            whole, from its first byte.
         @param pingInterval: seconds between keep-alive pings (0: none).
         @param pingTimeout: seconds a peer has to answer a ping before it
             is dropped as dead.
@@ -102,6 +109,7 @@ class LHTTPServer:
         self.maxHeaders = maxHeaders
         self.maxHeaderLength = maxHeaderLength
         self.maxConnections = maxConnections
+        self.maxPendingConnections = maxPendingConnections
         self.maxSendBuffer = maxSendBuffer
         self.slowConsumerGrace = slowConsumerGrace
         self.handshakeTimeout = handshakeTimeout

@@ -23,6 +23,7 @@ from lhttp.server import (
     DEFAULT_MAX_HEADER_LENGTH,
     DEFAULT_MAX_HEADERS,
     DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_PENDING_CONNECTIONS,
     DEFAULT_MAX_SEND_BUFFER,
     DEFAULT_MAX_SUBSCRIPTIONS,
     DEFAULT_PING_INTERVAL,
@@ -85,12 +86,20 @@ class Options(usage.Options):
         ["max-header-length", None, DEFAULT_MAX_HEADER_LENGTH,
          "Bytes per start or header line (over it: a 400 error reply).", int],
         ["max-connections", None, None,
-         "WebSocket connections at once; over it the handshake gets 503. "
+         "Connections at once, WebSockets and those still in their HTTP phase; over it the "
+         "handshake gets 503. "
          f"Default: {DEFAULT_MAX_CONNECTIONS}, or less if the open-files limit is lower.", int],
+        ["max-pending-connections", None, DEFAULT_MAX_PENDING_CONNECTIONS,
+         "Connections in their HTTP phase (not yet WebSockets: handshakes, /publish) at once. "
+         "A new connection over this or --max-connections makes room by dropping the pending "
+         "connection whose request started longest ago (a 503 if mid-request); if none can go, "
+         "it gets 503 at once.", int],
         ["max-send-buffer", None, DEFAULT_MAX_SEND_BUFFER,
          "Bytes queued for a client that stops reading before it is closed with 1008 (slow consumer).", int],
         ["handshake-timeout", None, DEFAULT_HANDSHAKE_TIMEOUT,
-         "Seconds a client has to finish the WebSocket opening handshake.", float],
+         "Seconds a client has to finish the WebSocket opening handshake, and any HTTP "
+         "request (a /publish body too) to arrive whole, from its first byte; then 408 "
+         "and the connection is dropped.", float],
         ["ping-interval", None, DEFAULT_PING_INTERVAL,
          "Seconds between keep-alive pings to each client (0: none).", float],
         ["ping-timeout", None, DEFAULT_PING_TIMEOUT,
@@ -199,7 +208,10 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
         if self["upstream-timeout"] <= 0:
             raise usage.UsageError("--upstream-timeout must be positive")
+        if self["handshake-timeout"] <= 0:
+            raise usage.UsageError("--handshake-timeout must be positive")
         for name in ("max-message-size", "max-subscriptions", "max-channel-length",
+                     "max-connections", "max-pending-connections",
                      "upstream-max-response", "upstream-concurrency"):
             if self[name] < 1:
                 raise usage.UsageError(f"--{name} must be a positive integer")
@@ -340,6 +352,7 @@ def makeService(options):
         maxHeaders=options["max-headers"],
         maxHeaderLength=options["max-header-length"],
         maxConnections=options["max-connections"],
+        maxPendingConnections=options["max-pending-connections"],
         maxSendBuffer=options["max-send-buffer"],
         handshakeTimeout=options["handshake-timeout"],
         pingInterval=options["ping-interval"],

@@ -233,3 +233,131 @@ class NodeSiteTests(SiteTestsMixin, SynchronousTestCase):
         channel, transport = self.connect()
         channel.dataReceived(request(b"/health", b"Content-Length: 10", method=b"GET") + b"x" * 10)
         self.assertEqual(status(transport.value()), 200)
+
+
+class HTTPPhaseTests(SiteTestsMixin, SynchronousTestCase):
+    """
+    The deadline on a request's arrival, and the pending-connection limits
+    (issue 12, item 5).
+    """
+
+    def setUp(self):
+        SiteTestsMixin.setUp(self)
+        self.timeout = self.site.handshakeTimeout
+
+    def test_trickledRequestCutOffAtTheDeadline(self):
+        channel, transport = self.connect()
+        head = request(b"/", b"Upgrade: websocket")
+        for n in range(int(self.timeout) - 1):
+            channel.dataReceived(head[n:n + 1])
+            self.clock.advance(1)
+        self.assertEqual(transport.value(), b"")
+        self.clock.advance(1)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 408 "))
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.server.metrics.httpDropped, {"deadline": 1})
+        self.assertEqual(self.site.pendingCount(), 0)
+        exposition = self.server.metrics.render()
+        self.assertIn(b'lhttp_http_dropped_total{reason="deadline"} 1.0', exposition)
+        self.assertIn(b"lhttp_pending_connections 0.0", exposition)
+
+    def test_silentConnectionDroppedWithoutAnswer(self):
+        channel, transport = self.connect()
+        self.clock.advance(self.timeout)
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(transport.disconnecting)
+
+    def test_unreadAnswerAborted(self):
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET")
+        self.clock.advance(self.timeout)
+        self.assertFalse(transport.aborted)
+        self.clock.advance(2)
+        self.assertTrue(transport.aborted)
+
+    def test_deadlineRestartsForEachRequest(self):
+        channel, transport = self.connect()
+        self.clock.advance(self.timeout - 1)
+        channel.dataReceived(request(b"/health/live", method=b"GET"))
+        self.assertIn(b"200 OK", transport.value())
+        transport.clear()
+        # Kept alive; the next request has its own deadline from its first
+        # byte.
+        self.clock.advance(self.timeout - 1)
+        channel.dataReceived(b"GET /health/live HTTP/1.1\r\n")
+        self.clock.advance(self.timeout - 1)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 408 "))
+
+    def test_upgradeEndsPending(self):
+        channel, transport = self.connect()
+        self.assertEqual(self.site.pendingCount(), 1)
+        self.assertEqual(self.server.metrics.pendingConnections, 1)
+        channel.upgrading()
+        self.assertEqual(self.site.pendingCount(), 0)
+        self.assertEqual(self.server.metrics.pendingConnections, 0)
+        self.clock.advance(self.timeout * 10)
+        self.assertFalse(transport.disconnecting)
+
+    def test_overThePendingLimitTheOldestGoes(self):
+        self.site.maxPendingConnections = 2
+        (first, firstTransport), (second, secondTransport) = self.connect(), self.connect()
+        first.dataReceived(b"GET / HTTP/1.1\r\n")
+        self.clock.advance(1)
+        second.dataReceived(b"GET / HTTP/1.1\r\n")
+        third, thirdTransport = self.connect()
+        self.assertTrue(firstTransport.value().startswith(b"HTTP/1.1 503 "))
+        self.assertTrue(firstTransport.disconnecting)
+        self.assertFalse(secondTransport.disconnecting or thirdTransport.disconnecting)
+        self.assertEqual(self.site.pendingCount(), 2)
+        self.assertEqual(self.server.metrics.httpDropped, {"evicted": 1})
+
+    def test_idleKeptAliveConnectionGoesQuietly(self):
+        self.site.maxPendingConnections = 2
+        idle, idleTransport = self.connect()
+        idle.dataReceived(request(b"/health/live", method=b"GET"))
+        idleTransport.clear()
+        busy, busyTransport = self.connect()
+        busy.dataReceived(b"GET / HTTP/1.1\r\n")
+        self.connect()
+        # It was between requests: no answer to a request it did not send.
+        self.assertEqual(idleTransport.value(), b"")
+        self.assertTrue(idleTransport.disconnecting)
+        self.assertFalse(busyTransport.disconnecting)
+
+    def test_connectionAwaitingItsAnswerIsNotDropped(self):
+        from test_server import SlowBroker
+
+        broker = SlowBroker()
+        self.server = LHTTPServer(broker=broker, reactor=self.clock)
+        self.site = LHTTPSite(self.server.resource(), self.server, reactor=self.clock)
+        self.site.maxPendingConnections = 1
+        waiting, waitingTransport = self.connect()
+        waiting.dataReceived(request(b"/publish", b"Content-Length: %d" % len(MESSAGE)) + MESSAGE)
+        refused, refusedTransport = self.connect()
+        self.assertTrue(refusedTransport.value().startswith(b"HTTP/1.1 503 "))
+        self.assertTrue(refusedTransport.disconnecting)
+        self.assertFalse(waitingTransport.disconnecting)
+        broker.pendingConfirmations[0].callback(None)
+        self.assertIn(b"200 OK", waitingTransport.value())
+
+    def test_pendingCountAgainstMaxConnections(self):
+        self.server.maxConnections = self.site.maxConnections = 3
+        self.server.factory.countConnections = 1
+        (first, firstTransport), (second, secondTransport) = self.connect(), self.connect()
+        third, thirdTransport = self.connect()
+        self.assertTrue(firstTransport.disconnecting)
+        self.assertFalse(secondTransport.disconnecting or thirdTransport.disconnecting)
+        # Every slot a WebSocket: nothing to drop, the newcomer is refused.
+        self.server.factory.countConnections = 3
+        fourth, fourthTransport = self.connect()
+        self.assertTrue(fourthTransport.value().startswith(b"HTTP/1.1 503 "))
+        self.assertFalse(secondTransport.disconnecting)
+        self.assertEqual(self.server.metrics.httpDropped, {"evicted": 1, "refused": 1})
+
+    def test_closedConnectionLeavesPending(self):
+        channel, transport = self.connect()
+        channel.connectionLost(None)
+        self.assertEqual(self.site.pendingCount(), 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])

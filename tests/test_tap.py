@@ -40,12 +40,14 @@ class OptionsTests(SynchronousTestCase):
 
     def test_limitsMustBePositive(self):
         self.assertRaises(usage.UsageError, self.parse, "--max-message-size", "0")
+        self.assertRaises(usage.UsageError, self.parse, "--max-pending-connections", "0")
+        self.assertRaises(usage.UsageError, self.parse, "--handshake-timeout", "0")
 
     def test_helpDocumentsEveryOption(self):
         text = str(Options())
         for name in ("--port", "--listen", "--processor", "--publish-token", "--max-message-size",
                      "--max-subscriptions", "--max-channel-length", "--demo", "--no-plugins", "--access-log",
-                     "--allow-host"):
+                     "--allow-host", "--max-pending-connections"):
             self.assertIn(name, text)
 
 
@@ -53,7 +55,8 @@ class ServiceTests(SynchronousTestCase):
     def test_serviceTree(self):
         options = Options()
         options.parseOptions(["--no-plugins", "-l", "tcp:0:interface=127.0.0.1", "-l", "tcp:0:interface=127.0.0.1",
-                              "--processor", f"echo={__name__}.Echo", "--max-subscriptions", "7"])
+                              "--processor", f"echo={__name__}.Echo", "--max-subscriptions", "7",
+                              "--max-pending-connections", "9", "--allow-host", "chat.example.com"])
         service = makeService(options)
         children = list(service)
         self.assertEqual([type(c).__name__ for c in children],
@@ -61,3 +64,7 @@ class ServiceTests(SynchronousTestCase):
         server = service.lhttpServer
         self.assertIsInstance(server.dispatcher.getProcessor("echo"), Echo)
         self.assertEqual(server.maxSubscriptions, 7)
+        self.assertEqual(server.maxPendingConnections, 9)
+        self.assertEqual(server.hostPolicy.patterns, ("chat.example.com",))
+        site = children[1].factory
+        self.assertEqual((site.maxPendingConnections, site.maxBodySize), (9, server.maxMessageSize))
