@@ -41,8 +41,8 @@ against any limit, so a few hundred locked real clients out. Here:
 Embedding: serve your tree with C{LHTTPSite(root, server)} instead of
 C{Site(root)} and C{/publish} gets the same protection wherever it is
 mounted; your own resources keep Twisted's handling of bodies (and no
-deadline on them) unless you pass C{maxBodySize}; the pending-connection
-limits cover the whole site.
+deadline once their head is in) unless you pass C{maxBodySize}; the
+pending-connection limits cover the whole site.
 """
 
 from io import BytesIO
