@@ -14,10 +14,9 @@ import argparse
 from twisted.internet import endpoints, task
 from twisted.internet.defer import Deferred
 from twisted.web.resource import Resource
-from twisted.web.server import Site
 from twisted.web.static import Data
 
-from lhttp import LHTTPServer
+from lhttp import LHTTPServer, LHTTPSite
 
 
 def makeSite(reactor):
@@ -26,7 +25,7 @@ def makeSite(reactor):
 
     server = LHTTPServer(reactor=reactor)
     root.putChild(b"lhttp", server.resource())
-    return Site(root)
+    return LHTTPSite(root, server)
 
 
 def main(reactor, *argv):

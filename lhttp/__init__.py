@@ -8,6 +8,7 @@ The public API::
     server = LHTTPServer()
     server.addProcessor("echo", EchoProcessor())
     root.putChild(b"lhttp", server.resource())
+    site = LHTTPSite(root, server)
 """
 
 __version__ = "0.1.0"
@@ -16,6 +17,7 @@ from lhttp.codec import Message, Part, parse, parseMultipart, serialize, seriali
 from lhttp.dispatch import HeaderFilter, Processor
 from lhttp.errors import LHTTPError
 from lhttp.server import LHTTPServer
+from lhttp.site import LHTTPSite
 
 
 def resource(**kwargs):
@@ -34,6 +36,7 @@ __all__ = [
     "HeaderFilter",
     "LHTTPError",
     "LHTTPServer",
+    "LHTTPSite",
     "Message",
     "Part",
     "Processor",

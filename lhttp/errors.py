@@ -94,6 +94,16 @@ class Forbidden(LHTTPError):
     reason = "forbidden"
 
 
+class HostNotAllowed(Forbidden):
+    """
+    The request calls the node by a name that is not one of its own (its
+    C{Host} header): a DNS rebinding attack, or a name to add with
+    C{--allow-host} (see L{lhttp.hosts}).
+    """
+
+    reason = "host not allowed"
+
+
 class MessageTooLarge(LHTTPError):
     """
     A message is larger than the configured limit.

@@ -289,3 +289,37 @@ class IUpstream(Interface):
             L{None} when responses are not relayed; failing with an
             L{lhttp.errors.LHTTPError} (502, 504) for the sender.
         """
+
+
+class IBodyLimit(Interface):
+    """
+    A resource that judges a request by its head (method, path, headers)
+    before any of its body is read, so that L{lhttp.site.LHTTPSite} neither
+    stores nor waits for a body it would refuse.
+
+    The site finds the resource a request goes to as soon as its headers
+    are in (the traversal it would do anyway, done early) and asks it.
+    """
+
+    def bodyLimit(request, length):
+        """
+        @param request: the L{twisted.web.iweb.IRequest}; its method, path
+            and headers are set, its body is not read yet.
+        @param length: the announced C{Content-Length}, or L{None} for a
+            chunked body.
+        @return: the largest body, in bytes, this resource takes; a larger
+            one is refused with 413 (at once when announced, else when the
+            body grows past it).
+        @raise lhttp.errors.LHTTPError: refuse the request now, with its
+            status (a missing or wrong credential, say).
+        """
+
+    def renderRefusal(request, error):
+        """
+        Answer a request refused before its body was read.
+
+        @param error: the L{lhttp.errors.LHTTPError}, from L{bodyLimit} or
+            a 413 for a body that grew past the limit.
+        @return: the response body (L{bytes}), having set the status and
+            headers on C{request}.
+        """

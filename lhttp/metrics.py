@@ -30,6 +30,11 @@ Metrics (counters end in C{_total} on the wire):
   - C{lhttp_slow_consumer_disconnects_total}: connections closed because
     they stopped reading and their send buffer filled
     (L{Metrics.slowConsumerDisconnected}).
+  - C{lhttp_http_dropped_total{reason}}: connections dropped in their
+    HTTP phase, before any WebSocket: C{deadline} (the request did not
+    arrive whole within the handshake timeout), C{evicted} (the oldest
+    pending one, to make room), C{refused} (no room at all).
+  - C{lhttp_pending_connections}: connections in their HTTP phase (gauge).
   - C{lhttp_channels}: channels with local subscribers (gauge).
   - C{lhttp_broker_ready}: 1 while the broker takes publishes (gauge).
   - C{lhttp_broker_info{kind}}: always 1; C{kind} from the broker's
@@ -69,6 +74,9 @@ class Metrics:
     @ivar errors: status -> error replies sent.
     @ivar httpPublishes: HTTP status -> C{POST /publish} answers.
     @ivar slowConsumerDisconnects: see L{slowConsumerDisconnected}.
+    @ivar httpDropped: reason -> connections dropped in their HTTP phase.
+    @ivar pendingConnections: connections in their HTTP phase, kept by
+        L{lhttp.site.LHTTPSite}.
     """
 
     def __init__(self, server=None, processMetrics=True):
@@ -84,6 +92,8 @@ class Metrics:
         self.errors = {}
         self.httpPublishes = {}
         self.slowConsumerDisconnects = 0
+        self.httpDropped = {}
+        self.pendingConnections = 0
         self._server = server
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(self))
@@ -124,6 +134,14 @@ class Metrics:
         closed because it stopped reading and its buffer filled.
         """
         self.slowConsumerDisconnects += 1
+
+    def httpConnectionDropped(self, reason):
+        """
+        The hook for L{lhttp.site}: a connection was dropped in its HTTP
+        phase, for C{reason} (C{"deadline"}, C{"evicted"}, C{"refused"}).
+        """
+        dropped = self.httpDropped
+        dropped[reason] = dropped.get(reason, 0) + 1
 
     def observeUpstream(self, seconds, status):
         """
@@ -193,6 +211,14 @@ class _Collector:
             "lhttp_slow_consumer_disconnects",
             "Connections closed because they stopped reading and their send buffer filled.",
             m.slowConsumerDisconnects,
+        )
+        yield _labelled(
+            "lhttp_http_dropped", "Connections dropped in their HTTP phase, by reason.",
+            "reason", m.httpDropped,
+        )
+        yield _gauge(
+            "lhttp_pending_connections", "Connections in their HTTP phase, not yet WebSockets.",
+            m.pendingConnections,
         )
         server = m._server
         if server is None:

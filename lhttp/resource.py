@@ -4,7 +4,8 @@ own L{twisted.web.server.Site}), and C{POST /publish} (SPEC section 6).
 
 A WebSocket upgrade is accepted on every path; plain HTTP requests go to
 the tree's children (C{publish}, C{health}, C{metrics}, and C{demo} when
-enabled).
+enabled). Every request to the tree, upgrade or not, must first call the
+node by one of its names (L{lhttp.hosts}).
 """
 
 import json
@@ -14,16 +15,37 @@ from twisted.logger import Logger
 from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
 
 from lhttp.bearer import checkBearer
 from lhttp.codec import parse
+from lhttp.hosts import hostName
+from lhttp.interfaces import IBodyLimit
 from lhttp.metrics import MetricsResource
-from lhttp.errors import LHTTPError, MessageTooLarge, MissingPublishHeader, errorFor
+from lhttp.errors import HostNotAllowed, LHTTPError, MessageTooLarge, MissingPublishHeader, errorFor
 
 
 def isUpgrade(request):
     upgrade = request.getHeader(b"upgrade")
     return upgrade is not None and upgrade.lower() == b"websocket"
+
+
+class _WebSocketResource(WebSocketResource):
+    """
+    Autobahn's resource, telling the HTTP channel first that the WebSocket
+    takes the connection over: its HTTP-phase timers must not fire on it
+    later, and under L{lhttp.site.LHTTPSite} it stops counting as a pending
+    connection.
+    """
+
+    def render(self, request):
+        channel = request.channel
+        upgrading = getattr(channel, "upgrading", None)
+        if upgrading is not None:
+            upgrading()
+        elif getattr(channel, "setTimeout", None) is not None:
+            channel.setTimeout(None)
+        return WebSocketResource.render(self, request)
 
 
 class LHTTPResource(Resource):
@@ -39,23 +61,28 @@ class LHTTPResource(Resource):
             served on an endpoint of its own (see L{metricsRoot}).
         """
         Resource.__init__(self)
-        self._webSocket = WebSocketResource(server.factory)
+        self._server = server
+        self._webSocket = _WebSocketResource(server.factory)
         self.putChild(b"publish", PublishResource(server))
         self.putChild(b"health", HealthResource(server))
         if metrics:
             self.putChild(b"metrics", MetricsResource(server.metrics, server.metricsToken))
 
     def getChildWithDefault(self, name, request):
+        if not self._server.hostPolicy.allowsRequest(request):
+            return ErrorResource(_hostNotAllowed(request))
         if isUpgrade(request):
-            # The WebSocket takes the connection over: the HTTP channel's
-            # idle timeout must not fire on it later.
-            setTimeout = getattr(request.channel, "setTimeout", None)
-            if setTimeout is not None:
-                setTimeout(None)
             return self._webSocket
         if name == b"" and not request.postpath:
             return self
         return Resource.getChildWithDefault(self, name, request)
+
+    def render(self, request):
+        # Reached without getChildWithDefault when mounted at /x and asked
+        # for /x itself.
+        if not self._server.hostPolicy.allowsRequest(request):
+            return ErrorResource(_hostNotAllowed(request)).render(request)
+        return Resource.render(self, request)
 
     def getChild(self, name, request):
         return notFound("Not found", "Connect with a WebSocket, or POST LHTTP messages to publish.")
@@ -97,6 +124,47 @@ def _json(request, status, document):
     return json.dumps(document).encode("utf-8") + b"\n"
 
 
+def _hostNotAllowed(request):
+    host = request.getHeader(b"host") or b""
+    name = (hostName(host) or host.decode("latin-1"))[:253]
+    return HostNotAllowed(
+        f"this node does not answer to the name {name!r} (a DNS rebinding attack?); "
+        f"if it is one of the node's names, start it with --allow-host {name}"
+    )
+
+
+@implementer(IBodyLimit)
+class ErrorResource(Resource):
+    """
+    Answers every request with one L{LHTTPError}, as JSON; under
+    L{lhttp.site.LHTTPSite}, before reading any body.
+    """
+
+    isLeaf = True
+
+    def __init__(self, error):
+        Resource.__init__(self)
+        self.error = error
+
+    def render(self, request):
+        return errorResponse(request, self.error)
+
+    def bodyLimit(self, request, length):
+        raise self.error
+
+    def renderRefusal(self, request, error):
+        return errorResponse(request, error)
+
+
+def errorResponse(request, error):
+    """
+    Set C{request}'s status and headers for an L{LHTTPError}.
+
+    @return: the JSON body (C{status}, C{reason}, C{detail}) to write.
+    """
+    return _json(request, error.status, _errorDocument(error))
+
+
 class HealthResource(Resource):
     """
     C{GET /health}: readiness, 200 while the broker takes publishes and 503
@@ -121,6 +189,7 @@ class HealthResource(Resource):
         )
 
 
+@implementer(IBodyLimit)
 class PublishResource(Resource):
     """
     C{POST /publish}: the body is an LHTTP message, published verbatim to
@@ -130,6 +199,10 @@ class PublishResource(Resource):
     bad channel; 401/403 when a publish token is configured and the request
     has none or a wrong one (C{Authorization: Bearer <token>}); 413 larger
     than the message size limit; 503 when the broker cannot take it.
+
+    Under L{lhttp.site.LHTTPSite} the token and an announced size are
+    checked as soon as the headers are in (L{bodyLimit}), before the body
+    is read; they are checked again here, for any other Site.
     """
 
     isLeaf = True
@@ -155,6 +228,18 @@ class PublishResource(Resource):
         confirmed.addCallback(self._finish, request)
         return NOT_DONE_YET
 
+    def bodyLimit(self, request, length):
+        limit = self._server.maxMessageSize
+        if request.method == b"POST":
+            self._authorize(request)
+            if length is not None and length > limit:
+                raise MessageTooLarge(f"the message is {length} bytes; the limit is {limit}")
+        return limit
+
+    def renderRefusal(self, request, error):
+        self._server.metrics.httpPublishAnswered(error.status)
+        return errorResponse(request, error)
+
     def _finish(self, answer, request):
         self._server.metrics.httpPublishAnswered(answer[0])
         if request.finished or request.channel is None:
@@ -172,7 +257,9 @@ class PublishResource(Resource):
         if size > limit:
             raise MessageTooLarge(f"the message is {size} bytes; the limit is {limit}")
         body.seek(0)
-        message = parse(body.read())
+        # The same header limits as a WebSocket message: the body is
+        # published as one, and subscribers' parsers should not meet more.
+        message = parse(body.read(), self._server.maxHeaders, self._server.maxHeaderLength)
         value = message.getHeader("publish")
         if value is None:
             raise MissingPublishHeader("the message has no 'publish' header")

@@ -11,6 +11,7 @@ from lhttp.channels import DEFAULT_MAX_CHANNEL_LENGTH, Channels, channelList
 from lhttp.dispatch import DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_QUEUED_MESSAGES, Dispatcher
 from lhttp.errors import BrokerUnavailable, TooManyChannels
 from lhttp.filters import standardFilters
+from lhttp.hosts import HostPolicy
 from lhttp.metrics import Metrics
 from lhttp.protocol import LHTTPServerFactory
 from lhttp.resource import LHTTPResource
@@ -21,6 +22,7 @@ DEFAULT_MAX_SUBSCRIPTIONS = 1000
 DEFAULT_MAX_HEADERS = 100
 DEFAULT_MAX_HEADER_LENGTH = 8192
 DEFAULT_MAX_CONNECTIONS = 10000
+DEFAULT_MAX_PENDING_CONNECTIONS = 1000
 DEFAULT_MAX_SEND_BUFFER = 1024 * 1024
 DEFAULT_SLOW_CONSUMER_GRACE = 10.0
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
@@ -52,6 +54,7 @@ class LHTTPServer:
         maxHeaders=DEFAULT_MAX_HEADERS,
         maxHeaderLength=DEFAULT_MAX_HEADER_LENGTH,
         maxConnections=DEFAULT_MAX_CONNECTIONS,
+        maxPendingConnections=DEFAULT_MAX_PENDING_CONNECTIONS,
         maxSendBuffer=DEFAULT_MAX_SEND_BUFFER,
         slowConsumerGrace=DEFAULT_SLOW_CONSUMER_GRACE,
         handshakeTimeout=DEFAULT_HANDSHAKE_TIMEOUT,
@@ -62,6 +65,7 @@ class LHTTPServer:
         maxQueuedMessages=DEFAULT_MAX_QUEUED_MESSAGES,
         maxPublishChannels=DEFAULT_MAX_PUBLISH_CHANNELS,
         metricsToken=None,
+        allowedHosts=(),
     ):
         """
         @param broker: an L{lhttp.interfaces.IBroker}; default: a new
@@ -78,14 +82,19 @@ class LHTTPServer:
             default: off, C{upstream} headers get a 403.
         @param maxHeaders: header lines per message (over: a 400 error reply).
         @param maxHeaderLength: bytes per start or header line (over: 400).
-        @param maxConnections: WebSocket connections at once (over: 503 at
-            the handshake).
+        @param maxConnections: connections at once, WebSockets and those
+            still in their HTTP phase (over: 503 at the handshake).
+        @param maxPendingConnections: connections still in their HTTP phase
+            (not yet WebSockets) at once, under L{lhttp.site.LHTTPSite};
+            over it the one in that phase longest is dropped with 503.
         @param maxSendBuffer: bytes queued for a client that does not read,
             beyond the kernel's and the transport's buffers; over it the
             client is closed with 1008 (a slow consumer).
         @param slowConsumerGrace: seconds a slow consumer has to read its
             close frame before the connection is dropped.
-        @param handshakeTimeout: seconds for the WebSocket opening handshake.
+        @param handshakeTimeout: seconds for the WebSocket opening handshake,
+            and, under L{lhttp.site.LHTTPSite}, for any request to arrive
+            whole, from its first byte.
         @param pingInterval: seconds between keep-alive pings (0: none).
         @param pingTimeout: seconds a peer has to answer a ping before it
             is dropped as dead.
@@ -100,6 +109,11 @@ class LHTTPServer:
             a 400 error reply, or 400 from C{/publish}).
         @param metricsToken: if set, C{GET /metrics} needs
             C{Authorization: Bearer <metricsToken>}.
+        @param allowedHosts: host name patterns (C{*} wildcards; C{"*"}:
+            any) requests may call the node by in their C{Host} header,
+            besides C{localhost} and the address they connected to; others
+            get 403 (DNS rebinding); see L{lhttp.hosts}.
+        @raise ValueError: an C{allowedHosts} pattern is not a host name.
         """
         self.maxMessageSize = maxMessageSize
         self.maxSubscriptions = maxSubscriptions
@@ -109,6 +123,7 @@ class LHTTPServer:
         self.maxHeaders = maxHeaders
         self.maxHeaderLength = maxHeaderLength
         self.maxConnections = maxConnections
+        self.maxPendingConnections = maxPendingConnections
         self.maxSendBuffer = maxSendBuffer
         self.slowConsumerGrace = slowConsumerGrace
         self.handshakeTimeout = handshakeTimeout
@@ -116,6 +131,7 @@ class LHTTPServer:
         self.pingTimeout = pingTimeout
         self.allowedOrigins = tuple(allowedOrigins)
         self.maxPublishChannels = maxPublishChannels
+        self.hostPolicy = HostPolicy(allowedHosts)
         self.connections = set()
         self.metrics = Metrics(self)
         self.dispatcher = Dispatcher(self.metrics, maxQueuedBytes, maxQueuedMessages)

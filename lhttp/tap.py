@@ -6,19 +6,18 @@ This is the one place that touches the global reactor.
 
 import os
 import socket
-from importlib import resources
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import gatherResults
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.web.server import Site
-from twisted.web.static import File
 
 from lhttp.channels import DEFAULT_MAX_CHANNEL_LENGTH
 from lhttp.dispatch import DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_QUEUED_MESSAGES
 from lhttp.listening import ListeningService, checkEndpoint
+from lhttp.demo import DemoFiles, demoDirectory
+from lhttp.hosts import checkHostPattern
 from lhttp.plugin import loadFilter, loadProcessor, processorPlugins
 from lhttp.resource import metricsRoot
 from lhttp.server import (
@@ -28,6 +27,7 @@ from lhttp.server import (
     DEFAULT_MAX_HEADERS,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_PUBLISH_CHANNELS,
+    DEFAULT_MAX_PENDING_CONNECTIONS,
     DEFAULT_MAX_SEND_BUFFER,
     DEFAULT_MAX_SUBSCRIPTIONS,
     DEFAULT_PING_INTERVAL,
@@ -35,6 +35,7 @@ from lhttp.server import (
     DEFAULT_SLOW_CONSUMER_GRACE,
     LHTTPServer,
 )
+from lhttp.site import LHTTPSite
 from lhttp.upstream import (
     DEFAULT_MAX_PENDING,
     DEFAULT_MAX_RESPONSE,
@@ -98,7 +99,8 @@ class Options(usage.Options):
         ["max-header-length", None, DEFAULT_MAX_HEADER_LENGTH,
          "Bytes per start or header line (over it: a 400 error reply).", int],
         ["max-connections", None, None,
-         "WebSocket connections at once; over it the handshake gets 503. "
+         "Connections at once, WebSockets and those still in their HTTP phase; over it the "
+         "handshake gets 503. "
          f"Default: {DEFAULT_MAX_CONNECTIONS}, or less if the open-files limit is lower.", int],
         ["max-publish-channels", None, DEFAULT_MAX_PUBLISH_CHANNELS,
          "Channels one publish may name, over WebSocket or /publish (over it: 400).", int],
@@ -108,13 +110,20 @@ class Options(usage.Options):
          "from that client until half is handled.", int],
         ["max-queued-messages", None, DEFAULT_MAX_QUEUED_MESSAGES,
          "The same in messages.", int],
+        ["max-pending-connections", None, DEFAULT_MAX_PENDING_CONNECTIONS,
+         "Connections in their HTTP phase (not yet WebSockets: handshakes, /publish) at once. "
+         "A new connection over this or --max-connections makes room by dropping the pending "
+         "connection whose request started longest ago (a 503 if mid-request); if none can go, "
+         "it gets 503 at once.", int],
         ["max-send-buffer", None, DEFAULT_MAX_SEND_BUFFER,
          "Bytes queued for a client that stops reading before it is closed with 1008 (slow consumer).", int],
         ["slow-consumer-grace", None, DEFAULT_SLOW_CONSUMER_GRACE,
          "Seconds a slow consumer has, after it is given up on, before its socket is dropped "
          "(time to read its 1008 close frame).", float],
         ["handshake-timeout", None, DEFAULT_HANDSHAKE_TIMEOUT,
-         "Seconds a client has to finish the WebSocket opening handshake.", float],
+         "Seconds a client has to finish the WebSocket opening handshake, and any HTTP "
+         "request (a /publish body too) to arrive whole, from its first byte; then 408 "
+         "and the connection is dropped.", float],
         ["ping-interval", None, DEFAULT_PING_INTERVAL,
          "Seconds between keep-alive pings to each client (0: none).", float],
         ["ping-timeout", None, DEFAULT_PING_TIMEOUT,
@@ -143,11 +152,20 @@ class Options(usage.Options):
         self["upstream-headers"] = []
         self["nats"] = []
         self["allow-origin"] = []
+        self["allow-host"] = []
         self["filters"] = []
 
     def opt_allow_origin(self, pattern):
         """Let browser pages from this origin connect, a pattern matched against scheme://host[:port], e.g. https://*.example.com; '*' allows any. Repeatable. By default only the node's own origin and clients that send no Origin (non-browsers) may connect; others get 403 at the handshake."""
         self["allow-origin"].append(pattern)
+
+    def opt_allow_host(self, pattern):
+        """Answer to this host name in the Host header, e.g. chat.example.com or *.example.com; '*' allows any. Repeatable. By default only the address a client connected to, localhost, *.localhost, 127.0.0.1 and [::1] are the node's names; a request (WebSocket handshake, /publish, /health...) calling it by another name gets 403, so a DNS rebinding page cannot reach it."""
+        try:
+            checkHostPattern(pattern)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        self["allow-host"].append(pattern)
 
     def opt_filter(self, name):
         """Add a header filter: the dotted name of an IHeaderFilter class, factory or instance, e.g. lhttp_examples.auth.TokenAuthFilter. Repeatable; filters run in the order given, before the built-in ones."""
@@ -224,7 +242,10 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
         if self["upstream-timeout"] <= 0:
             raise usage.UsageError("--upstream-timeout must be positive")
+        if self["handshake-timeout"] <= 0:
+            raise usage.UsageError("--handshake-timeout must be positive")
         for name in ("max-message-size", "max-subscriptions", "max-channel-length",
+                     "max-connections", "max-pending-connections",
                      "upstream-max-response", "upstream-concurrency", "max-publish-channels",
                      "max-queued-bytes", "max-queued-messages"):
             if self[name] < 1:
@@ -341,7 +362,7 @@ class NodeService(MultiService):
             log.info("lhttp node listening on {listen}, broker {broker}", listen=self._listen, broker=broker)
 
 
-class _QuietSite(Site):
+class _QuietSite(LHTTPSite):
     """
     A Site with no per-request access log: publishing is per message, and
     logging each one costs more than the publish.
@@ -367,18 +388,15 @@ def registerProcessors(server, options):
             )
 
 
-def demoDirectory():
-    return str(resources.files("lhttp") / "web")
-
-
-def makeSite(root, options):
+def makeSite(root, server, options):
     # Before the upgrade a WebSocket is an HTTP request: the HTTP idle
     # timeout is the handshake timeout (lifted once the WebSocket takes
-    # over; see lhttp.resource).
-    timeout = options["handshake-timeout"]
+    # over; see lhttp.resource). No body in the node's tree is useful
+    # beyond a message: none is read past that, or kept on disk.
+    kwargs = dict(timeout=options["handshake-timeout"], maxBodySize=server.maxMessageSize)
     if options["access-log"]:
-        return Site(root, logPath=options["access-log"], timeout=timeout)
-    return _QuietSite(root, timeout=timeout)
+        return LHTTPSite(root, server, logPath=options["access-log"], **kwargs)
+    return _QuietSite(root, server, **kwargs)
 
 
 def makeService(options):
@@ -402,6 +420,7 @@ def makeService(options):
         maxHeaders=options["max-headers"],
         maxHeaderLength=options["max-header-length"],
         maxConnections=options["max-connections"],
+        maxPendingConnections=options["max-pending-connections"],
         maxSendBuffer=options["max-send-buffer"],
         slowConsumerGrace=options["slow-consumer-grace"],
         maxPublishChannels=options["max-publish-channels"],
@@ -412,6 +431,7 @@ def makeService(options):
         pingTimeout=options["ping-timeout"],
         allowedOrigins=options["allow-origin"],
         metricsToken=options["metrics-token"],
+        allowedHosts=options["allow-host"],
         upstream=makeUpstream(
             reactor,
             options["upstream-allow"],
@@ -426,11 +446,11 @@ def makeService(options):
     registerProcessors(server, options)
     root = server.resource(metrics=not options["metrics-listen"])
     if options["demo"]:
-        root.putChild(b"demo", File(demoDirectory()))
-    site = makeSite(root, options)
+        root.putChild(b"demo", DemoFiles(demoDirectory()))
+    site = makeSite(root, server, options)
     listen = [(description, site) for description in options["listen"]]
     if options["metrics-listen"]:
-        listen.append((options["metrics-listen"], _QuietSite(metricsRoot(server))))
+        listen.append((options["metrics-listen"], _QuietSite(metricsRoot(server), server)))
 
     # Services stop in reverse order: ports first, then clients (1001),
     # then the broker (drained last, so closing clients can still publish).

@@ -2,7 +2,7 @@
 An echo server for the Autobahn TestSuite cases (RFC 6455 conformance):
 the project's own WebSocket stack, built exactly as a node builds it (an
 L{lhttp.server.LHTTPServer}, its factory's protocol options, its Resource
-tree in a L{Site}), with one change: the protocol echoes every WebSocket
+tree in an L{lhttp.site.LHTTPSite}), with one change: the protocol echoes every WebSocket
 message as it is, in the same frame type, instead of parsing LHTTP.
 
 What is tested is our protocol class and options (failByDrop, size limits,
@@ -60,11 +60,11 @@ def main(argv=None):
     from twisted.internet import reactor
     from twisted.internet.endpoints import serverFromString
     from twisted.logger import globalLogBeginner, textFileLogObserver
-    from twisted.web.server import Site
+    from lhttp.site import LHTTPSite
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
     server = makeServer(args.no_limits, reactor)
-    site = Site(server.resource())
+    site = LHTTPSite(server.resource(), server, maxBodySize=server.maxMessageSize)
     site.log = lambda request: None
     endpoint = serverFromString(reactor, f"tcp:{args.port}:interface={args.interface}")
     endpoint.listen(site)

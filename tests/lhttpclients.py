@@ -189,3 +189,71 @@ class RawWebSocket:
 
     def close(self):
         self.sock.close()
+
+
+def readResponse(sock):
+    """
+    Read one HTTP response from a blocking socket: the head, then a body
+    of its Content-Length (or up to the end of the connection if none, but
+    none for a 1xx).
+
+    @return: C{(status, head, body)}; C{head} is the lower-cased header
+        block as L{bytes}.
+    @raise ConnectionError: the connection ended before a whole head.
+    """
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a response head: {data!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    head = head.lower()
+    length = None
+    chunked = False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip() == b"content-length":
+            length = int(value)
+        elif name.strip() == b"transfer-encoding":
+            chunked = b"chunked" in value
+    if 100 <= status < 200:
+        return status, head, body
+    if chunked:
+        while not body.endswith(b"0\r\n\r\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        return status, head, _dechunk(body)
+    while length is None or len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return status, head, body
+
+
+def _dechunk(data):
+    body = b""
+    while data:
+        size, _, data = data.partition(b"\r\n")
+        size = int(size.split(b";")[0], 16)
+        if not size:
+            break
+        body, data = body + data[:size], data[size + 2:]
+    return body
+
+
+def rawHTTP(port, data, timeout=10):
+    """
+    Send raw request bytes to a loopback port and read one response.
+
+    @return: C{(status, head, body)} as L{readResponse}.
+    """
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        return readResponse(sock)

@@ -174,7 +174,7 @@ class NATSServer(Process):
 
     def __init__(self, port=None, monitorPort=None, args=()):
         self.port = port or freePort()
-        self.args = list(args)
+        self.extraArgs = list(args)
         self.monitorPort = monitorPort or freePort()
         self.url = f"nats://127.0.0.1:{self.port}"
         self.monitorURL = f"http://127.0.0.1:{self.monitorPort}"
@@ -184,7 +184,7 @@ class NATSServer(Process):
         Process.__init__(
             self,
             [binary, "-a", "127.0.0.1", "-p", str(self.port), "-m", str(self.monitorPort),
-             *self.args],
+             *self.extraArgs],
             name="nats",
         )
 
@@ -199,7 +199,7 @@ class NATSServer(Process):
         Start again on the same ports (after a kill or stop).
         """
         self.stop()
-        NATSServer.__init__(self, self.port, self.monitorPort, self.args)
+        NATSServer.__init__(self, self.port, self.monitorPort, self.extraArgs)
         return self.waitReady()
 
     def kill(self):

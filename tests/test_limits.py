@@ -96,6 +96,27 @@ async def test_headerLimitsGetErrorReplies(startNode):
     ]
 
 
+@pytest_twisted.ensureDeferred
+async def test_publishBodyHasTheSameHeaderLimits(startNode):
+    import json
+
+    import treq
+
+    node = startNode("--max-headers", "5", "--max-header-length", "100")
+    listener = await client(node.url)
+    listener.subscribe("room")
+    await barrier(listener)
+    answers = []
+    for body in (
+        b"LHTTP/1.0 c\r\npublish:room\r\n" + b"h:v\r\n" * 5 + b"\r\n",
+        b"LHTTP/1.0 c\r\npublish:room\r\nh:" + b"v" * 200 + b"\r\n\r\n",
+    ):
+        response = await treq.post(node.publishURL, data=body, timeout=10)
+        answers.append((response.code, json.loads(await response.content())["reason"]))
+    assert answers == [(400, "too many headers"), (400, "header too long")]
+    assert await barrier(listener) == []
+
+
 async def metric(node, name):
     """
     The value of one unlabelled metric of the node's C{/metrics}.

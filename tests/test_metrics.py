@@ -175,7 +175,7 @@ class MetricsResourceTests(SynchronousTestCase):
         self.http = StubTreq(self.server.resource())
 
     def scrape(self):
-        response = self.successResultOf(self.http.get("http://n/metrics"))
+        response = self.successResultOf(self.http.get("http://localhost/metrics"))
         self.assertEqual(response.code, 200)
         self.assertTrue(response.headers.getRawHeaders("content-type")[0].startswith("text/plain"))
         return samples(self.successResultOf(response.content()).decode())
@@ -186,14 +186,14 @@ class MetricsResourceTests(SynchronousTestCase):
         self.assertEqual(found[("lhttp_broker_info", frozenset({("kind", "recording")}))], 1)
         self.broker.ready = False
         self.assertEqual(self.scrape()[("lhttp_broker_ready", frozenset())], 0)
-        health = self.successResultOf(self.http.get("http://n/health"))
+        health = self.successResultOf(self.http.get("http://localhost/health"))
         self.assertEqual(health.code, 503)
         self.assertFalse(json.loads(self.successResultOf(health.content()))["ready"])
 
     def test_httpPublishAnswersByStatus(self):
         body = b"LHTTP/1.0 n\r\npublish:a\r\n\r\nx"
         for headers in ({"Authorization": "Bearer t"}, {}, {"Authorization": "Bearer t"}):
-            self.successResultOf(self.http.post("http://n/publish", data=body, headers=headers))
+            self.successResultOf(self.http.post("http://localhost/publish", data=body, headers=headers))
         found = self.scrape()
         self.assertEqual(found[("lhttp_http_publish_requests_total", frozenset({("status", "200")}))], 2)
         self.assertEqual(found[("lhttp_http_publish_requests_total", frozenset({("status", "401")}))], 1)
@@ -210,7 +210,7 @@ class MetricsTokenTests(SynchronousTestCase):
         self.http = StubTreq(self.server.resource())
 
     def get(self, path="metrics", **headers):
-        response = self.successResultOf(self.http.get("http://n/" + path, headers=headers))
+        response = self.successResultOf(self.http.get("http://localhost/" + path, headers=headers))
         return response, self.successResultOf(response.content())
 
     def test_noTokenIs401WithChallenge(self):
@@ -234,7 +234,7 @@ class MetricsTokenTests(SynchronousTestCase):
 
     def test_publishTokenIsNotTheMetricsToken(self):
         server = makeServer(broker=RecordingBroker(), publishToken="p")
-        response = self.successResultOf(StubTreq(server.resource()).get("http://n/metrics"))
+        response = self.successResultOf(StubTreq(server.resource()).get("http://localhost/metrics"))
         self.assertEqual(response.code, 200)
 
     def test_treeWithoutMetrics(self):
@@ -243,14 +243,14 @@ class MetricsTokenTests(SynchronousTestCase):
         metrics port has only that, token included.
         """
         clients = StubTreq(self.server.resource(metrics=False))
-        self.assertEqual(self.successResultOf(clients.get("http://n/metrics")).code, 404)
-        self.assertEqual(self.successResultOf(clients.get("http://n/health")).code, 200)
+        self.assertEqual(self.successResultOf(clients.get("http://localhost/metrics")).code, 404)
+        self.assertEqual(self.successResultOf(clients.get("http://localhost/health")).code, 200)
         scraper = StubTreq(metricsRoot(self.server))
-        self.assertEqual(self.successResultOf(scraper.get("http://n/metrics")).code, 401)
-        self.assertEqual(self.successResultOf(scraper.get("http://n/health")).code, 404)
-        self.assertEqual(self.successResultOf(scraper.get("http://n/")).code, 404)
+        self.assertEqual(self.successResultOf(scraper.get("http://localhost/metrics")).code, 401)
+        self.assertEqual(self.successResultOf(scraper.get("http://localhost/health")).code, 404)
+        self.assertEqual(self.successResultOf(scraper.get("http://localhost/")).code, 404)
         ok = self.successResultOf(
-            scraper.get("http://n/metrics", headers={"Authorization": "Bearer m3trics"})
+            scraper.get("http://localhost/metrics", headers={"Authorization": "Bearer m3trics"})
         )
         self.assertEqual(ok.code, 200)
 

@@ -28,7 +28,7 @@ class PublishResourceTests(SynchronousTestCase):
 
     def post(self, body, headers=None, path="publish"):
         response = self.successResultOf(
-            self.http.post(f"http://node/{path}", data=body, headers=headers)
+            self.http.post(f"http://localhost/{path}", data=body, headers=headers)
         )
         content = self.successResultOf(response.content())
         return response.code, content
@@ -58,6 +58,19 @@ class PublishResourceTests(SynchronousTestCase):
         self.assertEqual(code, 413)
         self.assertEqual(self.broker.published, [])
 
+    def test_headerLimits(self):
+        self.server.maxHeaders, self.server.maxHeaderLength = 3, 40
+        answers = [
+            (code, json.loads(content)["reason"])
+            for code, content in (
+                self.post(b"LHTTP/1.0 n\r\npublish:a\r\n" + b"h:v\r\n" * 3 + b"\r\n"),
+                self.post(b"LHTTP/1.0 n\r\npublish:a\r\nh:" + b"v" * 40 + b"\r\n\r\n"),
+            )
+        ]
+        self.assertEqual(answers, [(400, "too many headers"), (400, "header too long")])
+        self.assertEqual(self.broker.published, [])
+        self.assertEqual(self.post(b"LHTTP/1.0 n\r\npublish:a\r\nh:v\r\nh:v\r\n\r\n")[0], 200)
+
     def test_brokerUnavailable(self):
         self.broker.ready = False
         code, content = self.post(MESSAGE)
@@ -74,14 +87,14 @@ class PublishResourceTests(SynchronousTestCase):
         self.assertEqual(len(self.subscriber.payloads()), 2)
 
     def test_getNotAllowed(self):
-        response = self.successResultOf(self.http.get("http://node/publish"))
+        response = self.successResultOf(self.http.get("http://localhost/publish"))
         self.assertEqual(response.code, 405)
 
     def test_rootAnswersPlainHTTP(self):
-        response = self.successResultOf(self.http.get("http://node/"))
+        response = self.successResultOf(self.http.get("http://localhost/"))
         self.assertEqual(response.code, 200)
         self.assertIn(b"WebSocket", self.successResultOf(response.content()))
-        response = self.successResultOf(self.http.get("http://node/nothing"))
+        response = self.successResultOf(self.http.get("http://localhost/nothing"))
         self.assertEqual(response.code, 404)
 
 
@@ -90,7 +103,7 @@ class EmbeddingTests(SynchronousTestCase):
         root = lhttp.resource(reactor=MemoryReactorClock())
         self.assertIsInstance(root.server, LHTTPServer)
         http = StubTreq(root)
-        response = self.successResultOf(http.post("http://node/publish", data=MESSAGE))
+        response = self.successResultOf(http.post("http://localhost/publish", data=MESSAGE))
         self.assertEqual(response.code, 200)
 
 
@@ -105,7 +118,7 @@ class PublisherTests(SynchronousTestCase):
         from lhttp.publisher import publish
 
         answer = self.successResultOf(
-            publish(["room"], "notice", [("from", "billing")], "paid", url="http://n/publish", token="t", treq=self.http)
+            publish(["room"], "notice", [("from", "billing")], "paid", url="http://localhost/publish", token="t", treq=self.http)
         )
         self.assertEqual(answer["channels"], ["room"])
         self.assertEqual(
@@ -115,7 +128,7 @@ class PublisherTests(SynchronousTestCase):
     def test_refused(self):
         from lhttp.publisher import PublishRefused, publish
 
-        failure = self.failureResultOf(publish("room", url="http://n/publish", token="bad", treq=self.http))
+        failure = self.failureResultOf(publish("room", url="http://localhost/publish", token="bad", treq=self.http))
         failure.trap(PublishRefused)
         self.assertEqual(failure.value.status, 403)
         self.assertEqual(self.subscriber.payloads(), [])
@@ -125,14 +138,14 @@ class HealthTests(SynchronousTestCase):
     def test_readinessFollowsBroker(self):
         broker = RecordingBroker()
         http = StubTreq(LHTTPServer(broker=broker, reactor=MemoryReactorClock()).resource())
-        response = self.successResultOf(http.get("http://n/health"))
+        response = self.successResultOf(http.get("http://localhost/health"))
         self.assertEqual(response.code, 200)
         self.assertTrue(json.loads(self.successResultOf(response.content()))["ready"])
         broker.ready = False
-        response = self.successResultOf(http.get("http://n/health"))
+        response = self.successResultOf(http.get("http://localhost/health"))
         self.assertEqual(response.code, 503)
         self.assertEqual(json.loads(self.successResultOf(response.content()))["broker"]["kind"], "recording")
-        response = self.successResultOf(http.get("http://n/health/live"))
+        response = self.successResultOf(http.get("http://localhost/health/live"))
         self.assertEqual(response.code, 200)
 
 
@@ -145,7 +158,7 @@ class ConfirmedPublishTests(SynchronousTestCase):
         self.http = StubTreq(self.server.resource())
 
     def test_answersAfterConfirmation(self):
-        d = self.http.post("http://n/publish", data=MESSAGE)
+        d = self.http.post("http://localhost/publish", data=MESSAGE)
         self.assertNoResult(d)
         self.broker.pendingConfirmations[0].callback(None)
         self.http.flush()
@@ -154,7 +167,7 @@ class ConfirmedPublishTests(SynchronousTestCase):
     def test_unconfirmedIs503(self):
         from lhttp.errors import BrokerUnavailable
 
-        d = self.http.post("http://n/publish", data=MESSAGE)
+        d = self.http.post("http://localhost/publish", data=MESSAGE)
         self.broker.pendingConfirmations[0].errback(BrokerUnavailable("lost"))
         self.http.flush()
         response = self.successResultOf(d)

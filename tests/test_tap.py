@@ -77,12 +77,15 @@ class OptionsTests(SynchronousTestCase):
 
     def test_limitsMustBePositive(self):
         self.assertRaises(usage.UsageError, self.parse, "--max-message-size", "0")
+        self.assertRaises(usage.UsageError, self.parse, "--max-pending-connections", "0")
+        self.assertRaises(usage.UsageError, self.parse, "--handshake-timeout", "0")
 
     def test_helpDocumentsEveryOption(self):
         text = str(Options())
         for name in ("--port", "--listen", "--processor", "--publish-token", "--max-message-size",
                      "--max-subscriptions", "--max-channel-length", "--demo", "--no-plugins", "--access-log",
-                     "--metrics-token", "LHTTP_METRICS_TOKEN", "--metrics-listen"):
+                     "--metrics-token", "LHTTP_METRICS_TOKEN", "--metrics-listen",
+                     "--allow-host", "--max-pending-connections"):
             self.assertIn(name, text)
 
 
@@ -90,7 +93,8 @@ class ServiceTests(SynchronousTestCase):
     def test_serviceTree(self):
         options = Options()
         options.parseOptions(["--no-plugins", "-l", "tcp:0:interface=127.0.0.1", "-l", "tcp:0:interface=127.0.0.1",
-                              "--processor", f"echo={__name__}.Echo", "--max-subscriptions", "7"])
+                              "--processor", f"echo={__name__}.Echo", "--max-subscriptions", "7",
+                              "--max-pending-connections", "9", "--allow-host", "chat.example.com"])
         service = makeService(options)
         children = list(service)
         self.assertEqual([type(c).__name__ for c in children],

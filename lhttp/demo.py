@@ -1,0 +1,49 @@
+"""
+The chat-room demo and the JavaScript SDK, served at C{/demo/} with
+C{--demo}.
+
+L{twisted.web.static.File} trusts its path segments more than a public
+port can: a C{%00} in the URL reaches C{os.stat} ("embedded null byte",
+a 500 and a CRITICAL traceback in the log), and a segment that is not
+UTF-8 logs an error with a traceback. Both are just names that do not
+exist here, so they get a quiet 404: a client must not be able to fill the
+node's log.
+"""
+
+from importlib import resources
+
+from twisted.web.static import File
+
+
+def demoDirectory():
+    """
+    @return: the directory of the demo page and the SDK, inside the package.
+    """
+    return str(resources.files("lhttp") / "web")
+
+
+def _unservable(segment):
+    """
+    Whether a path segment could never name a file here: a NUL, or bytes
+    that are not UTF-8 (what L{File} decodes them with).
+    """
+    if b"\x00" in segment:
+        return True
+    try:
+        segment.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+class DemoFiles(File):
+    """
+    A L{File} that answers 404, without logging, for names no file can have.
+    Its children are L{DemoFiles} too (L{File.createSimilarFile} builds them
+    from the class).
+    """
+
+    def getChild(self, path, request):
+        if isinstance(path, bytes) and _unservable(path):
+            return self.childNotFound
+        return File.getChild(self, path, request)
