@@ -15,55 +15,40 @@ import pstats
 import time
 
 from autobahn.websocket.protocol import WebSocketServerFactory
-from twisted.internet.task import Clock
 
-from lhttp.server import LHTTPServer
-from lhttp.testing import FakeClient
+from lhttp.testing import FakeClient, memoryServer
 
 
-class NullWebSocket:
+class NullSubscriber:
     """
     A subscriber whose writes cost nothing, so the figure is lhttp's.
     """
 
-    def sendMessage(self, payload, isBinary=False):
-        pass
-
     def sendPreparedMessage(self, prepared):
-        pass
-
-    def sendClose(self, code=None, reason=None):
         pass
 
 
 def makeServer(subscribers):
     """
-    @return: C{(server, publisher)}: a server with C{subscribers} clients on
-        channel C{bench}, and a L{FakeClient} to publish from.
+    @return: C{(server, publish)}: a node with C{subscribers} subscribers
+        on channel C{bench}, and the C{receive} of a connected client's
+        pipeline (what the WebSocket protocol calls per message).
     """
-    server = LHTTPServer(reactor=Clock())
+    server = memoryServer()
     # The real framing, as the node does it (the factory's own prepare).
     server.channels._prepare = WebSocketServerFactory().prepareMessage
     for _ in range(subscribers):
-        client = FakeClient(server)
-        client.receive(b"LHTTP/1.0 subpub\r\nsubscribe:bench\r\n\r\n")
-        client.connection.transport = client.socket = NullWebSocket()
-        server.channels._snapshots.clear()
-        for table in server.channels._subscribers.values():
-            for old in list(table):
-                if not isinstance(old, NullWebSocket):
-                    del table[old]
-                    table[client.socket] = None
-    return server, FakeClient(server)
+        server.channels.add(NullSubscriber(), ["bench"])
+    publisher = FakeClient(server)
+    return server, publisher.protocol.pipeline.receive
 
 
 def run(subscribers, messages):
     """
     @return: seconds per publish.
     """
-    server, publisher = makeServer(subscribers)
+    server, receive = makeServer(subscribers)
     message = b"LHTTP/1.0 subpub\r\npublish:bench\r\n\r\n" + b"1234567890123456789 " + b"x" * 64
-    receive = publisher.receive
     start = time.perf_counter()
     for _ in range(messages):
         receive(message)

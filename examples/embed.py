@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.web.resource import Resource
 from twisted.web.static import Data
 
-from lhttp import LHTTPServer, LHTTPSite
+from lhttp import LHTTPServer
 
 
 def makeSite(reactor):
@@ -25,7 +25,8 @@ def makeSite(reactor):
 
     server = LHTTPServer(reactor=reactor)
     root.putChild(b"lhttp", server.resource())
-    return LHTTPSite(root, server)
+    # The node's Site: its limits on the HTTP phase apply to your pages too.
+    return server.site(root)
 
 
 def main(reactor, *argv):

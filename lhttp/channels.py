@@ -9,9 +9,9 @@ subscriber (C{sendPreparedMessage}): per delivery, the work is one write.
 import re
 from functools import lru_cache
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 
-from lhttp.codec import splitList
+from lhttp.codec import isText, splitList
 from lhttp.errors import BadChannel
 
 DEFAULT_MAX_CHANNEL_LENGTH = 256
@@ -71,30 +71,6 @@ def _checkedHeaderValue(value, maxLength):
     return _checkedNames(splitList(value), maxLength)
 
 
-def missedNotice(channel):
-    """
-    What a subscriber gets when its node lost the broker for a while:
-    messages published on other nodes meanwhile may not have reached it.
-    """
-    return (
-        b"LHTTP/1.0 error\r\nstatus:503\r\nreason:messages may have been missed\r\n"
-        + f"channel:{channel}\r\n\r\n".encode("utf-8")
-        + b"This server lost its connection to the cluster for a while; messages "
-        b"published on other servers to this channel meanwhile may not have been delivered."
-    )
-
-
-def isText(payload):
-    """
-    Fan-out sends valid UTF-8 as a text frame and anything else as binary.
-    """
-    try:
-        payload.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
 class Channels:
     """
     The local subscribers of each channel on this node.
@@ -123,26 +99,33 @@ class Channels:
         self.deliveries = 0
         broker.attach(self.deliver)
 
-    def add(self, subscriber, channel):
+    def add(self, subscriber, names):
         """
+        Add a subscriber to channels.
+
+        @param names: checked channel names.
         @return: L{None}, or a L{Deferred} that fires once the broker's
-            subscription to the channel is in place cluster-wide.
+            subscriptions to them are in place cluster-wide.
         """
-        subscribers = self._subscribers.get(channel)
-        if subscribers is None:
-            subscribers = self._subscribers[channel] = {}
-            pending = self.broker.subscribe(channel)
+        waits = []
+        for channel in names:
+            subscribers = self._subscribers.get(channel)
+            if subscribers is None:
+                subscribers = self._subscribers[channel] = {}
+                pending = self.broker.subscribe(channel)
+                if pending is not None:
+                    self._pending[channel] = pending
+                    pending.addBoth(self._settled, channel, pending)
+            subscribers[subscriber] = None
+            self._snapshots.pop(channel, None)
+            pending = self._pending.get(channel)
             if pending is not None:
-                self._pending[channel] = pending
-                pending.addBoth(self._settled, channel, pending)
-        subscribers[subscriber] = None
-        self._snapshots.pop(channel, None)
-        pending = self._pending.get(channel)
-        if pending is None:
+                waiter = Deferred()
+                pending.addBoth(lambda ignored, waiter=waiter: waiter.callback(None))
+                waits.append(waiter)
+        if not waits:
             return None
-        waiter = Deferred()
-        pending.addBoth(lambda ignored: waiter.callback(None))
-        return waiter
+        return gatherResults(waits).addCallback(lambda ignored: None)
 
     def _settled(self, ignored, channel, pending):
         # The channel may have been left and subscribed again since: only
@@ -150,15 +133,19 @@ class Channels:
         if self._pending.get(channel) is pending:
             del self._pending[channel]
 
-    def remove(self, subscriber, channel):
-        subscribers = self._subscribers.get(channel)
-        if subscribers is None or subscriber not in subscribers:
-            return
-        del subscribers[subscriber]
-        self._snapshots.pop(channel, None)
-        if not subscribers:
-            del self._subscribers[channel]
-            self.broker.unsubscribe(channel)
+    def remove(self, subscriber, names):
+        """
+        Remove a subscriber from channels (those it is not on are skipped).
+        """
+        for channel in names:
+            subscribers = self._subscribers.get(channel)
+            if subscribers is None or subscriber not in subscribers:
+                continue
+            del subscribers[subscriber]
+            self._snapshots.pop(channel, None)
+            if not subscribers:
+                del self._subscribers[channel]
+                self.broker.unsubscribe(channel)
 
     def subscriberCount(self, channel):
         return len(self._subscribers.get(channel, ()))

@@ -326,6 +326,53 @@ def parseMultipart(body, offsets, maxHeaders=None, maxLineLength=None):
     return parts
 
 
+def isText(payload):
+    """
+    Whether a payload goes out in a text frame: valid UTF-8 does, anything
+    else goes as binary.
+    """
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def errorReply(error, command=None, headers=()):
+    """
+    The C{LHTTP/1.0 error} reply of SPEC section 7 for an
+    L{lhttp.errors.LHTTPError}: C{status}, C{reason}, the C{command} of the
+    message it answers when known (clients match errors by it), then
+    C{headers}; the body is the human-readable detail.
+
+    @rtype: L{Message}
+    """
+    replyHeaders = [("status", str(error.status)), ("reason", error.reason)]
+    if command is None:
+        command = error.command
+    if command is not None:
+        replyHeaders.append(("command", command))
+    replyHeaders.extend(headers)
+    return Message("error", replyHeaders, str(error.detail))
+
+
+def missedNotice(channel):
+    """
+    What a subscriber gets when its node may have lost messages published
+    to C{channel} (the cluster link was down, or could not keep up): an
+    error reply with status 503 and a C{channel} header.
+
+    @rtype: L{bytes}
+    """
+    from lhttp.errors import MessagesMissed
+
+    return serialize(errorReply(MessagesMissed(
+        "This server lost its connection to the cluster for a while, or could not keep up; "
+        "messages published on other servers to this channel meanwhile may not have been "
+        "delivered."
+    ), headers=[("channel", channel)]))
+
+
 def serializeMultipart(parts):
     """
     Write parts as a multipart body.

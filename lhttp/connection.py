@@ -2,64 +2,50 @@
 The connection object processors and filters get (L{IConnection}): the
 message being handled, the reply draft, sending, pub/sub, the peer.
 
-It knows nothing of sockets: it talks to a C{transport} with Autobahn's
-C{sendMessage}, C{sendPreparedMessage} and C{sendClose}, so a test can use
-L{lhttp.testing.FakeWebSocket}.
+It knows nothing of sockets or of the node: it writes to a C{writer} (the
+WebSocket protocol: C{sendMessage}, C{sendClose}; it is also the subscriber
+fan-out writes to), and reaches channels through an
+L{lhttp.interfaces.IPubSub}.
 """
 
-from collections import deque
-
 from autobahn.exception import Disconnected
-from twisted.internet.defer import gatherResults
 from zope.interface import implementer
 
-from lhttp.channels import isText
-from lhttp.codec import Message, serialize
+from lhttp.codec import Message, errorReply, isText, serialize
 from lhttp.errors import TooManySubscriptions
 from lhttp.interfaces import IConnection
-
-
-def errorReply(error, command=None):
-    """
-    The C{LHTTP/1.0 error} reply of SPEC section 7 for an L{LHTTPError}.
-
-    @param command: the command of the message that failed, when known; it
-        is echoed in a C{command} header so clients can match the error.
-    """
-    headers = [("status", str(error.status)), ("reason", error.reason)]
-    if command is not None:
-        headers.append(("command", command))
-    return Message("error", headers, str(error.detail))
 
 
 @implementer(IConnection)
 class Connection:
     """
-    @ivar transport: the WebSocket protocol this connection writes to; it is
-        also what the channel table delivers to.
-    @ivar server: the L{lhttp.server.LHTTPServer} this connection belongs to.
+    @ivar connected: L{False} once the connection closed or is closing;
+        nothing more is sent.
     """
 
-    def __init__(self, server, transport, peer=None, handshake=None):
-        self.server = server
-        self.transport = transport
+    def __init__(self, writer, pubsub, metrics, maxSubscriptions, peer=None, handshake=None):
+        """
+        @param writer: the WebSocket protocol this connection writes to.
+        @param pubsub: the node's L{lhttp.interfaces.IPubSub}.
+        @param metrics: the L{lhttp.metrics.Metrics} counting what is sent.
+        @param maxSubscriptions: channels this connection may subscribe to.
+        @param peer: the client's address.
+        @param handshake: the WebSocket opening handshake request.
+        """
         self.handshake = handshake
         self.data = {}
         self.connected = True
+        self._writer = writer
+        self._pubsub = pubsub
+        self._metrics = metrics
+        self._maxSubscriptions = maxSubscriptions
         self._peer = peer
         self._subscriptions = {}
         self._message = None
         self._binary = False
         self._resetDraft()
-        # Dispatch state (owned by lhttp.dispatch.Dispatcher).
-        self.queue = deque()
-        self.queuedBytes = 0
-        self.readingPaused = False
-        self.busy = False
-        self.draining = False
-        self.opened = []
 
-    # The message being handled.
+    # The message being handled (the dispatcher calls begin and end).
 
     def begin(self, message, isBinary):
         self._message = message
@@ -123,54 +109,41 @@ class Connection:
         self._resetDraft()
         self.sendMessage(reply)
 
-    def publishedBytes(self):
-        """
-        What the message's C{publish} header publishes: the original bytes,
-        verbatim, unless the processor changed the draft without sending
-        it; then the message as the processor left it (its command, the
-        original headers with the draft's set/added ones, its body).
-        """
+    def getRelayed(self):
         message = self._message
         if not self._dirty:
-            return message.toBytes()
+            return message
         headers = [h for h in message.headers if h[0].lower() not in self._replaced]
         headers.extend(self._replyHeaders)
         body = message.body if self._replyBody is None else self._replyBody
-        return serialize(Message(self._replyCommand or message.command, headers, body))
+        return Message(self._replyCommand or message.command, headers, body)
 
     # Writing.
 
     def sendMessage(self, message):
-        self.sendBytes(message.toBytes())
+        self._sendBytes(message.toBytes())
 
-    def sendBytes(self, payload):
+    def _sendBytes(self, payload):
         """
         Write one LHTTP message's bytes, in the frame type of the message
         being handled (binary if it is not UTF-8).
         """
         if self.connected:
             try:
-                self.transport.sendMessage(payload, self._binary or not isText(payload))
+                self._writer.sendMessage(payload, self._binary or not isText(payload))
             except Disconnected:
                 # Closing already (the peer's close frame is in); nothing
                 # more can be written.
                 self.connected = False
                 return
-            self.server.metrics.sent += 1
+            self._metrics.sent += 1
 
-    def sendError(self, error, command=None):
-        """
-        Send the error reply for an L{LHTTPError}.
-
-        @param command: the command it is about (default: the message being
-            handled, if any).
-        """
-        if command is None:
-            command = error.command
+    def sendError(self, error, command=None, headers=()):
         if command is None and self._message is not None:
             command = self._message.command
-        self.server.metrics.errorSent(error.status)
-        self.sendMessage(errorReply(error, command))
+        if self.connected:
+            self._metrics.errorSent(error.status)
+        self.sendMessage(errorReply(error, command, headers))
 
     # Pub/sub.
 
@@ -178,43 +151,45 @@ class Connection:
     def subscriptions(self):
         return frozenset(self._subscriptions)
 
-    def checkedChannels(self, channels):
-        return self.server.channelList(channels)
+    def checkChannels(self, channels):
+        return self._pubsub.checkChannels(channels)
+
+    def checkPublishChannels(self, channels):
+        return self._pubsub.checkPublishChannels(channels)
 
     def subscribe(self, channels):
-        names = [c for c in self.checkedChannels(channels) if c not in self._subscriptions]
-        limit = self.server.maxSubscriptions
+        names = [c for c in self._pubsub.checkChannels(channels) if c not in self._subscriptions]
+        limit = self._maxSubscriptions
         if len(self._subscriptions) + len(names) > limit:
             raise TooManySubscriptions(
                 f"a connection may subscribe to at most {limit} channels"
             )
-        table = self.server.channels
-        waits = []
         for name in names:
             self._subscriptions[name] = None
-            pending = table.add(self.transport, name)
-            if pending is not None:
-                waits.append(pending)
-        if waits:
-            return gatherResults(waits).addCallback(lambda ignored: None)
-        return None
+        return self._pubsub.subscribe(self._writer, names)
 
     def unsubscribe(self, channels):
-        table = self.server.channels
-        for name in self.checkedChannels(channels):
-            if name in self._subscriptions:
-                del self._subscriptions[name]
-                table.remove(self.transport, name)
+        names = [c for c in self._pubsub.checkChannels(channels) if c in self._subscriptions]
+        for name in names:
+            del self._subscriptions[name]
+        self._pubsub.unsubscribe(self._writer, names)
 
     def unsubscribeAll(self):
-        table = self.server.channels
-        for name in self._subscriptions:
-            table.remove(self.transport, name)
+        """
+        Leave every channel (the connection closed).
+        """
+        self._pubsub.unsubscribe(self._writer, list(self._subscriptions))
         self._subscriptions.clear()
 
     def publish(self, channels, command, headers=(), body=b""):
         payload = serialize(Message(command, headers, body))
-        self.server.publish(channels, payload, lambda error: self.sendError(error, command))
+        self._pubsub.publishBytes(channels, payload, lambda error: self.sendError(error, command))
+
+    def relay(self, channels):
+        command = self._message.command
+        self._pubsub.publishBytes(
+            channels, self.getRelayed().toBytes(), lambda error: self.sendError(error, command)
+        )
 
     # The rest.
 
@@ -224,8 +199,7 @@ class Connection:
     def close(self, code=1000, reason=None):
         if self.connected:
             self.connected = False
-            self.transport.sendClose(code, reason)
+            self._writer.sendClose(code, reason)
 
     def __repr__(self):
         return f"<Connection peer={self._peer}>"
-

@@ -1,76 +1,111 @@
 """
 Dispatch: each incoming message runs through the header filters and the
-processor registered for its command, one message of a connection at a time.
+processor registered for its command, one message of a connection at a
+time.
 
 The pipeline for a message (SPEC section 2) is::
 
-    parse -> filters' beforeRequest -> processor (onOpen once, onMessage)
-          -> filters' afterRequest
+    parse (the node's ingress) -> filters' beforeRequest
+          -> processor (onOpen once, onMessage) -> filters' afterRequest
 
 Steps run synchronously; a step that returns a L{Deferred} pauses that
-connection's pipeline (later messages wait in its queue) until it fires, so
-per-connection order holds without a Deferred on the fast path.
+connection's L{Pipeline} (later messages wait in its queue) until it
+fires, so per-connection order holds without a Deferred on the fast path.
 
 The queue is bounded: once it holds more than C{maxQueuedBytes} bytes or
 C{maxQueuedMessages} messages, the node stops reading from that client's
 socket (TCP pushes back on the client) until the queue is down to half.
+
+A message whose command has no processor and that carries none of the
+headers the node acts on (the reserved ones and those the filters name)
+would do nothing: it gets a 404 error reply.
 """
+
+from collections import deque
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
-from lhttp.codec import parse
-from lhttp.errors import LHTTPError, errorFor
+from lhttp.errors import LHTTPError, NoProcessor, errorFor
 from lhttp.interfaces import IHeaderFilter, IProcessor
-from lhttp.metrics import UNREGISTERED, Metrics
-
-DEFAULT_MAX_QUEUED_BYTES = 1024 * 1024
-DEFAULT_MAX_QUEUED_MESSAGES = 1000
+from lhttp.processor import overrides
 
 
-@implementer(IProcessor)
-class Processor:
+class Pipeline:
     """
-    A base for processors: every hook does nothing, override what you need.
-    """
+    One connection's place in the dispatcher: the messages it sent that
+    wait their turn, and what is under way.
 
-    def onOpen(self, connection):
-        pass
-
-    def onMessage(self, connection, message):
-        pass
-
-    def onClose(self, connection):
-        pass
-
-
-@implementer(IHeaderFilter)
-class HeaderFilter:
-    """
-    A base for header filters: every hook does nothing, override what you
-    need. Hooks left as they are cost nothing per message.
+    @ivar connection: the L{lhttp.connection.Connection}.
+    @ivar queue: C{(payload, isBinary)} waiting their turn.
+    @ivar busy: a step returned a L{Deferred} that has not fired.
     """
 
-    def onOpen(self, connection):
-        pass
+    __slots__ = (
+        "connection", "queue", "queuedBytes", "busy", "draining", "readingPaused",
+        "opened", "_dispatcher", "_reader", "_onClosed",
+    )
 
-    def beforeRequest(self, connection, message):
-        pass
+    def __init__(self, dispatcher, connection, reader, onClosed):
+        self.connection = connection
+        self.queue = deque()
+        self.queuedBytes = 0
+        self.busy = False
+        self.draining = False
+        self.readingPaused = False
+        # Processors whose onOpen ran on this connection.
+        self.opened = []
+        self._dispatcher = dispatcher
+        self._reader = reader
+        self._onClosed = onClosed
 
-    def afterRequest(self, connection, message):
-        pass
+    def receive(self, data, isBinary=False):
+        """
+        One WebSocket message from the client: queue it, handle what can
+        be handled, stop reading past the queue's bounds.
+        """
+        queue = self.queue
+        queue.append((data, isBinary))
+        self.queuedBytes += len(data)
+        dispatcher = self._dispatcher
+        if not self.busy and not self.draining:
+            dispatcher._drain(self)
+        if queue and not self.readingPaused and (
+            self.queuedBytes > dispatcher.maxQueuedBytes
+            or len(queue) > dispatcher.maxQueuedMessages
+        ):
+            self.readingPaused = True
+            self._reader.pauseReading()
 
-    def onClose(self, connection):
-        pass
+    def drained(self):
+        """
+        The queue shrank: read again once it is down to half its bounds.
+        """
+        dispatcher = self._dispatcher
+        if self.readingPaused and (
+            self.queuedBytes <= dispatcher.maxQueuedBytes // 2
+            and len(self.queue) <= dispatcher.maxQueuedMessages // 2
+        ):
+            self.readingPaused = False
+            if self.connection.connected:
+                self._reader.resumeReading()
 
+    def stop(self):
+        """
+        Nothing more is handled or sent (the client is being dropped).
+        """
+        self.connection.connected = False
 
-def _overridden(obj, name):
-    """
-    Whether C{obj} has a hook C{name} that does more than L{HeaderFilter}'s.
-    """
-    return getattr(type(obj), name, None) is not getattr(HeaderFilter, name)
+    def close(self):
+        """
+        The WebSocket closed: leave every channel, run the close hooks.
+        """
+        self.stop()
+        self.queue.clear()
+        self.queuedBytes = 0
+        self._dispatcher._closed(self)
+        self._onClosed(self.connection)
 
 
 class Dispatcher:
@@ -81,24 +116,28 @@ class Dispatcher:
 
     log = Logger()
 
-    def __init__(
-        self, metrics=None, maxQueuedBytes=DEFAULT_MAX_QUEUED_BYTES,
-        maxQueuedMessages=DEFAULT_MAX_QUEUED_MESSAGES,
-    ):
+    def __init__(self, parse, metrics, maxQueuedBytes, maxQueuedMessages):
         """
-        @param metrics: the L{lhttp.metrics.Metrics} that counts connections
-            and messages (default: its own).
+        @param parse: the node's ingress: C{parse(data)} turns a client's
+            bytes into a L{lhttp.codec.Message}, with the node's limits, or
+            raises an L{LHTTPError}.
+        @param metrics: the L{lhttp.metrics.Metrics} that counts connections.
         @param maxQueuedBytes: bytes of messages one connection may have
-            waiting (while an earlier one waits for a Deferred) before the
-            node stops reading from it.
+            waiting before the node stops reading from it.
         @param maxQueuedMessages: the same, in messages.
         """
-        self.metrics = metrics if metrics is not None else Metrics()
+        self.metrics = metrics
         self.maxQueuedBytes = maxQueuedBytes
         self.maxQueuedMessages = maxQueuedMessages
+        self._parse = parse
         self._processors = {}
         self._filters = []
         self._pipelines = {}
+        # Connection -> its Pipeline, while open.
+        self._open = {}
+        self._known = frozenset()
+
+    # The registry.
 
     def addProcessor(self, command, processor):
         """
@@ -117,6 +156,13 @@ class Dispatcher:
     def getProcessor(self, command):
         return self._processors.get(command)
 
+    @property
+    def processors(self):
+        """
+        @return: a L{dict} of command to processor.
+        """
+        return dict(self._processors)
+
     def addFilter(self, headerFilter, index=None):
         """
         Add a header filter; hooks run in list order.
@@ -129,6 +175,9 @@ class Dispatcher:
             self._filters.append(headerFilter)
         else:
             self._filters.insert(index, headerFilter)
+        self._known = frozenset(
+            name.lower() for f in self._filters for name in getattr(f, "headers", ())
+        )
         self._pipelines.clear()
 
     @property
@@ -142,119 +191,121 @@ class Dispatcher:
         key = command if command in self._processors else None
         steps = self._pipelines.get(key)
         if steps is None:
-            steps = [f.beforeRequest for f in self._filters if _overridden(f, "beforeRequest")]
+            # Filters first, so one may refuse (an authentication filter's
+            # 401) before anything else is said about the message.
+            steps = [f.beforeRequest for f in self._filters if overrides(f, "beforeRequest")]
             processor = self._processors.get(key)
             if processor is not None:
-                steps.append(_opener(processor))
+                steps.append(_opener(processor, self._open))
                 steps.append(processor.onMessage)
-            steps.extend(f.afterRequest for f in self._filters if _overridden(f, "afterRequest"))
+            else:
+                steps.append(self._requireKnownHeader)
+            steps.extend(f.afterRequest for f in self._filters if overrides(f, "afterRequest"))
             steps = self._pipelines[key] = tuple(steps)
         return steps
 
-    # Connection events.
+    def _requireKnownHeader(self, connection, message):
+        known = self._known
+        for name, _ in message.headers:
+            if name.lower() in known:
+                return
+        raise NoProcessor(
+            f"no processor handles {message.command!r} here, and the message has none of "
+            "the headers the server acts on (subscribe, publish, unsubscribe, upstream...)"
+        )
 
-    def connectionOpened(self, connection):
+    # Connections.
+
+    def open(self, connection, reader, onClosed):
+        """
+        A connection opened: run the filters' C{onOpen}.
+
+        @param reader: what the pipeline pauses and resumes reading from
+            (C{pauseReading}, C{resumeReading}).
+        @param onClosed: called with the connection once it closed.
+        @rtype: L{Pipeline}
+        """
         self.metrics.connections += 1
         for headerFilter in self._filters:
             self._guard(connection, headerFilter.onOpen)
+        pipeline = self._open[connection] = Pipeline(self, connection, reader, onClosed)
+        return pipeline
 
-    def messageReceived(self, connection, data, isBinary=False):
-        """
-        Queue one WebSocket message's payload and handle what can be handled.
-        """
-        queue = connection.queue
-        queue.append((data, isBinary))
-        connection.queuedBytes += len(data)
-        if not connection.busy and not connection.draining:
-            self._drain(connection)
-        if queue and not connection.readingPaused and (
-            connection.queuedBytes > self.maxQueuedBytes or len(queue) > self.maxQueuedMessages
-        ):
-            connection.readingPaused = True
-            connection.transport.pauseReading()
-
-    def connectionClosed(self, connection):
+    def _closed(self, pipeline):
         self.metrics.connections -= 1
-        connection.connected = False
-        connection.queue.clear()
-        connection.queuedBytes = 0
+        connection = pipeline.connection
+        self._open.pop(connection, None)
         connection.unsubscribeAll()
-        for processor in connection.opened:
+        for processor in pipeline.opened:
             self._guard(connection, processor.onClose)
-        del connection.opened[:]
+        del pipeline.opened[:]
         for headerFilter in self._filters:
             self._guard(connection, headerFilter.onClose)
 
     # The pipeline.
 
-    def _drain(self, connection):
-        queue = connection.queue
-        connection.draining = True
+    def _drain(self, pipeline):
+        queue = pipeline.queue
+        connection = pipeline.connection
+        pipeline.draining = True
         try:
-            while queue and not connection.busy and connection.connected:
+            while queue and not pipeline.busy and connection.connected:
                 data, isBinary = queue.popleft()
-                connection.queuedBytes -= len(data)
-                self._handle(connection, data, isBinary)
+                pipeline.queuedBytes -= len(data)
+                self._handle(pipeline, data, isBinary)
         finally:
-            connection.draining = False
-        if connection.readingPaused and (
-            connection.queuedBytes <= self.maxQueuedBytes // 2
-            and len(queue) <= self.maxQueuedMessages // 2
-        ):
-            connection.readingPaused = False
-            if connection.connected:
-                connection.transport.resumeReading()
+            pipeline.draining = False
+        pipeline.drained()
 
-    def _handle(self, connection, data, isBinary):
+    def _handle(self, pipeline, data, isBinary):
+        connection = pipeline.connection
         try:
-            server = connection.server
-            message = parse(data, server.maxHeaders, server.maxHeaderLength)
+            message = self._parse(data)
         except LHTTPError as error:
-            self.metrics.messageReceived(None)
             connection.begin(None, isBinary)
             connection.sendError(error)
             connection.end()
             return
-        command = message.command
-        self.metrics.messageReceived(command if command in self._processors else UNREGISTERED)
         connection.begin(message, isBinary)
-        self._run(connection, message, self._pipeline(command), 0)
+        self._run(pipeline, message, self._pipeline(message.command), 0)
 
-    def _run(self, connection, message, steps, index):
+    def _run(self, pipeline, message, steps, index):
+        connection = pipeline.connection
         while index < len(steps):
             step = steps[index]
             index += 1
             try:
                 result = step(connection, message)
             except Exception:
-                self._failed(connection, Failure())
+                self._failed(pipeline, Failure())
                 return
             # Most steps return None; isinstance on Deferred (an Awaitable,
             # so an ABC check) is only worth paying for anything else.
             if result is not None and isinstance(result, Deferred):
-                connection.busy = True
+                pipeline.busy = True
                 result.addCallbacks(
                     self._resume,
                     self._resumeFailed,
-                    callbackArgs=(connection, message, steps, index),
-                    errbackArgs=(connection,),
+                    callbackArgs=(pipeline, message, steps, index),
+                    errbackArgs=(pipeline,),
                 )
                 return
         connection.end()
 
-    def _resume(self, ignored, connection, message, steps, index):
-        connection.busy = False
-        self._run(connection, message, steps, index)
-        if not connection.busy and not connection.draining:
-            self._drain(connection)
+    def _resume(self, ignored, pipeline, message, steps, index):
+        pipeline.busy = False
+        self._run(pipeline, message, steps, index)
+        if not pipeline.busy and not pipeline.draining:
+            self._drain(pipeline)
 
-    def _resumeFailed(self, failure, connection):
-        connection.busy = False
-        self._failed(connection, failure)
-        if not connection.draining:
-            self._drain(connection)
+    def _resumeFailed(self, failure, pipeline):
+        pipeline.busy = False
+        self._failed(pipeline, failure)
+        if not pipeline.draining:
+            self._drain(pipeline)
 
-    def _failed(self, connection, failure):
+    def _failed(self, pipeline, failure):
+        connection = pipeline.connection
         error = errorFor(failure)
         if not isinstance(failure.value, LHTTPError):
             self.log.failure(
@@ -278,15 +329,18 @@ class Dispatcher:
             result.addErrback(lambda f: self.log.failure("{hook} failed", f, hook=hook))
 
 
-def _opener(processor):
+def _opener(processor, pipelines):
     """
     A pipeline step that runs C{processor.onOpen} the first time a
     connection sends it a message.
+
+    @param pipelines: the dispatcher's connection -> L{Pipeline}.
     """
 
     def openOnce(connection, message):
-        if processor not in connection.opened:
-            connection.opened.append(processor)
+        opened = pipelines[connection].opened
+        if processor not in opened:
+            opened.append(processor)
             return processor.onOpen(connection)
 
     return openOnce

@@ -98,7 +98,7 @@ class HostNotAllowed(Forbidden):
     """
     The request calls the node by a name that is not one of its own (its
     C{Host} header): a DNS rebinding attack, or a name to add with
-    C{--allow-host} (see L{lhttp.hosts}).
+    C{--allow-host} (see L{lhttp.web.hosts}).
     """
 
     reason = "host not allowed"
@@ -140,6 +140,25 @@ class BrokerUnavailable(LHTTPError):
 
     status = 503
     reason = "broker unavailable"
+
+
+class MessagesMissed(BrokerUnavailable):
+    """
+    Told to a channel's subscribers: messages published to it elsewhere may
+    not have reached this node.
+    """
+
+    reason = "messages may have been missed"
+
+
+class NoProcessor(LHTTPError):
+    """
+    A message whose command has no processor and that carries no reserved
+    header: nothing would happen to it.
+    """
+
+    status = 404
+    reason = "no processor"
 
 
 class BadUpstream(LHTTPError):

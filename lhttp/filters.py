@@ -1,100 +1,77 @@
 """
-The reserved headers (SPEC section 2), built as header filters the way a
-user adds one: C{multipart} before the processor; C{subscribe}, C{publish},
-C{unsubscribe} after it, in that order.
+The reserved headers C{subscribe}, C{publish} and C{unsubscribe} (SPEC
+section 2), built as header filters the way a user builds one, on the
+public connection API only: they act after the processor, in that order.
 
 Channel names are checked before the processor runs, so a message with a
-bad name is refused whole, with a 400 error reply, before anything happens.
+bad name is refused whole, with a 400 error reply, before anything
+happens. (C{multipart} is split when the message is parsed, and
+C{upstream} is L{lhttp.upstream.filter.UpstreamFilter}.)
 """
 
-from lhttp.codec import parseMultipart
-from lhttp.dispatch import HeaderFilter
+from lhttp.processor import HeaderFilter
 
 
-class MultipartFilter(HeaderFilter):
-    """
-    C{multipart: o1 o2 ...}: cut the body into parts for the processor
-    (L{lhttp.interfaces.IConnection.getParts}).
-    """
-
-    def beforeRequest(self, connection, message):
-        offsets = message.getHeader("multipart")
-        if offsets is not None:
-            server = connection.server
-            message.parts = parseMultipart(
-                message.body, offsets, server.maxHeaders, server.maxHeaderLength
-            )
-
-
-class _ChannelHeaderFilter(HeaderFilter):
-    """
-    A header whose value is a space-separated list of channels.
-    """
-
-    header = None
-
-    def beforeRequest(self, connection, message):
-        value = message.getHeader(self.header)
-        if value is not None:
-            connection.checkedChannels(value)
-
-    def afterRequest(self, connection, message):
-        value = message.getHeader(self.header)
-        if value is not None:
-            return self.act(connection, value)
-
-    def act(self, connection, channels):
-        raise NotImplementedError()
-
-
-class SubscribeFilter(_ChannelHeaderFilter):
+class SubscribeFilter(HeaderFilter):
     """
     C{subscribe: a b}: the connection receives what is published to each.
     """
 
-    header = "subscribe"
+    headers = ("subscribe",)
 
-    def act(self, connection, channels):
-        # A Deferred here holds this connection's next messages until the
-        # subscription reaches the whole cluster.
-        return connection.subscribe(channels)
+    def beforeRequest(self, connection, message):
+        value = message.getHeader("subscribe")
+        if value is not None:
+            connection.checkChannels(value)
+
+    def afterRequest(self, connection, message):
+        value = message.getHeader("subscribe")
+        if value is not None:
+            # A Deferred here holds this connection's next messages until
+            # the subscription reaches the whole cluster.
+            return connection.subscribe(value)
 
 
-class PublishFilter(_ChannelHeaderFilter):
+class PublishFilter(HeaderFilter):
     """
     C{publish: a b}: the message, as the processor left it, goes to every
     subscriber of each channel.
     """
 
-    header = "publish"
+    headers = ("publish",)
 
     def beforeRequest(self, connection, message):
         value = message.getHeader("publish")
         if value is not None:
-            connection.server.publishChannels(value)
+            connection.checkPublishChannels(value)
 
-    def act(self, connection, channels):
-        command = connection.getCommand()
-        connection.server.publish(
-            channels,
-            connection.publishedBytes(),
-            lambda error: connection.sendError(error, command),
-        )
+    def afterRequest(self, connection, message):
+        value = message.getHeader("publish")
+        if value is not None:
+            connection.relay(value)
 
 
-class UnsubscribeFilter(_ChannelHeaderFilter):
+class UnsubscribeFilter(HeaderFilter):
     """
     C{unsubscribe: a b}: stop receiving from each.
     """
 
-    header = "unsubscribe"
+    headers = ("unsubscribe",)
 
-    def act(self, connection, channels):
-        connection.unsubscribe(channels)
+    def beforeRequest(self, connection, message):
+        value = message.getHeader("unsubscribe")
+        if value is not None:
+            connection.checkChannels(value)
+
+    def afterRequest(self, connection, message):
+        value = message.getHeader("unsubscribe")
+        if value is not None:
+            connection.unsubscribe(value)
 
 
 def standardFilters():
     """
-    @return: the built-in filters, in the order SPEC section 2 gives.
+    @return: the built-in pub/sub filters, in the order SPEC section 2
+        gives.
     """
-    return [MultipartFilter(), SubscribeFilter(), PublishFilter(), UnsubscribeFilter()]
+    return [SubscribeFilter(), PublishFilter(), UnsubscribeFilter()]

@@ -83,11 +83,54 @@ class IConnection(Interface):
         Send an L{lhttp.codec.Message} to this connection as it is.
         """
 
+    def sendError(error, command=None, headers=()):
+        """
+        Send the C{LHTTP/1.0 error} reply for an L{lhttp.errors.LHTTPError}.
+
+        @param command: the command it answers (default: the message being
+            handled's).
+        @param headers: more C{(name, value)} headers for the reply.
+        """
+
+    def getRelayed():
+        """
+        @return: the message being handled as the processor left it, an
+            L{lhttp.codec.Message}: the original (relayed verbatim) unless
+            the processor changed the draft without sending it; then its
+            command, the original headers with the draft's set and added
+            ones, its body. What C{publish} and C{upstream} send on.
+        """
+
+    def relay(channels):
+        """
+        Publish L{getRelayed} to channels (what the C{publish} header does);
+        if the cluster cannot confirm it later, this connection gets a 503
+        error reply.
+
+        @raise lhttp.errors.LHTTPError: bad channel name, too many
+            channels, broker unavailable.
+        """
+
     def publish(channels, command, headers=(), body=b""):
         """
         Publish a new message to channels.
 
-        @raise lhttp.errors.LHTTPError: bad channel name, broker unavailable.
+        @raise lhttp.errors.LHTTPError: bad channel name, too many
+            channels, broker unavailable.
+        """
+
+    def checkChannels(channels):
+        """
+        @param channels: names, or one space-separated header value.
+        @return: the checked, distinct names, in order.
+        @raise lhttp.errors.BadChannel: a bad name, or none.
+        """
+
+    def checkPublishChannels(channels):
+        """
+        L{checkChannels}, and no more than one publish may name.
+
+        @raise lhttp.errors.TooManyChannels: too many.
         """
 
     def subscribe(channels):
@@ -152,6 +195,12 @@ class IHeaderFilter(Interface):
     it. Each hook may return a L{twisted.internet.defer.Deferred}.
     """
 
+    headers = Attribute(
+        "The names of the headers it acts on (optional): a message whose "
+        "command has no processor gets a 404 unless it carries one of the "
+        "headers some filter names."
+    )
+
     def onOpen(connection):
         """
         A connection opened.
@@ -181,6 +230,63 @@ class ISubscriber(Interface):
     def sendPreparedMessage(prepared):
         """
         Write a message framed once for every subscriber.
+        """
+
+
+class IPubSub(Interface):
+    """
+    Channels as the parts of a node use them (L{lhttp.pubsub.PubSub}):
+    names checked with the node's limits, publishes to the broker,
+    subscribers in the local channel table.
+    """
+
+    def checkChannels(channels):
+        """
+        @return: the checked, distinct names of C{channels} (names, or one
+            space-separated string).
+        @raise lhttp.errors.BadChannel: a bad name, or none.
+        """
+
+    def checkPublishChannels(channels):
+        """
+        L{checkChannels}, and no more than one publish may name.
+
+        @raise lhttp.errors.TooManyChannels: too many.
+        """
+
+    def publishBytes(channels, payload, onFailure=None):
+        """
+        Publish serialized LHTTP bytes, verbatim, on every node.
+
+        @param onFailure: called with an L{lhttp.errors.LHTTPError} if the
+            broker took it but could not confirm it later.
+        @return: the checked channel names.
+        @raise lhttp.errors.LHTTPError: bad names, too many, or the broker
+            cannot take it.
+        """
+
+    def publish(channels, command, headers=(), body=b"", onFailure=None):
+        """
+        Publish a new message (L{publishBytes} of its serialized form).
+        """
+
+    def subscribe(subscriber, names):
+        """
+        @param subscriber: an L{ISubscriber}.
+        @param names: checked names.
+        @return: L{None}, or a L{Deferred} that fires once the subscriptions
+            reach the whole cluster.
+        """
+
+    def unsubscribe(subscriber, names):
+        """
+        Remove C{subscriber} from the channels it is on of C{names}.
+        """
+
+    def confirm():
+        """
+        @return: a L{Deferred} that fires once every publish taken so far
+            is confirmed (see L{IBroker.confirm}).
         """
 
 
@@ -294,7 +400,7 @@ class IUpstream(Interface):
 class IBodyLimit(Interface):
     """
     A resource that judges a request by its head (method, path, headers)
-    before any of its body is read, so that L{lhttp.site.LHTTPSite} neither
+    before any of its body is read, so that L{lhttp.web.site.LHTTPSite} neither
     stores nor waits for a body it would refuse.
 
     The site finds the resource a request goes to as soon as its headers

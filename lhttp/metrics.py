@@ -49,7 +49,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.web.resource import Resource
 
-from lhttp.bearer import checkBearer
+from lhttp.web.bearer import checkBearer
 from lhttp.errors import LHTTPError
 
 UNPARSED = "(unparsed)"
@@ -76,13 +76,11 @@ class Metrics:
     @ivar slowConsumerDisconnects: see L{slowConsumerDisconnected}.
     @ivar httpDropped: reason -> connections dropped in their HTTP phase.
     @ivar pendingConnections: connections in their HTTP phase, kept by
-        L{lhttp.site.LHTTPSite}.
+        L{lhttp.web.site.LHTTPSite}.
     """
 
-    def __init__(self, server=None, processMetrics=True):
+    def __init__(self, processMetrics=True):
         """
-        @param server: the L{lhttp.server.LHTTPServer} whose broker and
-            channel table are read at scrape time, or L{None}.
         @param processMetrics: also export C{process_*} metrics.
         """
         self.connections = 0
@@ -94,7 +92,8 @@ class Metrics:
         self.slowConsumerDisconnects = 0
         self.httpDropped = {}
         self.pendingConnections = 0
-        self._server = server
+        self._channels = None
+        self._broker = None
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(self))
         if processMetrics:
@@ -106,6 +105,17 @@ class Metrics:
             registry=self.registry,
             buckets=UPSTREAM_BUCKETS,
         )
+
+    def track(self, channels, broker):
+        """
+        Read the channel table's deliveries and size and the broker's state
+        at scrape time.
+
+        @param channels: the node's L{lhttp.channels.Channels}.
+        @param broker: the node's L{lhttp.interfaces.IBroker}.
+        """
+        self._channels = channels
+        self._broker = broker
 
     def messageReceived(self, command):
         """
@@ -137,7 +147,7 @@ class Metrics:
 
     def httpConnectionDropped(self, reason):
         """
-        The hook for L{lhttp.site}: a connection was dropped in its HTTP
+        The hook for L{lhttp.web.site}: a connection was dropped in its HTTP
         phase, for C{reason} (C{"deadline"}, C{"evicted"}, C{"refused"}).
         """
         dropped = self.httpDropped
@@ -220,17 +230,16 @@ class _Collector:
             "lhttp_pending_connections", "Connections in their HTTP phase, not yet WebSockets.",
             m.pendingConnections,
         )
-        server = m._server
-        if server is None:
+        channels, broker = m._channels, m._broker
+        if channels is None:
             return
         yield _counter(
             "lhttp_deliveries", "Copies of published messages written to local subscribers.",
-            server.channels.deliveries,
+            channels.deliveries,
         )
         yield _gauge(
-            "lhttp_channels", "Channels with local subscribers.", len(server.channels.names())
+            "lhttp_channels", "Channels with local subscribers.", len(channels.names())
         )
-        broker = server.broker
         yield _gauge(
             "lhttp_broker_ready", "1 while the broker takes publishes.", 1 if broker.ready else 0
         )

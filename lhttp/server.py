@@ -1,158 +1,130 @@
 """
-L{LHTTPServer}: one node's parts wired together, the processor registry,
-the broker, the channel table, the WebSocket factory, and its Resource
-tree.
+L{LHTTPServer}: one node. It wires its parts together from one
+L{lhttp.config.Config} and is the one ingress for what clients send.
+
+    bytes (a WebSocket message, a POST /publish body)
+      -> LHTTPServer.receive: parse with the node's limits, split
+         multipart, count                              (one ingress)
+      -> a connection's Pipeline: filters, processor   (lhttp.dispatch)
+      -> PubSub: channel checks, broker, channel table (lhttp.pubsub)
+      -> Channels.deliver: framed once, one write per subscriber
+
+Each part gets what it needs (a clock, the metrics, the
+L{lhttp.interfaces.IPubSub}), not the node.
 """
 
 from twisted.internet.defer import Deferred
 
-from lhttp.broker import EmbeddedBroker
-from lhttp.channels import DEFAULT_MAX_CHANNEL_LENGTH, Channels, channelList
-from lhttp.dispatch import DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_QUEUED_MESSAGES, Dispatcher
-from lhttp.errors import BrokerUnavailable, TooManyChannels
+from lhttp.brokers.embedded import EmbeddedBroker
+from lhttp.channels import Channels
+from lhttp.codec import parse, parseMultipart
+from lhttp.config import Config
+from lhttp.connection import Connection
+from lhttp.dispatch import Dispatcher
+from lhttp.errors import LHTTPError
 from lhttp.filters import standardFilters
-from lhttp.hosts import HostPolicy
-from lhttp.metrics import Metrics
-from lhttp.protocol import LHTTPServerFactory
-from lhttp.resource import LHTTPResource
-from lhttp.upstream import NoUpstream, UpstreamFilter
-
-DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
-DEFAULT_MAX_SUBSCRIPTIONS = 1000
-DEFAULT_MAX_HEADERS = 100
-DEFAULT_MAX_HEADER_LENGTH = 8192
-DEFAULT_MAX_CONNECTIONS = 10000
-DEFAULT_MAX_PENDING_CONNECTIONS = 1000
-DEFAULT_MAX_SEND_BUFFER = 1024 * 1024
-DEFAULT_SLOW_CONSUMER_GRACE = 10.0
-DEFAULT_HANDSHAKE_TIMEOUT = 10.0
-DEFAULT_PING_INTERVAL = 30.0
-DEFAULT_PING_TIMEOUT = 20.0
-DEFAULT_MAX_PUBLISH_CHANNELS = 64
+from lhttp.metrics import UNREGISTERED, Metrics, MetricsResource
+from lhttp.pubsub import PubSub
+from lhttp.upstream.agent import NoUpstream
+from lhttp.upstream.filter import UpstreamFilter
+from lhttp.web.hosts import HostPolicy
+from lhttp.web.resource import HealthResource, LHTTPResource, PublishResource, metricsRoot
+from lhttp.web.site import LHTTPSite
+from lhttp.web.websocket import LHTTPServerFactory
 
 
 class LHTTPServer:
     """
     An LHTTP node.
 
-    @ivar dispatcher: the L{lhttp.dispatch.Dispatcher}.
+    @ivar config: its L{lhttp.config.Config}.
     @ivar broker: the L{lhttp.interfaces.IBroker} (embedded by default).
-    @ivar channels: the local L{lhttp.channels.Channels} table.
+    @ivar pubsub: the L{lhttp.interfaces.IPubSub} its parts publish and
+        subscribe through.
+    @ivar dispatcher: the L{lhttp.dispatch.Dispatcher}: processors and
+        filters.
     @ivar factory: the Autobahn WebSocket server factory.
     @ivar metrics: this node's L{lhttp.metrics.Metrics} (C{GET /metrics}).
+    @ivar connections: the open L{lhttp.connection.Connection}s.
     """
 
-    def __init__(
-        self,
-        broker=None,
-        reactor=None,
-        maxMessageSize=DEFAULT_MAX_MESSAGE_SIZE,
-        maxSubscriptions=DEFAULT_MAX_SUBSCRIPTIONS,
-        maxChannelLength=DEFAULT_MAX_CHANNEL_LENGTH,
-        publishToken=None,
-        upstream=None,
-        maxHeaders=DEFAULT_MAX_HEADERS,
-        maxHeaderLength=DEFAULT_MAX_HEADER_LENGTH,
-        maxConnections=DEFAULT_MAX_CONNECTIONS,
-        maxPendingConnections=DEFAULT_MAX_PENDING_CONNECTIONS,
-        maxSendBuffer=DEFAULT_MAX_SEND_BUFFER,
-        slowConsumerGrace=DEFAULT_SLOW_CONSUMER_GRACE,
-        handshakeTimeout=DEFAULT_HANDSHAKE_TIMEOUT,
-        pingInterval=DEFAULT_PING_INTERVAL,
-        pingTimeout=DEFAULT_PING_TIMEOUT,
-        allowedOrigins=(),
-        maxQueuedBytes=DEFAULT_MAX_QUEUED_BYTES,
-        maxQueuedMessages=DEFAULT_MAX_QUEUED_MESSAGES,
-        maxPublishChannels=DEFAULT_MAX_PUBLISH_CHANNELS,
-        metricsToken=None,
-        allowedHosts=(),
-    ):
+    def __init__(self, config=None, broker=None, reactor=None, upstream=None):
         """
+        @param config: the node's L{lhttp.config.Config} (default: the
+            defaults).
         @param broker: an L{lhttp.interfaces.IBroker}; default: a new
             L{EmbeddedBroker} (one node, nothing else needed).
         @param reactor: the reactor; default: the global one.
-        @param maxMessageSize: bytes; larger WebSocket messages close the
-            connection with 1009, larger C{/publish} bodies get 413.
-        @param maxSubscriptions: channels one connection may subscribe to.
-        @param maxChannelLength: characters in a channel name.
-        @param publishToken: if set, C{POST /publish} needs
-            C{Authorization: Bearer <publishToken>}.
         @param upstream: an L{lhttp.interfaces.IUpstream} for the
-            C{upstream} header (e.g. L{lhttp.upstream.makeUpstream});
-            default: off, C{upstream} headers get a 403.
-        @param maxHeaders: header lines per message (over: a 400 error reply).
-        @param maxHeaderLength: bytes per start or header line (over: 400).
-        @param maxConnections: connections at once, WebSockets and those
-            still in their HTTP phase (over: 503 at the handshake).
-        @param maxPendingConnections: connections still in their HTTP phase
-            (not yet WebSockets) at once, under L{lhttp.site.LHTTPSite};
-            over it the one in that phase longest is dropped with 503.
-        @param maxSendBuffer: bytes queued for a client that does not read,
-            beyond the kernel's and the transport's buffers; over it the
-            client is closed with 1008 (a slow consumer).
-        @param slowConsumerGrace: seconds a slow consumer has to read its
-            close frame before the connection is dropped.
-        @param handshakeTimeout: seconds for the WebSocket opening handshake,
-            and, under L{lhttp.site.LHTTPSite}, for any request to arrive
-            whole, from its first byte.
-        @param pingInterval: seconds between keep-alive pings (0: none).
-        @param pingTimeout: seconds a peer has to answer a ping before it
-            is dropped as dead.
-        @param allowedOrigins: Origin patterns browsers may connect from,
-            besides the node's own origin (C{"*"}: any); see
-            L{lhttp.origins}.
-        @param maxQueuedBytes: bytes of messages a connection may have
-            waiting behind one that waits (upstream slots, a Deferred, a
-            cluster subscribe); over it the node stops reading from it.
-        @param maxQueuedMessages: the same, in messages.
-        @param maxPublishChannels: channels one publish may name (over:
-            a 400 error reply, or 400 from C{/publish}).
-        @param metricsToken: if set, C{GET /metrics} needs
-            C{Authorization: Bearer <metricsToken>}.
-        @param allowedHosts: host name patterns (C{*} wildcards; C{"*"}:
-            any) requests may call the node by in their C{Host} header,
-            besides C{localhost} and the address they connected to; others
-            get 403 (DNS rebinding); see L{lhttp.hosts}.
-        @raise ValueError: an C{allowedHosts} pattern is not a host name.
+            C{upstream} header (L{lhttp.upstream.makeUpstream} makes one
+            from the config); default: off, C{upstream} headers get a 403.
         """
-        self.maxMessageSize = maxMessageSize
-        self.maxSubscriptions = maxSubscriptions
-        self.maxChannelLength = maxChannelLength
-        self.publishToken = publishToken
-        self.metricsToken = metricsToken
-        self.maxHeaders = maxHeaders
-        self.maxHeaderLength = maxHeaderLength
-        self.maxConnections = maxConnections
-        self.maxPendingConnections = maxPendingConnections
-        self.maxSendBuffer = maxSendBuffer
-        self.slowConsumerGrace = slowConsumerGrace
-        self.handshakeTimeout = handshakeTimeout
-        self.pingInterval = pingInterval
-        self.pingTimeout = pingTimeout
-        self.allowedOrigins = tuple(allowedOrigins)
-        self.maxPublishChannels = maxPublishChannels
-        self.hostPolicy = HostPolicy(allowedHosts)
+        self.config = config = config if config is not None else Config()
+        self.metrics = Metrics()
+        self.broker = broker if broker is not None else EmbeddedBroker()
+        self.hostPolicy = HostPolicy(config.allowHosts)
         self.connections = set()
-        self.metrics = Metrics(self)
-        self.dispatcher = Dispatcher(self.metrics, maxQueuedBytes, maxQueuedMessages)
+        self.factory = LHTTPServerFactory(self._open, config, self.metrics, reactor=reactor)
+        self.channels = Channels(self.broker, self.factory.prepareMessage)
+        self.metrics.track(self.channels, self.broker)
+        self.pubsub = PubSub(
+            self.broker, self.channels, self.metrics, config.maxChannelLength,
+            config.maxPublishChannels,
+        )
+        self.dispatcher = Dispatcher(
+            self.receive, self.metrics, config.maxQueuedBytes, config.maxQueuedMessages
+        )
         for headerFilter in standardFilters():
             self.dispatcher.addFilter(headerFilter)
         # Last, so its request follows unsubscribe (SPEC section 2); user
         # filters are inserted before the built-in ones.
         self.upstream = upstream if upstream is not None else NoUpstream()
-        self.dispatcher.addFilter(UpstreamFilter(self.upstream))
+        # Autobahn's factory resolves the reactor (the global one if none
+        # was given): the clock upstream requests are timed with.
+        self.dispatcher.addFilter(UpstreamFilter(self.upstream, self.factory.reactor, self.metrics))
         self._userFilters = 0
-        self.broker = broker if broker is not None else EmbeddedBroker()
-        self.factory = LHTTPServerFactory(self, reactor=reactor)
-        self.channels = Channels(self.broker, self.factory.prepareMessage)
 
-    def connectionOpened(self, connection):
+    # The one ingress.
+
+    def receive(self, data):
+        """
+        Bytes from a client, a WebSocket message or a C{POST /publish} body,
+        into a message: parsed with the node's header limits, its
+        C{multipart} body split with the same limits, and counted.
+
+        @rtype: L{lhttp.codec.Message}
+        @raise lhttp.errors.LHTTPError: what is wrong with it, with its
+            C{command} when that could be read.
+        """
+        config = self.config
+        try:
+            message = parse(data, config.maxHeaders, config.maxHeaderLength)
+            offsets = message.getHeader("multipart")
+            if offsets is not None:
+                try:
+                    message.parts = parseMultipart(
+                        message.body, offsets, config.maxHeaders, config.maxHeaderLength
+                    )
+                except LHTTPError as error:
+                    error.command = message.command
+                    raise
+        except LHTTPError:
+            self.metrics.messageReceived(None)
+            raise
+        command = message.command
+        self.metrics.messageReceived(
+            command if self.dispatcher.getProcessor(command) is not None else UNREGISTERED
+        )
+        return message
+
+    # Connections (the WebSocket factory's open).
+
+    def _open(self, writer, peer, handshake):
+        connection = Connection(
+            writer, self.pubsub, self.metrics, self.config.maxSubscriptions, peer, handshake
+        )
         self.connections.add(connection)
-        self.dispatcher.connectionOpened(connection)
-
-    def connectionClosed(self, connection):
-        self.connections.discard(connection)
-        self.dispatcher.connectionClosed(connection)
+        return self.dispatcher.open(connection, writer, self.connections.discard)
 
     def closeAll(self, clock, code=1001, reason="server shutting down", timeout=5.0):
         """
@@ -175,6 +147,8 @@ class LHTTPServer:
         check(clock.seconds() + timeout)
         return done
 
+    # Processors and filters.
+
     def addProcessor(self, command, processor):
         """
         Handle messages whose command is C{command} with an
@@ -185,55 +159,80 @@ class LHTTPServer:
     def addFilter(self, headerFilter):
         """
         Add an L{lhttp.interfaces.IHeaderFilter}. User filters run before
-        the built-in ones (multipart, subscribe, publish, unsubscribe), in
+        the built-in ones (subscribe, publish, unsubscribe, upstream), in
         the order they were added, so they can refuse a message first.
         """
         self.dispatcher.addFilter(headerFilter, self._userFilters)
         self._userFilters += 1
 
-    def channelList(self, channels):
-        return channelList(channels, self.maxChannelLength)
+    # Publishing from code.
 
-    def publishChannels(self, channels):
+    def publish(self, channels, command, headers=(), body=b""):
         """
-        The checked channels of a publish.
-
-        @raise lhttp.errors.BadChannel: a name is bad.
-        @raise lhttp.errors.TooManyChannels: more than C{maxPublishChannels}.
-        """
-        names = channelList(channels, self.maxChannelLength)
-        if len(names) > self.maxPublishChannels:
-            raise TooManyChannels(
-                f"a publish names {len(names)} channels; at most {self.maxPublishChannels} are allowed"
-            )
-        return names
-
-    def publish(self, channels, payload, onFailure=None):
-        """
-        Publish serialized LHTTP bytes to channels, on every node.
+        Publish a new message to channels, on every node: what
+        L{lhttp.interfaces.IConnection.publish} and
+        L{lhttp.publisher.publish} do too.
 
         @param channels: names, or one space-separated string.
+        @return: the checked channel names.
+        @raise lhttp.errors.LHTTPError: a bad channel name, too many
+            channels, or the broker cannot take it.
+        """
+        return self.pubsub.publish(channels, command, headers, body)
+
+    def publishBytes(self, channels, payload, onFailure=None):
+        """
+        Publish a serialized LHTTP message, verbatim, to channels.
+
         @param onFailure: called with an L{lhttp.errors.LHTTPError} if the
             broker took the publish but could not confirm it later.
         @return: the checked channel names.
-        @raise lhttp.errors.BadChannel: a name is bad.
-        @raise lhttp.errors.TooManyChannels: too many channels.
-        @raise lhttp.errors.BrokerUnavailable: the broker cannot take it.
         """
-        names = self.publishChannels(channels)
-        if not self.broker.ready:
-            raise BrokerUnavailable("the message broker is not connected; publish refused")
-        self.broker.publish(names, payload, onFailure)
-        self.metrics.publishes += 1
-        return names
+        return self.pubsub.publishBytes(channels, payload, onFailure)
+
+    # The HTTP side.
 
     def resource(self, metrics=True):
         """
-        @param metrics: also serve C{GET /metrics} in the tree; leave it out
-            to serve it elsewhere (L{lhttp.resource.metricsRoot}).
-        @return: the Resource tree: WebSocket on every path, C{publish}
-            for HTTP publishing, C{health}, C{metrics}. Serve it with a
-            L{twisted.web.server.Site} or mount it with C{putChild} in your
-            own tree.
+        The node's Resource tree: WebSocket upgrades on every path,
+        C{publish}, C{health} and C{metrics} for HTTP. Serve it with
+        L{site}, or mount it with C{putChild} in your own tree.
+
+        @param metrics: serve C{GET /metrics} in it (L{False} when it is
+            served on a port of its own: L{metricsResource}).
         """
-        return LHTTPResource(self, metrics)
+        root = LHTTPResource(self.factory, self.hostPolicy)
+        config = self.config
+        root.putChild(b"publish", PublishResource(
+            self.receive, self.pubsub, self.metrics, config.publishToken, config.maxMessageSize
+        ))
+        root.putChild(b"health", HealthResource(self.broker))
+        if metrics:
+            root.putChild(b"metrics", MetricsResource(self.metrics, config.metricsToken))
+        return root
+
+    def metricsResource(self):
+        """
+        The tree of a port that serves only C{GET /metrics}.
+        """
+        return metricsRoot(self.metrics, self.config.metricsToken)
+
+    def site(self, root=None, **kwargs):
+        """
+        The L{twisted.web.server.Site} to serve a tree with this node's
+        limits on the HTTP phase (L{lhttp.web.site.LHTTPSite}): bodies
+        judged by their head and never spooled, a deadline per request, a
+        cap on connections that are not WebSockets yet.
+
+        @param root: the tree (default: L{resource}); mount L{resource} in
+            yours to serve your pages and the node on one port.
+        @param kwargs: for L{LHTTPSite} (C{logPath}, C{maxBodySize}...).
+        """
+        kwargs.setdefault("reactor", self.factory.reactor)
+        return LHTTPSite(
+            root if root is not None else self.resource(),
+            self.config,
+            webSockets=self.factory.getConnectionCount,
+            metrics=self.metrics,
+            **kwargs,
+        )

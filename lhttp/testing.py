@@ -1,87 +1,172 @@
 """
 In-memory test doubles for code built on lhttp, shipped with the library
-(like L{treq.testing}): no sockets, no reactor running.
+(as L{treq.testing} ships L{treq.testing.StubTreq}): no sockets, no
+reactor running.
+
+L{FakeClient} drives a node through its real path, in memory: the node's
+L{twisted.web.server.Site} (the HTTP upgrade, the C{Host} check), its real
+WebSocket protocol and Autobahn's framing on both sides, connected by
+L{twisted.test.iosim}::
 
     server = LHTTPServer(reactor=MemoryReactorClock())
     server.addProcessor("echo", EchoProcessor())
     client = FakeClient(server)
     client.receive(b"LHTTP/1.0 echo\\r\\n\\r\\nhi")
     assert client.messages()[0].body == b"hi"
+
+L{RecordingBroker} and L{FakeNATS} stand in for the cluster,
+L{FakeUpstream} for the HTTP backends of the C{upstream} header.
 """
 
+import itertools
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import succeed
+from twisted.internet.defer import Deferred, succeed
+from twisted.test import iosim
 from zope.interface import implementer
 
 from lhttp.codec import parse
-from lhttp.connection import Connection
 from lhttp.errors import BrokerUnavailable
-from lhttp.interfaces import IBroker, ISubscriber
+from lhttp.interfaces import IBroker, IUpstream
+
+_ports = itertools.count(40000)
 
 
-@implementer(ISubscriber)
-class FakeWebSocket:
+def memoryServer(broker=None, upstream=None, reactor=None, **options):
     """
-    Stands where an Autobahn protocol stands: records what is written.
+    A node for tests: an L{lhttp.server.LHTTPServer} on a
+    L{twisted.internet.testing.MemoryReactorClock}.
 
-    @ivar sent: C{(payload, isBinary)} pairs, in order, replies and
-        deliveries alike.
-    @ivar closedWith: C{(code, reason)} once L{sendClose} was called.
-    @ivar reading: L{False} while the server has stopped reading from it.
+    @param options: L{lhttp.config.Config} fields.
+    """
+    from twisted.internet.testing import MemoryReactorClock
+
+    from lhttp.config import Config
+    from lhttp.server import LHTTPServer
+
+    return LHTTPServer(
+        Config(**options), broker=broker, upstream=upstream,
+        reactor=reactor if reactor is not None else MemoryReactorClock(),
+    )
+
+
+class _ReadingTransport(iosim.FakeTransport):
+    """
+    An in-memory transport that remembers whether its protocol asked it to
+    stop reading (what a TCP transport's C{pauseProducing} does).
+    """
+
+    reading = True
+
+    def pauseProducing(self):
+        self.reading = False
+
+    def resumeProducing(self):
+        self.reading = True
+
+
+class _Client(WebSocketClientProtocol):
+    """
+    The client side of a L{FakeClient}: keeps what arrives.
     """
 
     def __init__(self):
-        self.sent = []
+        WebSocketClientProtocol.__init__(self)
+        self.received = []
+        self.opened = False
         self.closedWith = None
-        self.reading = True
 
-    def pauseReading(self):
-        self.reading = False
+    def onOpen(self):
+        self.opened = True
 
-    def resumeReading(self):
-        self.reading = True
+    def onMessage(self, payload, isBinary):
+        self.received.append((payload, isBinary))
 
-    def sendMessage(self, payload, isBinary=False):
-        self.sent.append((payload, isBinary))
-
-    def sendPreparedMessage(self, prepared):
-        self.sent.append((prepared.payload, prepared.binary))
-
-    def sendClose(self, code=None, reason=None):
+    def onClose(self, wasClean, code, reason):
         self.closedWith = (code, reason)
 
 
 class FakeClient:
     """
-    A client connected to an L{lhttp.server.LHTTPServer} in memory: what it
-    L{receive}s goes through the server's real dispatcher.
+    A WebSocket client connected to an L{lhttp.server.LHTTPServer} in
+    memory, through the node's real Site and protocol.
 
     @ivar connection: the server-side L{lhttp.connection.Connection}.
-    @ivar socket: the L{FakeWebSocket} it writes to.
+    @ivar protocol: the server-side
+        L{lhttp.web.websocket.LHTTPServerProtocol}.
     """
 
-    def __init__(self, server, peer=None, handshake=None):
-        self.server = server
-        self.socket = FakeWebSocket()
-        self.connection = Connection(
-            server,
-            self.socket,
-            peer or IPv4Address("TCP", "127.0.0.1", 40000 + id(self) % 20000),
-            handshake,
-        )
-        server.connectionOpened(self.connection)
+    def __init__(self, server, peer=None, headers=None, path="/", host="localhost", site=None):
+        """
+        @param site: the Site the client connects to (default: the node's
+            own, L{lhttp.server.LHTTPServer.site}); give yours to test
+            the node mounted in your tree.
+        @param peer: the client's address (default: a loopback address).
+        @param headers: more handshake headers (C{{"Origin": ...}}).
+        @param host: the C{Host} the client calls the node by.
+        @raise AssertionError: if the node refused the handshake.
+        """
+        peer = peer or IPv4Address("TCP", "127.0.0.1", next(_ports))
+        local = IPv4Address("TCP", "127.0.0.1", 8081)
+        clock = server.factory.reactor
+        site = site if site is not None else server.site()
+        channel = site.buildProtocol(peer)
+        factory = WebSocketClientFactory(f"ws://{host}{path}", headers=headers or {}, reactor=clock)
+        factory.protocol = _Client
+        self._client = factory.buildProtocol(local)
+        self._serverTransport = _ReadingTransport(channel, True, local, peer)
+        clientTransport = iosim.FakeTransport(self._client, False, peer, local)
+        self._pump = iosim.connect(channel, self._serverTransport, self._client, clientTransport,
+                                   clock=iosim.MemoryReactorClock())
+        if not self._client.opened:
+            raise AssertionError(f"the node refused the WebSocket handshake: {self._client.closedWith}")
+        self.protocol = self._serverTransport.protocol
+        self.connection = self.protocol.pipeline.connection
 
     def receive(self, data, isBinary=False):
         """
-        The server receives one WebSocket message from this client.
+        The client sends one WebSocket message, and the node handles it.
         """
-        self.server.dispatcher.messageReceived(self.connection, data, isBinary)
+        self._client.sendMessage(data, isBinary)
+        self.flush()
+
+    def flush(self):
+        """
+        Move what is in flight both ways (after a Deferred the test fired).
+        """
+        self._pump.flush()
 
     def disconnect(self):
-        self.server.connectionClosed(self.connection)
+        """
+        The TCP connection drops.
+        """
+        self._client.transport.loseConnection()
+        self.flush()
+
+    @property
+    def reading(self):
+        """
+        L{False} while the node has stopped reading from this client.
+        """
+        return self._serverTransport.reading
+
+    @property
+    def closedWith(self):
+        """
+        C{(code, reason)} once the node closed the WebSocket, else L{None}.
+        """
+        return self._client.closedWith
+
+    def sent(self):
+        """
+        @return: C{(payload, isBinary)} for everything the node sent.
+        """
+        self.flush()
+        return list(self._client.received)
 
     def payloads(self):
-        return [payload for payload, isBinary in self.socket.sent]
+        return [payload for payload, isBinary in self.sent()]
 
     def messages(self):
         """
@@ -90,7 +175,7 @@ class FakeClient:
         return [parse(payload) for payload in self.payloads()]
 
     def clear(self):
-        del self.socket.sent[:]
+        del self._client.received[:]
 
 
 @implementer(IBroker)
@@ -246,3 +331,28 @@ class FakeNATS:
             subscription (so a subject held twice shows twice).
         """
         return sorted(s.subject for s in self.subscriptions)
+
+
+@implementer(IUpstream)
+class FakeUpstream:
+    """
+    An upstream whose requests the test answers: the allow-list is real,
+    and each call waits in C{calls} as C{(request, peer, message,
+    deferred)} for the test to fire C{deferred} (with L{None}, an
+    L{lhttp.upstream.agent.UpstreamResponse}, or a failure).
+    """
+
+    def __init__(self, allow=("http://127.0.0.1:8080/",), targets=(), maxPending=2):
+        from lhttp.upstream.urls import AllowList
+
+        self.maxPending = maxPending
+        self.allowList = AllowList(allow, targets)
+        self.calls = []
+
+    def check(self, value):
+        return self.allowList.check(value)
+
+    def call(self, request, peer, message):
+        d = Deferred()
+        self.calls.append((request, peer, message, d))
+        return d

@@ -22,7 +22,7 @@ with 1009, as it should).
 import argparse
 import sys
 
-from lhttp.protocol import LHTTPServerProtocol
+from lhttp.web.websocket import LHTTPServerProtocol
 
 
 class EchoProtocol(LHTTPServerProtocol):
@@ -60,12 +60,10 @@ def main(argv=None):
     from twisted.internet import reactor
     from twisted.internet.endpoints import serverFromString
     from twisted.logger import globalLogBeginner, textFileLogObserver
-    from lhttp.site import LHTTPSite
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
     server = makeServer(args.no_limits, reactor)
-    site = LHTTPSite(server.resource(), server, maxBodySize=server.maxMessageSize)
-    site.log = lambda request: None
+    site = server.site(maxBodySize=server.config.maxMessageSize)
     endpoint = serverFromString(reactor, f"tcp:{args.port}:interface={args.interface}")
     endpoint.listen(site)
     reactor.run()

@@ -2,7 +2,6 @@
 Real WebSocket clients for integration tests, on lhttp.client.
 """
 
-import inspect
 import itertools
 import time
 
@@ -10,6 +9,7 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from lhttp.client import connect
+from procs import eventually  # noqa: F401 (re-exported: tests import it from here too)
 
 _barriers = itertools.count()
 
@@ -33,24 +33,6 @@ async def barrier(client, timeout=10):
         if message.command == "barrier" and message.getHeader("publish") == channel:
             return before
         before.append(message)
-
-
-async def eventually(condition, timeout=20.0, what="condition", interval=0.05):
-    """
-    Like L{procs.waitFor}, but lets the reactor run while it waits: use it
-    inside tests that have clients connected. C{condition} may be a plain
-    function or an async one (its result is awaited).
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await deferLater(reactor, interval)
 
 
 async def health(node):

@@ -1,11 +1,14 @@
 """
-Real processes for integration tests: C{twistd lhttp} nodes (and, later,
-other servers) started on free loopback ports and stopped afterwards.
+The one helper module for integration tests: real processes (C{twistd
+lhttp} nodes from the real console script, C{nats-server}) started on free
+loopback ports and stopped afterwards, their memory (L{rss}), and waiting.
 
-Waiting is always by condition with a deadline: a port that accepts, a
-process that has exited.
+Waiting is always by condition with a deadline (L{waitFor} blocking,
+L{eventually} letting the reactor run): a port that accepts, a process
+that has exited, a message that arrived. Never a bare sleep.
 """
 
+import inspect
 import os
 import shutil
 import signal
@@ -43,6 +46,38 @@ def waitFor(condition, timeout=20.0, interval=0.05, what="condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+async def eventually(condition, timeout=20.0, what="condition", interval=0.05):
+    """
+    Like L{waitFor}, but lets the reactor run while it waits: use it
+    inside tests that have clients connected. C{condition} may be a plain
+    function or an async one (its result is awaited).
+    """
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await deferLater(reactor, interval)
+
+
+def rss(pid):
+    """
+    The resident set size of a process, in bytes.
+    """
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
 
 
 def portAccepts(port, host="127.0.0.1"):
@@ -126,7 +161,8 @@ class Process:
 
 class LHTTPNode(Process):
     """
-    A real C{twistd -n lhttp} process listening on a free loopback port.
+    A real C{twistd -n lhttp} process (the C{twistd} console script on
+    PATH) listening on a free loopback port.
 
     @ivar port: the TCP port.
     @ivar url: the WebSocket URL of the node's root.
@@ -144,9 +180,14 @@ class LHTTPNode(Process):
             paths.append(os.environ["PYTHONPATH"])
         if paths:
             env["PYTHONPATH"] = os.pathsep.join(paths)
+        # The real console script, as a user runs it: unlike
+        # "python -c ...run()", it does not put the working directory on
+        # sys.path, so a test sees what a user sees.
+        twistd = shutil.which("twistd")
+        if twistd is None:
+            raise AssertionError("twistd is not on PATH: pip install '.[test]'")
         args = [
-            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-            "--nodaemon", "--pidfile=", "lhttp",
+            twistd, "--nodaemon", "--pidfile=", "lhttp",
             "--listen", f"tcp:{self.port}:interface=127.0.0.1",
             *options,
         ]

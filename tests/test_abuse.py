@@ -4,7 +4,6 @@ lhttp} processes (issue 12): a client that never reads, and a connection
 whose messages pile up while it waits.
 """
 
-import os
 import time
 
 import pytest_twisted
@@ -13,7 +12,8 @@ from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import deferToThread
 
-from lhttpclients import RawWebSocket, client, eventually
+from lhttpclients import RawWebSocket, client
+from procs import eventually, rss
 
 
 async def metric(node, name):
@@ -35,17 +35,6 @@ def serverSocketOpen(serverPort, clientPort):
     local, remote = f"0100007F:{serverPort:04X}", f"0100007F:{clientPort:04X}"
     with open("/proc/net/tcp") as table:
         return any(line.split()[1:3] == [local, remote] for line in table.readlines()[1:])
-
-
-def rss(pid):
-    """
-    The resident set size of a process, in bytes.
-    """
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 def rawSubscriber(node, channel, rcvbuf=None):
@@ -153,7 +142,9 @@ async def test_waitingConnectionIsNotReadWithoutBound(startNode):
         pid = node.popen.pid
         before = rss(pid)
         upstream = f"LHTTP/1.0 ask\r\nupstream:POST {url}\r\n\r\n".encode()
-        big = b"LHTTP/1.0 bulk\r\n\r\n" + b"x" * (1000 * 1000)
+        # A header makes each one do something (a command with neither a
+        # processor nor a reserved header gets a 404 error reply).
+        big = b"LHTTP/1.0 bulk\r\nsubscribe:bulk\r\n\r\n" + b"x" * (1000 * 1000)
         last = b"LHTTP/1.0 last\r\nsubscribe:done\r\npublish:done\r\n\r\n"
         frames = [RawWebSocket.frame(m, opcode=1) for m in [upstream, upstream, *[big] * 300, last]]
         flood = _Flood(node.port, frames)
@@ -179,9 +170,12 @@ async def test_waitingConnectionIsNotReadWithoutBound(startNode):
         await hang.stopListening()
 
 
-def _readUntil(raw, done):
+def _readUntil(raw, done, timeout=30):
+    deadline = time.monotonic() + timeout
+    raw.sock.settimeout(timeout)
     got = []
     while not done(got):
+        assert time.monotonic() < deadline, f"gave up waiting; read {got!r}"[:2000]
         got.append(raw.readFrame()[1])
     return got
 

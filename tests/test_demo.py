@@ -8,7 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import getChildForRequest
 from twisted.web.test.requesthelper import DummyRequest
 
-from lhttp.demo import DemoFiles, demoDirectory
+from lhttp.web.demo import DemoFiles, demoDirectory
 
 BAD_PATHS = ("/demo/%00", "/demo/a%00b.js", "/demo/%ff.js", "/demo/x/%00")
 

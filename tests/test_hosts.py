@@ -7,12 +7,12 @@ import json
 
 import pytest
 from treq.testing import StubTreq
-from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from lhttp import LHTTPServer
-from lhttp.hosts import HostPolicy, checkHostPattern, hostName
+from lhttp import Config
+from lhttp.testing import memoryServer
+from lhttp.web.hosts import HostPolicy, checkHostPattern, hostName
 from lhttpclients import rawHTTP
 
 MESSAGE = b"LHTTP/1.0 notice\r\npublish:room\r\n\r\nhi"
@@ -60,12 +60,12 @@ class HostPolicyTests(SynchronousTestCase):
     def test_badPatterns(self):
         for pattern in ("http://chat.example.com", "chat.example.com:443", "", "a/b", "[x]"):
             self.assertRaises(ValueError, checkHostPattern, pattern)
-        self.assertRaises(ValueError, LHTTPServer, reactor=MemoryReactorClock(), allowedHosts=["a:1"])
+        self.assertRaises(ValueError, Config, allowHosts=["a:1"])
 
 
 class HostResourceTests(SynchronousTestCase):
     def setUp(self):
-        self.server = LHTTPServer(reactor=MemoryReactorClock(), allowedHosts=["chat.example.com"])
+        self.server = memoryServer(allowHosts=["chat.example.com"])
         self.http = StubTreq(self.server.resource())
 
     def answer(self, method, url, **kwargs):

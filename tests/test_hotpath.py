@@ -3,16 +3,13 @@ The fast paths of the hot path (bench/ and docs/performance.rst say why
 they exist) behave exactly like the slow ones they stand for.
 """
 
-from autobahn.websocket.protocol import WebSocketProtocol
-from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from lhttp import HeaderFilter, LHTTPServer
+from lhttp import HeaderFilter
 from lhttp.channels import channelList
 from lhttp.errors import BadChannel
-from lhttp.protocol import LHTTPServerProtocol
-from lhttp.testing import FakeClient
+from lhttp.testing import FakeClient, memoryServer
+from lhttp.web.websocket import SLOW_CONSUMER_CLOSE
 
 
 class ChannelListTests(SynchronousTestCase):
@@ -64,7 +61,7 @@ class DispatchResultTests(SynchronousTestCase):
         A step that returns something other than a L{Deferred} (or
         L{None}) does not pause the pipeline.
         """
-        server = LHTTPServer(reactor=Clock())
+        server = memoryServer()
         server.addFilter(_ReturnsTrue())
         subscriber = FakeClient(server)
         subscriber.receive(b"LHTTP/1.0 chat\r\nsubscribe:room\r\n\r\n")
@@ -79,56 +76,48 @@ class DispatchResultTests(SynchronousTestCase):
 class DirectWriteTests(SynchronousTestCase):
     """
     The protocol writes frames straight to its transport when Autobahn's
-    C{sendData} would have, and leaves the other cases to Autobahn.
+    C{sendData} would have, and leaves the other cases to Autobahn: driven
+    through the real protocol, in memory (L{lhttp.testing.FakeClient}).
     """
 
-    def protocol(self):
-        server = LHTTPServer(reactor=Clock())
-        protocol = LHTTPServerProtocol()
-        protocol.factory = server.factory
-        protocol.transport = StringTransport()
-        protocol.state = WebSocketProtocol.STATE_OPEN
-        protocol.send_queue = []
-        protocol.logOctets = False
-        protocol._perMessageCompress = None
-        return server, protocol
+    def setUp(self):
+        self.server = memoryServer(maxSendBuffer=100, slowConsumerGrace=1.0)
+        self.client = FakeClient(self.server)
+        self.protocol = self.client.protocol
+        self.message = b"LHTTP/1.0 x\r\n\r\n" + b"y" * 50
+        self.prepared = self.server.factory.prepareMessage(self.message, False)
 
     def test_preparedFrameWrittenAsIs(self):
-        server, protocol = self.protocol()
-        prepared = server.factory.prepareMessage(b"LHTTP/1.0 x\r\n\r\nhello", False)
-        protocol.sendPreparedMessage(prepared)
-        protocol.sendPreparedMessage(prepared)
-        self.assertEqual(protocol.transport.value(), prepared.payloadHybi * 2)
+        self.protocol.sendPreparedMessage(self.prepared)
+        self.protocol.sendPreparedMessage(self.prepared)
+        self.assertEqual(self.client.payloads(), [self.message] * 2)
 
     def test_queueKeepsOrder(self):
         """
-        While Autobahn has frames queued (sync or chopped sends), a frame
-        joins the queue behind them instead of overtaking them.
+        While Autobahn has frames queued (a sync send), a frame joins the
+        queue behind them instead of overtaking them.
         """
-        server, protocol = self.protocol()
-        protocol.send_queue.append((b"queued", False))
-        triggered = []
-        protocol._trigger = lambda: triggered.append(True)
-        protocol.sendData(b"next")
-        self.assertEqual(protocol.transport.value(), b"")
-        self.assertEqual(protocol.send_queue, [(b"queued", False), (b"next", False)])
-        self.assertEqual(triggered, [True])
+        self.protocol.sendMessage(b"first", sync=True)
+        self.protocol.sendPreparedMessage(self.prepared)
+        self.assertEqual(self.client.payloads(), [b"first", self.message])
 
-    def test_backPressureTakesTheSendBufferPath(self):
+    def test_backPressureCountsAndThenDrops(self):
         """
-        While the transport has paused the protocol, a prepared frame is
-        counted against the send buffer like any other write.
+        While the transport has paused the protocol (the kernel takes no
+        more), frames are counted against the send buffer; past it, the
+        client is closed as a slow consumer and gets nothing more.
         """
-        server, protocol = self.protocol()
-        prepared = server.factory.prepareMessage(b"LHTTP/1.0 x\r\n\r\nhello", False)
-        protocol._paused = True
-        protocol.sendPreparedMessage(prepared)
-        self.assertEqual(protocol._unsent, len(prepared.payloadHybi))
-        self.assertEqual(protocol.transport.value(), prepared.payloadHybi)
+        self.protocol.pauseProducing()
+        self.protocol.sendPreparedMessage(self.prepared)
+        self.protocol.sendPreparedMessage(self.prepared)
+        self.protocol.sendPreparedMessage(self.prepared)
+        self.protocol.resumeProducing()
+        self.assertEqual(self.client.payloads(), [self.message])
+        self.assertEqual(self.client.closedWith[0], SLOW_CONSUMER_CLOSE)
+        self.assertEqual(self.server.metrics.slowConsumerDisconnects, 1)
 
-    def test_droppedConsumerGetsNothing(self):
-        server, protocol = self.protocol()
-        prepared = server.factory.prepareMessage(b"LHTTP/1.0 x\r\n\r\nhello", False)
-        protocol._dropping = True
-        protocol.sendPreparedMessage(prepared)
-        self.assertEqual(protocol.transport.value(), b"")
+    def test_unpausedWritesAreNotCounted(self):
+        for _ in range(10):
+            self.protocol.sendPreparedMessage(self.prepared)
+        self.assertEqual(self.client.payloads(), [self.message] * 10)
+        self.assertIsNone(self.client.closedWith)

@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from lhttp.client import connect
 from lhttp.codec import parse
 from lhttp.errors import MalformedMessage
-from lhttp.origins import originAllowed
+from lhttp.web.origins import originAllowed
 from lhttpclients import barrier, client, eventually
 from twisted.internet import reactor
 from twisted.internet.task import deferLater

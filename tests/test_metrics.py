@@ -5,7 +5,7 @@ a real C{twistd}.
 """
 
 import json
-import sys
+import shutil
 
 import pytest_twisted
 import treq
@@ -15,19 +15,16 @@ from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from lhttp import LHTTPServer
 from lhttp import Processor
 from lhttp.metrics import UNPARSED, UNREGISTERED, Metrics
 from lhttp.errors import GatewayTimeout
-from lhttp.resource import metricsRoot
-from lhttp.testing import FakeClient, RecordingBroker
+from lhttp.testing import FakeClient, RecordingBroker, memoryServer
 from lhttp.upstream import AllowList, UpstreamResponse
 from lhttpclients import barrier, client, eventually
 from procs import ROOT, Process, freePort, portAccepts
 
 
-def makeServer(**kwargs):
-    return LHTTPServer(reactor=MemoryReactorClock(), **kwargs)
+makeServer = memoryServer
 
 
 def samples(text):
@@ -149,7 +146,7 @@ class UpstreamLatencyTests(SynchronousTestCase):
     def test_eachRequestTimedByOutcome(self):
         clock = MemoryReactorClock()
         upstream = AnsweredUpstream()
-        server = LHTTPServer(reactor=clock, upstream=upstream)
+        server = memoryServer(reactor=clock, upstream=upstream)
         alice = FakeClient(server)
         for _ in range(3):
             alice.receive(b"LHTTP/1.0 rec\r\nupstream:POST http://backend/r\r\n\r\n")
@@ -245,7 +242,7 @@ class MetricsTokenTests(SynchronousTestCase):
         clients = StubTreq(self.server.resource(metrics=False))
         self.assertEqual(self.successResultOf(clients.get("http://localhost/metrics")).code, 404)
         self.assertEqual(self.successResultOf(clients.get("http://localhost/health")).code, 200)
-        scraper = StubTreq(metricsRoot(self.server))
+        scraper = StubTreq(self.server.metricsResource())
         self.assertEqual(self.successResultOf(scraper.get("http://localhost/metrics")).code, 401)
         self.assertEqual(self.successResultOf(scraper.get("http://localhost/health")).code, 404)
         self.assertEqual(self.successResultOf(scraper.get("http://localhost/")).code, 404)
@@ -288,6 +285,10 @@ async def test_realNodeLabelsOnlyProcessorCommandsBehindToken(startNode):
     for i in range(120):
         alice.sendLHTTP(f"LHTTP/1.0 junk-{i}\r\n\r\n".encode())
     alice.sendLHTTP(b"LHTTP/1.0 echo\r\n\r\nhi")
+    # No processor, no reserved header: each junk command gets a 404.
+    for i in range(120):
+        error = await alice.nextMessage(10)
+        assert (error.getHeader("status"), error.getHeader("command")) == ("404", f"junk-{i}")
     assert (await alice.nextMessage(10)).command == "echoed"
     alice.sendLHTTP(b"LHTTP/1.0 broken")
     assert (await alice.nextMessage(10)).getHeader("status") == "400"
@@ -343,7 +344,7 @@ async def test_jsonLogsFromRealTwistd():
     port = freePort()
     node = Process(
         [
-            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            shutil.which("twistd"),
             "--logger", "lhttp.logs.jsonObserver", "--nodaemon", "--pidfile=",
             "lhttp", "--listen", f"tcp:{port}:interface=127.0.0.1",
         ],
@@ -356,7 +357,7 @@ async def test_jsonLogsFromRealTwistd():
         def records():
             return [json.loads(line) for line in node.log().splitlines()]
 
-        started = [r for r in records() if r["namespace"] == "lhttp.tap"]
+        started = [r for r in records() if r["namespace"] == "lhttp.service"]
         assert started[0]["listen"] == [f"tcp:{port}:interface=127.0.0.1"]
         assert started[0]["broker"]["kind"] == "embedded"
         assert started[0]["level"] == "info" and "listening on" in started[0]["text"]

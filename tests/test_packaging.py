@@ -58,10 +58,13 @@ def test_wheelContents(tmp_path):
     assert "twisted/__init__.py" not in names
     assert "twisted/plugins/__init__.py" not in names
     assert not [n for n in names if n.startswith("twisted/") and n != "twisted/plugins/lhttp_plugin.py"]
-    web = {p.name for p in (ROOT / "lhttp" / "web").iterdir()}
-    assert web and {f"lhttp/web/{name}" for name in web} <= names
-    for module in ("cli", "client", "metrics", "logs", "tap", "server"):
-        assert f"lhttp/{module}.py" in names
+    # Every module and the demo's static files, wherever they sit.
+    shipped = {
+        str(p.relative_to(ROOT)) for p in (ROOT / "lhttp").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+    assert {"lhttp/web/static/lhttp.js", "lhttp/brokers/nats.py", "lhttp/upstream/agent.py"} <= shipped
+    assert shipped <= names, sorted(shipped - names)
     assert scripts["console_scripts"]["lhttp"].strip() == "lhttp.cli:main"
     assert "Requires-Dist: prometheus_client" in requires or "Requires-Dist: prometheus-client" in requires
 

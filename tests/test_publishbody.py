@@ -12,7 +12,7 @@ import socket
 import time
 
 from lhttpclients import readResponse
-from procs import waitFor
+from procs import rss
 
 LIMIT = 65536
 MESSAGE = b"LHTTP/1.0 notice\r\npublish:room\r\n\r\n"
@@ -33,17 +33,6 @@ def tempFiles(node, tmpdir):
         if target.startswith(str(tmpdir)):
             found.append(target)
     return found
-
-
-def rss(node):
-    """
-    The node's resident memory, in bytes.
-    """
-    with open(f"/proc/{node.popen.pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 def head(node, *headers):
@@ -133,7 +122,7 @@ def sendUntilEnded(sock, chunk, limit, timeout=20):
 
 def test_chunkedBodyCutOffAtTheLimit(startNode, tmp_path):
     node = startNode("--max-message-size", str(LIMIT), env={"TMPDIR": str(tmp_path)})
-    before = rss(node)
+    before = rss(node.popen.pid)
     with connect(node) as sock:
         sock.sendall(head(node, "Transfer-Encoding: chunked") + b"%x\r\n%s\r\n" % (len(MESSAGE), MESSAGE))
         sent, answer, lingered = sendUntilEnded(sock, b"%x\r\n%s\r\n" % (65536, b"x" * 65536), 256 * 2**20)
@@ -143,7 +132,7 @@ def test_chunkedBodyCutOffAtTheLimit(startNode, tmp_path):
     # closed after a bounded linger although the client kept sending.
     assert lingered is not None and lingered < 4, lingered
     assert sent < 64 * 2**20, sent
-    assert rss(node) - before < 16 * 2**20
+    assert rss(node.popen.pid) - before < 16 * 2**20
     assert tempFiles(node, tmp_path) == []
 
 

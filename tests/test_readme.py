@@ -270,7 +270,7 @@ async def test_jsonLogsSnippet(tmp_path):
         await eventually(lambda: portAccepts(port) or not node.alive(), what="the JSON-logging node")
         assert node.alive(), node.log()
         records = [json.loads(line) for line in node.log().splitlines()]
-        assert any(r["namespace"] == "lhttp.tap" and r["listen"] == [f"tcp:{port}"] for r in records)
+        assert any(r["namespace"] == "lhttp.service" and r["listen"] == [f"tcp:{port}"] for r in records)
     finally:
         node.stop()
 

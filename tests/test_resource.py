@@ -6,22 +6,24 @@ documented status code in its case.
 import json
 
 from treq.testing import StubTreq
-from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
+from twisted.web.resource import Resource
+from twisted.web.static import Data
+
 import lhttp
-from lhttp import LHTTPServer
-from lhttp.testing import FakeClient, RecordingBroker
+from lhttp.testing import FakeClient, RecordingBroker, memoryServer
 
 MESSAGE = b"LHTTP/1.0 notice\r\npublish:a b\r\n\r\nhello"
 
 
 class PublishResourceTests(SynchronousTestCase):
     def setUp(self):
+        self.build()
+
+    def build(self, **options):
         self.broker = RecordingBroker()
-        self.server = LHTTPServer(
-            broker=self.broker, reactor=MemoryReactorClock(), maxMessageSize=1000
-        )
+        self.server = memoryServer(broker=self.broker, maxMessageSize=1000, **options)
         self.http = StubTreq(self.server.resource())
         self.subscriber = FakeClient(self.server)
         self.subscriber.receive(b"LHTTP/1.0 s\r\nsubscribe:a b\r\n\r\n")
@@ -59,7 +61,7 @@ class PublishResourceTests(SynchronousTestCase):
         self.assertEqual(self.broker.published, [])
 
     def test_headerLimits(self):
-        self.server.maxHeaders, self.server.maxHeaderLength = 3, 40
+        self.build(maxHeaders=3, maxHeaderLength=40)
         answers = [
             (code, json.loads(content)["reason"])
             for code, content in (
@@ -78,7 +80,7 @@ class PublishResourceTests(SynchronousTestCase):
         self.assertEqual(self.subscriber.payloads(), [])
 
     def test_token(self):
-        self.server.publishToken = "s3cret"
+        self.build(publishToken="s3cret")
         self.assertEqual(self.post(MESSAGE)[0], 401)
         self.assertEqual(self.post(MESSAGE, {"Authorization": "Bearer wrong"})[0], 403)
         self.assertEqual(self.post(MESSAGE, {"Authorization": "Basic s3cret"})[0], 403)
@@ -99,17 +101,44 @@ class PublishResourceTests(SynchronousTestCase):
 
 
 class EmbeddingTests(SynchronousTestCase):
-    def test_resourceFunction(self):
-        root = lhttp.resource(reactor=MemoryReactorClock())
-        self.assertIsInstance(root.server, LHTTPServer)
+    """
+    The node's tree mounted in an application's own, as the README shows.
+    """
+
+    def test_mountedWithPutChild(self):
+        """
+        C{putChild} sets the child's C{server} attribute (Twisted's
+        L{Resource.putChild} does): the node's tree must not depend on it.
+        WebSockets and C{POST /publish} work under the mount point.
+        """
+        server = memoryServer()
+        root = Resource()
+        root.putChild(b"", Data(b"my app", "text/plain"))
+        root.putChild(b"lhttp", server.resource())
+        site = server.site(root)
+        subscriber = FakeClient(server, site=site, path="/lhttp")
+        subscriber.receive(b"LHTTP/1.0 s\r\nsubscribe:a\r\n\r\n")
         http = StubTreq(root)
-        response = self.successResultOf(http.post("http://localhost/publish", data=MESSAGE))
+        response = self.successResultOf(http.post("http://localhost/lhttp/publish", data=MESSAGE))
         self.assertEqual(response.code, 200)
+        self.assertEqual(subscriber.payloads(), [MESSAGE])
+        page = self.successResultOf(http.get("http://localhost/"))
+        self.assertEqual(self.successResultOf(page.content()), b"my app")
+
+    def test_noResourceFunctionShadowsAModule(self):
+        """
+        There is one way to get the tree, L{lhttp.LHTTPServer.resource};
+        the package has no C{resource} attribute to shadow a submodule.
+        """
+        self.assertFalse(hasattr(lhttp, "resource"))
+        from lhttp.web import resource
+
+        self.assertTrue(hasattr(resource, "LHTTPResource"))
 
 
 class PublisherTests(SynchronousTestCase):
     def setUp(self):
-        self.server = LHTTPServer(reactor=MemoryReactorClock(), publishToken="t")
+        self.server = memoryServer(publishToken="t")
         self.http = StubTreq(self.server.resource())
         self.subscriber = FakeClient(self.server)
         self.subscriber.receive(b"LHTTP/1.0 s\r\nsubscribe:room\r\n\r\n")
@@ -137,7 +166,7 @@ class PublisherTests(SynchronousTestCase):
 class HealthTests(SynchronousTestCase):
     def test_readinessFollowsBroker(self):
         broker = RecordingBroker()
-        http = StubTreq(LHTTPServer(broker=broker, reactor=MemoryReactorClock()).resource())
+        http = StubTreq(memoryServer(broker=broker).resource())
         response = self.successResultOf(http.get("http://localhost/health"))
         self.assertEqual(response.code, 200)
         self.assertTrue(json.loads(self.successResultOf(response.content()))["ready"])
@@ -154,7 +183,7 @@ class ConfirmedPublishTests(SynchronousTestCase):
         from test_server import SlowBroker
 
         self.broker = SlowBroker()
-        self.server = LHTTPServer(broker=self.broker, reactor=MemoryReactorClock())
+        self.server = memoryServer(broker=self.broker)
         self.http = StubTreq(self.server.resource())
 
     def test_answersAfterConfirmation(self):

@@ -4,22 +4,18 @@ error replies (SPEC sections 2, 3 and 7), with lhttp.testing's fakes.
 """
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from lhttp import HeaderFilter, LHTTPServer, Processor
-from lhttp.broker import EmbeddedBroker
-from lhttp.codec import parse
-from lhttp.connection import Connection
+from lhttp import HeaderFilter, Processor
+from lhttp.brokers.embedded import EmbeddedBroker
 from lhttp.errors import Forbidden
 from lhttp.interfaces import IBroker, IConnection, IHeaderFilter, IProcessor, IProcessorPlugin, ISubscriber
 from lhttp.plugin import ProcessorPlugin
-from lhttp.testing import FakeClient, FakeWebSocket, RecordingBroker
+from lhttp.testing import FakeClient, RecordingBroker, memoryServer
 
 
-def makeServer(**kwargs):
-    return LHTTPServer(reactor=MemoryReactorClock(), **kwargs)
+makeServer = memoryServer
 
 
 class Recorder(Processor):
@@ -39,12 +35,13 @@ class Recorder(Processor):
 class InterfaceTests(SynchronousTestCase):
     def test_implementations(self):
         server = makeServer()
-        verifyObject(IConnection, Connection(server, FakeWebSocket()))
+        client = FakeClient(server)
+        verifyObject(IConnection, client.connection)
         verifyObject(IProcessor, Processor())
         verifyObject(IHeaderFilter, HeaderFilter())
         verifyObject(IBroker, EmbeddedBroker())
         verifyObject(IBroker, RecordingBroker())
-        verifyObject(ISubscriber, FakeWebSocket())
+        verifyObject(ISubscriber, client.protocol)
         verifyObject(IProcessorPlugin, ProcessorPlugin("c", "x.Y"))
 
     def test_addProcessorChecks(self):
@@ -93,7 +90,7 @@ class PubSubTests(SynchronousTestCase):
         alice.receive(b"LHTTP/1.0 s\r\nsubscribe:a\r\n\r\n")
         alice.receive(b"LHTTP/1.0 p\r\npublish:a\r\n\r\n\xff\x00", isBinary=True)
         alice.receive(b"LHTTP/1.0 p\r\npublish:a\r\n\r\ntext", isBinary=True)
-        self.assertEqual([binary for _, binary in alice.socket.sent], [True, False])
+        self.assertEqual([binary for _, binary in alice.sent()], [True, False])
 
     def test_brokerHoldsOneSubscriptionPerLocalChannel(self):
         alice, bob = FakeClient(self.server), FakeClient(self.server)
@@ -197,12 +194,12 @@ class ProcessorTests(SynchronousTestCase):
             client.receive(b"LHTTP/1.0 c\r\n\r\nwait")
             for _ in range(count):
                 client.receive(message)
-            self.assertTrue(client.socket.reading)
+            self.assertTrue(client.reading)
             client.receive(message)
-            self.assertFalse(client.socket.reading)
+            self.assertFalse(client.reading)
             pending.pop().callback(None)
-            self.assertTrue(client.socket.reading)
-            self.assertEqual(client.connection.queuedBytes, 0)
+            self.assertTrue(client.reading)
+            self.assertEqual(client.protocol.pipeline.queuedBytes, 0)
 
     def test_manyFiredDeferredsDoNotRecurse(self):
         class Quick(Processor):
@@ -211,12 +208,13 @@ class ProcessorTests(SynchronousTestCase):
 
         self.server.addProcessor("c", Quick())
         client = FakeClient(self.server)
-        client.connection.busy = True
+        pipeline = client.protocol.pipeline
+        pipeline.busy = True
         for _ in range(5000):
             client.receive(b"LHTTP/1.0 c\r\npublish:a\r\n\r\n")
-        client.connection.busy = False
-        self.server.dispatcher._drain(client.connection)
-        self.assertEqual(len(client.connection.queue), 0)
+        pipeline.busy = False
+        self.server.dispatcher._drain(pipeline)
+        self.assertEqual(len(pipeline.queue), 0)
 
     def test_raisingProcessorGets500AndConnectionLives(self):
         class Broken(Processor):
@@ -339,7 +337,7 @@ class FilterTests(SynchronousTestCase):
     def test_builtinOrder(self):
         server = makeServer()
         names = [type(f).__name__ for f in server.dispatcher.filters]
-        self.assertEqual(names, ["MultipartFilter", "SubscribeFilter", "PublishFilter", "UnsubscribeFilter", "UpstreamFilter"])
+        self.assertEqual(names, ["SubscribeFilter", "PublishFilter", "UnsubscribeFilter", "UpstreamFilter"])
 
     def test_subscribeThenPublishThenUnsubscribeInOneMessage(self):
         server = makeServer()
@@ -403,7 +401,7 @@ class ClusterSemanticsTests(SynchronousTestCase):
         )
 
     def test_missedNoticeReachesSubscribers(self):
-        from lhttp.channels import missedNotice
+        from lhttp.codec import missedNotice
 
         self.broker = RecordingBroker()
         server = makeServer(broker=self.broker)
@@ -426,3 +424,39 @@ class PipelineCacheTests(SynchronousTestCase):
             client.receive(f"LHTTP/1.0 cmd{i}\r\n\r\n".encode())
         client.receive(b"LHTTP/1.0 known\r\n\r\n")
         self.assertEqual(len(server.dispatcher._pipelines), 2)
+
+
+class NoProcessorTests(SynchronousTestCase):
+    """
+    A command with no processor: the reserved headers still work (SPEC
+    section 2); with none of them, the message would do nothing, and the
+    sender is told so with a 404 rather than left guessing.
+    """
+
+    def test_noProcessorNoHeaderIs404(self):
+        server = makeServer()
+        client = FakeClient(server)
+        client.receive(b"LHTTP/1.0 ehco\r\nx:y\r\n\r\ntypo")
+        [reply] = client.messages()
+        self.assertEqual(
+            (reply.command, reply.getHeader("status"), reply.getHeader("reason"), reply.getHeader("command")),
+            ("error", "404", "no processor", "ehco"),
+        )
+
+    def test_reservedHeaderIsEnough(self):
+        server = makeServer()
+        client = FakeClient(server)
+        message = b"LHTTP/1.0 chat\r\nsubscribe:a\r\npublish:a\r\n\r\nhi"
+        client.receive(message)
+        self.assertEqual(client.payloads(), [message])
+
+    def test_userFilterRefusesFirst(self):
+        class Deny(HeaderFilter):
+            def beforeRequest(self, connection, message):
+                raise Forbidden("not logged in")
+
+        server = makeServer()
+        server.addFilter(Deny())
+        client = FakeClient(server)
+        client.receive(b"LHTTP/1.0 ehco\r\n\r\n")
+        self.assertEqual([m.getHeader("status") for m in client.messages()], ["403"])

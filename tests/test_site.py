@@ -13,12 +13,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from zope.interface.verify import verifyObject
 
-from lhttp import LHTTPServer
 from lhttp.errors import Forbidden
 from lhttp.interfaces import IBodyLimit
-from lhttp.resource import ErrorResource, PublishResource
-from lhttp.site import LINGER_BYTES, LINGER_SECONDS, LHTTPSite
-from lhttp.testing import FakeClient, RecordingBroker
+from lhttp.web.resource import ErrorResource
+from lhttp.web.site import LINGER_BYTES, LINGER_SECONDS
+from lhttp.testing import FakeClient, RecordingBroker, memoryServer
 
 MESSAGE = b"LHTTP/1.0 notice\r\npublish:room\r\n\r\nhello"
 
@@ -56,12 +55,15 @@ class SiteTestsMixin:
     maxBodySize = None
 
     def setUp(self):
+        self.build()
+
+    def build(self, **options):
         self.clock = MemoryReactorClock()
         self.broker = RecordingBroker()
-        self.server = LHTTPServer(broker=self.broker, reactor=self.clock, maxMessageSize=1000)
+        self.server = memoryServer(broker=self.broker, reactor=self.clock, maxMessageSize=1000, **options)
         self.subscriber = FakeClient(self.server)
         self.subscriber.receive(b"LHTTP/1.0 s\r\nsubscribe:room\r\n\r\n")
-        self.site = LHTTPSite(self.root(), self.server, maxBodySize=self.maxBodySize, reactor=self.clock)
+        self.site = self.server.site(self.root(), maxBodySize=self.maxBodySize)
 
     def root(self):
         return self.server.resource()
@@ -111,7 +113,7 @@ class HeadCheckTests(SiteTestsMixin, SynchronousTestCase):
         self.assertEqual([c for c in self.clock.getDelayedCalls() if c.active()], [])
 
     def test_tokenCheckedAtTheHead(self):
-        self.server.publishToken = "s3cret"
+        self.build(publishToken="s3cret")
         answers = []
         for headers in (
             (b"Content-Length: 500", b"Expect: 100-continue"),
@@ -123,7 +125,7 @@ class HeadCheckTests(SiteTestsMixin, SynchronousTestCase):
         self.assertEqual(answers, [(401, False), (403, False)])
 
     def test_rightTokenGetsContinueThenPublishes(self):
-        self.server.publishToken = "s3cret"
+        self.build(publishToken="s3cret")
         channel, transport = self.connect()
         channel.dataReceived(request(
             b"/publish", b"Content-Length: %d" % len(MESSAGE), b"Expect: 100-continue",
@@ -161,7 +163,7 @@ class HeadCheckTests(SiteTestsMixin, SynchronousTestCase):
         self.assertEqual(document(transport.value())["reason"], "host not allowed")
 
     def test_interfaces(self):
-        verifyObject(IBodyLimit, PublishResource(self.server))
+        verifyObject(IBodyLimit, self.server.resource().children[b"publish"])
         verifyObject(IBodyLimit, ErrorResource(Forbidden("no")))
 
 
@@ -330,8 +332,8 @@ class HTTPPhaseTests(SiteTestsMixin, SynchronousTestCase):
         from test_server import SlowBroker
 
         broker = SlowBroker()
-        self.server = LHTTPServer(broker=broker, reactor=self.clock)
-        self.site = LHTTPSite(self.server.resource(), self.server, reactor=self.clock)
+        self.server = memoryServer(broker=broker, reactor=self.clock)
+        self.site = self.server.site()
         self.site.maxPendingConnections = 1
         waiting, waitingTransport = self.connect()
         waiting.dataReceived(request(b"/publish", b"Content-Length: %d" % len(MESSAGE)) + MESSAGE)
@@ -343,7 +345,7 @@ class HTTPPhaseTests(SiteTestsMixin, SynchronousTestCase):
         self.assertIn(b"200 OK", waitingTransport.value())
 
     def test_pendingCountAgainstMaxConnections(self):
-        self.server.maxConnections = self.site.maxConnections = 3
+        self.build(maxConnections=3)
         self.server.factory.countConnections = 1
         (first, firstTransport), (second, secondTransport) = self.connect(), self.connect()
         third, thirdTransport = self.connect()

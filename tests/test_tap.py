@@ -13,14 +13,15 @@ import subprocess
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import CannotListenError
-from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from lhttp import LHTTPServer, Processor
-from lhttp.listening import ListenFailed, ListeningService
-from lhttp.tap import NodeService, Options, makeService
+from lhttp import Processor
+from lhttp.service import ListenFailed, ListeningService
+from lhttp.service import NodeService
+from lhttp.tap import Options, makeService
+from lhttp.testing import memoryServer
 
 
 class Echo(Processor):
@@ -34,27 +35,31 @@ class OptionsTests(SynchronousTestCase):
         return options
 
     def test_defaultPort(self):
-        self.assertEqual(self.parse()["listen"], ["tcp:8081"])
+        self.assertEqual(self.parse().config.endpoints(), ["tcp:8081:interface=127.0.0.1"])
 
     def test_portAndListen(self):
         options = self.parse("--port", "9000", "--listen", "tcp:9001:interface=127.0.0.1", "-l", "unix:/tmp/x.sock")
-        self.assertEqual(options["listen"], ["tcp:9001:interface=127.0.0.1", "unix:/tmp/x.sock", "tcp:9000"])
+        self.assertEqual(options.config.endpoints(), ["tcp:9001:interface=127.0.0.1", "unix:/tmp/x.sock", "tcp:9000"])
 
     def test_processorSpec(self):
-        self.assertEqual(self.parse("--processor", "echo=a.b.C")["processors"], [("echo", "a.b.C")])
+        options = self.parse("--processor", f"echo={__name__}.Echo")
+        self.assertEqual(options.config.processors, (("echo", f"{__name__}.Echo"),))
+        [(command, processor)] = options.processors
+        self.assertEqual(command, "echo")
+        self.assertIsInstance(processor, Echo)
         self.assertRaises(usage.UsageError, self.parse, "--processor", "echo")
 
     def test_tokenFromEnvironment(self):
         self.patch(os, "environ", {"LHTTP_PUBLISH_TOKEN": "from-env"})
-        self.assertEqual(self.parse()["publish-token"], "from-env")
-        self.assertEqual(self.parse("--publish-token", "given")["publish-token"], "given")
+        self.assertEqual(self.parse().config.publishToken, "from-env")
+        self.assertEqual(self.parse("--publish-token", "given").config.publishToken, "given")
 
     def test_metricsTokenFromEnvironment(self):
         self.patch(os, "environ", {"LHTTP_METRICS_TOKEN": "from-env", "LHTTP_PUBLISH_TOKEN": "p"})
-        self.assertEqual(self.parse()["metrics-token"], "from-env")
-        self.assertEqual(self.parse("--metrics-token", "given")["metrics-token"], "given")
+        self.assertEqual(self.parse().config.metricsToken, "from-env")
+        self.assertEqual(self.parse("--metrics-token", "given").config.metricsToken, "given")
         self.patch(os, "environ", {"LHTTP_PUBLISH_TOKEN": "p"})
-        self.assertIsNone(self.parse()["metrics-token"])
+        self.assertIsNone(self.parse().config.metricsToken)
 
     def test_badEndpointIsAUsageError(self):
         """
@@ -101,7 +106,8 @@ class ServiceTests(SynchronousTestCase):
                          ["ClientsService", "ListeningService", "ListeningService"])
         server = service.lhttpServer
         self.assertIsInstance(server.dispatcher.getProcessor("echo"), Echo)
-        self.assertEqual(server.maxSubscriptions, 7)
+        self.assertEqual(server.config.maxSubscriptions, 7)
+        self.assertEqual(server.config.allowHosts, ("chat.example.com",))
 
     def test_metricsListenAddsAPort(self):
         options = Options()
@@ -112,7 +118,7 @@ class ServiceTests(SynchronousTestCase):
         ports = [c for c in service if isinstance(c, StreamServerEndpointService)]
         self.assertEqual(len(ports), 2)
         self.assertIsNot(ports[0].factory, ports[1].factory)
-        self.assertEqual(service.lhttpServer.metricsToken, "m")
+        self.assertEqual(service.lhttpServer.config.metricsToken, "m")
 
 
 class FailingEndpoint:
@@ -165,19 +171,24 @@ class ListeningServiceTests(SynchronousTestCase):
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         endpoint = LaterEndpoint()
-        node = NodeService(LHTTPServer(reactor=MemoryReactorClock()), ["tcp:8081"], "tcp:9100")
+        server = memoryServer()
+        server.addProcessor("echo", Echo())
+        node = NodeService(server)
         ListeningService("tcp:8081", endpoint, object()).setServiceParent(node)
         node.privilegedStartService()
         node.startService()
 
         def listening():
-            return [e for e in events if e.get("log_namespace") == "lhttp.tap" and "listen" in e]
+            return [e for e in events if e.get("log_namespace") == "lhttp.service" and "listen" in e]
 
         self.assertEqual(listening(), [])
         endpoint.listening.callback("the port")
         [event] = listening()
-        self.assertEqual((event["listen"], event["metrics"]), (["tcp:8081"], "tcp:9100"))
+        self.assertEqual(event["listen"], ["tcp:8081"])
         self.assertEqual(event["broker"]["kind"], "embedded")
+        self.assertEqual(event["processors"], {"echo": f"{__name__}.Echo"})
+        self.assertEqual(event["filters"], ["lhttp.filters.SubscribeFilter", "lhttp.filters.PublishFilter",
+                                            "lhttp.filters.UnsubscribeFilter", "lhttp.upstream.filter.UpstreamFilter"])
 
 
 def twistd(args, cwd, timeout=20):
@@ -238,3 +249,52 @@ def test_twistdWithABadEndpointIsAUsageError(tmp_path):
     assert result.returncode == 1, output
     assert "--listen 'tcp:abc' is not a server endpoint: invalid literal" in output.splitlines()[-1]
     assert "Traceback" not in output
+
+
+def test_twistdWithABadProcessorIsOneLine(tmp_path):
+    """
+    A --processor that cannot be loaded is one line naming the flag and
+    why, exit status 1, no traceback.
+    """
+    result = twistd(["-n", "lhttp", "--processor", "echo=myapp.nothere.Echo"], tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output
+    [line] = [line for line in output.splitlines() if "--processor" in line and "cannot load" in line]
+    assert "echo=myapp.nothere.Echo" in line
+    assert f"no module named 'myapp' (searched the current directory {tmp_path}" in line
+
+
+def test_twistdLoadsProcessorsFromTheWorkingDirectory(tmp_path):
+    """
+    Run from a project's folder (the real console script, which does not
+    put the folder on sys.path itself), --processor finds the project's
+    module, and the startup log names the processor and the filters.
+    """
+    (tmp_path / "myapp").mkdir()
+    (tmp_path / "myapp" / "__init__.py").write_text("")
+    (tmp_path / "myapp" / "echo.py").write_text(
+        "from lhttp import Processor\n\n"
+        "class EchoProcessor(Processor):\n"
+        "    def onMessage(self, connection, message):\n"
+        "        connection.send(message.body)\n"
+    )
+    from procs import LHTTPNode
+
+    node = LHTTPNode("--processor", "echo=myapp.echo.EchoProcessor", cwd=str(tmp_path)).waitReady()
+    try:
+        from procs import waitFor
+
+        line = waitFor(lambda: next((l for l in node.log().splitlines() if "listening on" in l), None),
+                       what="the startup log line")
+        assert "'echo': 'myapp.echo.EchoProcessor'" in line
+        assert "lhttp.filters.SubscribeFilter" in line and "lhttp.upstream.filter.UpstreamFilter" in line
+    finally:
+        node.stop()
+
+
+def test_twistdVersion(tmp_path):
+    from importlib.metadata import version
+
+    result = twistd(["lhttp", "--version"], tmp_path)
+    assert (result.returncode, result.stdout) == (0, f"lhttp {version('lhttp')}\n"), result

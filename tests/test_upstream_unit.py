@@ -21,21 +21,16 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from lhttp import LHTTPServer, Processor
+from lhttp import Processor
 from lhttp.codec import parse
 from lhttp.errors import BadGateway, BadUpstream, Forbidden, GatewayTimeout
 from lhttp.interfaces import IHeaderFilter, IUpstream
 from lhttp.tap import Options, makeService
-from lhttp.testing import FakeClient, RecordingBroker
-from lhttp.upstream import (
-    AllowList,
-    GuardedAgent,
-    HTTPUpstream,
-    NoUpstream,
-    UpstreamFilter,
-    UpstreamResponse,
-    makeUpstream,
-)
+from lhttp.config import Config
+from lhttp.metrics import Metrics
+from lhttp.testing import FakeClient, FakeUpstream, RecordingBroker, memoryServer
+from lhttp.upstream import AllowList, HTTPUpstream, NoUpstream, UpstreamFilter, UpstreamResponse, makeUpstream
+from lhttp.upstream.agent import GuardedAgent
 
 BACKEND = "http://127.0.0.1:8080"
 PEER = IPv4Address("TCP", "10.1.2.3", 5555)
@@ -47,12 +42,12 @@ class InterfaceTests(SynchronousTestCase):
         verifyObject(IUpstream, HTTPUpstream(allow, StubTreq(Resource()), Clock()))
         verifyObject(IUpstream, NoUpstream())
         verifyObject(IUpstream, FakeUpstream())
-        verifyObject(IHeaderFilter, UpstreamFilter(NoUpstream()))
+        verifyObject(IHeaderFilter, UpstreamFilter(NoUpstream(), Clock(), Metrics()))
         verifyObject(IAgent, GuardedAgent(RecordingAgent(), allow.origins))
 
     def test_makeUpstreamIsOffWithoutAllowList(self):
-        self.assertIsInstance(makeUpstream(MemoryReactorClock()), NoUpstream)
-        upstream = makeUpstream(MemoryReactorClock(), [BACKEND + "/"], timeout=3)
+        self.assertIsInstance(makeUpstream(MemoryReactorClock(), Config()), NoUpstream)
+        upstream = makeUpstream(MemoryReactorClock(), Config(upstreamAllow=[BACKEND + "/"], upstreamTimeout=3))
         self.assertIsInstance(upstream, HTTPUpstream)
         self.assertEqual(upstream.timeout, 3)
 
@@ -292,27 +287,6 @@ class HTTPUpstreamTests(SynchronousTestCase):
         self.assertIn("larger than 99", self.failureResultOf(d, BadGateway).value.detail)
 
 
-@implementer(IUpstream)
-class FakeUpstream:
-    """
-    An upstream whose calls the test answers: C{calls} holds
-    C{(request, peer, message, deferred)}.
-    """
-
-    def __init__(self, maxPending=2):
-        self.maxPending = maxPending
-        self.allowList = AllowList([BACKEND + "/"])
-        self.calls = []
-
-    def check(self, value):
-        return self.allowList.check(value)
-
-    def call(self, request, peer, message):
-        d = Deferred()
-        self.calls.append((request, peer, message, d))
-        return d
-
-
 class Recorder(Processor):
     def __init__(self):
         self.messages = []
@@ -329,7 +303,7 @@ class UpstreamFilterTests(SynchronousTestCase):
     def setUp(self):
         self.upstream = FakeUpstream()
         self.broker = RecordingBroker()
-        self.server = LHTTPServer(reactor=MemoryReactorClock(), broker=self.broker, upstream=self.upstream)
+        self.server = memoryServer(broker=self.broker, upstream=self.upstream)
         self.recorder = Recorder()
         self.server.addProcessor("chat", self.recorder)
 
@@ -346,7 +320,7 @@ class UpstreamFilterTests(SynchronousTestCase):
         self.assertEqual(jack.connection.subscriptions, frozenset())
 
     def test_offByDefault(self):
-        server = LHTTPServer(reactor=MemoryReactorClock())
+        server = memoryServer()
         jack = FakeClient(server)
         jack.receive(upstreamMessage())
         self.assertEqual(jack.messages()[0].getHeader("status"), "403")
@@ -389,7 +363,7 @@ class UpstreamFilterTests(SynchronousTestCase):
     def test_failureIsErrorReply(self):
         jack = FakeClient(self.server)
         jack.receive(upstreamMessage())
-        jack.receive(b"LHTTP/1.0 other\r\n\r\n")  # the connection moved on
+        jack.receive(b"LHTTP/1.0 chat\r\n\r\n")  # the connection moved on
         self.upstream.calls[0][3].errback(GatewayTimeout("the upstream did not answer within 2 s"))
         [error] = jack.messages()
         self.assertEqual(
@@ -455,9 +429,10 @@ class OptionsTests(SynchronousTestCase):
 
     def test_defaults(self):
         options = self.parse()
-        self.assertEqual((options["upstream-allow"], options["upstream-targets"]), ([], []))
-        self.assertEqual(options["upstream-timeout"], 10.0)
-        self.assertFalse(options["upstream-relay"])
+        config = options.config
+        self.assertEqual((config.upstreamAllow, config.upstreamTargets), ((), ()))
+        self.assertEqual(config.upstreamTimeout, 10.0)
+        self.assertFalse(config.upstreamRelay)
 
     def test_upstreamOptions(self):
         options = self.parse(
@@ -466,11 +441,12 @@ class OptionsTests(SynchronousTestCase):
             "--upstream-header", "Authorization: Bearer t", "--upstream-relay",
             "--upstream-timeout", "1.5", "--upstream-max-response", "10", "--upstream-concurrency", "3",
         )
-        self.assertEqual(options["upstream-allow"], [BACKEND + "/", "https://b.example/x/"])
-        self.assertEqual(options["upstream-targets"], [("record", BACKEND + "/record")])
-        self.assertEqual(options["upstream-headers"], [("Authorization", "Bearer t")])
+        config = options.config
+        self.assertEqual(config.upstreamAllow, (BACKEND + "/", "https://b.example/x/"))
+        self.assertEqual(config.upstreamTargets, (("record", BACKEND + "/record"),))
+        self.assertEqual(config.upstreamHeaders, (("Authorization", "Bearer t"),))
         self.assertEqual(
-            (options["upstream-timeout"], options["upstream-max-response"], options["upstream-concurrency"]),
+            (config.upstreamTimeout, config.upstreamMaxResponse, config.upstreamConcurrency),
             (1.5, 10, 3),
         )
 

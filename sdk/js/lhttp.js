@@ -1,1 +1,1 @@
-../../lhttp/web/lhttp.js
+../../lhttp/web/static/lhttp.js

@@ -61,3 +61,20 @@ def originAllowed(request, allowed):
     if origin != "null" and _sameOrigin(origin, host):
         return True
     return any(fnmatchcase(origin, pattern.lower().rstrip("/")) for pattern in allowed)
+
+
+class OriginPolicy:
+    """
+    The browser pages a node lets open a WebSocket.
+
+    @ivar patterns: the C{--allow-origin} patterns.
+    """
+
+    def __init__(self, patterns=()):
+        self.patterns = tuple(patterns)
+
+    def allows(self, request):
+        """
+        @param request: the handshake (L{autobahn.websocket.types.ConnectionRequest}).
+        """
+        return originAllowed(request, self.patterns)

@@ -5,7 +5,7 @@ own L{twisted.web.server.Site}), and C{POST /publish} (SPEC section 6).
 A WebSocket upgrade is accepted on every path; plain HTTP requests go to
 the tree's children (C{publish}, C{health}, C{metrics}, and C{demo} when
 enabled). Every request to the tree, upgrade or not, must first call the
-node by one of its names (L{lhttp.hosts}).
+node by one of its names (L{lhttp.web.hosts}).
 """
 
 import json
@@ -17,12 +17,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from lhttp.bearer import checkBearer
-from lhttp.codec import parse
-from lhttp.hosts import hostName
+from lhttp.errors import HostNotAllowed, LHTTPError, MessageTooLarge, MissingPublishHeader, errorFor
 from lhttp.interfaces import IBodyLimit
 from lhttp.metrics import MetricsResource
-from lhttp.errors import HostNotAllowed, LHTTPError, MessageTooLarge, MissingPublishHeader, errorFor
+from lhttp.web.bearer import checkBearer
+from lhttp.web.hosts import hostName
 
 
 def isUpgrade(request):
@@ -34,7 +33,7 @@ class _WebSocketResource(WebSocketResource):
     """
     Autobahn's resource, telling the HTTP channel first that the WebSocket
     takes the connection over: its HTTP-phase timers must not fire on it
-    later, and under L{lhttp.site.LHTTPSite} it stops counting as a pending
+    later, and under L{lhttp.web.site.LHTTPSite} it stops counting as a pending
     connection.
     """
 
@@ -51,25 +50,23 @@ class _WebSocketResource(WebSocketResource):
 class LHTTPResource(Resource):
     """
     The root of a node's tree: WebSocket upgrades on any path below it,
-    HTTP children for the rest.
+    HTTP children for the rest. Every request must call the node by one of
+    its names first.
+
+    Make it with L{lhttp.server.LHTTPServer.resource}.
     """
 
-    def __init__(self, server, metrics=True):
+    def __init__(self, webSocketFactory, hostPolicy):
         """
-        @param server: the L{lhttp.server.LHTTPServer}.
-        @param metrics: serve C{GET /metrics} here too; C{False} when it is
-            served on an endpoint of its own (see L{metricsRoot}).
+        @param webSocketFactory: the node's WebSocket server factory.
+        @param hostPolicy: the L{lhttp.web.hosts.HostPolicy}.
         """
         Resource.__init__(self)
-        self._server = server
-        self._webSocket = _WebSocketResource(server.factory)
-        self.putChild(b"publish", PublishResource(server))
-        self.putChild(b"health", HealthResource(server))
-        if metrics:
-            self.putChild(b"metrics", MetricsResource(server.metrics, server.metricsToken))
+        self._hostPolicy = hostPolicy
+        self._webSocket = _WebSocketResource(webSocketFactory)
 
     def getChildWithDefault(self, name, request):
-        if not self._server.hostPolicy.allowsRequest(request):
+        if not self._hostPolicy.allowsRequest(request):
             return ErrorResource(_hostNotAllowed(request))
         if isUpgrade(request):
             return self._webSocket
@@ -80,8 +77,10 @@ class LHTTPResource(Resource):
     def render(self, request):
         # Reached without getChildWithDefault when mounted at /x and asked
         # for /x itself.
-        if not self._server.hostPolicy.allowsRequest(request):
+        if not self._hostPolicy.allowsRequest(request):
             return ErrorResource(_hostNotAllowed(request)).render(request)
+        if isUpgrade(request):
+            return self._webSocket.render(request)
         return Resource.render(self, request)
 
     def getChild(self, name, request):
@@ -103,13 +102,16 @@ class _MetricsRoot(Resource):
         return self.getChild(b"", request).render(request)
 
 
-def metricsRoot(server):
+def metricsRoot(metrics, token=None):
     """
     The tree of a port that serves only C{GET /metrics}: a scraper's port,
     kept off the port clients reach.
+
+    @param metrics: the node's L{lhttp.metrics.Metrics}.
+    @param token: the bearer token C{GET /metrics} needs, if any.
     """
     root = _MetricsRoot()
-    root.putChild(b"metrics", MetricsResource(server.metrics, server.metricsToken))
+    root.putChild(b"metrics", MetricsResource(metrics, token))
     return root
 
 
@@ -137,7 +139,7 @@ def _hostNotAllowed(request):
 class ErrorResource(Resource):
     """
     Answers every request with one L{LHTTPError}, as JSON; under
-    L{lhttp.site.LHTTPSite}, before reading any body.
+    L{lhttp.web.site.LHTTPSite}, before reading any body.
     """
 
     isLeaf = True
@@ -174,18 +176,21 @@ class HealthResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, server):
+    def __init__(self, broker):
+        """
+        @param broker: the node's L{lhttp.interfaces.IBroker}.
+        """
         Resource.__init__(self)
-        self._server = server
+        self._broker = broker
 
     def render_GET(self, request):
-        ready = bool(self._server.broker.ready)
+        ready = bool(self._broker.ready)
         if request.postpath and request.postpath[0] == b"live":
             return _json(request, 200, {"live": True, "ready": ready})
         return _json(
             request,
             200 if ready else 503,
-            {"live": True, "ready": ready, "broker": self._server.broker.describe()},
+            {"live": True, "ready": ready, "broker": self._broker.describe()},
         )
 
 
@@ -200,7 +205,7 @@ class PublishResource(Resource):
     has none or a wrong one (C{Authorization: Bearer <token>}); 413 larger
     than the message size limit; 503 when the broker cannot take it.
 
-    Under L{lhttp.site.LHTTPSite} the token and an announced size are
+    Under L{lhttp.web.site.LHTTPSite} the token and an announced size are
     checked as soon as the headers are in (L{bodyLimit}), before the body
     is read; they are checked again here, for any other Site.
     """
@@ -208,19 +213,31 @@ class PublishResource(Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, server):
+    def __init__(self, receive, pubsub, metrics, token, maxMessageSize):
+        """
+        @param receive: the node's ingress (L{lhttp.server.LHTTPServer.receive}):
+            bytes to a checked L{lhttp.codec.Message}.
+        @param pubsub: the node's L{lhttp.interfaces.IPubSub}.
+        @param metrics: the L{lhttp.metrics.Metrics} counting answers.
+        @param token: the publish token, or L{None}.
+        @param maxMessageSize: the largest body, in bytes.
+        """
         Resource.__init__(self)
-        self._server = server
+        self._receive = receive
+        self._pubsub = pubsub
+        self._metrics = metrics
+        self._token = token
+        self._maxMessageSize = maxMessageSize
 
     def render_POST(self, request):
         try:
             channels = self._publish(request)
         except LHTTPError as error:
-            self._server.metrics.httpPublishAnswered(error.status)
+            self._metrics.httpPublishAnswered(error.status)
             return _json(request, error.status, _errorDocument(error))
         # Answer 200 only once the broker confirms the publish (at once for
         # the embedded broker; a NATS round trip in a cluster).
-        confirmed = self._server.broker.confirm()
+        confirmed = self._pubsub.confirm()
         confirmed.addCallbacks(
             lambda ignored: (200, {"status": 200, "channels": channels}),
             lambda failure: (errorFor(failure).status, _errorDocument(errorFor(failure))),
@@ -229,7 +246,7 @@ class PublishResource(Resource):
         return NOT_DONE_YET
 
     def bodyLimit(self, request, length):
-        limit = self._server.maxMessageSize
+        limit = self._maxMessageSize
         if request.method == b"POST":
             self._authorize(request)
             if length is not None and length > limit:
@@ -237,11 +254,11 @@ class PublishResource(Resource):
         return limit
 
     def renderRefusal(self, request, error):
-        self._server.metrics.httpPublishAnswered(error.status)
+        self._metrics.httpPublishAnswered(error.status)
         return errorResponse(request, error)
 
     def _finish(self, answer, request):
-        self._server.metrics.httpPublishAnswered(answer[0])
+        self._metrics.httpPublishAnswered(answer[0])
         if request.finished or request.channel is None:
             return
         status, document = answer
@@ -253,17 +270,23 @@ class PublishResource(Resource):
         body = request.content
         body.seek(0, 2)
         size = body.tell()
-        limit = self._server.maxMessageSize
+        limit = self._maxMessageSize
         if size > limit:
             raise MessageTooLarge(f"the message is {size} bytes; the limit is {limit}")
         body.seek(0)
-        # The same header limits as a WebSocket message: the body is
-        # published as one, and subscribers' parsers should not meet more.
-        message = parse(body.read(), self._server.maxHeaders, self._server.maxHeaderLength)
+        # The node's one ingress: the same limits and checks as a WebSocket
+        # message, since subscribers get it as one.
+        message = self._receive(body.read())
         value = message.getHeader("publish")
         if value is None:
             raise MissingPublishHeader("the message has no 'publish' header")
-        return self._server.publish(value, message.raw)
+        return self._pubsub.publishBytes(value, message.raw)
 
     def _authorize(self, request):
-        checkBearer(request, self._server.publishToken, "publish")
+        checkBearer(request, self._token, "publish")
+
+    def render_GET(self, request):
+        request.setResponseCode(405)
+        request.setHeader(b"allow", b"POST")
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"POST an LHTTP message with a 'publish' header here.\n"

@@ -19,7 +19,7 @@ def demoDirectory():
     """
     @return: the directory of the demo page and the SDK, inside the package.
     """
-    return str(resources.files("lhttp") / "web")
+    return str(resources.files("lhttp") / "web" / "static")
 
 
 def _unservable(segment):

@@ -38,11 +38,11 @@ against any limit, so a few hundred locked real clients out. Here:
     taken, or every pending one awaits its answer) is the new connection
     refused, with a 503 at once.
 
-Embedding: serve your tree with C{LHTTPSite(root, server)} instead of
-C{Site(root)} and C{/publish} gets the same protection wherever it is
-mounted; your own resources keep Twisted's handling of bodies (and no
-deadline once their head is in) unless you pass C{maxBodySize}; the
-pending-connection limits cover the whole site.
+Embedding: serve your tree with C{server.site(root)} (an L{LHTTPSite} with
+the node's limits) instead of C{Site(root)} and C{/publish} gets the same
+protection wherever it is mounted; your own resources keep Twisted's
+handling of bodies (and no deadline once their head is in) unless you pass
+C{maxBodySize}; the pending-connection limits cover the whole site.
 """
 
 from io import BytesIO
@@ -51,14 +51,10 @@ from urllib.parse import unquote_to_bytes
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
+from lhttp.config import Config
 from lhttp.errors import LHTTPError, MessageTooLarge
 from lhttp.interfaces import IBodyLimit
-from lhttp.resource import errorResponse
-from lhttp.server import (
-    DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_PENDING_CONNECTIONS,
-)
+from lhttp.web.resource import errorResponse
 
 # After refusing a request whose body is still coming: how long, and how
 # many bytes, to read and discard before dropping the connection.
@@ -380,26 +376,27 @@ class LHTTPSite(Site):
     protocol = LHTTPChannel
     requestFactory = LHTTPRequest
 
-    def __init__(self, resource, server=None, maxBodySize=None, **kwargs):
+    def __init__(self, resource, config=None, webSockets=None, metrics=None, maxBodySize=None,
+                 **kwargs):
         """
         @param resource: the root of the tree.
-        @param server: the L{lhttp.server.LHTTPServer} whose tree is served:
-            its C{handshakeTimeout}, C{maxPendingConnections} and
-            C{maxConnections} apply, its WebSockets count, its metrics
-            count what is dropped. L{None}: the defaults of
-            L{lhttp.server}.
+        @param config: the L{lhttp.config.Config} whose
+            C{handshakeTimeout}, C{maxPendingConnections} and
+            C{maxConnections} apply (default: the defaults).
+        @param webSockets: a callable giving the number of open WebSockets
+            that count against C{maxConnections}, or L{None}.
+        @param metrics: the L{lhttp.metrics.Metrics} that counts pending
+            and dropped connections, or L{None}.
         @param maxBodySize: see L{maxBodySize}.
         @param kwargs: for L{Site} (C{logPath}, C{reactor}...); C{timeout},
             the idle timeout, defaults to the handshake timeout.
         """
-        self.server = server
-        self.handshakeTimeout = DEFAULT_HANDSHAKE_TIMEOUT
-        self.maxPendingConnections = DEFAULT_MAX_PENDING_CONNECTIONS
-        self.maxConnections = DEFAULT_MAX_CONNECTIONS
-        if server is not None:
-            self.handshakeTimeout = server.handshakeTimeout
-            self.maxPendingConnections = server.maxPendingConnections
-            self.maxConnections = server.maxConnections
+        config = config if config is not None else Config()
+        self.handshakeTimeout = config.handshakeTimeout
+        self.maxPendingConnections = config.maxPendingConnections
+        self.maxConnections = config.connectionLimit()
+        self._webSocketCount = webSockets or (lambda: 0)
+        self._metrics = metrics
         kwargs.setdefault("timeout", self.handshakeTimeout)
         Site.__init__(self, resource, **kwargs)
         self.maxBodySize = maxBodySize
@@ -407,10 +404,14 @@ class LHTTPSite(Site):
         # ago first (a dict keeps insertion order).
         self._pending = {}
 
-    def _webSockets(self):
-        if self.server is None:
-            return 0
-        return self.server.factory.getConnectionCount()
+    def log(self, request):
+        """
+        Write an access log line only to a log file asked for (C{logPath}):
+        a publish is one request, and logging each one costs more than the
+        publish.
+        """
+        if self.logPath is not None:
+            Site.log(self, request)
 
     def admit(self, channel):
         """
@@ -419,7 +420,7 @@ class LHTTPSite(Site):
         @return: whether it is admitted (else it was answered 503).
         """
         pending = self._pending
-        webSockets = self._webSockets()
+        webSockets = self._webSocketCount()
         excess = max(
             len(pending) + 1 - self.maxPendingConnections,
             len(pending) + webSockets + 1 - self.maxConnections,
@@ -462,16 +463,16 @@ class LHTTPSite(Site):
         return len(self._pending)
 
     def _counted(self):
-        if self.server is not None:
-            self.server.metrics.pendingConnections = len(self._pending)
+        if self._metrics is not None:
+            self._metrics.pendingConnections = len(self._pending)
 
     def dropped(self, reason):
         """
         A channel was dropped in its HTTP phase (see
         L{lhttp.metrics.Metrics.httpConnectionDropped}).
         """
-        if self.server is not None and reason != "idle":
-            self.server.metrics.httpConnectionDropped(reason)
+        if self._metrics is not None and reason != "idle":
+            self._metrics.httpConnectionDropped(reason)
 
     def getResourceFor(self, request):
         found = getattr(request, "_found", None)

@@ -41,7 +41,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from lhttp.channels import checkChannel, missedNotice
+from lhttp.channels import checkChannel
+from lhttp.codec import missedNotice
 from lhttp.errors import BrokerUnavailable, MessageTooLarge
 from lhttp.interfaces import IBroker
 

@@ -5,7 +5,7 @@ DNS rebinding.
 A page on C{http://attacker.example:8081/} whose name the attacker then
 points at 127.0.0.1 (or any address on the victim's network) talks to the
 node from the victim's browser, and to the browser that is the page's own
-origin: the Origin check (L{lhttp.origins}) judges same-origin from the
+origin: the Origin check (L{lhttp.web.origins}) judges same-origin from the
 C{Host} header, which says C{attacker.example:8081}. Only the node can tell
 that this is not one of its names.
 

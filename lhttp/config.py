@@ -1,0 +1,361 @@
+"""
+Every option of a node in one place: L{Config}, frozen, each field with its
+default, its command-line flag and its help.
+
+L{lhttp.server.LHTTPServer} takes a L{Config}; C{twistd lhttp}'s options
+(L{lhttp.options}) are made from its fields; the README's option table is
+checked against them (L{optionTable} writes it). A limit changes in one
+place.
+
+    from lhttp import Config, LHTTPServer
+
+    server = LHTTPServer(Config(maxSubscriptions=100, allowHosts=("chat.example.com",)))
+"""
+
+import resource as _rlimit
+
+import attr
+
+from lhttp.channels import DEFAULT_MAX_CHANNEL_LENGTH
+
+KiB = 1024
+MiB = 1024 * 1024
+
+DEFAULT_PORT = 8081
+DEFAULT_LISTEN = f"tcp:{DEFAULT_PORT}:interface=127.0.0.1"
+DEFAULT_MAX_CONNECTIONS = 10000
+
+
+def _positive(instance, attribute, value):
+    if value is not None and value <= 0:
+        raise ValueError(f"{attribute.metadata['flag']} must be positive, not {value!r}")
+
+
+def _atLeastZero(instance, attribute, value):
+    if value < 0:
+        raise ValueError(f"{attribute.metadata['flag']} must be 0 or more, not {value!r}")
+
+
+def _field(default, flag, help, *, kind=None, show=None, env=None, short=None,
+           repeat=None, validator=None, group="node"):
+    """
+    One option.
+
+    @param default: its default (a tuple for a repeatable option).
+    @param flag: the command-line flag, e.g. C{"--max-message-size"}.
+    @param help: what it does, for C{--help} and the README.
+    @param kind: how a command-line value is read: C{int}, C{float},
+        C{str}, C{bool} (a flag without a value); default: the default's
+        type.
+    @param show: the default as people read it (C{"1 MiB"}).
+    @param env: an environment variable C{twistd lhttp} reads when the
+        flag is not given.
+    @param short: a one-letter flag.
+    @param repeat: for a repeatable option, a function reading one
+        command-line value into one item (raising L{ValueError}).
+    """
+    metadata = {
+        "flag": flag,
+        "help": help,
+        "kind": kind or (type(default) if default is not None and not repeat else str),
+        "show": show,
+        "env": env,
+        "short": short,
+        "repeat": repeat,
+        "group": group,
+    }
+    validators = [validator] if validator else []
+    return attr.ib(default=default, metadata=metadata, validator=validators, kw_only=True,
+                   converter=tuple if repeat else None)
+
+
+def _pair(what, example):
+    def read(text):
+        name, equals, value = text.partition("=")
+        if not equals or not name or not value:
+            raise ValueError(f"{what} wants {example}, not {text!r}")
+        return (name, value)
+    return read
+
+
+def _same(text):
+    return text
+
+
+def _urls(text):
+    """
+    Several NATS URLs in one value, comma-separated.
+    """
+    return [url.strip() for url in text.split(",") if url.strip()]
+
+
+def _header(text):
+    from lhttp.upstream.agent import parseStaticHeader
+
+    return parseStaticHeader(text)
+
+
+@attr.s(frozen=True, slots=True)
+class Config:
+    """
+    A node's options. Every field is keyword-only, has a default, and is
+    checked when the L{Config} is made (L{ValueError} naming the flag).
+    """
+
+    # Where it listens.
+    listen = _field(
+        (), "--listen", "Listen on a Twisted endpoint: tcp:8081:interface=0.0.0.0, "
+        "ssl:8443:privateKey=key.pem:certKey=cert.pem, unix:/run/lhttp.sock. Repeatable; "
+        "an endpoint that cannot be opened stops the node at startup with exit status 1.",
+        repeat=_same, show=DEFAULT_LISTEN, short="l", group="service",
+    )
+    port = _field(
+        None, "--port", "Also listen on this TCP port on all interfaces (set a publish token "
+        "before exposing a node).", kind=int, short="p", group="service",
+        validator=_positive, show="none",
+    )
+    demo = _field(False, "--demo", "Serve the chat-room demo and the JavaScript SDK at /demo/.",
+                  group="service")
+    accessLog = _field(None, "--access-log", "Write an HTTP access log to this file.", kind=str,
+                       show="none", group="service")
+    shutdownTimeout = _field(
+        5.0, "--shutdown-timeout", "On SIGTERM, seconds clients have to close after the "
+        "1001 close frame.", show="5 s", validator=_atLeastZero, group="service",
+    )
+    metricsListen = _field(
+        None, "--metrics-listen", "Serve GET /metrics on this endpoint only (e.g. "
+        "tcp:9100:interface=127.0.0.1), not on the clients' ports.", kind=str,
+        show="the clients' ports", group="service",
+    )
+
+    # What it runs.
+    processors = _field(
+        (), "--processor", "Handle command C with processor NAME, as C=NAME (the dotted name "
+        "of an IProcessor class, factory or instance). Repeatable; wins over a plugin.",
+        repeat=_pair("--processor", "COMMAND=dotted.name"), show="none",
+    )
+    filters = _field(
+        (), "--filter", "Add a header filter: the dotted name of an IHeaderFilter class, "
+        "factory or instance. Repeatable; they run in this order, before the built-in ones.",
+        repeat=_same, show="none",
+    )
+    plugins = _field(
+        True, "--no-plugins", "Do not load processors from Twisted plugins (installed, or in "
+        "./twisted/plugins).", show="load them",
+    )
+
+    # Messages.
+    maxMessageSize = _field(
+        MiB, "--max-message-size", "Bytes per message: larger closes the WebSocket with "
+        "1009, a larger /publish body gets 413.", show="1 MiB", validator=_positive,
+    )
+    maxHeaders = _field(100, "--max-headers", "Header lines per message or multipart part "
+                        "(over: 400, too many headers).", validator=_positive)
+    maxHeaderLength = _field(8 * KiB, "--max-header-length", "Bytes per start or header line "
+                             "(over: 400, header too long).", show="8 KiB", validator=_positive)
+    maxSubscriptions = _field(1000, "--max-subscriptions", "Channels one connection may "
+                              "subscribe to (over: 429).", validator=_positive)
+    maxChannelLength = _field(DEFAULT_MAX_CHANNEL_LENGTH, "--max-channel-length", "Characters in a channel name "
+                              "(over: 400, bad channel name).", validator=_positive)
+    maxPublishChannels = _field(64, "--max-publish-channels", "Channels one publish may name, "
+                                "over WebSocket or /publish (over: 400).", validator=_positive)
+    maxQueuedBytes = _field(
+        MiB, "--max-queued-bytes", "Bytes of messages a connection may have waiting behind "
+        "one that waits (upstream, a Deferred, a cluster subscribe); over it the node stops "
+        "reading from that client until half are handled.", show="1 MiB", validator=_positive,
+    )
+    maxQueuedMessages = _field(1000, "--max-queued-messages", "The same, in messages.",
+                               validator=_positive)
+
+    # Connections.
+    maxConnections = _field(
+        None, "--max-connections", "WebSockets and connections in their HTTP phase at once; "
+        "over it the oldest pending one makes room, or the new one gets 503.", kind=int,
+        show="10000 or the open-files limit less 100", validator=_positive,
+    )
+    maxPendingConnections = _field(
+        1000, "--max-pending-connections", "Connections not yet WebSockets (handshakes, "
+        "/publish) at once; over it the one whose request started longest ago is dropped.",
+        validator=_positive,
+    )
+    handshakeTimeout = _field(10.0, "--handshake-timeout", "Seconds a request (a WebSocket "
+                              "handshake, a /publish body) has to arrive whole (over: 408).",
+                              show="10 s", validator=_positive)
+    pingInterval = _field(30.0, "--ping-interval", "Seconds between keep-alive pings "
+                          "(0: none).", show="30 s", validator=_atLeastZero)
+    pingTimeout = _field(20.0, "--ping-timeout", "Seconds a client has to answer a ping "
+                         "before it is dropped as dead.", show="20 s", validator=_positive)
+    maxSendBuffer = _field(MiB, "--max-send-buffer", "Bytes queued for a client that stops "
+                           "reading before it is closed with 1008 (a slow consumer).",
+                           show="1 MiB", validator=_positive)
+    slowConsumerGrace = _field(10.0, "--slow-consumer-grace", "Seconds a slow consumer has "
+                               "to read its 1008 close frame before its socket is dropped.",
+                               show="10 s", validator=_atLeastZero)
+
+    # Who may talk to it.
+    allowOrigins = _field(
+        (), "--allow-origin", "Let browser pages from this origin connect (scheme://host[:port], "
+        "* wildcards; * for any). Repeatable. Default: the node's own origin and clients "
+        "that send no Origin.", repeat=_same, show="own origin",
+    )
+    allowHosts = _field(
+        (), "--allow-host", "Answer to this name in the Host header too (* wildcards; * for "
+        "any). Repeatable. Default: the address connected to, localhost, *.localhost.",
+        repeat=_same, show="own addresses",
+    )
+    publishToken = _field(None, "--publish-token", "Require 'Authorization: Bearer T' on "
+                          "POST /publish.", kind=str, env="LHTTP_PUBLISH_TOKEN", show="none",
+                          group="token")
+    metricsToken = _field(None, "--metrics-token", "Require 'Authorization: Bearer T' on "
+                          "GET /metrics.", kind=str, env="LHTTP_METRICS_TOKEN", show="none",
+                          group="token")
+
+    # The cluster.
+    nats = _field(
+        (), "--nats", "Join a cluster through NATS at these URLs (comma-separated or "
+        "repeated). Installs the asyncio reactor.", repeat=_urls, env="LHTTP_NATS_URL",
+        show="embedded broker",
+    )
+    natsPrefix = _field(
+        "", "--nats-prefix", "Put channels under this NATS subject prefix (PREFIX.channel), "
+        "to share a NATS account; the original Go nodes use none.", show="none",
+    )
+
+    # Upstream.
+    upstreamAllow = _field(
+        (), "--upstream-allow", "Allow 'upstream: METHOD URL' under this URL prefix. "
+        "Repeatable; without any, upstream headers get 403.", repeat=_same, show="none",
+    )
+    upstreamTargets = _field(
+        (), "--upstream-target", "Name an upstream target, NAME=URL, so clients write "
+        "'upstream: POST NAME'. Repeatable.",
+        repeat=_pair("--upstream-target", "NAME=URL"), show="none",
+    )
+    upstreamHeaders = _field(
+        (), "--upstream-header", "Add 'Name: value' to every upstream request (the backend's "
+        "credentials). Repeatable.", repeat=_header, show="none",
+    )
+    upstreamTimeout = _field(10.0, "--upstream-timeout", "Seconds an upstream request may "
+                             "take, body included (over: 504).", show="10 s",
+                             validator=_positive)
+    upstreamRelay = _field(False, "--upstream-relay", "Send the backend's response back to "
+                           "the sender (default: only failures are told).")
+    upstreamMaxResponse = _field(64 * KiB, "--upstream-max-response", "Largest upstream "
+                                 "response relayed, in bytes (over: 502).", show="64 KiB",
+                                 validator=_positive)
+    upstreamConcurrency = _field(8, "--upstream-concurrency", "Upstream requests one "
+                                 "connection may have in flight; its later messages wait.",
+                                 validator=_positive)
+
+    def __attrs_post_init__(self):
+        _checkPatterns(self)
+
+    def endpoints(self):
+        """
+        @return: the endpoint descriptions clients connect to: C{listen}
+            and C{port}, or the loopback default if neither is set.
+        """
+        endpoints = list(self.listen)
+        if self.port is not None:
+            endpoints.append(f"tcp:{self.port}")
+        return endpoints or [DEFAULT_LISTEN]
+
+    def connectionLimit(self):
+        """
+        @return: C{maxConnections}, or by default 10000 or what the
+            open-files limit leaves room for (each client is a file
+            descriptor).
+        """
+        if self.maxConnections is not None:
+            return self.maxConnections
+        soft, hard = _rlimit.getrlimit(_rlimit.RLIMIT_NOFILE)
+        if soft == _rlimit.RLIM_INFINITY:
+            return DEFAULT_MAX_CONNECTIONS
+        return max(1, min(DEFAULT_MAX_CONNECTIONS, soft - 100))
+
+
+def _checkPatterns(config):
+    """
+    What one field's validator cannot see alone: names and URLs that must
+    parse, checked once, so a node never starts with a bad one.
+    """
+    from lhttp.upstream.urls import AllowList
+    from lhttp.web.hosts import checkHostPattern
+
+    for pattern in config.allowHosts:
+        checkHostPattern(pattern)
+    AllowList(config.upstreamAllow, config.upstreamTargets)
+    if config.natsPrefix:
+        from lhttp.brokers.nats import checkPrefix
+
+        checkPrefix(config.natsPrefix)
+
+
+def options():
+    """
+    @return: every option's C{attr.Attribute}, in the order of L{Config}.
+    """
+    return attr.fields(Config)
+
+
+def showDefault(field):
+    """
+    A field's default as people read it.
+    """
+    meta = field.metadata
+    if meta["show"] is not None:
+        return meta["show"]
+    if meta["kind"] is bool:
+        return "off" if not field.default else "on"
+    return str(field.default)
+
+
+def optionTable():
+    """
+    @return: the option table of the README (reStructuredText), one row
+        per option: the flag, its default, what it does.
+    """
+    rows = [("option", "default", "meaning")]
+    for field in options():
+        meta = field.metadata
+        flag = meta["flag"]
+        if meta["kind"] is not bool:
+            flag += " " + _metavar(field)
+        env = f" Default from ${meta['env']}." if meta["env"] else ""
+        rows.append((f"``{flag}``", showDefault(field), meta["help"] + env))
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    rule = "  ".join(["=" * widths[0], "=" * widths[1], "=" * 72])
+    lines = [rule]
+    for number, (flag, default, meaning) in enumerate(rows):
+        words = meaning.split()
+        chunks, line = [], ""
+        for word in words:
+            if line and len(line) + 1 + len(word) > 72:
+                chunks.append(line)
+                line = word
+            else:
+                line = f"{line} {word}" if line else word
+        chunks.append(line)
+        lines.append(f"{flag:<{widths[0]}}  {default:<{widths[1]}}  {chunks[0]}".rstrip())
+        indent = " " * (widths[0] + widths[1] + 4)
+        lines.extend(indent + chunk for chunk in chunks[1:])
+        if number == 0:
+            lines.append(rule)
+    lines.append(rule)
+    return "\n".join(lines) + "\n"
+
+
+def _metavar(field):
+    name = field.metadata["flag"]
+    if name in ("--processor",):
+        return "C=NAME"
+    if name in ("--upstream-target",):
+        return "NAME=URL"
+    if name in ("--upstream-header",):
+        return "'NAME: VALUE'"
+    kind = field.metadata["kind"]
+    if kind is int:
+        return "N"
+    if kind is float:
+        return "SECONDS"
+    return "VALUE"
