@@ -28,6 +28,7 @@ import json
 import os
 import re
 import sys
+from importlib import metadata
 
 from twisted.application.internet import backoffPolicy
 from twisted.internet import defer, stdio, task
@@ -531,6 +532,19 @@ def _positiveFloat(text):
     return value
 
 
+def version():
+    """
+    @return: the installed lhttp's version, or the package's own when it
+        runs from a source tree that was never installed.
+    """
+    try:
+        return metadata.version("lhttp")
+    except metadata.PackageNotFoundError:
+        import lhttp
+
+        return getattr(lhttp, "__version__", "unknown")
+
+
 def parser():
     top = argparse.ArgumentParser(
         prog="lhttp",
@@ -547,6 +561,7 @@ def parser():
             "2 the server could not be reached."
         ),
     )
+    top.add_argument("--version", action="version", version=f"lhttp {version()}")
     commands = top.add_subparsers(dest="name", required=True, metavar="COMMAND")
 
     def command(name, help, description):

@@ -16,6 +16,7 @@ import threading
 import time
 import unicodedata
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import metadata
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -280,6 +281,12 @@ def test_sendHidesItsRoundTripWhenTheServerRefusesIt(startNode, tmp_path):
     assert result.stderr == ""
 
 
+def test_version(tmp_path):
+    result = runScript("--version", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"lhttp {metadata.version('lhttp')}\n"
+
+
 def test_listenPrintsPublishesAsTheyArrive(lhttpNode, command):
     listener = command("listen", lhttpNode.url, "news", "alerts")
     listener.waitErr("* subscribed news alerts")
@@ -387,7 +394,7 @@ def test_shell(lhttpNode, command):
 def test_help():
     top = run("--help")
     assert top.returncode == 0
-    for name in (b"listen", b"send", b"publish", b"shell", b"Exit status"):
+    for name in (b"listen", b"send", b"publish", b"shell", b"Exit status", b"--version"):
         assert name in top.stdout
     for name, words in [
         ("listen", "--count"), ("send", "--upstream-wait"), ("publish", "--token"), ("shell", "unsubscribe CHANNEL"),
