@@ -311,10 +311,9 @@ class Replies:
             self.answers += 1
         elif message.command == "error":
             self.refused.add(self.handled)
-        for entry in list(self._waiting):
-            condition, d = entry
+        for condition, d in list(self._waiting):
             if condition():
-                self._waiting.remove(entry)
+                self._waiting.remove((condition, d))
                 d.callback(None)
 
     def handledOne(self, ignored):
@@ -328,10 +327,8 @@ class Replies:
         """
         if condition():
             return defer.succeed(None)
-        entry = []
-        d = defer.Deferred(lambda d: self._waiting.remove(entry) if entry in self._waiting else None)
-        entry.extend((condition, d))
-        self._waiting.append(entry)
+        d = defer.Deferred(lambda d: self._waiting.remove((condition, d)))
+        self._waiting.append((condition, d))
         return d.addTimeout(timeout, self._reactor)
 
 

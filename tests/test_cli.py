@@ -397,7 +397,8 @@ def test_help():
     for name in (b"listen", b"send", b"publish", b"shell", b"Exit status", b"--version"):
         assert name in top.stdout
     for name, words in [
-        ("listen", "--count"), ("send", "--upstream-wait"), ("publish", "--token"), ("shell", "unsubscribe CHANNEL"),
+        ("listen", "--count"), ("send", "--upstream-wait"), ("publish", "--token"),
+        ("shell", "unsubscribe CHANNEL"),
     ]:
         out = io.StringIO()
         with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exited:
