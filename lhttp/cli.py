@@ -28,6 +28,7 @@ import json
 import os
 import re
 import sys
+from importlib import metadata
 
 from twisted.application.internet import backoffPolicy
 from twisted.internet import defer, stdio, task
@@ -40,6 +41,11 @@ from lhttp.errors import LHTTPError
 TOKEN_VARIABLE = "LHTTP_PUBLISH_TOKEN"
 
 EXIT_OK, EXIT_FAILED, EXIT_UNREACHABLE = 0, 1, 2
+
+# Seconds C{send} waits for the answer to an upstream request: a node
+# sends the backend's response back only with --upstream-relay, so with
+# relaying off a successful request gets no answer at all.
+DEFAULT_UPSTREAM_WAIT = 5.0
 
 # What a terminal acts on or does not show, as regular expression ranges:
 # C1 controls; Unicode's line and paragraph separators; and every format
@@ -158,12 +164,31 @@ class Output:
         self._err = err
         self.asJSON = asJSON
         self.errors = 0
+        self.firstError = None
 
     def message(self, message):
         if message.command == "error":
             self.errors += 1
+            if self.firstError is None:
+                self.firstError = message
         self._out.write(formatMessage(message, self.asJSON) + "\n")
         self._out.flush()
+
+    def errorSummary(self):
+        """
+        @return: one line about the error replies that arrived, quoting the
+            first: the command it answers, its status, reason and text.
+        """
+        error = self.firstError
+        command = error.getHeader("command")
+        text = "an error reply" if self.errors == 1 else f"{self.errors} error replies, the first"
+        if command is not None:
+            text += f" to {command}"
+        text += f": {error.getHeader('status', '?')} {error.getHeader('reason', '')}".rstrip()
+        detail = error.body.decode("utf-8", "replace")
+        if detail:
+            text += f": {detail}"
+        return text
 
     def status(self, text):
         self._err.write(f"* {terminalSafe(text)}\n")
@@ -236,42 +261,141 @@ async def listen(reactor, args, output):
     return result
 
 
+def _hasUpstream(data):
+    """
+    @return: whether the bytes typed for C{send} are a message with an
+        C{upstream} header (whose answer comes once the backend answered).
+    """
+    try:
+        return parse(data).getHeader("upstream") is not None
+    except LHTTPError:
+        return False
+
+
+def _isUpstreamAnswer(message):
+    """
+    @return: whether C{message} answers an upstream request: the backend's
+        response relayed (C{LHTTP/1.0 upstream}) or a 502/504 error reply,
+        both carrying the C{upstream} header they answer.
+    """
+    return message.command in ("upstream", "error") and message.getHeader("upstream") is not None
+
+
+class Replies:
+    """
+    What arrives for C{send}, printed and told apart: the replies to the
+    message the server is handling (the messages before it have had their
+    round trip), and the answers to upstream requests, which come whenever
+    the backend answers.
+
+    @ivar arrived: how many messages arrived.
+    @ivar handled: how many sent messages the server has handled.
+    @ivar refused: the indexes of sent messages that got an error reply
+        while handled (their upstream request, if any, was not made).
+    @ivar answers: how many upstream answers arrived.
+    """
+
+    def __init__(self, reactor, output):
+        self._reactor = reactor
+        self._output = output
+        self._waiting = []
+        self.arrived = 0
+        self.handled = 0
+        self.refused = set()
+        self.answers = 0
+
+    def received(self, message):
+        self._output.message(message)
+        self.arrived += 1
+        if _isUpstreamAnswer(message):
+            self.answers += 1
+        elif message.command == "error":
+            self.refused.add(self.handled)
+        for condition, d in list(self._waiting):
+            if condition():
+                self._waiting.remove((condition, d))
+                d.callback(None)
+
+    def handledOne(self, ignored):
+        self.handled += 1
+
+    def until(self, condition, timeout):
+        """
+        @return: a L{Deferred} that fires once C{condition()} is true after
+            an arrival, failing with L{defer.TimeoutError} after C{timeout}
+            seconds.
+        """
+        if condition():
+            return defer.succeed(None)
+        d = defer.Deferred(lambda d: self._waiting.remove((condition, d)))
+        self._waiting.append((condition, d))
+        return d.addTimeout(timeout, self._reactor)
+
+
+async def _handled(protocol, syncs, args, output):
+    """
+    Wait for the round trip after each sent message.
+
+    @return: L{None}, or the exit status when the server did not answer.
+    """
+    try:
+        await defer.gatherResults(syncs, consumeErrors=True)
+    except defer.FirstError as first:
+        failure = first.subFailure
+        if failure.check(defer.TimeoutError):
+            output.problem(f"the server did not handle the messages within {args.timeout:g} s")
+        else:
+            output.problem(f"connection closed: {protocol.closeCode} {failure.getErrorMessage()}")
+        return EXIT_FAILED
+    return None
+
+
 async def send(reactor, args, output):
     try:
         protocol = await connect(reactor, args.url, timeout=args.timeout)
     except Exception as error:
         output.problem(f"cannot connect to {args.url}: {error}")
         return EXIT_UNREACHABLE
-    arrived = []
-
-    def received(message):
-        output.message(message)
-        arrived.append(message)
-        if args.count and len(arrived) >= args.count and not enough.called:
-            enough.callback(None)
-
-    enough = defer.Deferred()
-    protocol.onLHTTPMessage = received
+    replies = Replies(reactor, output)
+    protocol.onLHTTPMessage = replies.received
+    sent, syncs = [], []
     for raw in args.messages:
-        protocol.sendLHTTP(unescape(raw))
+        sent.append(unescape(raw))
+        protocol.sendLHTTP(sent[-1])
+        # One round trip per message tells which replies are whose.
+        syncs.append(protocol.sync(args.timeout).addCallback(replies.handledOne))
+    failed = await _handled(protocol, syncs, args, output)
+    if failed is not None:
+        if protocol.closeCode is None:
+            protocol.sendClose(1000)
+            await protocol.closed
+        return failed
     result = EXIT_OK
+    upstream = [i for i, data in enumerate(sent) if _hasUpstream(data) and i not in replies.refused]
     try:
-        await protocol.sync(args.timeout)
+        if upstream and args.upstream_wait:
+            await replies.until(lambda: replies.answers >= len(upstream), args.upstream_wait)
+    except defer.TimeoutError:
+        missing = len(upstream) - replies.answers
+        output.status(
+            f"no answer to {missing} upstream request{'s' if missing > 1 else ''} "
+            f"in {args.upstream_wait:g} s (a node sends the backend's response back "
+            "only with --upstream-relay)"
+        )
+    try:
         if args.count:
-            if len(arrived) < args.count:
-                enough.addTimeout(args.wait if args.wait else 10.0, reactor)
-                await enough
+            await replies.until(lambda: replies.arrived >= args.count, args.wait or 10.0)
         elif args.wait:
             await task.deferLater(reactor, args.wait)
     except defer.TimeoutError:
-        output.problem(f"{len(arrived)} of {args.count} messages arrived in time")
+        output.problem(f"{replies.arrived} of {args.count} messages arrived in time")
         result = EXIT_FAILED
-    except Exception as error:
-        output.problem(f"connection closed: {protocol.closeCode} {error}")
-        return EXIT_FAILED
     protocol.sendClose(1000)
     await protocol.closed
-    return EXIT_FAILED if output.errors else result
+    if output.errors:
+        output.problem(output.errorSummary())
+        return EXIT_FAILED
+    return result
 
 
 async def publishCommand(reactor, args, output):
@@ -391,11 +515,31 @@ async def shell(reactor, args, output):
     return result
 
 
+def _nonNegativeFloat(text):
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
 def _positiveFloat(text):
     value = float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError("must be more than 0")
     return value
+
+
+def version():
+    """
+    @return: the installed lhttp's version, or the package's own when it
+        runs from a source tree that was never installed.
+    """
+    try:
+        return metadata.version("lhttp")
+    except metadata.PackageNotFoundError:
+        import lhttp
+
+        return getattr(lhttp, "__version__", "unknown")
 
 
 def parser():
@@ -414,6 +558,7 @@ def parser():
             "2 the server could not be reached."
         ),
     )
+    top.add_argument("--version", action="version", version=f"lhttp {version()}")
     commands = top.add_subparsers(dest="name", required=True, metavar="COMMAND")
 
     def command(name, help, description):
@@ -445,10 +590,17 @@ def parser():
         "Send each MESSAGE (typed with \\r\\n escapes, e.g. "
         "'LHTTP/1.0 echo\\r\\n\\r\\nhi') and print what arrives until the "
         "server has handled them all (a round trip on the same connection "
-        "tells), then --wait seconds more, or until --count messages arrived.",
+        "tells) and has answered each upstream request (up to --upstream-wait "
+        "seconds), then --wait seconds more, or until --count messages arrived. "
+        "Exits 1, with a line on standard error, if an error reply arrived.",
     )
     webSocketOptions(sub)
     sub.add_argument("messages", metavar="MESSAGE", nargs="+", help="an LHTTP message")
+    sub.add_argument("--upstream-wait", type=_nonNegativeFloat, default=DEFAULT_UPSTREAM_WAIT,
+                     metavar="SECONDS",
+                     help="the most to wait for the answer to each message with an upstream "
+                          "header: the backend's response (if the node relays it) or a 502/504 "
+                          f"error reply; 0: do not wait (default {DEFAULT_UPSTREAM_WAIT:g})")
     sub.add_argument("--wait", type=float, default=0.0,
                      help="seconds to keep printing after the server handled the messages "
                           "(with --count: the most to wait for them, default 10)")

@@ -119,15 +119,37 @@ class LHTTPClientProtocol(WebSocketClientProtocol):
         except LHTTPError:
             self.log.failure("The server sent a message that does not parse")
             return
-        if self._syncs and message.command == SYNC_COMMAND:
-            waiting = self._syncs.pop(message.getHeader("publish"), None)
-            if waiting is not None:
-                waiting.callback(None)
-                return
+        if self._syncs and self._isSyncReply(message):
+            return
         if self.onLHTTPMessage is not None:
             self.onLHTTPMessage(message)
         else:
             self._inbox.put(message)
+
+    def _isSyncReply(self, message):
+        """
+        Take the answer to one of this connection's syncs: its echo, or an
+        error reply to it (a 429 when the connection is at its subscription
+        limit, a 503 when the broker is down). Either shows the server
+        handled everything sent before, as it handles a connection's
+        messages in order; an error reply answers the oldest sync not yet
+        answered. Syncs given up on keep their place until answered, so a
+        late answer is taken too, never shown as a received message.
+
+        @return: whether C{message} was such an answer.
+        """
+        if message.command == SYNC_COMMAND:
+            channel = message.getHeader("publish")
+            if channel not in self._syncs:
+                return False
+        elif message.command == "error" and message.getHeader("command") == SYNC_COMMAND:
+            channel = next(iter(self._syncs))
+        else:
+            return False
+        waiting = self._syncs.pop(channel)
+        if waiting is not None:
+            waiting.callback(None)
+        return True
 
     def onClose(self, wasClean, code, reason):
         self.closeCode = code
@@ -136,7 +158,8 @@ class LHTTPClientProtocol(WebSocketClientProtocol):
         self._inbox.fail(ConnectionDone(f"closed: {code} {reason}"))
         syncs, self._syncs = self._syncs, {}
         for waiting in syncs.values():
-            waiting.errback(ConnectionDone(f"closed: {code} {reason}"))
+            if waiting is not None:
+                waiting.errback(ConnectionDone(f"closed: {code} {reason}"))
         self.closed.callback((wasClean, code, reason))
 
     def nextMessage(self, timeout=None):
@@ -158,12 +181,13 @@ class LHTTPClientProtocol(WebSocketClientProtocol):
         Wait until the server has handled everything sent before: a message
         published to a private channel comes back once every earlier
         message of this connection was handled (subscriptions included).
+        Neither that message nor an error reply to it is shown as received.
 
         @return: a L{Deferred} firing with L{None}, failing with
             L{TimeoutError} after C{timeout} or L{ConnectionDone}.
         """
         channel = f"lhttp-sync.{os.getpid()}.{id(self):x}.{next(_syncNames)}"
-        d = Deferred(lambda d: self._syncs.pop(channel, None))
+        d = Deferred(lambda d: self._forget(channel))
         self._syncs[channel] = d
         self.send(
             SYNC_COMMAND,
@@ -172,6 +196,10 @@ class LHTTPClientProtocol(WebSocketClientProtocol):
         if timeout is not None:
             d.addTimeout(timeout, self.factory.reactor)
         return d
+
+    def _forget(self, channel):
+        if channel in self._syncs:
+            self._syncs[channel] = None
 
     def sendLHTTP(self, message, isBinary=None):
         """

@@ -12,8 +12,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import unicodedata
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import metadata
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from hypothesis import given
@@ -21,7 +26,7 @@ from hypothesis import strategies as st
 
 from lhttp.cli import Output, escape, formatMessage, parser, terminalSafe, unescape
 from lhttp.codec import parse
-from procs import freePort, waitFor
+from procs import ROOT, freePort, waitFor
 
 CLI = [sys.executable, "-m", "lhttp.cli"]
 
@@ -106,6 +111,180 @@ def run(*args, input=None, env=None):
         [*CLI, *args], input=input, capture_output=True, timeout=30,
         env={**os.environ, **(env or {})},
     )
+
+
+def runScript(*args, cwd, timeout=30):
+    """
+    Run the installed C{lhttp} console script, as a user types it, from
+    C{cwd} (a fresh directory), with this tree's code first on the path.
+    """
+    program = shutil.which("lhttp")
+    assert program, "the lhttp console script is not on PATH"
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    return subprocess.run(
+        [program, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd,
+        env={**os.environ, "PYTHONPATH": path},
+    )
+
+
+class BackendHandler(BaseHTTPRequestHandler):
+    """
+    An upstream backend: C{POST /record} answers 201 C{stored <command>},
+    C{POST /broken} a 500; C{?delay=S} first waits S seconds, so an answer
+    surely comes after the node handled the message.
+    """
+
+    def do_POST(self):
+        url = urlsplit(self.path)
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.requests.append((url.path, self.headers.get("LHTTP-Command"), body))
+        time.sleep(float(parse_qs(url.query).get("delay", ["0"])[0]))
+        if url.path == "/record":
+            answer = f"stored {self.headers.get('LHTTP-Command')}".encode()
+            self.send_response(201)
+        else:
+            answer = b"broken"
+            self.send_response(500)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def httpBackend():
+    """
+    A real HTTP backend on a free loopback port (in a thread); its C{url}
+    and the C{requests} it got, C{(path, LHTTP-Command, body)}.
+    """
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BackendHandler)
+    server.requests = []
+    server.url = f"http://127.0.0.1:{server.server_address[1]}/"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(10)
+
+
+def assertNoSync(result):
+    """
+    The round trips C{send} makes are its own business.
+    """
+    assert "lhttp-sync" not in result.stdout + result.stderr, (result.stdout, result.stderr)
+
+
+def test_sendWaitsForTheRelayedUpstreamAnswer(startNode, httpBackend, tmp_path):
+    node = startNode("--upstream-allow", httpBackend.url, "--upstream-relay")
+    target = f"{httpBackend.url}record?delay=0.5"
+    result = runScript(
+        "send", node.url, rf"LHTTP/1.0 chat\r\nupstream:POST {target}\r\n\r\nhello backend",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assertNoSync(result)
+    [line] = result.stdout.splitlines()
+    answer = parse(unescape(line))
+    assert (answer.command, answer.getHeader("status"), answer.getHeader("command")) == (
+        "upstream", "201", "chat",
+    )
+    assert answer.getHeader("upstream") == f"POST {target}"
+    assert answer.body == b"stored chat"
+    [(path, command, body)] = httpBackend.requests
+    assert (path, command) == ("/record", "chat")
+    assert body.endswith(b"\r\n\r\nhello backend")
+
+
+def test_sendExitsOneOnAnUpstreamErrorReply(startNode, httpBackend, tmp_path):
+    """
+    A backend that fails: the node's 502 comes once the backend answered,
+    long after the message was handled, relaying on or not.
+    """
+    node = startNode("--upstream-allow", httpBackend.url)
+    result = runScript(
+        "send", node.url, rf"LHTTP/1.0 chat\r\nupstream:POST {httpBackend.url}broken?delay=0.5\r\n\r\nx",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assertNoSync(result)
+    [line] = result.stdout.splitlines()
+    error = parse(unescape(line))
+    assert (error.command, error.getHeader("status"), error.getHeader("reason")) == (
+        "error", "502", "bad gateway",
+    )
+    [problem] = result.stderr.splitlines()
+    assert problem.startswith("! an error reply to chat: 502 bad gateway: "), problem
+
+
+def test_sendWithoutRelayingSaysNoAnswerCame(startNode, httpBackend, tmp_path):
+    node = startNode("--upstream-allow", httpBackend.url)
+    result = runScript(
+        "send", "--upstream-wait", "0.5", node.url,
+        rf"LHTTP/1.0 chat\r\nupstream:POST {httpBackend.url}record\r\n\r\nx",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert "* no answer to 1 upstream request in 0.5 s" in result.stderr
+    assert "--upstream-relay" in result.stderr
+    assert [path for path, _, _ in httpBackend.requests] == ["/record"]
+
+
+def test_sendExitsOneWithALineOnAnErrorReply(lhttpNode, tmp_path):
+    """
+    Error replies the server sends while handling the message: printed,
+    told in one line on standard error, exit status 1. An upstream
+    request refused (no allow-list) is not waited for.
+    """
+    refused = runScript(
+        "send", "--upstream-wait", "60", lhttpNode.url,
+        r"LHTTP/1.0 chat\r\nupstream:POST http://127.0.0.1:1/x\r\n\r\nx", cwd=tmp_path,
+    )
+    assert refused.returncode == 1
+    assertNoSync(refused)
+    [line] = refused.stdout.splitlines()
+    assert parse(unescape(line)).getHeader("status") == "403"
+    assert refused.stderr.splitlines() == [
+        "! an error reply to chat: 403 upstream not allowed: "
+        "upstream requests are not enabled on this server"
+    ]
+
+    several = runScript(
+        "send", lhttpNode.url, r"LHTTP/1.0 chat\r\nsubscribe:all*\r\n\r\n",
+        r"LHTTP/1.0 me\r\nsubscribe:me\r\npublish:me\r\n\r\nfine", r"LHTTP/1.0 bad", cwd=tmp_path,
+    )
+    assert several.returncode == 1
+    assertNoSync(several)
+    assert [parse(unescape(line)).getHeader("status") for line in several.stdout.splitlines()] == [
+        "400", None, "400",
+    ]
+    [problem] = several.stderr.splitlines()
+    assert problem.startswith("! 2 error replies, the first to chat: 400 bad channel name: "), problem
+
+
+def test_sendHidesItsRoundTripWhenTheServerRefusesIt(startNode, tmp_path):
+    """
+    At its subscription limit the connection cannot subscribe to the
+    private channel of a round trip: the error reply still tells the
+    server handled what came before, and is not shown.
+    """
+    node = startNode("--max-subscriptions", "1")
+    result = runScript("send", node.url, r"LHTTP/1.0 me\r\nsubscribe:me\r\npublish:me\r\n\r\nhi",
+                       cwd=tmp_path)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assertNoSync(result)
+    assert result.stdout.splitlines() == [r"LHTTP/1.0 me\r\nsubscribe:me\r\npublish:me\r\n\r\nhi"]
+    assert result.stderr == ""
+
+
+def test_version(tmp_path):
+    result = runScript("--version", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"lhttp {metadata.version('lhttp')}\n"
 
 
 def test_listenPrintsPublishesAsTheyArrive(lhttpNode, command):
@@ -215,10 +394,11 @@ def test_shell(lhttpNode, command):
 def test_help():
     top = run("--help")
     assert top.returncode == 0
-    for name in (b"listen", b"send", b"publish", b"shell", b"Exit status"):
+    for name in (b"listen", b"send", b"publish", b"shell", b"Exit status", b"--version"):
         assert name in top.stdout
     for name, words in [
-        ("listen", "--count"), ("send", "--wait"), ("publish", "--token"), ("shell", "unsubscribe CHANNEL"),
+        ("listen", "--count"), ("send", "--upstream-wait"), ("publish", "--token"),
+        ("shell", "unsubscribe CHANNEL"),
     ]:
         out = io.StringIO()
         with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exited:
