@@ -301,9 +301,10 @@ class Worker:
         self.frames = [PublishFrames(c.cmd, c.channel, p, c.size) for p in self.publishers]
         self.loop.add_reader(self.pipe.fileno(), self.order)
         self.tell("ready")
-        while self.ledger.warmed < self.subs:
+        while self.ledger.warmed < self.subs and not self.stopped.done():
             await asyncio.sleep(0.01)
-        self.tell("warmed")
+        if not self.stopped.done():
+            self.tell("warmed")
         await self.stopped
 
     def order(self):
@@ -450,7 +451,9 @@ class Coordinator:
     def run(self):
         c = self.config
         connectTime = 60 + (c.subs + c.idle) / 100
-        self.await_("ready", self.pipes, time.monotonic() + connectTime)
+        if self.await_("ready", self.pipes, time.monotonic() + connectTime):
+            print(f"loadgen: not connected after {connectTime:.0f}s", file=sys.stderr)
+            raise SystemExit(2)
         self.pipes[0].send(("warm",))
         if self.await_("warmed", self.pipes, time.monotonic() + 30):
             self.tellAll("stop")
