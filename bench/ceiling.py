@@ -6,8 +6,8 @@ No LHTTP parsing, no processors, no filters, no metrics: a message holding
 C{subscribe:<channel>} puts the connection on that channel (an in-memory
 set); a message holding C{publish:<channel>} is framed once
 (C{prepareMessage}) and written to every subscriber of the channel
-(C{sendPreparedMessage}), raw bytes as received. It answers lhttpbench and
-nothing more.
+(C{sendPreparedMessage}), raw bytes as received. It answers the load
+drivers (bench/loadgen.py, lhttpbench) and nothing more.
 
 Like lhttp, it writes prepared frames straight to the transport: Autobahn's
 own C{sendData} formats a debug log line on every write even when debug

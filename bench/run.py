@@ -2,18 +2,21 @@
 lhttp's benchmark: fan-out deliveries/s, publish-to-deliver latency, idle
 memory per connection, for one node and for a cross-node cluster, each
 against the ceiling (bench/ceiling.py: raw Autobahn fan-out, no LHTTP) in
-the same run, measured by the neutral Go driver lhttpbench
-(../shared/tools/lhttpbench).
+the same run, measured by the project's load generator (bench/loadgen.py)
+or, on request, by the Go driver lhttpbench.
 
     python bench/run.py                     # everything, medians of 3 runs
     python bench/run.py --quick             # one run each, smaller memory test
     python bench/run.py --only throughput --shape "-subs 100 -msgs 1000" --repeat 5
+    python bench/run.py --driver lhttpbench # lhttpbench from PATH
+    python bench/run.py --driver lhttpbench --lhttpbench ~/src/lhttpbench   # built there
 
 It starts everything itself on free loopback ports: the ceiling, a single
 node (embedded broker), a nats-server and two cluster nodes (subscribers on
 one, publishers on the other for "cross-node"). Setups run interleaved, so
 load from elsewhere on the machine hits them alike; it prints each run, then
-the medians and the ratios.
+the medians and the ratios. By default it reads nothing outside this
+repository.
 """
 
 import argparse
@@ -30,7 +33,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DRIVER_SOURCE = ROOT.parent / "shared" / "tools" / "lhttpbench"
+LOADGEN = Path(__file__).resolve().parent / "loadgen.py"
 THROUGHPUT_SHAPES = [
     "-subs 100 -msgs 1000",
     "-subs 1000 -msgs 200",
@@ -70,20 +73,33 @@ def waitForPort(port, process, timeout=30):
     raise SystemExit(f"nothing listens on {port} after {timeout}s")
 
 
-def buildDriver(workdir):
+def findDriver(name, given, procs, workdir):
     """
-    Build lhttpbench from the shared source into C{workdir} (the shared
-    folder is read-only), unless it is on C{PATH}.
+    The driver's command line, to which a shape's flags are added.
+
+    @param name: C{"loadgen"}, the project's own (C{bench/loadgen.py}), or
+        C{"lhttpbench"}, the Go driver.
+    @param given: for lhttpbench, its binary or a source directory holding
+        C{build.sh}, built in a copy under C{workdir} (the source may be
+        read-only); L{None} takes C{lhttpbench} from C{PATH}.
+    @param procs: loadgen's worker processes (L{None}: one per CPU).
     """
-    found = shutil.which("lhttpbench")
-    if found:
-        return found
-    if not DRIVER_SOURCE.is_dir():
-        raise SystemExit(f"lhttpbench source not found at {DRIVER_SOURCE}")
+    if name == "loadgen":
+        return [sys.executable, str(LOADGEN), *(["-procs", str(procs)] if procs else [])]
+    if given is None:
+        found = shutil.which("lhttpbench")
+        if not found:
+            raise SystemExit("--driver lhttpbench: no lhttpbench on PATH; give one with --lhttpbench")
+        return [found]
+    given = Path(given).expanduser()
+    if given.is_file():
+        return [str(given.resolve())]
+    if not (given / "build.sh").is_file():
+        raise SystemExit(f"--lhttpbench {given}: neither a binary nor a source directory with build.sh")
     target = Path(workdir) / "lhttpbench"
-    shutil.copytree(DRIVER_SOURCE, target)
+    shutil.copytree(given, target)
     subprocess.run(["sh", "build.sh"], cwd=target, check=True, stdout=subprocess.DEVNULL)
-    return str(target / "lhttpbench")
+    return [str(target / "lhttpbench")]
 
 
 class Server:
@@ -199,10 +215,11 @@ def waitReady(url, timeout=30):
 
 def measure(driver, shape, url, pubURL=None, timeout=300):
     """
-    @return: lhttpbench's result line as a dict (C{lost} is C{"true"} when
+    @param driver: the driver's command line (L{findDriver}).
+    @return: the driver's result line as a dict (C{lost} is C{"true"} when
         a delivery is missing or the driver failed).
     """
-    args = [driver, "-url", url, *shape.split()]
+    args = [*driver, "-url", url, *shape.split()]
     if pubURL:
         args += ["-puburl", pubURL]
     result = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
@@ -276,7 +293,7 @@ def summarise(results, reference, title):
 def idleMemory(driver, server, connections, settle=1.0, timeout=120):
     """
     Resident memory per idle WebSocket connection: the server's VmRSS with
-    C{connections} idle connections held by lhttpbench, minus its VmRSS
+    C{connections} idle connections held by the driver, minus its VmRSS
     before (after a warm-up run, so code paths and buffers are in place).
 
     @return: bytes per connection, and the RSS before and with them.
@@ -286,7 +303,7 @@ def idleMemory(driver, server, connections, settle=1.0, timeout=120):
     before = server.rss()
     baseSockets = server.openSockets()
     holder = subprocess.Popen(
-        [driver, "-url", server.url, "-idle", str(connections), "-subs", "1", "-msgs", "1",
+        [*driver, "-url", server.url, "-idle", str(connections), "-subs", "1", "-msgs", "1",
          "-hold", f"{timeout}s"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
@@ -310,12 +327,21 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=["throughput", "latency", "memory", "cluster"],
                         action="append", help="run only these parts (repeatable)")
-    parser.add_argument("--shape", action="append", help="lhttpbench flags for the throughput part (repeatable)")
+    parser.add_argument("--shape", action="append", help="driver flags for the throughput part (repeatable)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per shape and setup (medians are printed)")
     parser.add_argument("--idle", type=int, help=f"idle connections for the memory part (default {IDLE_CONNECTIONS})")
     parser.add_argument("--reactor", choices=["epoll", "asyncio"], help="twistd reactor for the node and the ceiling")
+    parser.add_argument("--driver", choices=["loadgen", "lhttpbench"],
+                        help="load driver: bench/loadgen.py (default) or the Go lhttpbench")
+    parser.add_argument("--lhttpbench", metavar="PATH",
+                        help="with --driver lhttpbench: its binary, or a source directory to build it from "
+                             "(default: lhttpbench on PATH)")
+    parser.add_argument("--procs", type=int, help="loadgen's worker processes (default: one per CPU)")
     parser.add_argument("--quick", action="store_true", help="one run per shape, 2,000 idle connections")
     args = parser.parse_args(argv)
+    if args.driver == "loadgen" and args.lhttpbench:
+        parser.error("--lhttpbench is for --driver lhttpbench")
+    args.driver = args.driver or ("lhttpbench" if args.lhttpbench else "loadgen")
     if args.quick:
         args.repeat = 1
     if args.idle is None:
@@ -327,10 +353,10 @@ def main(argv=None):
         raise SystemExit(f"the open-files limit is {limit}: too low for {args.idle} idle connections")
 
     with tempfile.TemporaryDirectory(prefix="lhttp-bench-") as workdir:
-        driver = buildDriver(workdir)
+        driver = findDriver(args.driver, args.lhttpbench, args.procs, workdir)
         servers = Servers(workdir, args.reactor)
         try:
-            print(f"# {os.cpu_count()} CPUs; lhttpbench {driver}; reactor {args.reactor or 'default'}")
+            print(f"# {os.cpu_count()} CPUs; driver {' '.join(driver)}; reactor {args.reactor or 'default'}")
             ceiling = servers.ceiling()
             single = servers.node("single")
             oneNode = [("ceiling", ceiling.url, None), ("one node", single.url, None)]
