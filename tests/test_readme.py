@@ -89,6 +89,7 @@ CODE_BLOCKS = {
     ("docs/c-sdk.rst", "lhttp-chat ws://"): notRunnable(
         "usage lines; tests/test_c_sdk.py runs lhttp-chat against real nodes"),
     ("docs/c-sdk.rst", "publish:<room>"): notRunnable("the message format lhttp-chat sends"),
+    ("docs/development.rst", "sphinx-build"): ranBy("tests/test_docs.py::site"),
     ("docs/embedding.rst", 'putChild(b"lhttp"'): ranBy("test_embeddingSnippet"),
     ("docs/javascript.rst", "--demo"): notRunnable(
         "the run command with --demo; tests/test_browser.py starts nodes with --demo"),
