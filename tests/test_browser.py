@@ -23,7 +23,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-README = ROOT / "README.rst"
+README = ROOT / "docs" / "javascript.rst"
 
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu",
@@ -223,7 +223,7 @@ def test_chatRoomSurvivesServerRestart(startNode):
 
 def readmeExample():
     """
-    The first C{.. code-block:: html} of the SDK's README, dedented.
+    The first C{.. code-block:: html} of the SDK's page, dedented.
     """
     text = README.read_text()
     match = re.search(r"^\.\. code-block:: html\n\n((?:    .*\n|\n)+)", text, re.MULTILINE)

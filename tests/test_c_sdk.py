@@ -201,12 +201,12 @@ def test_codecAgreesWithTheServersCodec(sdkBuild):
 
 def readmeExample():
     """
-    The C example in C{sdk/c/README.rst}: the code block after the line
+    The C example in C{docs/c-sdk.rst}: the code block after the line
     C{.. readme-example}.
     """
-    text = (ROOT / "README.rst").read_text()
+    text = (ROOT / "docs" / "c-sdk.rst").read_text()
     _, _, after = text.partition(".. readme-example")
-    assert after, "README.rst has no '.. readme-example' marker"
+    assert after, "docs/c-sdk.rst has no '.. readme-example' marker"
     block = re.search(r"\.\. code-block:: c\n\n((?:    .*\n|\n)+)", after)
     assert block, "no C code block after the marker"
     return "\n".join(line[4:] for line in block.group(1).splitlines()) + "\n"
@@ -308,11 +308,10 @@ def userEnv(home):
 
 def cSdkSection():
     """
-    The README's section on the C SDK, up to its terminal chat.
+    The C SDK's page (once the README's section), up to its terminal chat.
     """
-    text = (ROOT / "README.rst").read_text()
-    start = text.index("\nC SDK and terminal chat\n")
-    return text[start:text.index("\nThe terminal chat\n", start)]
+    text = (ROOT / "docs" / "c-sdk.rst").read_text()
+    return text[:text.index("\nThe terminal chat\n")]
 
 
 def readmeShellLines(prefix):

@@ -33,7 +33,8 @@ async def test_cleanVirtualenvThenReadmeRunCommand(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
 
     port = freePort()
-    command = readmeRunCommand().replace("8081", str(port))
+    # As pasted, on a free port rather than 8081 (which may be taken here).
+    command = readmeRunCommand() + f" --listen tcp:{port}:interface=127.0.0.1"
     env = {
         "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
         "VIRTUAL_ENV": str(venv),

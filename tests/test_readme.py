@@ -1,47 +1,239 @@
 """
 README.rst's commands and snippets work when pasted: each is taken from the
-README itself and run against real processes (ports swapped for free ones).
+README (or, for what moved there, from its page in docs/) and run as a user
+would run it, against real processes (ports swapped for free ones). Every
+code block of README.rst and docs/ is either run by a named test or listed
+here as not runnable, with the reason: a new block fails
+L{test_everyCodeBlockIsClassified} until it is one or the other.
 """
 
 import json
+import os
 import re
 import subprocess
 import sys
-import textwrap
 
 import pytest_twisted
 
+from docsnippets import blockWith, blocks, documents
 from lhttpclients import barrier, client, eventually
 from procs import ROOT, Process, freePort, portAccepts
 
 README = (ROOT / "README.rst").read_text()
 
+# A user's shell: "python", "twistd" and "lhttp" are this interpreter's.
+USER_ENV = {"PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])}
 
-def codeBlocks(language):
+
+def keepPythonPath(command):
     """
-    The bodies of the README's C{.. code-block:: language} directives.
+    C{command} with the tests' own C{PYTHONPATH}, if any, kept after what a
+    C{PYTHONPATH=...} in it sets: where lhttp is importable from when it is
+    not installed (a checkout under test), as installed lhttp is for a user.
     """
-    pattern = re.compile(
-        rf"^\.\. code-block:: {language}\n\n((?:(?:    .*)?\n)+)", re.MULTILINE
-    )
-    return [textwrap.dedent(m.group(1)).strip("\n") + "\n" for m in pattern.finditer(README)]
+    if not os.environ.get("PYTHONPATH"):
+        return command
+    return re.sub(r"(^|\s)PYTHONPATH=(\S+)", r'\1PYTHONPATH=\2:"$PYTHONPATH"', command)
 
 
-def blockWith(language, words):
-    [block] = [b for b in codeBlocks(language) if words in b]
-    return block
+def ranBy(test, why=""):
+    """
+    A block that C{test} (C{name} in this module, or C{tests/FILE::name})
+    runs as pasted (C{why}: how, when not obvious).
+    """
+    return ("ran by", test, why)
+
+
+def notRunnable(reason):
+    """
+    A block that is not a command or program: a wire sample, an output
+    sample, a grammar.
+    """
+    return ("not runnable", None, reason)
+
+
+WIRE_SAMPLE = notRunnable("LHTTP messages on the wire (\\r\\n as escapes); test_wireSamplesParse parses them")
+
+# (document, text only its block contains) -> what covers it.
+CODE_BLOCKS = {
+    ("README.rst", "pip install . && twistd -n lhttp\n"): ranBy(
+        "test_opensWithRunAndTestCommands",
+        "tests/test_install.py runs it in a clean virtualenv; this checks that is the line"),
+    ("README.rst", "python -m pytest"): ranBy(
+        "test_opensWithRunAndTestCommands", "the line .ci/run finds and runs: CI is this command"),
+    ("README.rst", "<name>:<value>"): notRunnable("the message format, not a message"),
+    ("README.rst", "publish:channel_jack"): WIRE_SAMPLE,
+    ("README.rst", "subscribe:room42"): WIRE_SAMPLE,
+    ("README.rst", "examples/pubsub_chat.py"): ranBy("test_firstClientSnippet"),
+    ("README.rst", "lhttp listen"): ranBy("test_cliSnippets"),
+    ("README.rst", "lhttp publish"): ranBy("test_cliSnippets"),
+    ("README.rst", "ReconnectingClient("): ranBy("test_pythonClientSnippet"),
+    ("README.rst", "class EchoProcessor"): ranBy("test_processorAndPluginSnippets"),
+    ("README.rst", "ProcessorPlugin("): ranBy("test_processorAndPluginSnippets"),
+    ("README.rst", "in the folder that holds myapp/"): ranBy("test_processorAndPluginSnippets"),
+    ("README.rst", "curl --data-binary"): ranBy("test_httpPublishSnippets"),
+    ("README.rst", "from lhttp.publisher"): ranBy("test_httpPublishSnippets"),
+    ("README.rst", "nats-server -a 127.0.0.1"): ranBy(
+        "test_clusterSnippet", "all but its pip install line, which the first command covers"),
+    ("docs/c-sdk.rst", "cmake -S sdk/c -B build/c"): ranBy(
+        "tests/test_c_sdk.py::userInstalls", "the same configure, build and install steps, into temporary folders"),
+    ("docs/c-sdk.rst", "fuzz_parse -dict"): ranBy(
+        "tests/test_c_sdk.py::test_fuzzParserBoundedRun", "a bounded run with the seed corpus and dictionary"),
+    ("docs/c-sdk.rst", "export PKG_CONFIG_PATH"): ranBy("tests/test_c_sdk.py::test_readmeLinkLinesWorkAsPasted"),
+    ("docs/c-sdk.rst", "--static lhttp-codec"): ranBy("tests/test_c_sdk.py::test_readmeLinkLinesWorkAsPasted"),
+    ("docs/c-sdk.rst", "-Wl,-rpath"): ranBy("tests/test_c_sdk.py::test_readmeLinkLinesWorkAsPasted"),
+    ("docs/c-sdk.rst", "find_package(lhttp REQUIRED)"): ranBy(
+        "tests/test_c_sdk.py::test_readmeExampleBuildsWithCMakePackage"),
+    ("docs/c-sdk.rst", "int main(int argc"): ranBy("tests/test_c_sdk.py::test_readmeExampleCompilesWithPkgConfig"),
+    ("docs/c-sdk.rst", "lhttp_header headers[16]"): notRunnable("a fragment: the calls, not a program"),
+    ("docs/c-sdk.rst", "lhttp-chat ws://"): notRunnable(
+        "usage lines; tests/test_c_sdk.py runs lhttp-chat against real nodes"),
+    ("docs/c-sdk.rst", "publish:<room>"): notRunnable("the message format lhttp-chat sends"),
+    ("docs/development.rst", "sphinx-build"): ranBy("tests/test_docs.py::site"),
+    ("docs/embedding.rst", 'putChild(b"lhttp"'): ranBy("test_embeddingSnippet"),
+    ("docs/javascript.rst", "--demo"): notRunnable(
+        "the run command with --demo; tests/test_browser.py starts nodes with --demo"),
+    ("docs/javascript.rst", "<!doctype html>"): ranBy("tests/test_browser.py::test_readmeExampleAndModuleImport"),
+    ("docs/javascript.rst", "// plain script"): notRunnable("three loaders side by side, not one program"),
+    ("docs/operations.rst", "/health"): ranBy("test_metricsAndHealthSnippet"),
+    ("docs/operations.rst", "--metrics-listen"): ranBy("test_protectedMetricsSnippet"),
+    ("docs/operations.rst", "lhttp.logs.jsonObserver"): ranBy("test_jsonLogsSnippet"),
+    ("docs/performance.rst", "python bench/run.py"): notRunnable(
+        "a 15-minute benchmark needing go; tests/test_hotpath.py and the soak test cover its parts"),
+    ("docs/protocol.rst", "<name>:<value>"): notRunnable("the message format, not a message"),
+    ("docs/protocol.rst", "publish:channel_jack"): WIRE_SAMPLE,
+    ("docs/protocol.rst", "subscribe:room42"): WIRE_SAMPLE,
+    ("docs/protocol.rst", "reason:bad channel name"): notRunnable(
+        "an error reply, with a placeholder body; tests/test_server.py checks real ones"),
+    ("docs/security.rst", "TokenAuthFilter"): ranBy("test_authFilterSnippet"),
+    ("docs/upstream.rst", "examples/record_backend.py"): ranBy("test_upstreamScenarioSnippets"),
+    ("docs/upstream.rst", "--upstream-allow"): ranBy("test_upstreamScenarioSnippets"),
+    ("docs/upstream.rst", "mike = await connect"): ranBy("test_upstreamScenarioSnippets"),
+    ("docs/upstream.rst", "/records"): ranBy("test_upstreamScenarioSnippets"),
+    ("docs/upstream.rst", "LHTTP-Command: chat"): notRunnable("an HTTP request as the backend receives it"),
+    ("docs/upstream.rst", "LHTTP/1.0 upstream"): notRunnable("a reply, with a placeholder body"),
+}
+
+
+def isDefined(reference):
+    """
+    Whether the test function (or fixture) C{reference} names is defined.
+    """
+    path, _, name = reference.rpartition("::")
+    source = (ROOT / path).read_text() if path else (ROOT / "tests" / "test_readme.py").read_text()
+    return re.search(rf"^(async )?def {re.escape(name)}\(", source, re.MULTILINE) is not None
+
+
+def test_everyCodeBlockIsClassified():
+    """
+    Each code block of README.rst and docs/ is matched by exactly one entry
+    of L{CODE_BLOCKS}, each entry matches exactly one block, and each test
+    named there exists: a new, moved or changed block fails here until it
+    is run by a test or said not to be runnable.
+    """
+    problems = []
+    used = set()
+    for path in documents():
+        for block in blocks(path):
+            keys = [key for key in CODE_BLOCKS if key[0] == path and key[1] in block.text]
+            if len(keys) != 1:
+                problems.append(f"{path}:{block.line}: {len(keys)} entries for {block.text[:60]!r}")
+            used.update(keys)
+    problems += [f"no block for {key}" for key in CODE_BLOCKS if key not in used]
+    problems += [
+        f"{key}: no test {test}"
+        for key, (kind, test, _) in CODE_BLOCKS.items()
+        if kind == "ran by" and not isDefined(test)
+    ]
+    assert problems == []
+
+
+def test_readmeRunsEveryBlockOrSaysWhy():
+    """
+    The README (the path from install to cluster) has nothing but runnable
+    snippets and wire samples.
+    """
+    readme = {key: value for key, value in CODE_BLOCKS.items() if key[0] == "README.rst"}
+    assert len(readme) == len(blocks("README.rst"))
+    assert {value[2] for value in readme.values() if value[0] == "not runnable"} <= {
+        WIRE_SAMPLE[2], "the message format, not a message"}
+
+
+def test_wireSamplesParse():
+    """
+    The LHTTP messages shown as wire samples are valid messages.
+    """
+    from lhttp.codec import parse
+
+    samples = [
+        block.text
+        for path in documents()
+        for block in blocks(path)
+        for (document, words), value in CODE_BLOCKS.items()
+        if value is WIRE_SAMPLE and document == path and words in block.text
+    ]
+    assert len(samples) == 4
+    for sample in samples:
+        for line in sample.splitlines():
+            data = line.encode().decode("unicode_escape").encode("latin-1")
+            assert parse(data).command
 
 
 def test_opensWithRunAndTestCommands():
-    first, second = codeBlocks("sh")[:2]
-    assert "pip install ." in first and "twistd -n lhttp --port 8081" in first
-    assert "pip install" in second and "python -m pytest" in second
+    """
+    The README opens with the run command C{tests/test_install.py} runs in a
+    clean virtualenv, and the test command C{.ci/run} takes from it.
+    """
+    first, second = (block.text for block in blocks("README.rst")[:2])
+    assert first == "pip install . && twistd -n lhttp\n"
+    install = (ROOT / "tests" / "test_install.py").read_text()
+    assert "pip install \\. && twistd" in install
     ci = (ROOT / ".ci" / "run").read_text()
-    assert "python -m pytest" in ci and "README.rst" in ci
+    pattern = re.search(r"grep -m1 -E '(.*?)' README.rst", ci).group(1)
+    [ciCommand] = [line.strip() for line in README.splitlines() if re.search(pattern, line)][:1]
+    assert second == ciCommand + "\n"
+    assert "pip install '.[test]'" in second and "python -m pytest" in second
 
 
 @pytest_twisted.ensureDeferred
-async def test_processorAndPluginSnippets(tmp_path, startNode):
+async def test_firstClientSnippet(lhttpNode):
+    """
+    The terminal chat, pasted in two terminals (the second with another
+    nick): what is typed in one appears in both.
+    """
+    command = blockWith("sh", "examples/pubsub_chat.py", ["README.rst"])
+    command = command.strip().replace("8081", str(lhttpNode.port))
+    assert command.endswith(" ann")
+    ann = Process(["bash", "-c", "exec " + command], cwd=str(ROOT), env=USER_ENV, name="ann", stdin=True)
+    bob = Process(["bash", "-c", "exec " + command[:-3] + "bob"], cwd=str(ROOT), env=USER_ENV,
+                  name="bob", stdin=True)
+    try:
+        for chat in (ann, bob):
+            await eventually(lambda: "* joined lobby" in chat.log() or not chat.alive(),
+                             what=f"{chat.name} joined")
+            assert chat.alive(), chat.log()
+        # "joined" means the subscribe was sent: type until bob's is in place.
+        for attempt in range(20):
+            ann.popen.stdin.write(f"hello {attempt}\n".encode())
+            ann.popen.stdin.flush()
+            try:
+                await eventually(lambda: "<ann> hello" in bob.log(), timeout=1, what="ann's line at bob")
+                break
+            except AssertionError:
+                pass
+        assert "<ann> hello" in bob.log(), bob.log()
+        assert "<ann> hello 0" in ann.log(), ann.log()
+    finally:
+        ann.stop()
+        bob.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_processorAndPluginSnippets(tmp_path):
+    """
+    The processor and its plugin saved where the README says, and the
+    server run from that folder with the real C{twistd}.
+    """
     (tmp_path / "myapp").mkdir()
     (tmp_path / "myapp" / "__init__.py").write_text("")
     (tmp_path / "myapp" / "echo.py").write_text(blockWith("python", "class EchoProcessor"))
@@ -50,12 +242,22 @@ async def test_processorAndPluginSnippets(tmp_path, startNode):
     (plugins / "myapp_plugins.py").write_text(blockWith("python", "ProcessorPlugin("))
 
     # "run the server from that folder"
-    node = startNode(cwd=str(tmp_path))
-    alice = await client(node.url)
-    for count in ("1", "2"):
-        alice.sendLHTTP(b"LHTTP/1.0 echo\r\n\r\nhi")
-        reply = await alice.nextMessage(10)
-        assert reply.toBytes() == f"LHTTP/1.0 echoed\r\ncount:{count}\r\n\r\nhi".encode()
+    command = keepPythonPath(blockWith("sh", "in the folder that holds myapp/", ["README.rst"]))
+    port = freePort()
+    # As pasted, on a free port rather than 8081.
+    command = command.replace("twistd -n lhttp", f"twistd -n lhttp --listen tcp:{port}:interface=127.0.0.1")
+    node = Process(["bash", "-c", command],
+                   cwd=str(tmp_path), env=USER_ENV, name="echo-node")
+    try:
+        await eventually(lambda: portAccepts(port) or not node.alive(), what="the echo node")
+        assert node.alive(), node.log()
+        alice = await client(f"ws://127.0.0.1:{port}/")
+        for count in ("1", "2"):
+            alice.sendLHTTP(b"LHTTP/1.0 echo\r\n\r\nhi")
+            reply = await alice.nextMessage(10)
+            assert reply.toBytes() == f"LHTTP/1.0 echoed\r\ncount:{count}\r\n\r\nhi".encode()
+    finally:
+        node.stop()
 
 
 @pytest_twisted.ensureDeferred
@@ -183,11 +385,10 @@ async def test_clusterSnippet(tmp_path):
 
 def withCLI(block, port):
     """
-    A README block of C{lhttp} commands, run with this checkout's CLI
-    (C{test_install} checks the installed C{lhttp} script).
+    A README block of C{lhttp} commands, for the node on C{port}; run with
+    L{USER_ENV}, C{lhttp} is the installed script.
     """
-    block = block.replace("8081", str(port))
-    return re.sub(r"^lhttp ", f"{sys.executable} -m lhttp.cli ", block, flags=re.MULTILINE)
+    return block.replace("8081", str(port))
 
 
 @pytest_twisted.ensureDeferred
@@ -204,14 +405,14 @@ async def test_pythonClientSnippet(tmp_path, lhttpNode):
 async def test_cliSnippets(lhttpNode):
     listen = Process(
         ["bash", "-c", "exec " + withCLI(blockWith("sh", "lhttp listen"), lhttpNode.port)],
-        name="lhttp-listen",
+        env=USER_ENV, name="lhttp-listen",
     )
     try:
         await eventually(lambda: "* subscribed lobby news" in listen.log() or not listen.alive(),
                          timeout=10, what="lhttp listen to subscribe")
         result = subprocess.run(
             ["bash", "-c", withCLI(blockWith("sh", "lhttp publish"), lhttpNode.port)],
-            capture_output=True, text=True, timeout=30,
+            capture_output=True, text=True, timeout=30, env={**os.environ, **USER_ENV},
         )
         assert result.returncode == 0, result.stderr
         published, sent = result.stdout.splitlines()
@@ -287,3 +488,23 @@ def test_readmeIsValidRestructuredText():
     warnings = io.StringIO()
     publish_doctree(README, settings_overrides={"warning_stream": warnings, "report_level": 2})
     assert warnings.getvalue() == ""
+
+
+@pytest_twisted.ensureDeferred
+async def test_authFilterSnippet():
+    """
+    The example auth filter started as pasted, from the clone: a message
+    without a token is refused with 401.
+    """
+    port = freePort()
+    command = keepPythonPath(blockWith("sh", "TokenAuthFilter")).replace("8081", str(port))
+    node = Process(["bash", "-c", command], cwd=str(ROOT), env=USER_ENV, name="auth-node")
+    try:
+        await eventually(lambda: portAccepts(port) or not node.alive(), what="the auth node")
+        assert node.alive(), node.log()
+        stranger = await client(f"ws://127.0.0.1:{port}/")
+        stranger.send("hello")
+        refused = await stranger.nextMessage(10)
+        assert (refused.command, refused.getHeader("status")) == ("error", "401")
+    finally:
+        node.stop()
