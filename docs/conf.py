@@ -100,7 +100,7 @@ def buildAPIReference(app):
 
 
 def setup(app):
-    app.add_config_value("lhttp_api_strict", False, "env", bool)
+    app.add_config_value("lhttp_api_strict", True, "env", bool)
     # Before intersphinx checks its mapping (800) and loads it (500).
     app.connect("config-inited", linkAPIReference, priority=400)
     app.connect("builder-inited", buildAPIReference, priority=400)

@@ -1,5 +1,5 @@
 """
-The C{lhttp} command: listen, send, publish and an interactive shell.
+The C{lhttp} command: listen, send, publish and an interactive shell::
 
     lhttp listen ws://127.0.0.1:8081/ room lobby
     lhttp send ws://127.0.0.1:8081/ 'LHTTP/1.0 echo\\r\\n\\r\\nhi'

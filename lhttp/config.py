@@ -5,7 +5,7 @@ default, its command-line flag and its help.
 L{lhttp.server.LHTTPServer} takes a L{Config}; C{twistd lhttp}'s options
 (L{lhttp.options}) are made from its fields; the README's option table is
 checked against them (L{optionTable} writes it). A limit changes in one
-place.
+place::
 
     from lhttp import Config, LHTTPServer
 
@@ -322,7 +322,8 @@ def optionTable():
         if meta["kind"] is not bool:
             flag += " " + _metavar(field)
         env = f" Default from ${meta['env']}." if meta["env"] else ""
-        rows.append((f"``{flag}``", showDefault(field), meta["help"] + env))
+        # reStructuredText: a bare * would start emphasis.
+        rows.append((f"``{flag}``", showDefault(field), (meta["help"] + env).replace("*", "\\*")))
     widths = [max(len(row[i]) for row in rows) for i in range(2)]
     rule = "  ".join(["=" * widths[0], "=" * widths[1], "=" * 72])
     lines = [rule]

@@ -1,5 +1,5 @@
 """
-Publishing from a backend: C{POST /publish} with treq.
+Publishing from a backend: C{POST /publish} with treq::
 
     from lhttp.publisher import publish
 

@@ -1,6 +1,6 @@
 """
 L{LHTTPServer}: one node. It wires its parts together from one
-L{lhttp.config.Config} and is the one ingress for what clients send.
+L{lhttp.config.Config} and is the one ingress for what clients send::
 
     bytes (a WebSocket message, a POST /publish body)
       -> LHTTPServer.receive: parse with the node's limits, split

@@ -256,7 +256,7 @@ class FakeNATSSubscription:
 
 class FakeNATS:
     """
-    Stands where a nats-py client stands, for L{lhttp.natsbroker.NATSBroker}
+    Stands where a nats-py client stands, for L{lhttp.brokers.nats.NATSBroker}
     tests: connected at once, it records what it is asked, and every call
     can be held at a gate to play nats-py pausing on a full buffer.
 

@@ -85,11 +85,6 @@ def test_apiReferenceIsGeneratedFromThePackage(site):
     assert 'href="api/lhttp.codec.html"' in (site / "api.html").read_text()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the function lhttp.resource() hides the module lhttp.resource from "
-    "pydoctor; remove this mark once the names differ",
-)
 def test_everyModuleHasAPage(site):
     """
     Every public module of the package has its page: the reference is
@@ -150,11 +145,6 @@ def test_unreadablePackageFailsTheBuild(tmp_path):
     assert "broken.py" in result.stderr, result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docstrings in lhttp/ that pydoctor cannot parse or link (see "
-    "pydoctor.log); remove this mark once they are fixed",
-)
 def test_docstringsAreClean(site):
     """
     pydoctor has nothing to say about the package's docstrings, apart

@@ -99,7 +99,10 @@ CODE_BLOCKS = {
     ("docs/operations.rst", "--metrics-listen"): ranBy("test_protectedMetricsSnippet"),
     ("docs/operations.rst", "lhttp.logs.jsonObserver"): ranBy("test_jsonLogsSnippet"),
     ("docs/performance.rst", "python bench/run.py"): notRunnable(
-        "a 15-minute benchmark needing go; tests/test_hotpath.py and the soak test cover its parts"),
+        "a long benchmark; tests/test_bench.py runs run.py in a clean clone and loadgen.py as shown"),
+    ("docs/performance.rst", "python bench/loadgen.py -url ws://127.0.0.1:8081/ -subs 100 "): ranBy(
+        "tests/test_bench.py::test_loadgenAccountsForEveryDelivery", "the same command on a test node's URL"),
+    ("docs/performance.rst", "elapsed_s="): notRunnable("a sample result line"),
     ("docs/protocol.rst", "<name>:<value>"): notRunnable("the message format, not a message"),
     ("docs/protocol.rst", "publish:channel_jack"): WIRE_SAMPLE,
     ("docs/protocol.rst", "subscribe:room42"): WIRE_SAMPLE,

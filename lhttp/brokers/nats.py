@@ -4,21 +4,21 @@ The NATS broker: many nodes share channels through NATS (SPEC section 6).
 Wire-compatible with the original Go nodes: the NATS subject is the channel
 name and the payload is the serialized LHTTP message.
 
-- One NATS subscription per channel with local subscribers, removed when
-  the last one leaves; fan-out is local.
-- The connection is made with C{no_echo}: a node delivers its own publishes
-  to its local subscribers itself, once, and NATS does not send them back.
-- Nothing is accepted silently: while NATS is not connected, publishes are
-  refused (L{BrokerUnavailable}); publishes taken are confirmed by a
-  PING/PONG round trip per batch, and a batch that is not confirmed in
-  C{flushTimeout} seconds is reported to its publishers.
-- Reconnects never stop; NATS hung (no PONG) is detected by pings within
-  about C{pingInterval * (maxOutstandingPings + 1)} seconds.
-- After a reconnect the node restores its subscriptions, then waits
-  C{settle} seconds before it takes publishes again, so the other nodes
-  have re-subscribed too; and it tells its local subscribers, per channel,
-  that messages published elsewhere during the outage may have been missed
-  (an C{LHTTP/1.0 error} notice with status 503 and a C{channel} header).
+  - One NATS subscription per channel with local subscribers, removed when
+    the last one leaves; fan-out is local.
+  - The connection is made with C{no_echo}: a node delivers its own publishes
+    to its local subscribers itself, once, and NATS does not send them back.
+  - Nothing is accepted silently: while NATS is not connected, publishes are
+    refused (L{BrokerUnavailable}); publishes taken are confirmed by a
+    PING/PONG round trip per batch, and a batch that is not confirmed in
+    C{flushTimeout} seconds is reported to its publishers.
+  - Reconnects never stop; NATS hung (no PONG) is detected by pings within
+    about C{pingInterval * (maxOutstandingPings + 1)} seconds.
+  - After a reconnect the node restores its subscriptions, then waits
+    C{settle} seconds before it takes publishes again, so the other nodes
+    have re-subscribed too; and it tells its local subscribers, per channel,
+    that messages published elsewhere during the outage may have been missed
+    (an C{LHTTP/1.0 error} notice with status 503 and a C{channel} header).
 
 NATS protocol writes are serialized: one coroutine at a time makes NATS's
 subscriptions match the channels with local subscribers (however many

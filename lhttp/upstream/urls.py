@@ -1,6 +1,6 @@
 """
 Where an C{upstream} header may send a request: strict URL parsing and the
-operator's allow-list (SPEC section 5).
+operator's allow-list (SPEC section 5)::
 
     upstream: POST http://127.0.0.1:8080/record     a URL under an allowed prefix
     upstream: POST record                           a named target

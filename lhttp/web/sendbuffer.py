@@ -6,7 +6,7 @@ The WebSocket protocol is its transport's push producer: the transport
 says C{pauseProducing} when the kernel stops taking the client's bytes and
 C{resumeProducing} when it takes them again. What is written while paused
 waits in memory; past the limit the client is a slow consumer: it is told
-once (L{SendBudget.onExhausted}, which may still write its close frame)
+once (the C{onExhausted} callback of L{SendBudget}, which may still write its close frame)
 and everything after that is refused.
 """
 
