@@ -12,6 +12,7 @@ from functools import lru_cache
 from twisted.internet.defer import Deferred, gatherResults
 
 from lhttp.codec import isText, splitList
+from lhttp.history import stamp
 from lhttp.errors import BadChannel
 
 DEFAULT_MAX_CHANNEL_LENGTH = 256
@@ -97,6 +98,8 @@ class Channels:
         self._pending = {}
         # Every delivery ever made, for lhttp_deliveries_total.
         self.deliveries = 0
+        # (subscriber, channel) -> what arrived live while it recovers.
+        self._recovering = {}
         broker.attach(self.deliver)
 
     def add(self, subscriber, names):
@@ -143,6 +146,8 @@ class Channels:
                 continue
             del subscribers[subscriber]
             self._snapshots.pop(channel, None)
+            if self._recovering:
+                self._recovering.pop((subscriber, channel), None)
             if not subscribers:
                 del self._subscribers[channel]
                 self.broker.unsubscribe(channel)
@@ -156,13 +161,18 @@ class Channels:
         """
         return list(self._subscribers)
 
-    def deliver(self, channels, payload):
+    def deliver(self, channels, payload, position=None):
         """
         Write C{payload} to every local subscriber of each channel: one copy
         per channel a subscriber is on, framed once.
 
+        @param position: for a message of a history channel (then
+            C{channels} is that one channel), C{(epoch, offset)}: it goes
+            out with its position (L{lhttp.history.stamp}).
         @return: the number of deliveries.
         """
+        if position is not None:
+            return self._deliverAt(channels[0], payload, position)
         prepared = None
         count = 0
         snapshots = self._snapshots
@@ -180,3 +190,57 @@ class Channels:
             count += len(targets)
         self.deliveries += count
         return count
+
+    def _deliverAt(self, channel, payload, position):
+        subscribers = self._subscribers.get(channel)
+        if not subscribers:
+            return 0
+        epoch, offset = position
+        stamped = stamp(payload, channel, offset, epoch)
+        prepared = self._prepare(stamped, not isText(stamped))
+        recovering = self._recovering
+        for subscriber in tuple(subscribers):
+            held = recovering.get((subscriber, channel)) if recovering else None
+            if held is None:
+                subscriber.sendPreparedMessage(prepared)
+            elif held.__class__ is int:
+                # Recovered up to that offset; a late live copy of what the
+                # history gave is not sent twice.
+                if offset > held:
+                    del recovering[(subscriber, channel)]
+                    subscriber.sendPreparedMessage(prepared)
+            else:
+                held.append((offset, prepared))
+        count = len(subscribers)
+        self.deliveries += count
+        return count
+
+    # Recovery: live messages are held while the history is read, then the
+    # history goes out, then what was held and is newer.
+
+    def holdLive(self, subscriber, channel):
+        """
+        Hold C{subscriber}'s live messages of C{channel} until
+        L{recovered}.
+        """
+        self._recovering[(subscriber, channel)] = []
+
+    def recovered(self, subscriber, channel, recovery):
+        """
+        Write the history read for C{subscriber} (L{lhttp.history.Recovery}),
+        then what arrived live meanwhile past it, and go live.
+        """
+        held = self._recovering.pop((subscriber, channel), [])
+        last = 0
+        for offset, payload in recovery.messages:
+            stamped = stamp(payload, channel, offset, recovery.epoch)
+            subscriber.sendPreparedMessage(self._prepare(stamped, not isText(stamped)))
+            last = offset
+        if not recovery.messages:
+            last = recovery.top
+        for offset, prepared in held:
+            if offset > last:
+                subscriber.sendPreparedMessage(prepared)
+                last = offset
+        if channel in self._subscribers and subscriber in self._subscribers[channel]:
+            self._recovering[(subscriber, channel)] = last

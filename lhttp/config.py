@@ -89,6 +89,12 @@ def _urls(text):
     return [url.strip() for url in text.split(",") if url.strip()]
 
 
+def _retention(text):
+    from lhttp.history import parseRetention
+
+    return parseRetention(text)
+
+
 def _header(text):
     from lhttp.upstream.agent import parseStaticHeader
 
@@ -219,6 +225,24 @@ class Config:
     natsPrefix = _field(
         "", "--nats-prefix", "Put channels under this NATS subject prefix (PREFIX.channel), "
         "to share a NATS account; the original Go nodes use none.", show="none",
+    )
+
+    # History.
+    history = _field(
+        (), "--history", "Keep history for channels matching PATTERN (NATS-style: room.*, "
+        "news.>): PATTERN=N keeps the last N messages per channel, PATTERN=N,AGE also drops "
+        "older than AGE (90s, 15m, 1h, 7d). Their messages carry offset and epoch headers; "
+        "subscribers recover with since/epoch; 'history' requests read them. Repeatable. "
+        "Embedded broker: in memory; with --nats: JetStream.", repeat=_retention, show="none",
+    )
+    historyStream = _field(
+        "LHTTP_HISTORY", "--history-stream", "The JetStream stream that holds history with "
+        "--nats (created or updated at startup).",
+    )
+    historyMaxBytes = _field(
+        64 * MiB, "--history-max-bytes", "Bytes of history a node keeps in memory (embedded "
+        "broker) or the stream keeps (JetStream); the oldest go first.", show="64 MiB",
+        validator=_positive,
     )
 
     # Upstream.

@@ -49,6 +49,16 @@ class BadMultipart(LHTTPError):
     reason = "bad multipart"
 
 
+class BadHeader(LHTTPError):
+    """
+    A header's value is malformed (e.g. a C{since} offset that is not a
+    number).
+    """
+
+    status = 400
+    reason = "bad header"
+
+
 class BadChannel(LHTTPError):
     """
     A channel name is empty, too long, or contains wildcards or spaces.
