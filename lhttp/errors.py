@@ -59,6 +59,15 @@ class BadHeader(LHTTPError):
     reason = "bad header"
 
 
+class NoHistory(LHTTPError):
+    """
+    A C{history} request for a channel that keeps none.
+    """
+
+    status = 404
+    reason = "no history"
+
+
 class BadChannel(LHTTPError):
     """
     A channel name is empty, too long, or contains wildcards or spaces.
