@@ -1,0 +1,222 @@
+"""
+History and recovery on a cluster: real C{twistd lhttp --nats --history}
+nodes on a real C{nats-server -js} with a file store, real WebSocket
+clients. Exact counts: every message once, in order, none missing.
+"""
+
+import asyncio
+import tempfile
+
+import pytest
+import pytest_twisted
+from nats.aio.client import Client as NATS
+from twisted.internet.defer import Deferred
+
+from lhttpclients import barrier, client, untilHealth
+from procs import NATSServer
+
+HISTORY = "room.*=5000"
+
+
+def future(coroutine):
+    return Deferred.fromFuture(asyncio.ensure_future(coroutine))
+
+
+@pytest.fixture
+def jetstream():
+    """
+    A real nats-server with JetStream and a file store in a temp folder.
+    """
+    store = tempfile.TemporaryDirectory(prefix="lhttp-js-")
+    server = NATSServer(args=["-js", "-sd", store.name]).waitReady()
+    yield server
+    server.stop()
+    store.cleanup()
+
+
+def node(startNode, jetstream, history=HISTORY, port=None):
+    return startNode("--nats", jetstream.url, "--history", history, port=port)
+
+
+async def ready(*nodes):
+    for n in nodes:
+        await untilHealth(n, 200, timeout=30)
+
+
+def subscribeMessage(channel, since=None, epoch=None):
+    head = f"LHTTP/1.0 chat\r\nsubscribe:{channel}\r\n"
+    if since is not None:
+        head += f"since:{since}\r\nepoch:{epoch}\r\n"
+    return (head + "\r\n").encode()
+
+
+async def publishMany(publisher, channel, bodies):
+    for body in bodies:
+        publisher.send("chat", [("publish", channel)], body.encode())
+    await barrier(publisher, timeout=60)
+
+
+async def receiveBodies(c, count, timeout=20):
+    """
+    The next C{count} chat messages (and the recovery replies among them).
+    """
+    chats, recoveries = [], []
+    while len(chats) < count:
+        message = await c.nextMessage(timeout)
+        if message.command == "recovery":
+            recoveries.append(message)
+        elif message.command == "chat":
+            chats.append(message)
+    return chats, recoveries
+
+
+async def position(node, channel, publisher):
+    """
+    Subscribe on C{node}, see one message, and leave: the offset and epoch
+    a client that went away remembers.
+    """
+    c = await client(node.url)
+    c.sendLHTTP(subscribeMessage(channel))
+    await barrier(c)
+    await publishMany(publisher, channel, ["seen"])
+    [seen], _ = await receiveBodies(c, 1)
+    assert seen.body == b"seen"
+    c.transport.loseConnection()
+    return int(seen.getHeader("offset")), seen.getHeader("epoch")
+
+
+async def recover(node, channel, since, epoch, count):
+    c = await client(node.url)
+    c.sendLHTTP(subscribeMessage(channel, since, epoch))
+    chats, recoveries = await receiveBodies(c, count, timeout=30)
+    return c, chats, recoveries
+
+
+def checkExact(chats, expected):
+    bodies = [m.body.decode() for m in chats]
+    assert bodies == expected, (len(bodies), bodies[:3], bodies[-3:])
+    offsets = [int(m.getHeader("offset")) for m in chats]
+    assert offsets == sorted(set(offsets)), "offsets increase, none twice"
+
+
+async def nothingMore(c, channel, publisher):
+    """
+    After a marker, nothing else arrived (a duplicate would be before it).
+    """
+    await publishMany(publisher, channel, ["marker"])
+    [marker], _ = await receiveBodies(c, 1)
+    assert marker.body == b"marker"
+    assert c.pending() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_recoverThousandPublishedElsewhere(jetstream, startNode):
+    """
+    Done-means 1: a subscriber leaves, 1,000 messages are published on
+    another node, it comes back with its offset: exactly those 1,000 in
+    order, then live ones published while it recovered, none twice.
+    """
+    a, b = node(startNode, jetstream), node(startNode, jetstream)
+    await ready(a, b)
+    publisher = await client(b.url)
+    since, epoch = await position(a, "room.1", publisher)
+    missed = [f"m{i}" for i in range(1000)]
+    await publishMany(publisher, "room.1", missed)
+
+    c = await client(a.url)
+    c.sendLHTTP(subscribeMessage("room.1", since, epoch))
+    live = [f"live{i}" for i in range(20)]
+    await publishMany(publisher, "room.1", live)
+    chats, recoveries = await receiveBodies(c, 1020, timeout=30)
+    [recovery] = recoveries
+    assert recovery.getHeader("recovered") == "true"
+    assert recovery.getHeader("epoch") == epoch
+    checkExact(chats, missed + live)
+    await nothingMore(c, "room.1", publisher)
+
+
+@pytest_twisted.ensureDeferred
+async def test_recoverAcrossNodeRestart(jetstream, startNode):
+    a, b = node(startNode, jetstream), node(startNode, jetstream)
+    await ready(a, b)
+    publisher = await client(b.url)
+    since, epoch = await position(a, "room.2", publisher)
+    a.stop()
+    missed = [f"m{i}" for i in range(300)]
+    await publishMany(publisher, "room.2", missed)
+    again = node(startNode, jetstream, port=a.port)
+    await ready(again)
+    c, chats, [recovery] = await recover(again, "room.2", since, epoch, 300)
+    assert recovery.getHeader("recovered") == "true"
+    checkExact(chats, missed)
+    await nothingMore(c, "room.2", publisher)
+
+
+@pytest_twisted.ensureDeferred
+async def test_recoverAcrossNATSRestart(jetstream, startNode):
+    """
+    With a file store, history outlives nats-server: what was published
+    before and after its restart is recovered, the epoch unchanged.
+    """
+    a, b = node(startNode, jetstream), node(startNode, jetstream)
+    await ready(a, b)
+    publisher = await client(b.url)
+    since, epoch = await position(a, "room.3", publisher)
+    before = [f"before{i}" for i in range(100)]
+    await publishMany(publisher, "room.3", before)
+    jetstream.restart()
+    await ready(a, b)
+    after = [f"after{i}" for i in range(100)]
+    await publishMany(publisher, "room.3", after)
+    c, chats, [recovery] = await recover(a, "room.3", since, epoch, 200)
+    assert recovery.getHeader("recovered") == "true"
+    assert recovery.getHeader("epoch") == epoch
+    checkExact(chats, before + after)
+    await nothingMore(c, "room.3", publisher)
+
+
+@pytest_twisted.ensureDeferred
+async def test_olderThanRetention(jetstream, startNode):
+    a, b = node(startNode, jetstream, "room.*=10"), node(startNode, jetstream, "room.*=10")
+    await ready(a, b)
+    publisher = await client(b.url)
+    since, epoch = await position(a, "room.4", publisher)
+    await publishMany(publisher, "room.4", [f"m{i}" for i in range(50)])
+    c, chats, [recovery] = await recover(a, "room.4", since, epoch, 10)
+    assert recovery.getHeader("recovered") == "false"
+    checkExact(chats, [f"m{i}" for i in range(40, 50)])
+    await nothingMore(c, "room.4", publisher)
+
+
+@pytest_twisted.ensureDeferred
+async def test_originalGoNodeInterop(jetstream, startNode):
+    """
+    A plain NATS publish (what an original Go node sends) on a history
+    subject is stored and delivered with its offset; channels without
+    history stay plain NATS subjects.
+    """
+    a = node(startNode, jetstream)
+    await ready(a)
+    c = await client(a.url)
+    c.sendLHTTP(subscribeMessage("room.5 plain"))
+    await barrier(c)
+    nc = NATS()
+    await future(nc.connect(jetstream.url))
+    got = []
+
+    async def collect(message):
+        got.append(message.data)
+
+    await future(nc.subscribe("room.5", cb=collect))
+    await future(nc.publish("room.5", b"LHTTP/1.0 chat\r\n\r\nfrom go"))
+    await future(nc.publish("plain", b"LHTTP/1.0 chat\r\n\r\nplain from go"))
+    await future(nc.flush())
+    chats, _ = await receiveBodies(c, 2)
+    byBody = {m.body: m for m in chats}
+    assert byBody[b"from go"].getHeader("offset") is not None
+    assert byBody[b"plain from go"].getHeader("offset") is None
+    publisher = await client(a.url)
+    await publishMany(publisher, "room.5", ["from lhttp"])
+    await future(nc.flush())
+    assert b"LHTTP/1.0 chat\r\npublish:room.5\r\n\r\nfrom lhttp" in got
+    await future(nc.close())
