@@ -229,19 +229,18 @@ class Config:
 
     # History.
     history = _field(
-        (), "--history", "Keep history for channels matching PATTERN (NATS-style: room.*, "
-        "news.>): PATTERN=N keeps the last N messages per channel, PATTERN=N,AGE also drops "
-        "older than AGE (90s, 15m, 1h, 7d). Their messages carry offset and epoch headers; "
-        "subscribers recover with since/epoch; 'history' requests read them. Repeatable. "
-        "Embedded broker: in memory; with --nats: JetStream.", repeat=_retention, show="none",
+        (), "--history", "Keep the last N messages (and none older than AGE: 90s, 15m, 1h, "
+        "7d) of channels matching PATTERN (room.*, news.>), as PATTERN=N[,AGE]; clients "
+        "recover them (docs/history.rst). Repeatable. In memory, or JetStream with --nats.",
+        repeat=_retention, show="none",
     )
     historyStream = _field(
-        "LHTTP_HISTORY", "--history-stream", "The JetStream stream that holds history with "
-        "--nats (created or updated at startup).",
+        "LHTTP_HISTORY", "--history-stream", "The JetStream stream of the history, with "
+        "--nats (made or updated at startup).",
     )
     historyMaxBytes = _field(
-        64 * MiB, "--history-max-bytes", "Bytes of history a node keeps in memory (embedded "
-        "broker) or the stream keeps (JetStream); the oldest go first.", show="64 MiB",
+        64 * MiB, "--history-max-bytes", "Bytes of history kept, in memory or in the "
+        "stream; the oldest go first.", show="64 MiB",
         validator=_positive,
     )
 

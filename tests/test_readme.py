@@ -64,6 +64,7 @@ CODE_BLOCKS = {
     ("README.rst", "<name>:<value>"): notRunnable("the message format, not a message"),
     ("README.rst", "publish:channel_jack"): WIRE_SAMPLE,
     ("README.rst", "subscribe:room42"): WIRE_SAMPLE,
+    ("README.rst", "since:1187"): WIRE_SAMPLE,
     ("README.rst", "examples/pubsub_chat.py"): ranBy("test_firstClientSnippet"),
     ("README.rst", "lhttp listen"): ranBy("test_cliSnippets"),
     ("README.rst", "lhttp publish"): ranBy("test_cliSnippets"),
@@ -175,7 +176,7 @@ def test_wireSamplesParse():
         for (document, words), value in CODE_BLOCKS.items()
         if value is WIRE_SAMPLE and document == path and words in block.text
     ]
-    assert len(samples) == 4
+    assert len(samples) == 5
     for sample in samples:
         for line in sample.splitlines():
             data = line.encode().decode("unicode_escape").encode("latin-1")
