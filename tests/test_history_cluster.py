@@ -133,6 +133,13 @@ async def test_recoverThousandPublishedElsewhere(jetstream, startNode):
     assert recovery.getHeader("epoch") == epoch
     checkExact(chats, missed + live)
     await nothingMore(c, "room.1", publisher)
+    # A thousand JetStream publishes later, the publishing node holds a
+    # handful of NATS subscriptions (its consumer, one inbox for acks), not
+    # one per publish.
+    from test_cluster import natsSubscriptions
+
+    subscriptions = await natsSubscriptions(jetstream, b.popen.pid)
+    assert len(subscriptions) <= 4, subscriptions
 
 
 @pytest_twisted.ensureDeferred

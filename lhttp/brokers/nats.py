@@ -151,6 +151,7 @@ class NATSBroker:
         self._interrupted = False
         self._clientFactory = clientFactory
         self._client = None
+        self._js = None
         self._deliver = None
         # Channels with local subscribers, and what NATS holds for them.
         self._wanted = set()
@@ -292,7 +293,7 @@ class NATSBroker:
                         if messageId is None:
                             await client.publish(subject, payload)
                         else:
-                            acks.append(await client.jetstream().publish_async(
+                            acks.append(await self._jetstream(client).publish_async(
                                 subject, payload, headers={"Nats-Msg-Id": messageId}
                             ))
                 except Exception as e:
@@ -303,6 +304,16 @@ class NATSBroker:
                 )
         finally:
             self._publishing = False
+
+    def _jetstream(self, client):
+        """
+        The JetStream context of a connection: one, kept, as it holds the
+        one inbox subscription its acknowledgements come back on.
+        """
+        js = self._js
+        if js is None or js[0] is not client:
+            js = self._js = (client, client.jetstream())
+        return js[1]
 
     async def _confirm(self, client, acks):
         """
