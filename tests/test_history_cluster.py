@@ -227,3 +227,28 @@ async def test_originalGoNodeInterop(jetstream, startNode):
     await future(nc.flush())
     assert b"LHTTP/1.0 chat\r\npublish:room.5\r\n\r\nfrom lhttp" in got
     await future(nc.close())
+
+
+@pytest_twisted.ensureDeferred
+async def test_streamMadeAgainIsANewEpoch(jetstream, startNode):
+    """
+    The stream deleted and made again: old offsets mean nothing, and a
+    client coming back with them is told it lost messages.
+    """
+    a = node(startNode, jetstream)
+    await ready(a)
+    publisher = await client(a.url)
+    since, epoch = await position(a, "room.6", publisher)
+    a.stop()
+    nc = NATS()
+    await future(nc.connect(jetstream.url))
+    await future(nc.jsm().delete_stream("LHTTP_HISTORY"))
+    await future(nc.close())
+    again = node(startNode, jetstream, port=a.port)
+    await ready(again)
+    publisher = await client(again.url)
+    await publishMany(publisher, "room.6", ["new"])
+    c, chats, [recovery] = await recover(again, "room.6", since, epoch, 1)
+    assert recovery.getHeader("recovered") == "false"
+    assert recovery.getHeader("epoch") != epoch
+    checkExact(chats, ["new"])
