@@ -155,8 +155,8 @@ class Connection:
     def checkChannels(self, channels):
         return self._pubsub.checkChannels(channels)
 
-    def checkPublishChannels(self, channels):
-        return self._pubsub.checkPublishChannels(channels)
+    def checkPublishChannels(self, channels, message=None):
+        return self._pubsub.checkPublishChannels(channels, message)
 
     def subscribe(self, channels, since=None, epoch=None):
         checked = self._pubsub.checkChannels(channels)

@@ -59,6 +59,16 @@ class BadHeader(LHTTPError):
     reason = "bad header"
 
 
+class ReservedHeader(LHTTPError):
+    """
+    A publish carries a header only the node may set (C{offset}, C{epoch}:
+    a history channel's positions).
+    """
+
+    status = 400
+    reason = "reserved header"
+
+
 class NoHistory(LHTTPError):
     """
     A C{history} request for a channel that keeps none.

@@ -50,7 +50,7 @@ class PublishFilter(HeaderFilter):
     def beforeRequest(self, connection, message):
         value = message.getHeader("publish")
         if value is not None:
-            connection.checkPublishChannels(value)
+            connection.checkPublishChannels(value, message)
 
     def afterRequest(self, connection, message):
         value = message.getHeader("publish")

@@ -140,6 +140,10 @@ class HistoryPolicy:
         return found
 
 
+# What stamp adds, and only the node may set on a published message.
+POSITION_HEADERS = ("offset", "epoch")
+
+
 def stamp(payload, channel, offset, epoch):
     """
     A published message as a history channel's subscribers get it: the

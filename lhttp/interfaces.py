@@ -126,11 +126,14 @@ class IConnection(Interface):
         @raise lhttp.errors.BadChannel: a bad name, or none.
         """
 
-    def checkPublishChannels(channels):
+    def checkPublishChannels(channels, message=None):
         """
-        L{checkChannels}, and no more than one publish may name.
+        L{checkChannels}, and no more than one publish may name; with the
+        message, that it carries no header only the node may set.
 
         @raise lhttp.errors.TooManyChannels: too many.
+        @raise lhttp.errors.ReservedHeader: C{offset} or C{epoch} on a
+            node that keeps history.
         """
 
     def subscribe(channels, since=None, epoch=None):
@@ -253,11 +256,14 @@ class IPubSub(Interface):
         @raise lhttp.errors.BadChannel: a bad name, or none.
         """
 
-    def checkPublishChannels(channels):
+    def checkPublishChannels(channels, message=None):
         """
-        L{checkChannels}, and no more than one publish may name.
+        L{checkChannels}, and no more than one publish may name; with the
+        message, that it carries no header only the node may set.
 
         @raise lhttp.errors.TooManyChannels: too many.
+        @raise lhttp.errors.ReservedHeader: C{offset} or C{epoch} on a
+            node that keeps history.
         """
 
     def publishBytes(channels, payload, onFailure=None):

@@ -13,8 +13,8 @@ from zope.interface import implementer
 
 from lhttp.channels import channelList
 from lhttp.codec import Message, serialize
-from lhttp.errors import BrokerUnavailable, TooManyChannels
-from lhttp.history import Recovery
+from lhttp.errors import BrokerUnavailable, ReservedHeader, TooManyChannels
+from lhttp.history import POSITION_HEADERS, Recovery
 from lhttp.interfaces import IPubSub
 
 
@@ -36,11 +36,20 @@ class PubSub:
         self._metrics = metrics
         self._maxChannelLength = maxChannelLength
         self._maxPublishChannels = maxPublishChannels
+        # With history, clients may not forge positions: a subscriber's SDK
+        # trusts them.
+        self._positions = getattr(broker, "history", None) is not None
 
     def checkChannels(self, channels):
         return channelList(channels, self._maxChannelLength)
 
-    def checkPublishChannels(self, channels):
+    def checkPublishChannels(self, channels, message=None):
+        if message is not None and self._positions:
+            for name in POSITION_HEADERS:
+                if message.getHeader(name) is not None:
+                    raise ReservedHeader(
+                        f"'{name}' is set by the node on history channels; a publish may not carry it"
+                    )
         names = channelList(channels, self._maxChannelLength)
         if len(names) > self._maxPublishChannels:
             raise TooManyChannels(

@@ -362,3 +362,49 @@ class NodeTests(SynchronousTestCase):
         described = self.server.broker.describe()["history"]
         self.assertEqual(described["messages"], 1)
         self.assertEqual(described["bytes"], len(publish("room.1", "abc")))
+
+
+class ForgedPositionTests(SynchronousTestCase):
+    """
+    On a node with history, a publish cannot carry offset or epoch: a
+    subscriber's SDK would take a forged position for a history channel and
+    drop its real messages.
+    """
+
+    def test_webSocketPublishRefused(self):
+        server = memoryServer(history=("room.*=100",))
+        victim = FakeClient(server)
+        victim.receive(subscribe("plain room.1"))
+        attacker = FakeClient(server)
+        attacker.receive(
+            b"LHTTP/1.0 chat\r\npublish:plain\r\nchannel:room.1\r\noffset:999999\r\n"
+            b"epoch:" + server.broker.history.epoch.encode() + b"\r\n\r\nforged")
+        [reply] = attacker.messages()
+        self.assertEqual(reply.command, "error")
+        self.assertIn("reserved header", repr(reply.headers))
+        self.assertEqual(bodies(victim.messages()), [])
+
+    def test_httpPublishRefused(self):
+        from twisted.web.test.requesthelper import DummyRequest
+        from io import BytesIO
+
+        server = memoryServer(history=("room.*=100",))
+        victim = FakeClient(server)
+        victim.receive(subscribe("plain"))
+        request = DummyRequest([b""])
+        request.method = b"POST"
+        request.content = BytesIO(b"LHTTP/1.0 chat\r\npublish:plain\r\noffset:9\r\n\r\nforged")
+        resource = server.resource().children[b"publish"]
+        from twisted.web.server import NOT_DONE_YET
+        result = resource.render(request)
+        written = b"".join(request.written) if result is NOT_DONE_YET else result
+        self.assertIn(b"reserved header", written)
+        self.assertEqual(bodies(victim.messages()), [])
+
+    def test_withoutHistoryTheHeadersAreTheApplications(self):
+        server = memoryServer()
+        victim = FakeClient(server)
+        victim.receive(subscribe("plain"))
+        FakeClient(server).receive(b"LHTTP/1.0 page\r\npublish:plain\r\noffset:20\r\n\r\n")
+        [message] = victim.messages()
+        self.assertEqual(message.getHeader("offset"), "20")
