@@ -96,6 +96,11 @@ CODE_BLOCKS = {
         "the run command with --demo; tests/test_browser.py starts nodes with --demo"),
     ("docs/javascript.rst", "<!doctype html>"): ranBy("tests/test_browser.py::test_readmeExampleAndModuleImport"),
     ("docs/javascript.rst", "// plain script"): notRunnable("three loaders side by side, not one program"),
+    ("docs/javascript.rst", "client.on_recovery = (ctx)"): notRunnable(
+        "a fragment: the calls, not a page; sdk/js/test/history.test.mjs and "
+        "tests/test_browser_history.py exercise them"),
+    ("docs/clients.rst", "client.onRecovery = lambda"): notRunnable(
+        "a fragment: the calls; tests/test_client.py exercises them against real nodes"),
     ("docs/operations.rst", "/health"): ranBy("test_metricsAndHealthSnippet"),
     ("docs/operations.rst", "--metrics-listen"): ranBy("test_protectedMetricsSnippet"),
     ("docs/operations.rst", "lhttp.logs.jsonObserver"): ranBy("test_jsonLogsSnippet"),

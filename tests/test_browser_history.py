@@ -1,0 +1,242 @@
+"""
+History and recovery in the browser (issue 13): real headless Chromium
+pages of the chat-room demo against real C{twistd lhttp --demo --history}
+nodes. A reloaded page shows the room's recent messages; a page that was
+offline catches up with exactly what was said meanwhile, none twice, also
+when frames arrive twice and across a node restart.
+
+A page is taken offline from its own side: an init script wraps the
+page's C{WebSocket} so that the test can close its connection and send
+new ones to a closed port until it is let back online; the SDK's own
+reconnect does the rest. The same wrapper can deliver every frame twice,
+as an at-least-once delivery may.
+"""
+
+import urllib.request
+import uuid
+from datetime import datetime, timezone
+
+from procs import freePort
+from test_browser import (
+    Watched, chatTexts, chromium, inThread, say, waitConnected, waitDelivered, waitText,
+)
+
+HISTORY = ("--history", "room.*=100,1h")
+
+NETWORK_SWITCH = """
+(() => {
+  const Real = window.WebSocket;
+  const net = window.__net = { offline: false, duplicate: false, deadURL: DEAD_URL, sockets: new Set() };
+  class Switchable extends Real {
+    constructor(url, protocols) {
+      super(net.offline ? net.deadURL : url, protocols);
+      net.sockets.add(this);
+      this.addEventListener("close", () => net.sockets.delete(this));
+    }
+    set onmessage(fn) {
+      super.onmessage = fn && ((event) => {
+        fn.call(this, event);
+        if (net.duplicate) fn.call(this, event);
+      });
+    }
+    get onmessage() { return super.onmessage; }
+  }
+  window.WebSocket = Switchable;
+  net.goOffline = () => { net.offline = true; for (const s of net.sockets) s.close(); };
+  net.goOnline = () => { net.offline = false; };
+})();
+"""
+
+
+def openRoom(browser, node, nick, room, switchable=False):
+    """
+    A demo page in C{room}; with C{switchable}, one the test can take
+    offline (L{NETWORK_SWITCH}).
+    """
+    watched = Watched(browser)
+    if switchable:
+        dead = f"ws://127.0.0.1:{freePort()}/"
+        watched.page.add_init_script(NETWORK_SWITCH.replace("DEAD_URL", repr(dead)))
+    watched.page.goto(f"{node.httpURL}demo/?nick={nick}&room={room}")
+    waitConnected(watched.page)
+    waitLive(watched.page, nick, room)
+    return watched
+
+
+def waitLive(page, nick, room):
+    """
+    Wait for the page's own join, live (not one from history): it comes
+    back once the server subscribed the page and sent the room's history.
+    """
+    page.locator("#messages .message.system:not(.history)").filter(
+        has_text=f"{nick} joined #{room}").first.wait_for()
+
+
+def goOffline(page):
+    page.evaluate("__net.goOffline()")
+    page.wait_for_selector("#status[data-state=reconnecting]")
+
+
+def goOnline(page):
+    page.evaluate("__net.goOnline()")
+    waitConnected(page)
+
+
+def publish(node, room, nick, text):
+    """
+    Publish a chat message as another client would, through C{/publish}.
+    """
+    time = datetime.now(timezone.utc).isoformat()
+    message = (f"LHTTP/1.0 chat\r\npublish:room.{room}\r\nnick:{nick}\r\ntime:{time}\r\n"
+               f"id:{uuid.uuid4().hex}\r\n\r\n{text}").encode()
+    request = urllib.request.Request(node.publishURL, data=message, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200, response.read()
+
+
+def notes(page):
+    return page.locator("#messages .message.recovery .text").all_inner_texts()
+
+
+def assertPresenceShown(page):
+    """
+    The "who is here" list: filled if the node has presence, "presence
+    off" if it has not; never still asking.
+    """
+    page.wait_for_selector("#people[data-state=on], #people[data-state=off]")
+    if page.get_attribute("#people", "data-state") == "off":
+        assert page.inner_text("#people-note") == "presence off"
+    else:
+        assert page.locator("#people-list li").count() >= 1
+
+
+def test_reloadedPageShowsTheRoomsRecentMessages(startNode):
+    """
+    With history, a reloaded page, and a page joining later, show the
+    room's recent messages once each, marked as history; the SDK's
+    history() reads the last ones. Without history the demo says so and
+    shows only what came after joining.
+    """
+    node = startNode("--demo", *HISTORY)
+    plain = startNode("--demo")
+
+    def scenario():
+        with chromium() as browser:
+            ann = openRoom(browser, node, "ann", "blue")
+            assert ann.page.get_attribute("#room-info", "data-history") == "on"
+            for text in ("first", "second: with a colon"):
+                say(ann.page, text)
+                waitDelivered(ann.page, text)
+            publish(node, "blue", "dan", "from dan")
+            waitText(ann.page, "from dan")
+            assertPresenceShown(ann.page)
+
+            ann.page.reload()
+            waitConnected(ann.page)
+            waitLive(ann.page, "ann", "blue")
+            expected = ["first", "second: with a colon", "from dan"]
+            assert chatTexts(ann.page) == expected
+            assert ann.page.locator(".message.chat.history").count() == 3
+            assert ann.page.locator(".message.chat.own").all_inner_texts()[-1].endswith(
+                "second: with a colon")
+            assert ann.page.locator(".message.chat.own").count() == 2
+            last = ann.page.evaluate(
+                "async () => (await lhttpChat.client.history('room.blue', 2))"
+                ".map(m => [m.command, m.getHeader('nick'), m.body])"
+            )
+            assert last == [["chat", "dan", "from dan"], ["join", "ann", ""]]
+
+            bob = openRoom(browser, node, "bob", "blue")
+            assert chatTexts(bob.page) == expected
+            say(bob.page, "live from bob")
+            waitText(ann.page, "live from bob")
+            assert ann.page.locator(".message.chat:not(.history)").all_inner_texts()[-1].endswith(
+                "live from bob")
+
+            cid = openRoom(browser, plain, "cid", "blue")
+            cid.page.wait_for_selector("#room-info[data-history=off]")
+            assert "--history" in cid.page.inner_text("#room-info")
+            say(cid.page, "not kept")
+            waitDelivered(cid.page, "not kept")
+            cid.page.reload()
+            waitConnected(cid.page)
+            waitLive(cid.page, "cid", "blue")
+            say(cid.page, "after reload")
+            waitDelivered(cid.page, "after reload")
+            assert chatTexts(cid.page) == ["after reload"]
+            assertPresenceShown(cid.page)
+
+            for watched in (ann, bob):
+                watched.assertClean(node)
+            cid.assertClean(plain)
+
+    inThread(scenario)
+
+
+def test_offlinePageCatchesUpWithExactlyWhatItMissed(startNode):
+    """
+    A page cut off while 21 messages are sent gets exactly those after it
+    reconnects, in order, once each; frames delivered twice are shown
+    once; across a node restart (a new epoch in memory) it gets what the
+    new node kept, and says some may be missing.
+    """
+    node = startNode("--demo", *HISTORY)
+
+    def scenario():
+        with chromium() as browser:
+            ann = openRoom(browser, node, "ann", "blue", switchable=True)
+            bob = openRoom(browser, node, "bob", "blue")
+            say(ann.page, "before")
+            waitText(bob.page, "before")
+
+            goOffline(ann.page)
+            away = [f"while away {i}" for i in range(20)]
+            for text in away:
+                say(bob.page, text)
+            waitDelivered(bob.page, away[-1])
+            publish(node, "blue", "dan", "dan too")
+            waitText(bob.page, "dan too")
+            assert chatTexts(ann.page) == ["before"]
+
+            goOnline(ann.page)
+            waitText(ann.page, "dan too")
+            assert chatTexts(ann.page) == ["before", *away, "dan too"]
+            assert notes(ann.page) == ["caught up: 21 message(s) while away"]
+            say(bob.page, "live again")
+            waitText(ann.page, "live again")
+
+            # At-least-once: every frame twice; the SDK drops the copies.
+            before = ann.page.evaluate("lhttpChat.client.duplicates")
+            ann.page.evaluate("__net.duplicate = true")
+            say(bob.page, "sent once, delivered twice")
+            say(bob.page, "marker")
+            waitText(ann.page, "marker")
+            ann.page.evaluate("__net.duplicate = false")
+            assert chatTexts(ann.page)[-3:] == ["live again", "sent once, delivered twice", "marker"]
+            assert ann.page.evaluate("lhttpChat.client.duplicates") - before == 2
+
+            goOffline(ann.page)
+            shown = chatTexts(ann.page)
+            node.stop()
+            bob.page.wait_for_selector("#status[data-state=reconnecting]")
+            restarted = startNode("--demo", *HISTORY, port=node.port)
+            after = [f"after the restart {i}" for i in range(3)]
+            for text in after:
+                publish(restarted, "blue", "dan", text)
+            goOnline(ann.page)
+            waitText(ann.page, after[-1])
+            assert chatTexts(ann.page) == shown + after
+            assert notes(ann.page)[-1].startswith("the server restarted")
+            # Bob reconnected on his own, before or after those were sent:
+            # either way he has each once.
+            waitConnected(bob.page)
+            waitText(bob.page, after[-1])
+            assert chatTexts(bob.page)[-4:] == ["marker", *after]
+            say(bob.page, "after all that")
+            waitText(ann.page, "after all that")
+            assert chatTexts(ann.page) == shown + after + ["after all that"]
+
+            ann.assertClean(node)
+            bob.assertClean(node)
+
+    inThread(scenario)
