@@ -91,7 +91,7 @@ def runAll(driver, shapes, setups, repeat, timeout):
                     fields = measure(driver, f"{shape} -channel {channel} -offsets", url, pubURL, timeout)
                     results.setdefault((shape, name, mode), []).append(fields)
                     line = " ".join(f"{k}={v}" for k, v in fields.items() if k != "error")
-                    error = f" error={shlex.quote(fields['error'])}" if "error" in fields else ""
+                    error = f" error={shlex.quote(' '.join(fields['error'].split()))}" if "error" in fields else ""
                     print(f"run setup={SETUP_KEYS[name]} history={mode} {line}{error}", flush=True)
     return results
 
@@ -172,7 +172,8 @@ def summarise(results, shapes, setups):
         failure = f"  {failed} run(s) failed" if failed else ""
         print(
             f"{shape:30} {name:9} {mode:7} {rate or 0:12.0f} {p50 or 0:8.2f} {p99 or 0:8.2f}"
-            f" {'?' if missing is None else missing:>7} {'?' if duplicates is None else duplicates:>5} {stamped:>7}{failure}"
+            f" {'?' if missing is None else missing:>7} {'?' if duplicates is None else duplicates:>5}"
+            f" {stamped:>7}{failure}"
         )
     print()
     for line in lines:

@@ -16,7 +16,8 @@ node (embedded broker), a nats-server and two cluster nodes (subscribers on
 one, publishers on the other for "cross-node"). Setups run interleaved, so
 load from elsewhere on the machine hits them alike; it prints each run, then
 the medians and the ratios. By default it reads nothing outside this
-repository.
+repository. C{bench/history.py} measures history (C{--history}) on
+against off, on one node and on a cluster, the same way.
 """
 
 import argparse
