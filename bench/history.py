@@ -3,7 +3,7 @@ What history costs: fan-out deliveries/s and publish-to-deliver latency
 with history off and on, on one node and on a cluster, in one run, with
 the on/off ratio for each.
 
-    python bench/history.py                  # about 1.5 minutes on 2 CPUs
+    python bench/history.py                  # 1 to 1.5 minutes on 2 CPUs
     python bench/history.py --quick          # one run per shape and setup
     python bench/history.py --repeat 5 --shape "-subs 1000 -msgs 200"
     python bench/history.py --only cluster --retention 10000
@@ -24,7 +24,10 @@ an offset and an epoch (embedded), or is published to JetStream, acked,
 read back by the node's ordered consumer and then fanned out (cluster).
 Runs are interleaved (off, on, off, on, ...) so load from elsewhere on the
 machine hits both alike; medians are printed per shape and setup, with
-C{on/off}, the ratio of the medians.
+C{on/off}: the median, over the repeats, of each on run's figure divided by
+that of the off run just before it (a pair runs seconds apart, so it sees
+much the same load on a shared machine), with each pair's ratio of
+deliveries/s (C{pairs}) to show the spread.
 
 Throughput shapes publish as fast as the driver can (their latency is
 mostly queueing); the latency shape publishes at a fixed rate. Besides the
@@ -119,8 +122,21 @@ def offsets(runs):
     return "all" if carried == delivered else f"{carried}/{delivered}"
 
 
-def ratio(new, old, digits=2):
-    return f"{new / old:.{digits}f}" if new and old else "?"
+def pairedRatios(on, off, key):
+    """
+    C{on[i][key] / off[i][key]} for each pair of runs made one after the
+    other (those with both figures).
+    """
+    ratios = []
+    for onRun, offRun in zip(on, off):
+        new, old = number(onRun, key), number(offRun, key)
+        if new and old:
+            ratios.append(new / old)
+    return ratios
+
+
+def text(value):
+    return "?" if value is None else f"{value:.2f}"
 
 
 def summarise(results, shapes, setups):
@@ -133,7 +149,6 @@ def summarise(results, shapes, setups):
     rows, lines = [], []
     for shape in shapes:
         for name, _, _ in setups:
-            medians = {}
             for mode in CHANNELS:
                 runs = results[(shape, name, mode)]
                 rate = median(number(f, "deliveries_per_s") for f in runs)
@@ -144,7 +159,6 @@ def summarise(results, shapes, setups):
                 stamped = offsets(runs)
                 clean = clean and missing == 0 and duplicates == 0 and not failed
                 clean = clean and stamped == ("all" if mode == "on" else "none")
-                medians[mode] = rate, p50, p99
                 rows.append((shape, name, mode, rate, p50, p99, missing, duplicates, stamped, failed))
                 lines.append(
                     f"history_bench shape={shlex.quote(shape)} setup={SETUP_KEYS[name]} history={mode} "
@@ -153,20 +167,24 @@ def summarise(results, shapes, setups):
                     f"missing={'?' if missing is None else missing} "
                     f"duplicates={'?' if duplicates is None else duplicates} offsets={stamped}"
                 )
-            ratios = [ratio(on, off) for on, off in zip(medians["on"], medians["off"])]
-            rows.append((shape, name, "on/off", *ratios))
+            on, off = results[(shape, name, "on")], results[(shape, name, "off")]
+            pairs = [pairedRatios(on, off, key) for key in ("deliveries_per_s", "p50_ms", "p99_ms")]
+            ratios = [text(median(values)) for values in pairs]
+            each = ",".join(f"{value:.2f}" for value in pairs[0]) or "?"
+            rows.append((shape, name, "on/off", *ratios, each))
             lines.append(
                 f"history_ratio shape={shlex.quote(shape)} setup={SETUP_KEYS[name]} "
-                f"on_off={ratios[0]} p50_on_off={ratios[1]} p99_on_off={ratios[2]}"
+                f"on_off={ratios[0]} p50_on_off={ratios[1]} p99_on_off={ratios[2]} pairs={each}"
             )
 
-    runs = len(next(iter(results.values())))
-    print(f"\n## History off vs on ({'median of ' + str(runs) if runs > 1 else 'one run'} each)\n")
+    repeats = len(next(iter(results.values())))
+    print(f"\n## History off vs on ({'median of ' + str(repeats) if repeats > 1 else 'one run'} each)\n")
     print(f"{'shape':30} {'setup':9} {'history':7} {'deliveries/s':>12} {'p50 ms':>8} {'p99 ms':>8}"
           f" {'missing':>7} {'dups':>5} {'offsets':>7}")
     for shape, name, mode, *values in rows:
         if mode == "on/off":
-            print(f"{shape:30} {name:9} {'on/off':7} {values[0]:>12} {values[1]:>8} {values[2]:>8}")
+            pairs = f"   pairs {values[3].replace(',', ' ')}" if repeats > 1 else ""
+            print(f"{shape:30} {name:9} {'on/off':7} {values[0]:>12} {values[1]:>8} {values[2]:>8}{pairs}")
             continue
         rate, p50, p99, missing, duplicates, stamped, failed = values
         failure = f"  {failed} run(s) failed" if failed else ""
@@ -175,7 +193,8 @@ def summarise(results, shapes, setups):
             f" {'?' if missing is None else missing:>7} {'?' if duplicates is None else duplicates:>5}"
             f" {stamped:>7}{failure}"
         )
-    print()
+    print("\non/off: the median over the repeats of on / off, each on run against the off run just before it"
+          "\n(pairs: deliveries/s of each pair)\n" if repeats > 1 else "")
     for line in lines:
         print(line)
     return clean
