@@ -109,6 +109,9 @@ CODE_BLOCKS = {
     ("docs/performance.rst", "python bench/loadgen.py -url ws://127.0.0.1:8081/ -subs 100 "): ranBy(
         "tests/test_bench.py::test_loadgenAccountsForEveryDelivery", "the same command on a test node's URL"),
     ("docs/performance.rst", "elapsed_s="): notRunnable("a sample result line"),
+    ("docs/performance.rst", "python bench/history.py"): notRunnable(
+        "a long benchmark; tests/test_bench.py::test_historyOnAgainstOffInOneRun runs it at smoke size"),
+    ("docs/performance.rst", "history_ratio shape="): notRunnable("a sample of history.py's output"),
     ("docs/protocol.rst", "<name>:<value>"): notRunnable("the message format, not a message"),
     ("docs/protocol.rst", "publish:channel_jack"): WIRE_SAMPLE,
     ("docs/protocol.rst", "subscribe:room42"): WIRE_SAMPLE,
