@@ -16,7 +16,6 @@ from lhttp.errors import MalformedMessage
 from lhttp.web.origins import originAllowed
 from lhttpclients import barrier, client, eventually
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
 
 
 class _Request:
