@@ -3,7 +3,10 @@ History and recovery in the browser (issue 13): real headless Chromium
 pages of the chat-room demo against real C{twistd lhttp --demo --history}
 nodes. A reloaded page shows the room's recent messages; a page that was
 offline catches up with exactly what was said meanwhile, none twice, also
-when frames arrive twice and across a node restart.
+when frames arrive twice and across a node restart. On a cluster
+(C{--nats} with JetStream, history in a file store), a page whose node is
+restarted, or whose nats-server is, misses nothing and is told nothing is
+missing.
 
 A page is taken offline from its own side: an init script wraps the
 page's C{WebSocket} so that the test can close its connection and send
@@ -12,11 +15,16 @@ reconnect does the rest. The same wrapper can deliver every frame twice,
 as an at-least-once delivery may.
 """
 
+import json
+import signal
+import urllib.error
 import urllib.request
 import uuid
 from datetime import datetime, timezone
 
-from procs import freePort
+import pytest
+
+from procs import freePort, waitFor
 from test_browser import (
     Watched, chatTexts, chromium, inThread, say, waitConnected, waitDelivered, waitText,
 )
@@ -240,3 +248,150 @@ def test_offlinePageCatchesUpWithExactlyWhatItMissed(startNode):
             bob.assertClean(node)
 
     inThread(scenario)
+
+
+CLUSTER_HISTORY = ("--history", "room.*=100")
+# Milliseconds: a page whose node was down for seconds retries after an
+# exponential backoff (up to the SDK's maxDelay, 15 s, plus jitter).
+RECONNECT = 40000
+
+
+def healthy(node):
+    """
+    Whether the node's C{/health} says 200: connected to NATS, history
+    ready.
+    """
+    try:
+        with urllib.request.urlopen(node.httpURL + "health", timeout=5) as response:
+            return response.status == 200 and json.load(response)
+    except (OSError, urllib.error.URLError, ValueError):
+        return False
+
+
+def clusterNode(startNode, jetstream, port=None):
+    node = startNode("--nats", jetstream.url, *CLUSTER_HISTORY, "--demo", port=port)
+    waitFor(lambda: healthy(node), 30, what=f"/health of {node.url}")
+    return node
+
+
+@pytest.mark.parametrize("natsLate", [False, True], ids=["nodeReady", "natsLate"])
+def test_clusterPageMissesNothingAcrossANodeRestart(jetstream, startNode, natsLate):
+    """
+    Two nodes on one JetStream: a page on node A, whose node is stopped
+    while 21 messages are sent through node B (by a page on B and through
+    B's /publish), reconnects by itself once A is back on its port and
+    shows exactly those, in order, once each; the epoch did not change, so
+    its note says it caught up, not that some may be missing. With
+    C{natsLate}, nats-server is paused while A starts, so the page is back
+    on A before A has its history: the recovery waits for it.
+    """
+    a = clusterNode(startNode, jetstream)
+    b = clusterNode(startNode, jetstream)
+
+    def scenario():
+        with chromium() as browser:
+            ann = openRoom(browser, a, "ann", "blue")
+            bob = openRoom(browser, b, "bob", "blue")
+            waitText(ann.page, "bob joined #blue")
+            say(ann.page, "before")
+            waitText(bob.page, "before")
+            epoch = ann.page.evaluate("lhttpChat.client.getPosition('room.blue').epoch")
+            assert epoch
+
+            a.stop()
+            ann.page.wait_for_selector("#status[data-state=reconnecting]")
+            away = [f"while A was down {i}" for i in range(20)]
+            for text in away:
+                say(bob.page, text)
+            waitDelivered(bob.page, away[-1])
+            publish(b, "blue", "dan", "dan through B")
+            waitText(bob.page, "dan through B")
+            assert chatTexts(ann.page) == ["before"]
+
+            if natsLate:
+                jetstream.signal(signal.SIGSTOP)
+                try:
+                    again = startNode("--nats", jetstream.url, *CLUSTER_HISTORY, "--demo",
+                                      port=a.port)
+                    ann.page.wait_for_selector("#status[data-state=open]", timeout=RECONNECT)
+                    assert not healthy(again)
+                finally:
+                    jetstream.signal(signal.SIGCONT)
+                for node in (again, b):
+                    waitFor(lambda node=node: healthy(node), 30, what=f"/health of {node.url}")
+            else:
+                again = clusterNode(startNode, jetstream, port=a.port)
+            ann.page.wait_for_selector("#status[data-state=open]", timeout=RECONNECT)
+            assert "reconnected" in ann.page.inner_text("#status")
+            waitText(ann.page, "dan through B")
+            assert chatTexts(ann.page) == ["before", *away, "dan through B"]
+            assert notes(ann.page) == ["caught up: 21 message(s) while away"]
+            assert ann.page.evaluate(
+                "lhttpChat.client.getPosition('room.blue').epoch") == epoch
+            # Live again, and nothing came twice (a copy would be before it).
+            say(bob.page, "live again")
+            waitText(ann.page, "live again")
+            say(ann.page, "ann is back")
+            waitText(bob.page, "ann is back")
+            assert chatTexts(ann.page) == ["before", *away, "dan through B", "live again",
+                                           "ann is back"]
+            assert chatTexts(bob.page) == chatTexts(ann.page)
+            assert ann.page.evaluate("lhttpChat.client.duplicates") == 0
+            assert ann.page.locator("#notice").is_hidden()
+
+            ann.assertClean(again)
+            bob.assertClean(b)
+
+    inThread(scenario, timeout=150)
+
+
+def test_clusterPageMissesNothingAcrossANATSRestart(jetstream, startNode):
+    """
+    The nats-server itself is restarted (same ports, same file store)
+    while a page stays open on node A: what is sent through node B once it
+    is back, before A is, reaches the page, every message once, in order,
+    the epoch unchanged; and the page reloaded shows the whole room, from
+    both sides of the restart.
+    """
+    a = clusterNode(startNode, jetstream)
+    b = clusterNode(startNode, jetstream)
+
+    def scenario():
+        with chromium() as browser:
+            ann = openRoom(browser, a, "ann", "blue")
+            before = [f"before the restart {i}" for i in range(5)]
+            for text in before:
+                publish(b, "blue", "dan", text)
+            waitText(ann.page, before[-1])
+            epoch = ann.page.evaluate("lhttpChat.client.getPosition('room.blue').epoch")
+
+            # Node A is paused across the restart, so what is sent through B
+            # once B is back is sent before A has its history consumer
+            # again: that one must resume after the last message A had.
+            a.signal(signal.SIGSTOP)
+            try:
+                jetstream.restart()
+                waitFor(lambda: healthy(b), 30, what=f"/health of {b.url}")
+                after = [f"after the restart {i}" for i in range(20)]
+                for text in after:
+                    publish(b, "blue", "dan", text)
+            finally:
+                a.signal(signal.SIGCONT)
+            waitFor(lambda: healthy(a), 30, what=f"/health of {a.url}")
+            waitText(ann.page, after[-1])
+            say(ann.page, "ann still here")
+            waitDelivered(ann.page, "ann still here")
+            assert chatTexts(ann.page) == [*before, *after, "ann still here"]
+            assert ann.page.evaluate("lhttpChat.client.duplicates") == 0
+            assert ann.page.evaluate(
+                "lhttpChat.client.getPosition('room.blue').epoch") == epoch
+
+            ann.page.reload()
+            waitConnected(ann.page)
+            waitLive(ann.page, "ann", "blue")
+            assert chatTexts(ann.page) == [*before, *after, "ann still here"]
+            assert ann.page.locator(".message.chat.history").count() == len(before) + len(after) + 1
+
+            ann.assertClean(a)
+
+    inThread(scenario, timeout=150)

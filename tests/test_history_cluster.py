@@ -5,33 +5,19 @@ clients. Exact counts: every message once, in order, none missing.
 """
 
 import asyncio
-import tempfile
+import signal
 
-import pytest
 import pytest_twisted
 from nats.aio.client import Client as NATS
 from twisted.internet.defer import Deferred
 
-from lhttpclients import barrier, client, untilHealth
-from procs import NATSServer
+from lhttpclients import barrier, client, health, untilHealth
 
 HISTORY = "room.*=5000"
 
 
 def future(coroutine):
     return Deferred.fromFuture(asyncio.ensure_future(coroutine))
-
-
-@pytest.fixture
-def jetstream():
-    """
-    A real nats-server with JetStream and a file store in a temp folder.
-    """
-    store = tempfile.TemporaryDirectory(prefix="lhttp-js-")
-    server = NATSServer(args=["-js", "-sd", store.name]).waitReady()
-    yield server
-    server.stop()
-    store.cleanup()
 
 
 def node(startNode, jetstream, history=HISTORY, port=None):
@@ -252,3 +238,38 @@ async def test_streamMadeAgainIsANewEpoch(jetstream, startNode):
     assert recovery.getHeader("recovered") == "false"
     assert recovery.getHeader("epoch") != epoch
     checkExact(chats, ["new"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_recoverAsSoonAsTheRestartedNodeAccepts(jetstream, startNode):
+    """
+    A client (a browser's SDK, say) that reconnects the moment its
+    restarted node accepts connections, before the node has JetStream in
+    place, still gets exactly what it missed, recovered:true in the same
+    epoch, then live messages: its recovery waits for the history. (Here
+    nats-server is paused while the node starts, so the client is surely
+    first; before the fix it was told recovered:false.)
+    """
+    a, b = node(startNode, jetstream), node(startNode, jetstream)
+    await ready(a, b)
+    publisher = await client(b.url)
+    since, epoch = await position(a, "room.5", publisher)
+    a.stop()
+    missed = [f"m{i}" for i in range(50)]
+    await publishMany(publisher, "room.5", missed)
+    jetstream.signal(signal.SIGSTOP)
+    try:
+        again = node(startNode, jetstream, port=a.port)
+        c = await client(again.url)
+        c.sendLHTTP(subscribeMessage("room.5", since, epoch))
+        # A round trip to the node after the subscribe was sent: it has it,
+        # and it is not ready.
+        assert (await health(again))[0] == 503
+        assert c.pending() == 0, "answered before the node has its history"
+    finally:
+        jetstream.signal(signal.SIGCONT)
+    chats, [recovery] = await receiveBodies(c, 50, timeout=30)
+    assert (recovery.getHeader("recovered"), recovery.getHeader("epoch")) == ("true", epoch)
+    checkExact(chats, missed)
+    await ready(again)
+    await nothingMore(c, "room.5", publisher)

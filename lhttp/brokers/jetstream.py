@@ -22,7 +22,10 @@ History on NATS JetStream, for L{lhttp.brokers.nats.NATSBroker}.
   - A recovery reads the retained messages of one subject after an offset
     (C{STREAM.MSG.GET} with C{next_by_subj}); it is complete when the
     message at that offset is still retained, so nothing after it was
-    dropped.
+    dropped. A read waits (up to C{readyTimeout} seconds) until the stream
+    and the consumers are in place: a client reconnecting the moment a
+    restarted node accepts connections would otherwise be read from before
+    the node knows the epoch, and told that messages may be missing.
 """
 
 import asyncio
@@ -36,6 +39,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from lhttp.errors import BrokerUnavailable
 from lhttp.history import IHistory, Recovery
 
 
@@ -58,13 +62,17 @@ class JetStreamHistory:
     # smaller in practice).
     maxRead = 10000
 
+    # Seconds a read waits for the history to be ready (connected, stream
+    # and consumers in place) before it fails.
+    readyTimeout = 10.0
+
     def __init__(self, policy, stream="LHTTP_HISTORY", maxBytes=64 * 1024 * 1024, prefix="",
                  heartbeat=1.0):
         self.policy = policy
         self.stream = stream
         self.maxBytes = maxBytes
         self.epoch = None
-        self.ready = False
+        self._ready = asyncio.Event()
         self._prefix = prefix
         self._heartbeat = heartbeat
         self._client = None
@@ -75,6 +83,26 @@ class JetStreamHistory:
         self._ids = itertools.count(1)
         self._node = os.urandom(6).hex()
         self.delivered = 0
+
+    @property
+    def ready(self):
+        return self._ready.is_set()
+
+    @ready.setter
+    def ready(self, value):
+        if value:
+            self._ready.set()
+        else:
+            self._ready.clear()
+
+    async def _untilReady(self):
+        if self._ready.is_set():
+            return
+        try:
+            await asyncio.wait_for(self._ready.wait(), self.readyTimeout)
+        except asyncio.TimeoutError:
+            raise BrokerUnavailable(
+                f"the history (JetStream stream {self.stream}) is not ready") from None
 
     def subject(self, channel):
         return self._prefix + channel
@@ -183,6 +211,7 @@ class JetStreamHistory:
             return None
 
     async def _read(self, channel, since, epoch):
+        await self._untilReady()
         jsm = self._client.jsm()
         subject = self.subject(channel)
         sameEpoch = epoch is None or epoch == self.epoch
@@ -230,6 +259,7 @@ class JetStreamHistory:
         return tuple((m.seq, m.data or b"") for m in kept), len(kept) != len(found)
 
     async def _last(self, channel, count):
+        await self._untilReady()
         jsm = self._client.jsm()
         subject = self.subject(channel)
         found = []
