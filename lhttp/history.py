@@ -182,6 +182,9 @@ class Recovery:
     complete = attr.ib()
     messages = attr.ib()
     top = attr.ib()
+    # The history could not be read (the engine is not ready): nothing is
+    # known of what was missed, which the reply says.
+    unavailable = attr.ib(default=False)
 
 
 class IHistory(Interface):
@@ -450,8 +453,9 @@ def recoveryReply(channel, recovery, since, command):
     if recovery.epoch is not None:
         headers.append(("epoch", recovery.epoch))
     else:
-        # No history kept for it (or it could not be read).
-        headers.append(("history", "none"))
+        # No history kept for it, or it could not be read: a client keeps
+        # its position only in the second case.
+        headers.append(("history", "unavailable" if recovery.unavailable else "none"))
     headers += [
         ("since", str(since)),
         ("count", str(len(recovery.messages))),

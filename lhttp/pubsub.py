@@ -101,7 +101,7 @@ class PubSub:
             def failed(failure):
                 self.log.warn("Reading the history of {channel} failed: {error}",
                               channel=name, error=failure.getErrorMessage())
-                write(Recovery(None, False, (), 0))
+                write(Recovery(None, False, (), 0, unavailable=True))
 
             return maybeDeferred(history.read, name, since, epoch).addCallbacks(write, failed)
 

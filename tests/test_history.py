@@ -408,3 +408,26 @@ class ForgedPositionTests(SynchronousTestCase):
         FakeClient(server).receive(b"LHTTP/1.0 page\r\npublish:plain\r\noffset:20\r\n\r\n")
         [message] = victim.messages()
         self.assertEqual(message.getHeader("offset"), "20")
+
+
+class UnreadableHistoryTests(SynchronousTestCase):
+    def test_failedReadSaysUnavailableAndGoesLive(self):
+        """
+        When the engine cannot read, the reply says the history is
+        unavailable (not that the channel keeps none), and what was held
+        meanwhile is delivered.
+        """
+        server = memoryServer(history=("room.*=100",))
+        history = server.broker.history
+        pending = []
+        history.read = lambda *args: pending.append(Deferred()) or pending[-1]
+        client = FakeClient(server)
+        client.receive(subscribe("room.1", 5, history.epoch))
+        FakeClient(server).receive(publish("room.1", "meanwhile"))
+        pending[0].errback(RuntimeError("JetStream is not ready"))
+        self.flushLoggedErrors(RuntimeError)
+        messages = client.messages()
+        self.assertEqual(messages[0].command, "recovery")
+        self.assertEqual(messages[0].getHeader("recovered"), "false")
+        self.assertEqual(messages[0].getHeader("history"), "unavailable")
+        self.assertEqual(bodies(messages), ["meanwhile"])
