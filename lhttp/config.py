@@ -95,6 +95,18 @@ def _retention(text):
     return parseRetention(text)
 
 
+def _presencePattern(text):
+    from lhttp.presence.policy import checkPattern
+
+    return checkPattern(text, "--presence")
+
+
+def _bucketName(instance, attribute, value):
+    from lhttp.presence.policy import checkBucket
+
+    checkBucket(value, attribute.metadata["flag"])
+
+
 def _header(text):
     from lhttp.upstream.agent import parseStaticHeader
 
@@ -243,6 +255,28 @@ class Config:
         64 * MiB, "--history-max-bytes", "Bytes of history a node keeps in memory (embedded "
         "broker) or the stream keeps (JetStream); the oldest go first.", show="64 MiB",
         validator=_positive,
+    )
+
+    # Presence.
+    presence = _field(
+        (), "--presence", "Track who is subscribed to channels matching PATTERN (NATS-style: "
+        "room.*, news.>), cluster-wide: 'presence' and 'presence-stats' requests list and "
+        "count them. Repeatable. Embedded broker: in memory; with --nats: a JetStream "
+        "key-value bucket.", repeat=_presencePattern, show="none",
+    )
+    presenceEvents = _field(
+        (), "--presence-events", "Send 'join' and 'leave' messages to the subscribers of "
+        "channels matching PATTERN when someone subscribes, unsubscribes or disconnects. "
+        "Repeatable.", repeat=_presencePattern, show="none",
+    )
+    presenceTTL = _field(
+        15.0, "--presence-ttl", "With --nats, seconds after which a crashed node's "
+        "presence entries expire (each node refreshes its own every third of it).",
+        show="15 s", validator=_positive,
+    )
+    presenceBucket = _field(
+        "LHTTP_PRESENCE", "--presence-bucket", "The JetStream key-value bucket that holds "
+        "presence with --nats (created at startup).", validator=_bucketName,
     )
 
     # Upstream.
