@@ -101,6 +101,13 @@ def _presencePattern(text):
     return checkPattern(text, "--presence")
 
 
+def _presencePatterns(instance, attribute, value):
+    from lhttp.presence.policy import checkPattern
+
+    for pattern in value:
+        checkPattern(pattern, attribute.metadata["flag"])
+
+
 def _bucketName(instance, attribute, value):
     from lhttp.presence.policy import checkBucket
 
@@ -262,12 +269,12 @@ class Config:
         (), "--presence", "Track who is subscribed to channels matching PATTERN (NATS-style: "
         "room.*, news.>), cluster-wide: 'presence' and 'presence-stats' requests list and "
         "count them. Repeatable. Embedded broker: in memory; with --nats: a JetStream "
-        "key-value bucket.", repeat=_presencePattern, show="none",
+        "key-value bucket.", repeat=_presencePattern, show="none", validator=_presencePatterns,
     )
     presenceEvents = _field(
         (), "--presence-events", "Send 'join' and 'leave' messages to the subscribers of "
         "channels matching PATTERN when someone subscribes, unsubscribes or disconnects. "
-        "Repeatable.", repeat=_presencePattern, show="none",
+        "Repeatable.", repeat=_presencePattern, show="none", validator=_presencePatterns,
     )
     presenceTTL = _field(
         15.0, "--presence-ttl", "With --nats, seconds after which a crashed node's "
