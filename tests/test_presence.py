@@ -303,3 +303,55 @@ class EventTests(SynchronousTestCase):
         engine.waiting.pop().callback(None)
         ann.flush()
         self.assertEqual([m.command for m in ann.messages()], ["join", "presence-stats"])
+
+
+def docsSample(words):
+    """
+    The messages of the docs/presence.rst sample block containing
+    C{words}, as bytes (its lines, C{\\r\\n} written as escapes).
+    """
+    from docsnippets import blockWith
+
+    text = blockWith("::", words, ["docs/presence.rst"])
+    return [line.encode().decode("unicode_escape").encode("latin-1") for line in text.splitlines()]
+
+
+def docsLoginFilter():
+    from docsnippets import blockWith
+
+    namespace = {}
+    exec(blockWith("python", "class LoginFilter", ["docs/presence.rst"]), namespace)
+    return namespace["LoginFilter"]()
+
+
+def test_docsSamples():
+    """
+    docs/presence.rst's samples are what a node sends, byte for byte.
+    """
+    server = memoryServer(presence=("room.*",), presenceEvents=("room.*",))
+    server.presence._clientIds = ClientIds("3fa9c1d2")
+    server.addFilter(docsLoginFilter())
+    alice, bob, anon = FakeClient(server), FakeClient(server), FakeClient(server)
+    send(alice, "LHTTP/1.0 enter\nlogin:alice\nsubscribe:room.42\n\n")
+    send(bob, "LHTTP/1.0 enter\nlogin:bob\nsubscribe:room.42\n\n")
+    send(anon, "LHTTP/1.0 enter\nsubscribe:room.42\n\n")
+    for words in ["self:3fa9c1d2-2", "clients:3", "reason:no presence"]:
+        request, reply = docsSample(words)
+        bob.flush()
+        bob.clear()
+        bob.receive(request)
+        assert bob.payloads() == [reply], words
+    join, leave = docsSample("LHTTP/1.0 leave")
+    assert alice.payloads()[0] == join
+    alice.clear()
+    anon.disconnect()
+    assert alice.payloads() == [leave]
+
+
+def test_docsLoginFilter():
+    server = memoryServer(presence=("room.*",))
+    server.addFilter(docsLoginFilter())
+    client = FakeClient(server)
+    send(client, "LHTTP/1.0 enter\nlogin:zoe\nsubscribe:room.1\n\n")
+    send(client, "LHTTP/1.0 presence\nchannel:room.1\n\n")
+    assert listing(last(client)) == [(server.presence.clientOf(client.connection), "zoe")]

@@ -103,6 +103,12 @@ CODE_BLOCKS = {
     ("docs/performance.rst", "python bench/loadgen.py -url ws://127.0.0.1:8081/ -subs 100 "): ranBy(
         "tests/test_bench.py::test_loadgenAccountsForEveryDelivery", "the same command on a test node's URL"),
     ("docs/performance.rst", "elapsed_s="): notRunnable("a sample result line"),
+    ("docs/presence.rst", "class LoginFilter"): ranBy("tests/test_presence.py::test_docsLoginFilter"),
+    ("docs/presence.rst", "self:3fa9c1d2-2"): ranBy(
+        "tests/test_presence.py::test_docsSamples", "a node's replies compared byte for byte"),
+    ("docs/presence.rst", "clients:3"): ranBy("tests/test_presence.py::test_docsSamples"),
+    ("docs/presence.rst", "reason:no presence"): ranBy("tests/test_presence.py::test_docsSamples"),
+    ("docs/presence.rst", "LHTTP/1.0 leave"): ranBy("tests/test_presence.py::test_docsSamples"),
     ("docs/protocol.rst", "<name>:<value>"): notRunnable("the message format, not a message"),
     ("docs/protocol.rst", "publish:channel_jack"): WIRE_SAMPLE,
     ("docs/protocol.rst", "subscribe:room42"): WIRE_SAMPLE,
