@@ -53,11 +53,21 @@ async def request(c, command, channel, others=None, timeout=10):
     Send a presence request; return its reply, keeping what arrived
     before it in C{others}.
     """
+    reply = await answer(c, command, channel, others, timeout)
+    assert reply.command == command, reply.toBytes()
+    return reply
+
+
+async def answer(c, command, channel, others=None, timeout=10):
+    """
+    Send a presence request; return its reply or error reply.
+    """
     c.send(command, [("channel", channel)])
     while True:
         message = await c.nextMessage(timeout)
-        if message.command in (command, "error"):
-            assert message.command == command, message.toBytes()
+        if message.command == command or (
+            message.command == "error" and message.getHeader("command") == command
+        ):
             return message
         if others is not None:
             others.append(message)
@@ -154,3 +164,40 @@ async def test_presenceAcrossNodesAndACrashedNode(cluster):
     clients[0].transport.loseConnection()
     leaves = await untilEvents(watcher, 8, seen)
     assert leaves[-1] == ("leave", ann[2], "ann")
+
+
+@pytest_twisted.ensureDeferred
+async def test_presenceOutlivesANATSRestartThatLostTheBucket(tmp_path, startNode):
+    """
+    While NATS is away a presence request gets a 503; when a nats-server
+    that lost its store comes back, the node makes the bucket again and
+    writes its entries again, and keeps them there.
+    """
+    nats = NATSServer(args=["-js", "-sd", str(tmp_path / "first")]).waitReady()
+    try:
+        node = startNode("--nats", nats.url, "--presence", "room.*", "--presence-ttl", str(TTL))
+        await untilHealth(node, 200)
+        ann = await client(node.url)
+        ann.subscribe("room.1")
+        await barrier(ann)
+        expected = {((await request(ann, "presence", "room.1")).getHeader("self"), None)}
+        assert listing(await request(ann, "presence", "room.1")) == expected
+
+        nats.kill()
+        refused = await answer(ann, "presence", "room.1")
+        assert (refused.command, refused.getHeader("status")) == ("error", "503")
+
+        nats = NATSServer(nats.port, nats.monitorPort,
+                          ["-js", "-sd", str(tmp_path / "second")]).waitReady()
+
+        async def listed():
+            reply = await answer(ann, "presence", "room.1")
+            return reply.command == "presence" and listing(reply) == expected
+
+        await eventually(listed, timeout=TTL + 10, what="the entry written again")
+        until = time.monotonic() + 2 * TTL
+        while time.monotonic() < until:
+            assert listing(await request(ann, "presence", "room.1")) == expected
+            await deferLater(reactor, 0.5)
+    finally:
+        nats.stop()
