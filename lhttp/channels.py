@@ -225,12 +225,21 @@ class Channels:
         """
         self._recovering[(subscriber, channel)] = []
 
+    def isRecovering(self, subscriber, channel):
+        """
+        Whether C{subscriber}'s live messages of C{channel} are held (it
+        did not leave meanwhile).
+        """
+        return isinstance(self._recovering.get((subscriber, channel)), list)
+
     def recovered(self, subscriber, channel, recovery):
         """
         Write the history read for C{subscriber} (L{lhttp.history.Recovery}),
         then what arrived live meanwhile past it, and go live.
         """
-        held = self._recovering.pop((subscriber, channel), [])
+        held = self._recovering.pop((subscriber, channel), None)
+        if not isinstance(held, list):
+            return
         last = 0
         for offset, payload in recovery.messages:
             stamped = stamp(payload, channel, offset, recovery.epoch)
@@ -242,5 +251,5 @@ class Channels:
             if offset > last:
                 subscriber.sendPreparedMessage(prepared)
                 last = offset
-        if channel in self._subscribers and subscriber in self._subscribers[channel]:
+        if last and subscriber in self._subscribers.get(channel, ()):
             self._recovering[(subscriber, channel)] = last

@@ -16,6 +16,12 @@ was subscribed to::
     client = ReconnectingClient(reactor, "ws://127.0.0.1:8081/", onMessage=print)
     client.startService()
     client.subscribe(["room"])
+
+On history channels (a node run with C{--history}) L{ReconnectingClient}
+also remembers the last offset and epoch it saw on each channel, subscribes
+again with C{since}/C{epoch} so the node sends what was missed, drops
+messages it has already seen, and reports each recovery to C{onRecovery};
+C{history(channel, limit)} reads a channel's last messages.
 """
 
 import itertools
@@ -23,6 +29,7 @@ import math
 import os
 from collections import deque
 
+import attr
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from hyperlink import URL
 from twisted.application.internet import ClientService, backoffPolicy
@@ -33,7 +40,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.logger import Logger
 
 from lhttp.channels import isText
-from lhttp.codec import Message, parse
+from lhttp.codec import Message, parse, parseMultipart
 from lhttp.errors import LHTTPError
 
 SYNC_COMMAND = "lhttp-sync"
@@ -49,6 +56,84 @@ class NotConnected(Exception):
     A L{ReconnectingClient} was asked to send while it has no connection.
     Nothing was sent.
     """
+
+
+class ErrorReply(Exception):
+    """
+    The server answered a request with an error reply (C{LHTTP/1.0 error}).
+
+    @ivar status: its C{status} (an L{int}; 0 if missing).
+    @ivar reason: its C{reason}.
+    @ivar message: the whole reply, a L{Message}.
+    """
+
+    def __init__(self, message):
+        status = message.getHeader("status") or ""
+        self.status = int(status) if status.isdigit() else 0
+        self.reason = message.getHeader("reason") or "error"
+        self.message = message
+        Exception.__init__(self, f"{self.status} {self.reason}: {message.body.decode(errors='replace')}")
+
+
+def _offset(text):
+    return int(text) if text is not None and text.isdigit() else None
+
+
+@attr.s(frozen=True)
+class RecoveryReport:
+    """
+    What a C{recovery} reply said about one channel a subscribe asked to
+    recover.
+
+    @ivar channel: the channel.
+    @ivar recovered: whether every message after C{since} follows (false:
+        some are no longer kept, or the epoch changed).
+    @ivar history: whether the channel keeps history at all.
+    @ivar epoch: the channel's epoch now (L{None} without history).
+    @ivar since: the offset asked from.
+    @ivar count: how many kept messages follow.
+    @ivar offset: the channel's newest offset.
+    """
+
+    channel = attr.ib()
+    recovered = attr.ib()
+    history = attr.ib()
+    epoch = attr.ib()
+    since = attr.ib()
+    count = attr.ib()
+    offset = attr.ib()
+
+    @classmethod
+    def fromMessage(cls, message):
+        return cls(
+            channel=message.getHeader("channel"),
+            recovered=message.getHeader("recovered") == "true",
+            history=message.getHeader("history") != "none",
+            epoch=message.getHeader("epoch"),
+            since=_offset(message.getHeader("since")),
+            count=_offset(message.getHeader("count")),
+            offset=_offset(message.getHeader("offset")),
+        )
+
+
+class HistoryMessages(list):
+    """
+    The reply to a C{history} request: its messages (L{Message}s, oldest
+    first, each with its C{channel}, C{offset} and C{epoch} headers), and
+    about the channel: C{channel}, C{epoch}, C{offset} (the newest) and
+    C{complete} (false: older messages are gone).
+    """
+
+    @classmethod
+    def fromReply(cls, reply):
+        offsets = reply.getHeader("multipart")
+        parts = parseMultipart(reply.body, offsets) if offsets else ()
+        messages = cls(parse(part.body) for part in parts)
+        messages.channel = reply.getHeader("channel")
+        messages.epoch = reply.getHeader("epoch")
+        messages.offset = _offset(reply.getHeader("offset"))
+        messages.complete = reply.getHeader("complete") == "true"
+        return messages
 
 
 class _Inbox:
@@ -106,6 +191,8 @@ class LHTTPClientProtocol(WebSocketClientProtocol):
         WebSocketClientProtocol.__init__(self)
         self._inbox = _Inbox()
         self._syncs = {}
+        # [channel, Deferred or None (given up on)] of history requests sent.
+        self._histories = []
         self.opened = Deferred()
         self.closed = Deferred()
         self.closeCode = None
@@ -120,6 +207,8 @@ class LHTTPClientProtocol(WebSocketClientProtocol):
             self.log.failure("The server sent a message that does not parse")
             return
         if self._syncs and self._isSyncReply(message):
+            return
+        if self._histories and self._isHistoryReply(message):
             return
         if self.onLHTTPMessage is not None:
             self.onLHTTPMessage(message)
@@ -151,6 +240,37 @@ class LHTTPClientProtocol(WebSocketClientProtocol):
             waiting.callback(None)
         return True
 
+    def _isHistoryReply(self, message):
+        """
+        Take the answer to one of this connection's history requests: a
+        C{history} reply for its channel, or an error reply to it. The
+        server answers a connection's requests in order, so it answers
+        the oldest not yet answered (for that channel).
+
+        @return: whether C{message} was such an answer.
+        """
+        if message.command == "error":
+            if message.getHeader("command") != "history":
+                return False
+            index = 0
+        elif message.command == "history":
+            channel = message.getHeader("channel")
+            index = next((i for i, (c, _) in enumerate(self._histories) if c == channel), None)
+            if index is None:
+                return False
+        else:
+            return False
+        _, waiting = self._histories.pop(index)
+        if waiting is not None:
+            if message.command == "error":
+                waiting.errback(ErrorReply(message))
+            else:
+                try:
+                    waiting.callback(HistoryMessages.fromReply(message))
+                except LHTTPError as e:
+                    waiting.errback(e)
+        return True
+
     def onClose(self, wasClean, code, reason):
         self.closeCode = code
         if not self.opened.called:
@@ -158,6 +278,10 @@ class LHTTPClientProtocol(WebSocketClientProtocol):
         self._inbox.fail(ConnectionDone(f"closed: {code} {reason}"))
         syncs, self._syncs = self._syncs, {}
         for waiting in syncs.values():
+            if waiting is not None:
+                waiting.errback(ConnectionDone(f"closed: {code} {reason}"))
+        histories, self._histories = self._histories, []
+        for _, waiting in histories:
             if waiting is not None:
                 waiting.errback(ConnectionDone(f"closed: {code} {reason}"))
         self.closed.callback((wasClean, code, reason))
@@ -201,6 +325,27 @@ class LHTTPClientProtocol(WebSocketClientProtocol):
         if channel in self._syncs:
             self._syncs[channel] = None
 
+    def history(self, channel, limit=None, timeout=None):
+        """
+        Read the last messages of a history channel.
+
+        @param limit: how many (default: the server's default and cap).
+        @return: a L{Deferred} firing with L{HistoryMessages}, failing with
+            L{ErrorReply} (404: the channel keeps no history),
+            L{TimeoutError} after C{timeout} or L{ConnectionDone}.
+        """
+        entry = [channel, None]
+        d = Deferred(lambda d: entry.__setitem__(1, None))
+        entry[1] = d
+        self._histories.append(entry)
+        headers = [("channel", channel)]
+        if limit is not None:
+            headers.append(("limit", str(limit)))
+        self.send("history", headers)
+        if timeout is not None:
+            d.addTimeout(timeout, self.factory.reactor)
+        return d
+
     def sendLHTTP(self, message, isBinary=None):
         """
         Send a L{Message}, or raw bytes (sent as they are, valid or not).
@@ -217,8 +362,8 @@ class LHTTPClientProtocol(WebSocketClientProtocol):
     def send(self, command, headers=(), body=b""):
         self.sendLHTTP(Message(command, headers, body))
 
-    def subscribe(self, channels, command="subscribe"):
-        self.send(command, [("subscribe", _joined(channels))])
+    def subscribe(self, channels, command="subscribe", headers=()):
+        self.send(command, [("subscribe", _joined(channels)), *headers])
 
     def unsubscribe(self, channels, command="unsubscribe"):
         self.send(command, [("unsubscribe", _joined(channels))])
@@ -282,6 +427,14 @@ class ReconnectingClient(Service):
     it raises L{NotConnected} rather than queueing, so nothing is lost
     silently; L{subscribe} and L{unsubscribe} are remembered either way.
 
+    On history channels it remembers the last offset and epoch received
+    (L{position}) and subscribes again from there, so the node first sends
+    what was published while it was away; a message whose offset is not
+    newer than the last one seen (same epoch) is dropped, not delivered
+    (counted in C{duplicates}). C{recovery} replies are not delivered as
+    messages: each goes to C{onRecovery} as a L{RecoveryReport}, and the
+    latest per channel is kept in C{recoveries}.
+
     @ivar protocol: the open L{LHTTPClientProtocol}, or L{None}.
     @ivar connections: how many times it has connected.
     @ivar onMessage: L{None}, or a callable given each received L{Message}.
@@ -289,6 +442,9 @@ class ReconnectingClient(Service):
         connects, after the subscriptions were sent again.
     @ivar onDisconnect: L{None}, or a callable given C{(wasClean, code,
         reason)} each time an open connection closes.
+    @ivar onRecovery: L{None}, or a callable given a L{RecoveryReport}.
+    @ivar recoveries: C{{channel: RecoveryReport}}, the latest of each.
+    @ivar duplicates: how many messages were dropped as already seen.
     """
 
     protocolClass = LHTTPClientProtocol
@@ -313,7 +469,12 @@ class ReconnectingClient(Service):
         self.onMessage = onMessage
         self.onConnect = None
         self.onDisconnect = None
+        self.onRecovery = None
+        self.recoveries = {}
+        self.duplicates = 0
         self._subscriptions = {}
+        # channel -> (offset, epoch): the last message seen on a history channel.
+        self._positions = {}
         self._reactor = reactor
         self._inbox = _Inbox()
         factory = clientFactory(reactor, url, headers, self.protocolClass)
@@ -374,7 +535,8 @@ class ReconnectingClient(Service):
         protocol.closed.addCallback(self._closed, protocol)
         names = list(self._subscriptions)
         for start in range(0, len(names), RESUBSCRIBE_BATCH):
-            protocol.subscribe(names[start:start + RESUBSCRIBE_BATCH])
+            batch = names[start:start + RESUBSCRIBE_BATCH]
+            protocol.subscribe(batch, headers=self._resumeHeaders(batch))
         if self.onConnect is not None:
             self.onConnect(protocol)
         return protocol
@@ -385,7 +547,61 @@ class ReconnectingClient(Service):
             if self.onDisconnect is not None:
                 self.onDisconnect(how)
 
+    def _resumeHeaders(self, names):
+        """
+        The C{since} and C{epoch} headers that resume those of C{names}
+        with a known position.
+        """
+        since, epochs = [], []
+        for name in names:
+            if name in self._positions:
+                offset, epoch = self._positions[name]
+                since.append(f"{name}={offset}")
+                if epoch:
+                    epochs.append(f"{name}={epoch}")
+        headers = []
+        if since:
+            headers.append(("since", " ".join(since)))
+        if epochs:
+            headers.append(("epoch", " ".join(epochs)))
+        return headers
+
+    def _recovery(self, message):
+        report = RecoveryReport.fromMessage(message)
+        channel = report.channel
+        if channel in self._subscriptions:
+            if not report.history:
+                self._positions.pop(channel, None)
+            elif self._positions.get(channel, (0, None))[1] != report.epoch:
+                # A new epoch: offsets start again; all it kept follows.
+                self._positions[channel] = (0, report.epoch)
+        self.recoveries[channel] = report
+        if self.onRecovery is not None:
+            self.onRecovery(report)
+
+    def _isDuplicate(self, message):
+        """
+        Whether a history channel's message was seen already; if not,
+        note its position.
+        """
+        offset = _offset(message.getHeader("offset"))
+        channel = message.getHeader("channel")
+        if offset is None or channel not in self._subscriptions:
+            return False
+        epoch = message.getHeader("epoch")
+        seen = self._positions.get(channel)
+        if seen is not None and seen[1] == epoch and offset <= seen[0]:
+            return True
+        self._positions[channel] = (offset, epoch)
+        return False
+
     def _received(self, message):
+        if message.command == "recovery":
+            self._recovery(message)
+            return
+        if self._isDuplicate(message):
+            self.duplicates += 1
+            return
         if self.onMessage is not None:
             self.onMessage(message)
         else:
@@ -405,22 +621,61 @@ class ReconnectingClient(Service):
         """
         return self._inbox.get(timeout, self._reactor)
 
-    def subscribe(self, channels):
+    def subscribe(self, channels, since=None):
         """
         Subscribe now if connected, and after every reconnect.
+
+        @param since: for history channels, the offset to receive kept
+            messages after (C{0}: all it keeps) before live ones. Without
+            it a channel with a known L{position} resumes from there.
         """
         names = [n for n in _names(channels) if n not in self._subscriptions]
         for name in names:
             self._subscriptions[name] = None
         if names and self.protocol is not None:
-            self.protocol.subscribe(names)
+            if since is None:
+                headers = self._resumeHeaders(names)
+            else:
+                headers = [("since", str(since))]
+            self.protocol.subscribe(names, headers=headers)
 
     def unsubscribe(self, channels):
+        """
+        Unsubscribe, and forget the channels' positions: subscribing again
+        later starts afresh.
+        """
         names = [n for n in _names(channels) if n in self._subscriptions]
         for name in names:
             del self._subscriptions[name]
+            self._positions.pop(name, None)
         if names and self.protocol is not None:
             self.protocol.unsubscribe(names)
+
+    def position(self, channel):
+        """
+        @return: C{(offset, epoch)} of the last message seen on a history
+            channel, or L{None}.
+        """
+        return self._positions.get(channel)
+
+    def setPosition(self, channel, offset, epoch=None):
+        """
+        Resume C{channel} from a position saved earlier: the next
+        subscribe to it (or reconnect) asks for what came after.
+        """
+        if not isinstance(offset, int) or offset < 0:
+            raise ValueError("an offset is a non-negative integer")
+        self._positions[channel] = (offset, epoch)
+
+    def history(self, channel, limit=None, timeout=None):
+        """
+        @return: L{LHTTPClientProtocol.history} on the current connection,
+            or a failed L{Deferred} (L{NotConnected}).
+        """
+        try:
+            return self._connected().history(channel, limit, timeout)
+        except NotConnected:
+            return fail()
 
     def send(self, command, headers=(), body=b""):
         """
@@ -446,9 +701,12 @@ class ReconnectingClient(Service):
 
 
 __all__ = [
+    "ErrorReply",
+    "HistoryMessages",
     "LHTTPClientProtocol",
     "NotConnected",
     "ReconnectingClient",
+    "RecoveryReport",
     "TimeoutError",
     "connect",
 ]

@@ -248,42 +248,39 @@ class Config:
 
     # History.
     history = _field(
-        (), "--history", "Keep history for channels matching PATTERN (NATS-style: room.*, "
-        "news.>): PATTERN=N keeps the last N messages per channel, PATTERN=N,AGE also drops "
-        "older than AGE (90s, 15m, 1h, 7d). Their messages carry offset and epoch headers; "
-        "subscribers recover with since/epoch; 'history' requests read them. Repeatable. "
-        "Embedded broker: in memory; with --nats: JetStream.", repeat=_retention, show="none",
+        (), "--history", "Keep the last N messages (and none older than AGE: 90s, 15m, 1h, "
+        "7d) of channels matching PATTERN (room.*, news.>), as PATTERN=N[,AGE]; clients "
+        "recover them (docs/history.rst). Repeatable. In memory, or JetStream with --nats.",
+        repeat=_retention, show="none",
     )
     historyStream = _field(
-        "LHTTP_HISTORY", "--history-stream", "The JetStream stream that holds history with "
-        "--nats (created or updated at startup).",
+        "LHTTP_HISTORY", "--history-stream", "The JetStream stream of the history, with "
+        "--nats (made or updated at startup).",
     )
     historyMaxBytes = _field(
-        64 * MiB, "--history-max-bytes", "Bytes of history a node keeps in memory (embedded "
-        "broker) or the stream keeps (JetStream); the oldest go first.", show="64 MiB",
+        64 * MiB, "--history-max-bytes", "Bytes of history kept, in memory or in the "
+        "stream; the oldest go first.", show="64 MiB",
         validator=_positive,
     )
 
     # Presence.
     presence = _field(
-        (), "--presence", "Track who is subscribed to channels matching PATTERN (NATS-style: "
-        "room.*, news.>), cluster-wide: 'presence' and 'presence-stats' requests list and "
-        "count them. Repeatable. Embedded broker: in memory; with --nats: a JetStream "
-        "key-value bucket.", repeat=_presencePattern, show="none", validator=_presencePatterns,
+        (), "--presence", "List who is subscribed to channels matching PATTERN, cluster-wide "
+        "(docs/presence.rst). Repeatable. In memory, or JetStream key-value with --nats.",
+        repeat=_presencePattern, show="none", validator=_presencePatterns,
     )
     presenceEvents = _field(
-        (), "--presence-events", "Send 'join' and 'leave' messages to the subscribers of "
-        "channels matching PATTERN when someone subscribes, unsubscribes or disconnects. "
-        "Repeatable.", repeat=_presencePattern, show="none", validator=_presencePatterns,
+        (), "--presence-events", "Send join and leave messages to the subscribers of channels "
+        "matching PATTERN. Repeatable.", repeat=_presencePattern, show="none",
+        validator=_presencePatterns,
     )
     presenceTTL = _field(
-        15.0, "--presence-ttl", "With --nats, seconds after which a crashed node's "
-        "presence entries expire (each node refreshes its own every third of it).",
+        15.0, "--presence-ttl", "Seconds a crashed node's presence entries last, with --nats.",
         show="15 s", validator=_positive,
     )
     presenceBucket = _field(
-        "LHTTP_PRESENCE", "--presence-bucket", "The JetStream key-value bucket that holds "
-        "presence with --nats (created at startup).", validator=_bucketName,
+        "LHTTP_PRESENCE", "--presence-bucket", "The JetStream key-value bucket of presence, "
+        "with --nats.", validator=_bucketName,
     )
 
     # Upstream.

@@ -13,6 +13,7 @@ from zope.interface import implementer
 
 from lhttp.codec import Message, errorReply, isText, serialize
 from lhttp.errors import TooManySubscriptions
+from lhttp.history import recoveryPlan, recoveryReply
 from lhttp.interfaces import IConnection
 
 
@@ -154,11 +155,13 @@ class Connection:
     def checkChannels(self, channels):
         return self._pubsub.checkChannels(channels)
 
-    def checkPublishChannels(self, channels):
-        return self._pubsub.checkPublishChannels(channels)
+    def checkPublishChannels(self, channels, message=None):
+        return self._pubsub.checkPublishChannels(channels, message)
 
-    def subscribe(self, channels):
-        names = [c for c in self._pubsub.checkChannels(channels) if c not in self._subscriptions]
+    def subscribe(self, channels, since=None, epoch=None):
+        checked = self._pubsub.checkChannels(channels)
+        recover = recoveryPlan(checked, since, epoch)
+        names = [c for c in checked if c not in self._subscriptions]
         limit = self._maxSubscriptions
         if len(self._subscriptions) + len(names) > limit:
             raise TooManySubscriptions(
@@ -166,7 +169,16 @@ class Connection:
             )
         for name in names:
             self._subscriptions[name] = None
-        return self._pubsub.subscribe(self._writer, names)
+        if not recover:
+            return self._pubsub.subscribe(self._writer, names)
+        command = self._message.command if self._message is not None else "subscribe"
+
+        def announce(channel, recovery, since):
+            self.sendMessage(recoveryReply(channel, recovery, since, command))
+
+        return self._pubsub.subscribe(
+            self._writer, names, {n: recover[n] for n in names if n in recover}, announce
+        )
 
     def unsubscribe(self, channels):
         names = [c for c in self._pubsub.checkChannels(channels) if c in self._subscriptions]

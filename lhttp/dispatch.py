@@ -131,6 +131,7 @@ class Dispatcher:
         self.maxQueuedMessages = maxQueuedMessages
         self._parse = parse
         self._processors = {}
+        self._builtins = set()
         self._filters = []
         self._pipelines = {}
         # Connection -> its Pipeline, while open.
@@ -139,17 +140,22 @@ class Dispatcher:
 
     # The registry.
 
-    def addProcessor(self, command, processor):
+    def addProcessor(self, command, processor, builtin=False):
         """
         Register C{processor} for messages whose command is C{command}.
 
+        @param builtin: it is the node's own (C{history}...): an
+            application's processor for the command replaces it.
         @raise TypeError: if it does not provide L{IProcessor}.
         @raise ValueError: if the command has a processor already.
         """
         if not IProcessor.providedBy(processor):
             raise TypeError(f"{processor!r} does not provide IProcessor")
-        if command in self._processors:
+        if command in self._processors and command not in self._builtins:
             raise ValueError(f"command {command!r} already has a processor")
+        self._builtins.discard(command)
+        if builtin:
+            self._builtins.add(command)
         self._processors[command] = processor
         self._pipelines.clear()
 

@@ -59,6 +59,25 @@ class BadHeader(LHTTPError):
     reason = "bad header"
 
 
+class ReservedHeader(LHTTPError):
+    """
+    A publish carries a header only the node may set (C{offset}, C{epoch}:
+    a history channel's positions).
+    """
+
+    status = 400
+    reason = "reserved header"
+
+
+class NoHistory(LHTTPError):
+    """
+    A C{history} request for a channel that keeps none.
+    """
+
+    status = 404
+    reason = "no history"
+
+
 class BadChannel(LHTTPError):
     """
     A channel name is empty, too long, or contains wildcards or spaces.

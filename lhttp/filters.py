@@ -9,12 +9,15 @@ happens. (C{multipart} is split when the message is parsed, and
 C{upstream} is L{lhttp.upstream.filter.UpstreamFilter}.)
 """
 
+from lhttp.history import recoveryPlan
 from lhttp.processor import HeaderFilter
 
 
 class SubscribeFilter(HeaderFilter):
     """
-    C{subscribe: a b}: the connection receives what is published to each.
+    C{subscribe: a b}: the connection receives what is published to each;
+    with C{since} (and C{epoch}), a history channel is recovered first
+    (L{lhttp.history}).
     """
 
     headers = ("subscribe",)
@@ -22,14 +25,18 @@ class SubscribeFilter(HeaderFilter):
     def beforeRequest(self, connection, message):
         value = message.getHeader("subscribe")
         if value is not None:
-            connection.checkChannels(value)
+            names = connection.checkChannels(value)
+            recoveryPlan(names, message.getHeader("since"), message.getHeader("epoch"))
 
     def afterRequest(self, connection, message):
         value = message.getHeader("subscribe")
         if value is not None:
             # A Deferred here holds this connection's next messages until
-            # the subscription reaches the whole cluster.
-            return connection.subscribe(value)
+            # the subscription reaches the whole cluster (and, with since,
+            # until the history is written).
+            return connection.subscribe(
+                value, message.getHeader("since"), message.getHeader("epoch")
+            )
 
 
 class PublishFilter(HeaderFilter):
@@ -43,7 +50,7 @@ class PublishFilter(HeaderFilter):
     def beforeRequest(self, connection, message):
         value = message.getHeader("publish")
         if value is not None:
-            connection.checkPublishChannels(value)
+            connection.checkPublishChannels(value, message)
 
     def afterRequest(self, connection, message):
         value = message.getHeader("publish")

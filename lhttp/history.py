@@ -35,7 +35,8 @@ from twisted.internet.defer import succeed
 from zope.interface import Attribute, Interface, implementer
 
 from lhttp.codec import Message, Part, serializeMultipart
-from lhttp.errors import BadHeader
+from lhttp.errors import BadHeader, NoHistory
+from lhttp.interfaces import IProcessor
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -139,6 +140,10 @@ class HistoryPolicy:
         return found
 
 
+# What stamp adds, and only the node may set on a published message.
+POSITION_HEADERS = ("offset", "epoch")
+
+
 def stamp(payload, channel, offset, epoch):
     """
     A published message as a history channel's subscribers get it: the
@@ -205,19 +210,38 @@ class IHistory(Interface):
 class MemoryHistory:
     """
     History in memory, for the embedded broker: per channel a bounded
-    deque of C{(offset, time, payload)}; the epoch is new at every start.
+    deque of C{(offset, time, payload)}, and a byte budget over all of
+    them. Offsets come from one node-wide sequence, as JetStream's stream
+    sequences do: they increase within a channel, not always by one. The
+    epoch is new at every start.
     """
 
-    def __init__(self, policy, clock=None):
+    # Channels whose messages are all gone are forgotten; the highest
+    # offset each had is remembered for this many of them (beyond that, a
+    # floor for all).
+    forgetLimit = 100000
+
+    def __init__(self, policy, clock=None, maxBytes=64 * 1024 * 1024):
         """
         @param policy: the L{HistoryPolicy}.
-        @param clock: C{seconds()}, for the age limit (default: the
-            reactor's notion via L{time.time}).
+        @param clock: an L{twisted.internet.interfaces.IReactorTime}, for
+            the age limit (default: L{time.time}).
+        @param maxBytes: payload bytes kept across all channels; the
+            oldest message of all goes first.
         """
         self.policy = policy
         self.epoch = newEpoch()
+        self.maxBytes = maxBytes
+        self.bytes = 0
+        self.count = 0
+        self.sequence = 0
         self._seconds = clock.seconds if clock is not None else time.time
         self._channels = {}
+        self._forgotten = {}
+        self._forgottenFloor = 0
+        # (channel, offset, size) of every message kept, oldest first: what
+        # goes when the byte budget is spent.
+        self._order = deque()
 
     def append(self, channel, retention, payload):
         """
@@ -228,9 +252,59 @@ class MemoryHistory:
         kept = self._channels.get(channel)
         if kept is None:
             kept = self._channels[channel] = _Kept(retention.messages)
-        kept.top += 1
-        kept.messages.append((kept.top, self._seconds(), payload))
-        return kept.top
+            kept.dropped = self._forgotten.pop(channel, self._forgottenFloor)
+        self.sequence += 1
+        offset = kept.top = self.sequence
+        messages = kept.messages
+        if len(messages) == messages.maxlen:
+            self._drop(kept)
+        messages.append((offset, self._seconds(), payload))
+        size = len(payload)
+        self.bytes += size
+        self.count += 1
+        order = self._order
+        order.append((channel, offset))
+        if self.bytes > self.maxBytes:
+            self._evict()
+        elif len(order) > 2 * self.count + 1000:
+            # Entries of messages the count or age limits dropped.
+            channels = self._channels
+            self._order = deque(
+                entry for entry in order
+                if (k := channels.get(entry[0])) is not None and k.messages
+                and k.messages[0][0] <= entry[1]
+            )
+        return offset
+
+    def _drop(self, kept):
+        offset, _, payload = kept.messages.popleft()
+        kept.dropped = offset
+        self.bytes -= len(payload)
+        self.count -= 1
+
+    def _evict(self):
+        """
+        The oldest messages of all go until the byte budget holds; channels
+        left empty are forgotten.
+        """
+        order = self._order
+        channels = self._channels
+        while order and self.bytes > self.maxBytes:
+            channel, offset = order.popleft()
+            kept = channels.get(channel)
+            if kept is None or not kept.messages or kept.messages[0][0] != offset:
+                continue
+            self._drop(kept)
+            if not kept.messages:
+                self._forget(channel, kept)
+
+    def _forget(self, channel, kept):
+        del self._channels[channel]
+        forgotten = self._forgotten
+        forgotten[channel] = kept.dropped
+        if len(forgotten) > self.forgetLimit:
+            oldest = next(iter(forgotten))
+            self._forgottenFloor = max(self._forgottenFloor, forgotten.pop(oldest))
 
     def _trim(self, channel):
         kept = self._channels.get(channel)
@@ -240,37 +314,43 @@ class MemoryHistory:
         if retention is not None and retention.maxAge is not None:
             oldest = self._seconds() - retention.maxAge
             while kept.messages and kept.messages[0][1] < oldest:
-                kept.messages.popleft()
+                self._drop(kept)
         return kept
+
+    def _droppedAfter(self, channel, kept):
+        if kept is not None:
+            return kept.dropped
+        return self._forgotten.get(channel, self._forgottenFloor)
 
     def read(self, channel, since, epoch):
         kept = self._trim(channel)
-        if kept is None:
-            return succeed(Recovery(self.epoch, epoch in (None, self.epoch) and since == 0, (), 0))
-        first = kept.messages[0][0] if kept.messages else kept.top + 1
         sameEpoch = epoch is None or epoch == self.epoch
         if not sameEpoch:
             since = 0
-        complete = sameEpoch and since >= first - 1
+        complete = sameEpoch and since >= self._droppedAfter(channel, kept)
+        if kept is None:
+            return succeed(Recovery(self.epoch, complete, (), 0))
         messages = tuple((offset, payload) for offset, _, payload in kept.messages if offset > since)
         return succeed(Recovery(self.epoch, complete, messages, kept.top))
 
     def last(self, channel, count):
         kept = self._trim(channel)
         if kept is None:
-            return succeed(Recovery(self.epoch, True, (), 0))
+            return succeed(Recovery(self.epoch, self._droppedAfter(channel, None) == 0, (), 0))
         messages = tuple((offset, payload) for offset, _, payload in itertools.islice(
             reversed(kept.messages), count))[::-1]
-        first = messages[0][0] if messages else kept.top + 1
-        return succeed(Recovery(self.epoch, first == 1, messages, kept.top))
+        complete = len(messages) == len(kept.messages) and kept.dropped == 0
+        return succeed(Recovery(self.epoch, complete, messages, kept.top))
 
 
 class _Kept:
-    __slots__ = ("messages", "top")
+    __slots__ = ("messages", "top", "dropped")
 
     def __init__(self, limit):
         self.messages = deque(maxlen=limit)
         self.top = 0
+        # The newest offset no longer kept (0: none was dropped).
+        self.dropped = 0
 
 
 def parseSince(value, names):
@@ -306,6 +386,35 @@ def offsetOf(text):
     return int(text)
 
 
+def recoveryPlan(names, since, epoch):
+    """
+    What a subscribe asks to recover: C{since} and C{epoch} as header
+    values (see L{parseSince}) or already C{{channel: value}} / a single
+    value.
+
+    @return: C{{channel: (since, epoch)}}, empty without C{since}.
+    @raise BadHeader: a malformed value.
+    """
+    if since is None:
+        return {}
+    offsets = _perChannel(since, names)
+    epochs = _perChannel(epoch, names)
+    return {name: (offsetOf(str(value)), epochs.get(name)) for name, value in offsets.items()}
+
+
+def _perChannel(value, names):
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        unknown = set(value) - set(names)
+        if unknown:
+            raise BadHeader(f"{sorted(unknown)[0]!r} is not among the channels subscribed to")
+        return dict(value)
+    if isinstance(value, int):
+        return {name: value for name in names}
+    return parseSince(value, names)
+
+
 def historyReply(channel, recovery, command="history"):
     """
     The reply to a C{history} request: the messages as the parts of a
@@ -334,12 +443,65 @@ def recoveryReply(channel, recovery, since, command):
     What a subscriber that asked to recover gets first: whether nothing
     was lost, and what follows.
     """
-    return Message("recovery", [
+    headers = [
         ("channel", channel),
         ("recovered", "true" if recovery.complete else "false"),
-        ("epoch", recovery.epoch),
+    ]
+    if recovery.epoch is not None:
+        headers.append(("epoch", recovery.epoch))
+    else:
+        # No history kept for it (or it could not be read).
+        headers.append(("history", "none"))
+    headers += [
         ("since", str(since)),
         ("count", str(len(recovery.messages))),
         ("offset", str(recovery.top)),
         ("command", command),
-    ], b"")
+    ]
+    return Message("recovery", headers, b"")
+
+
+@implementer(IProcessor)
+class HistoryProcessor:
+    """
+    The C{history} request: C{channel} names a history channel, C{limit}
+    how many of its last messages (default and at most L{maxLimit}). The
+    reply (L{historyReply}) carries them as multipart parts.
+    """
+
+    maxLimit = 1000
+
+    def __init__(self, history, checkChannels):
+        """
+        @param history: the L{IHistory}.
+        @param checkChannels: L{lhttp.interfaces.IPubSub.checkChannels}.
+        """
+        self._history = history
+        self._checkChannels = checkChannels
+
+    def onOpen(self, connection):
+        pass
+
+    def onClose(self, connection):
+        pass
+
+    def onMessage(self, connection, message):
+        value = message.getHeader("channel")
+        if value is None:
+            raise BadHeader("a history request names its channel in a channel header")
+        names = self._checkChannels(value)
+        if len(names) != 1:
+            raise BadHeader("a history request names one channel")
+        channel = names[0]
+        if self._history.policy.retentionFor(channel) is None:
+            raise NoHistory(f"{channel!r} keeps no history (see --history)")
+        limit = message.getHeader("limit")
+        if limit is None:
+            count = self.maxLimit
+        else:
+            count = offsetOf(limit)
+            if not 1 <= count <= self.maxLimit:
+                raise BadHeader(f"limit is between 1 and {self.maxLimit}")
+        return self._history.last(channel, count).addCallback(
+            lambda recovery: connection.sendMessage(historyReply(channel, recovery, message.command))
+        )

@@ -126,17 +126,26 @@ class IConnection(Interface):
         @raise lhttp.errors.BadChannel: a bad name, or none.
         """
 
-    def checkPublishChannels(channels):
+    def checkPublishChannels(channels, message=None):
         """
-        L{checkChannels}, and no more than one publish may name.
+        L{checkChannels}, and no more than one publish may name; with the
+        message, that it carries no header only the node may set.
 
         @raise lhttp.errors.TooManyChannels: too many.
+        @raise lhttp.errors.ReservedHeader: C{offset} or C{epoch} on a
+            node that keeps history.
         """
 
-    def subscribe(channels):
+    def subscribe(channels, since=None, epoch=None):
         """
         Receive what is published to each channel (an iterable of names, or
         one space-separated string).
+
+        With C{since} (an offset, or C{{channel: offset}}), a channel that
+        keeps history is recovered first: the client gets a C{recovery}
+        message, then every retained message after that offset, then live
+        ones, none twice (L{lhttp.history}). C{epoch} (a value, or
+        C{{channel: epoch}}) is the epoch the offsets belong to.
 
         @return: L{None}, or a L{Deferred} that fires once the subscriptions
             reach the whole cluster.
@@ -247,11 +256,14 @@ class IPubSub(Interface):
         @raise lhttp.errors.BadChannel: a bad name, or none.
         """
 
-    def checkPublishChannels(channels):
+    def checkPublishChannels(channels, message=None):
         """
-        L{checkChannels}, and no more than one publish may name.
+        L{checkChannels}, and no more than one publish may name; with the
+        message, that it carries no header only the node may set.
 
         @raise lhttp.errors.TooManyChannels: too many.
+        @raise lhttp.errors.ReservedHeader: C{offset} or C{epoch} on a
+            node that keeps history.
         """
 
     def publishBytes(channels, payload, onFailure=None):
@@ -270,10 +282,15 @@ class IPubSub(Interface):
         Publish a new message (L{publishBytes} of its serialized form).
         """
 
-    def subscribe(subscriber, names):
+    def subscribe(subscriber, names, recover=None, announce=None):
         """
         @param subscriber: an L{ISubscriber}.
         @param names: checked names.
+        @param recover: C{{name: (since, epoch)}} for the names to recover
+            from history first.
+        @param announce: C{announce(channel, recovery, since)}, called
+            just before a recovered channel's history is written (the
+            connection sends its C{recovery} message).
         @return: L{None}, or a L{Deferred} that fires once the subscriptions
             reach the whole cluster.
         """
@@ -299,6 +316,10 @@ class IBroker(Interface):
     """
 
     ready = Attribute("L{True} while the broker can take publishes.")
+    history = Attribute(
+        "The L{lhttp.history.IHistory} of the channels that keep history, or L{None} "
+        "(no C{--history}; a broker that keeps none may leave it out)."
+    )
 
     def describe():
         """
@@ -309,8 +330,10 @@ class IBroker(Interface):
 
     def attach(deliver):
         """
-        @param deliver: C{deliver(channels, payload)} fans a payload out to
-            the local subscribers of each channel.
+        @param deliver: C{deliver(channels, payload, position=None)} fans a
+            payload out to the local subscribers of each channel; a message
+            of a history channel is delivered for that one channel with its
+            C{(epoch, offset)}.
         """
 
     def subscribe(channel):

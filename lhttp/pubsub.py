@@ -7,11 +7,14 @@ Connections, the reserved-header filters and C{POST /publish} are given a
 L{PubSub}, not the node: it is all of the node they need for channels.
 """
 
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from lhttp.channels import channelList
 from lhttp.codec import Message, serialize
-from lhttp.errors import BrokerUnavailable, TooManyChannels
+from lhttp.errors import BrokerUnavailable, ReservedHeader, TooManyChannels
+from lhttp.history import POSITION_HEADERS, Recovery
 from lhttp.interfaces import IPubSub
 
 
@@ -33,11 +36,20 @@ class PubSub:
         self._metrics = metrics
         self._maxChannelLength = maxChannelLength
         self._maxPublishChannels = maxPublishChannels
+        # With history, clients may not forge positions: a subscriber's SDK
+        # trusts them.
+        self._positions = getattr(broker, "history", None) is not None
 
     def checkChannels(self, channels):
         return channelList(channels, self._maxChannelLength)
 
-    def checkPublishChannels(self, channels):
+    def checkPublishChannels(self, channels, message=None):
+        if message is not None and self._positions:
+            for name in POSITION_HEADERS:
+                if message.getHeader(name) is not None:
+                    raise ReservedHeader(
+                        f"'{name}' is set by the node on history channels; a publish may not carry it"
+                    )
         names = channelList(channels, self._maxChannelLength)
         if len(names) > self._maxPublishChannels:
             raise TooManyChannels(
@@ -57,8 +69,48 @@ class PubSub:
     def publish(self, channels, command, headers=(), body=b"", onFailure=None):
         return self.publishBytes(channels, serialize(Message(command, headers, body)), onFailure)
 
-    def subscribe(self, subscriber, names):
-        return self.channels.add(subscriber, names)
+    log = Logger()
+
+    def subscribe(self, subscriber, names, recover=None, announce=None):
+        if not recover:
+            return self.channels.add(subscriber, names)
+        history = getattr(self.broker, "history", None)
+        channels = self.channels
+        recovering = []
+        for name in names:
+            if name not in recover:
+                continue
+            if history is not None and history.policy.retentionFor(name) is not None:
+                channels.holdLive(subscriber, name)
+                recovering.append(name)
+            else:
+                # Nothing kept: said so, and the subscription goes live.
+                announce(name, Recovery(None, False, (), 0), recover[name][0])
+        added = channels.add(subscriber, names)
+        if not recovering:
+            return added
+
+        def recoverOne(name):
+            since, epoch = recover[name]
+
+            def write(recovery):
+                if channels.isRecovering(subscriber, name):
+                    announce(name, recovery, since)
+                    channels.recovered(subscriber, name, recovery)
+
+            def failed(failure):
+                self.log.warn("Reading the history of {channel} failed: {error}",
+                              channel=name, error=failure.getErrorMessage())
+                write(Recovery(None, False, (), 0))
+
+            return maybeDeferred(history.read, name, since, epoch).addCallbacks(write, failed)
+
+        def readHistory(ignored):
+            return gatherResults([recoverOne(name) for name in recovering], consumeErrors=True)
+
+        if isinstance(added, Deferred):
+            return added.addCallback(readHistory)
+        return readHistory(None)
 
     def unsubscribe(self, subscriber, names):
         self.channels.remove(subscriber, names)

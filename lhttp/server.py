@@ -23,6 +23,7 @@ from lhttp.connection import Connection
 from lhttp.dispatch import Dispatcher
 from lhttp.errors import LHTTPError
 from lhttp.filters import standardFilters
+from lhttp.history import HistoryPolicy, HistoryProcessor, MemoryHistory
 from lhttp.metrics import UNREGISTERED, Metrics, MetricsResource
 from lhttp.pubsub import PubSub
 from lhttp.upstream.agent import NoUpstream
@@ -63,7 +64,14 @@ class LHTTPServer:
         """
         self.config = config = config if config is not None else Config()
         self.metrics = Metrics()
-        self.broker = broker if broker is not None else EmbeddedBroker()
+        if broker is None:
+            history = None
+            if config.history:
+                history = MemoryHistory(
+                    HistoryPolicy(config.history), reactor, config.historyMaxBytes
+                )
+            broker = EmbeddedBroker(history)
+        self.broker = broker
         self.hostPolicy = HostPolicy(config.allowHosts)
         self.connections = set()
         self.factory = LHTTPServerFactory(self._open, config, self.metrics, reactor=reactor)
@@ -85,6 +93,11 @@ class LHTTPServer:
         # was given): the clock upstream requests are timed with.
         self.dispatcher.addFilter(UpstreamFilter(self.upstream, self.factory.reactor, self.metrics))
         self._userFilters = 0
+        history = getattr(self.broker, "history", None)
+        if history is not None:
+            self.dispatcher.addProcessor(
+                "history", HistoryProcessor(history, self.pubsub.checkChannels), builtin=True
+            )
         # Who is subscribed (--presence, --presence-events): the
         # lhttp.presence.PresenceFilter, or None.
         self.presence = None

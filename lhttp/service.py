@@ -253,10 +253,13 @@ def makeService(options):
     broker = None
     if config.nats:
         from lhttp.brokers.nats import NATSBroker
+        from lhttp.history import HistoryPolicy
 
         broker = NATSBroker(
             config.nats, reactor, name=f"lhttp {socket.gethostname()} pid={os.getpid()}",
             prefix=config.natsPrefix,
+            history=HistoryPolicy(config.history) if config.history else None,
+            historyStream=config.historyStream, historyMaxBytes=config.historyMaxBytes,
         )
     presence = None
     if config.nats and config.presence:

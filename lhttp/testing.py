@@ -190,6 +190,9 @@ class RecordingBroker:
     @ivar published: C{(channels, payload)} in order.
     """
 
+    # It keeps no history.
+    history = None
+
     def __init__(self, ready=True):
         self.ready = ready
         self.subscribed = set()

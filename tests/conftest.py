@@ -44,3 +44,20 @@ def natsServer():
     server = NATSServer().waitReady()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def jetstream():
+    """
+    A real nats-server with JetStream and a file store in a temp folder
+    (C{restart()} keeps the folder and the ports).
+    """
+    import tempfile
+
+    from procs import NATSServer
+
+    store = tempfile.TemporaryDirectory(prefix="lhttp-js-")
+    server = NATSServer(args=["-js", "-sd", store.name]).waitReady()
+    yield server
+    server.stop()
+    store.cleanup()

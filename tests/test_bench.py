@@ -1,10 +1,13 @@
 """
 The benchmark runs from a clean clone: C{bench/loadgen.py} drives a real
 node and accounts for every delivery, and C{bench/run.py} uses it without
-reaching outside the repository (no C{../shared}, no C{lhttpbench}).
+reaching outside the repository (no C{../shared}, no C{lhttpbench});
+C{bench/history.py} measures history off against on, on one node and on a
+cluster, the same way.
 """
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -101,3 +104,73 @@ def test_lhttpbenchOnlyWhenAskedFor(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
     assert findDriver("lhttpbench", None, None, scratch) == [str(fake)]
     assert findDriver("loadgen", None, 3, scratch)[1:] == [str(ROOT / "bench" / "loadgen.py"), "-procs", "3"]
+
+
+def cleanClone(tmp_path):
+    """
+    C{bench/} copied alone into an empty tree, and an environment where
+    lhttp is importable from this checkout and temporary files go to a
+    folder of their own.
+
+    @return: the clone, the environment, the temporary folder.
+    """
+    clone = tmp_path / "clone"
+    shutil.copytree(ROOT / "bench", clone / "bench", ignore=shutil.ignore_patterns("__pycache__"))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = dict(os.environ, TMPDIR=str(scratch))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return clone, env, scratch
+
+
+def test_historyOnAgainstOffInOneRun(tmp_path):
+    """
+    C{bench/history.py} at smoke size, from a clean clone: one node and a
+    cluster on nats-server -js, history off and on, every delivery once,
+    offsets on exactly the history channel's deliveries, an on/off ratio for
+    each shape and setup; its processes and JetStream store are gone after.
+    """
+    clone, env, scratch = cleanClone(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "bench/history.py", "--repeat", "1", "--procs", "2",
+         "--shape", "-subs 5 -msgs 50", "--latency-shape", "-subs 5 -msgs 20 -rate 200"],
+        cwd=clone, env=env, capture_output=True, text=True, timeout=120,
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+
+    def linesOf(kind):
+        return [
+            dict(word.split("=", 1) for word in words[1:])
+            for words in map(shlex.split, result.stdout.splitlines())
+            if words[:1] == [kind]
+        ]
+
+    runs, benches, ratios = linesOf("run"), linesOf("history_bench"), linesOf("history_ratio")
+    shapes = {"-subs 5 -msgs 50", "-subs 5 -msgs 20 -rate 200"}
+    combinations = {(shape, setup) for shape in shapes for setup in ("one-node", "cluster")}
+
+    assert len(runs) == 8, out
+    for run in runs:
+        assert (run["missing"], run["duplicates"], run["lost"]) == ("0", "0", "false"), run
+        expected = "all" if run["history"] == "on" else "none"
+        carried = int(run["with_offset"])
+        assert carried == (int(run["delivered"].split("/")[0]) if expected == "all" else 0), run
+
+    assert {(b["shape"], b["setup"], b["history"]) for b in benches} == {
+        (*combination, mode) for combination in combinations for mode in ("off", "on")}
+    for bench in benches:
+        assert (bench["missing"], bench["duplicates"], bench["failed"]) == ("0", "0", "0"), bench
+        assert bench["offsets"] == ("all" if bench["history"] == "on" else "none"), bench
+        assert bench["channel"] == ("room.bench" if bench["history"] == "on" else "plain.bench")
+        assert float(bench["deliveries_per_s"]) > 0, bench
+        assert 0 < float(bench["p50_ms"]) <= float(bench["p99_ms"]), bench
+
+    assert {(r["shape"], r["setup"]) for r in ratios} == combinations
+    for ratio in ratios:
+        for key in ("on_off", "p50_on_off", "p99_on_off"):
+            assert float(ratio[key]) > 0, ratio
+
+    table = result.stdout.split("## History off vs on")[1]
+    assert table.count(" on/off ") == 4, table
+    assert list(scratch.iterdir()) == [], "the scratch folder and the JetStream store are removed"

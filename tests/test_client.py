@@ -2,7 +2,8 @@
 lhttp.client: the one-connection client and L{ReconnectingClient}, first in
 memory (a real L{LHTTPServer} and real Autobahn protocols joined by
 L{twisted.test.iosim}, a L{MemoryReactorClock} for the backoff), then
-against a real node that restarts on the same port.
+against a real node that restarts on the same port. History channels:
+recovery after a reconnect, duplicates dropped, C{history} requests.
 """
 
 import pytest_twisted
@@ -16,9 +17,9 @@ from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
 from lhttp import LHTTPServer
-from lhttp.client import NotConnected, ReconnectingClient
+from lhttp.client import ErrorReply, NotConnected, ReconnectingClient, connect
 from lhttp.codec import Message
-from lhttp.testing import FakeClient
+from lhttp.testing import FakeClient, memoryServer
 from lhttpclients import eventually
 
 
@@ -28,22 +29,29 @@ class MemoryNode:
     joins a real server protocol and the client's protocol with iosim.
     """
 
-    def __init__(self, clock):
+    def __init__(self, clock, makeServer=None):
         self.clock = clock
+        self.makeServer = makeServer or (lambda: LHTTPServer(reactor=self.clock))
         self.up = True
         self.attempts = []
         self.pumps = []
         self.start()
 
     def start(self):
-        self.server = LHTTPServer(reactor=self.clock)
+        self.server = self.makeServer()
         self.up = True
 
     def stop(self):
         """
         The node goes away: its connections drop, new ones are refused.
         """
+        self.cut()
         self.up = False
+
+    def cut(self):
+        """
+        The clients' connections drop; the node stays (a network fault).
+        """
         for pump in self.pumps:
             pump.serverIO.abortConnection()
         self.flush()
@@ -195,5 +203,252 @@ async def test_reconnectsToRestartedNodeAndKeepsReceiving(startNode):
         assert (await treq.post(node.publishURL, data=body)).code == 200
         await eventually(lambda: len(received) == 2, timeout=10, what="the notice after restart")
         assert [m.body for m in received] == [b"before", b"after"]
+    finally:
+        await client.stopService()
+
+
+def stamped(channel, offset, epoch, body):
+    return (f"LHTTP/1.0 chat\r\nchannel:{channel}\r\noffset:{offset}\r\nepoch:{epoch}\r\n"
+            f"publish:{channel}\r\n\r\n{body}").encode()
+
+
+class HistoryClientTests(SynchronousTestCase):
+    """
+    L{ReconnectingClient} on history channels, against a real in-memory
+    node with C{--history room.*=100}.
+    """
+
+    def setUp(self):
+        self.clock = MemoryReactorClock()
+        self.node = MemoryNode(self.clock, lambda: memoryServer(history=("room.*=100",), reactor=self.clock))
+        self.client = ReconnectingClient(
+            self.clock, "ws://node/", endpoint=self.node,
+            retryPolicy=backoffPolicy(initialDelay=1.0, jitter=lambda: 0),
+        )
+        self.received = []
+        self.client.onMessage = self.received.append
+        self.reports = []
+        self.client.onRecovery = self.reports.append
+
+    def connected(self):
+        d = self.client.whenConnected()
+        self.node.flush()
+        return self.successResultOf(d)
+
+    def publishOnNode(self, channel, body):
+        FakeClient(self.node.server).receive(
+            Message("chat", [("publish", channel)], body).toBytes()
+        )
+        self.node.flush()
+
+    def bodies(self):
+        return [m.body.decode() for m in self.received]
+
+    def reconnect(self):
+        self.clock.advance(10)
+        return self.connected()
+
+    def test_recoversWhatWasPublishedWhileAway(self):
+        self.client.subscribe("room.a plain")
+        self.client.startService()
+        self.connected()
+        self.publishOnNode("room.a", b"one")
+        self.publishOnNode("room.b", b"elsewhere")  # offsets are node-wide: not consecutive
+        self.publishOnNode("room.a", b"two")
+        offset, epoch = self.client.position("room.a")
+        self.assertEqual(offset, 3)
+        self.assertIsNone(self.client.position("plain"))
+
+        self.node.cut()
+        self.publishOnNode("room.a", b"three")
+        self.publishOnNode("plain", b"lost: no history")
+        self.publishOnNode("room.a", b"four")
+        protocol = self.reconnect()
+        self.publishOnNode("room.a", b"five")
+        self.assertEqual(self.bodies(), ["one", "two", "three", "four", "five"])
+        report = self.client.recoveries["room.a"]
+        self.assertEqual(self.reports, [report])
+        self.assertEqual(
+            (report.recovered, report.history, report.epoch, report.since, report.count),
+            (True, True, epoch, 3, 2),
+        )
+        self.assertEqual(self.client.position("room.a"), (6, epoch))
+        self.assertEqual(protocol.pending(), 0)
+
+    def test_newEpochAfterRestart(self):
+        self.client.subscribe("room.a")
+        self.client.startService()
+        self.connected()
+        for body in (b"one", b"two", b"three"):
+            self.publishOnNode("room.a", body)
+        old = self.client.position("room.a")
+        self.node.stop()
+        self.node.start()
+        self.publishOnNode("room.a", b"new one")
+        self.reconnect()
+        self.assertEqual(self.bodies(), ["one", "two", "three", "new one"])
+        report = self.client.recoveries["room.a"]
+        self.assertFalse(report.recovered)
+        self.assertNotEqual(report.epoch, old[1])
+        self.assertEqual(self.client.position("room.a"), (1, report.epoch))
+
+    def test_duplicatesDropped(self):
+        self.client.subscribe("room.a")
+        self.client.startService()
+        protocol = self.connected()
+        for raw in [stamped("room.a", 4, "e", "four"), stamped("room.a", 4, "e", "again"),
+                    stamped("room.a", 2, "e", "older"), stamped("room.a", 1, "e2", "new epoch"),
+                    stamped("room.x", 9, "e", "not subscribed"), stamped("room.x", 9, "e", "not subscribed")]:
+            protocol.onMessage(raw, False)
+        self.assertEqual(self.bodies(), ["four", "new epoch", "not subscribed", "not subscribed"])
+        self.assertEqual(self.client.duplicates, 2)
+
+    def test_subscribeSinceZeroAndUnsubscribe(self):
+        self.client.startService()
+        self.connected()
+        for body in (b"kept 1", b"kept 2"):
+            self.publishOnNode("room.a", body)
+        self.client.subscribe("room.a", since=0)
+        self.node.flush()
+        self.assertEqual(self.bodies(), ["kept 1", "kept 2"])
+        self.assertTrue(self.client.recoveries["room.a"].recovered)
+        self.client.unsubscribe("room.a")
+        self.assertIsNone(self.client.position("room.a"))
+        self.client.setPosition("room.a", 1, self.client.recoveries["room.a"].epoch)
+        self.client.subscribe("room.a")
+        self.node.flush()
+        self.assertEqual(self.bodies(), ["kept 1", "kept 2", "kept 2"])
+        self.assertRaises(ValueError, self.client.setPosition, "room.a", -1)
+
+    def test_quietChannelJoinedWithSinceZeroIsResumed(self):
+        """
+        A channel joined with since=0 that got no message before the
+        connection dropped still recovers what came meanwhile.
+        """
+        self.client.startService()
+        self.connected()
+        self.client.subscribe("room.quiet", since=0)
+        self.node.flush()
+        self.node.cut()
+        self.publishOnNode("room.quiet", b"while away")
+        self.reconnect()
+        self.assertEqual(self.bodies(), ["while away"])
+        self.assertTrue(self.client.recoveries["room.quiet"].recovered)
+
+    def test_noHistoryChannel(self):
+        self.client.subscribe("plain")
+        self.client.setPosition("plain", 5)
+        self.client.startService()
+        self.connected()
+        report = self.client.recoveries["plain"]
+        self.assertEqual((report.history, report.recovered, report.epoch), (False, False, None))
+        self.assertIsNone(self.client.position("plain"), "not resumed again")
+        self.assertEqual(self.received, [])
+
+    def test_history(self):
+        self.client.startService()
+        self.connected()
+        for body in (b"a", b"b", b"c"):
+            self.publishOnNode("room.a", body)
+        d = self.client.history("room.a", 2)
+        missing = self.client.history("plain")
+        other = self.client.history("room.a")
+        self.node.flush()
+        messages = self.successResultOf(d)
+        self.assertEqual([(m.body, m.getHeader("offset")) for m in messages], [(b"b", "2"), (b"c", "3")])
+        self.assertEqual((messages.channel, messages.offset, messages.complete), ("room.a", 3, False))
+        error = self.failureResultOf(missing, ErrorReply).value
+        self.assertEqual(error.status, 404)
+        self.assertEqual([m.body for m in self.successResultOf(other)], [b"a", b"b", b"c"])
+        self.assertEqual(self.received, [], "replies are not messages")
+
+    def test_historyFailsWhenTheConnectionDrops(self):
+        self.client.startService()
+        protocol = self.connected()
+        d = protocol.history("room.a")
+        self.node.cut()
+        self.failureResultOf(d)
+        self.failureResultOf(self.client.history("room.a"), NotConnected)
+
+
+class OfflineEndpoint:
+    """
+    A client endpoint that refuses to connect while C{offline}: a client
+    kept away from a node for as long as a test wants.
+    """
+
+    def __init__(self, endpoint):
+        self.endpoint = endpoint
+        self.offline = False
+
+    def connect(self, factory):
+        if self.offline:
+            return fail(ConnectionRefusedError("offline"))
+        return self.endpoint.connect(factory)
+
+
+async def publishMany(node, channel, bodies):
+    """
+    Publish from another connection, and wait until the node handled it all.
+    """
+    publisher = await connect(reactor, node.url)
+    try:
+        for body in bodies:
+            publisher.publish(channel, "chat", (), body)
+        await publisher.sync(30)
+    finally:
+        publisher.sendClose(1000)
+        await publisher.closed
+
+
+@pytest_twisted.ensureDeferred
+async def test_recoveryAcrossDisconnectAndRestart(startNode):
+    """
+    Against real nodes: 1,000 messages published while the client is away
+    arrive after it reconnects, in order, once each, then live ones; after
+    the node restarts (a new epoch in memory) what the new node kept.
+    """
+    from lhttp.client import clientEndpoint
+
+    history = ("--history", "room.*=2000")
+    node = startNode(*history)
+    endpoint = OfflineEndpoint(clientEndpoint(reactor, node.url))
+    received = []
+    client = ReconnectingClient(
+        reactor, node.url, onMessage=received.append, endpoint=endpoint,
+        retryPolicy=backoffPolicy(initialDelay=0.1, maxDelay=0.3),
+    )
+    client.subscribe("room.a", since=0)
+    client.startService()
+    try:
+        await client.whenConnected()
+        await publishMany(node, "room.a", [b"before"])
+        await eventually(lambda: received, timeout=10, what="the first message")
+
+        endpoint.offline = True
+        client.protocol.transport.abortConnection()
+        await eventually(lambda: client.protocol is None, timeout=10, what="the disconnect")
+        away = [b"away %d" % i for i in range(1000)]
+        await publishMany(node, "room.a", away)
+        endpoint.offline = False
+        await eventually(lambda: len(received) >= 1001, timeout=30, what="the 1000 missed")
+        await publishMany(node, "room.a", [b"live"])
+        await eventually(lambda: len(received) >= 1002, timeout=10, what="the live one")
+        assert [m.body for m in received] == [b"before", *away, b"live"]
+        report = client.recoveries["room.a"]
+        assert (report.recovered, report.count) == (True, 1000)
+        assert client.duplicates == 0
+
+        endpoint.offline = True
+        node.stop()
+        await eventually(lambda: client.protocol is None, timeout=10, what="the disconnect")
+        node = startNode(*history, port=node.port)
+        await publishMany(node, "room.a", [b"after 1", b"after 2"])
+        endpoint.offline = False
+        await eventually(lambda: len(received) >= 1004, timeout=15, what="the kept ones")
+        await client.sync(10)
+        assert [m.body for m in received[1002:]] == [b"after 1", b"after 2"]
+        assert client.recoveries["room.a"].recovered is False
+        assert client.recoveries["room.a"].epoch != report.epoch
     finally:
         await client.stopService()

@@ -206,8 +206,8 @@ class PresenceTests(SynchronousTestCase):
             ("LHTTP/1.0 presence\nchannel:lobby\n\n", "404", "no presence"),
             ("LHTTP/1.0 presence-stats\nchannel:chat.1\n\n", "404", "no presence"),
             ("LHTTP/1.0 presence\nchannel:room.2\n\n", "403", "forbidden"),
-            ("LHTTP/1.0 join\npublish:chat.1\n\n", "403", "forbidden"),
-            ("LHTTP/1.0 leave\npublish:lobby chat.1\n\n", "403", "forbidden"),
+            ("LHTTP/1.0 join\npublish:chat.1\nclient:x-1\n\n", "400", "reserved header"),
+            ("LHTTP/1.0 leave\npublish:lobby chat.1\nclient:x-1\n\n", "400", "reserved header"),
         ]
         for request, status, reason in cases:
             client.clear()
@@ -218,11 +218,15 @@ class PresenceTests(SynchronousTestCase):
                 ("error", status, reason), request,
             )
             self.assertEqual(reply.getHeader("command"), parse(request.replace("\n", "\r\n").encode()).command)
-        # The connection is still there, and a join on a channel without
-        # events is an ordinary message.
+        # The connection is still there; a join with a client header on a
+        # channel without events, or an application's join without one on
+        # a channel with events (a chat's "ann joined"), are ordinary
+        # messages.
         client.clear()
-        send(client, "LHTTP/1.0 join\npublish:lobby\n\n")
-        self.assertEqual([m.command for m in client.messages()], ["join"])
+        send(client, "LHTTP/1.0 join\npublish:lobby\nclient:x-1\n\n")
+        send(client, "LHTTP/1.0 join\npublish:chat.1\nnick:ann\n\n")
+        self.assertEqual([(m.command, m.getHeader("nick")) for m in client.messages()],
+                         [("join", None), ("join", "ann")])
         self.assertIsNone(client.closedWith)
 
     def test_noPresenceConfigured(self):
@@ -232,6 +236,17 @@ class PresenceTests(SynchronousTestCase):
         send(client, "LHTTP/1.0 presence\nchannel:room.1\n\n")
         self.assertEqual(last(client).getHeader("status"), "404")
         self.assertEqual(last(client).getHeader("reason"), "no processor")
+
+    def test_anApplicationsProcessorReplacesTheNodes(self):
+        class Mine(Processor):
+            def onMessage(self, connection, message):
+                connection.send("mine")
+
+        server = node()
+        server.addProcessor("presence", Mine())
+        client = subscribed(server, "room.1")
+        send(client, "LHTTP/1.0 presence\nchannel:room.1\n\n")
+        self.assertEqual(last(client).body, b"mine")
 
     def test_eventsOnlyHasNoPresenceRequests(self):
         server = memoryServer(presenceEvents=("room.*",))

@@ -64,6 +64,7 @@ CODE_BLOCKS = {
     ("README.rst", "<name>:<value>"): notRunnable("the message format, not a message"),
     ("README.rst", "publish:channel_jack"): WIRE_SAMPLE,
     ("README.rst", "subscribe:room42"): WIRE_SAMPLE,
+    ("README.rst", "since:1187"): WIRE_SAMPLE,
     ("README.rst", "examples/pubsub_chat.py"): ranBy("test_firstClientSnippet"),
     ("README.rst", "lhttp listen"): ranBy("test_cliSnippets"),
     ("README.rst", "lhttp publish"): ranBy("test_cliSnippets"),
@@ -95,6 +96,11 @@ CODE_BLOCKS = {
         "the run command with --demo; tests/test_browser.py starts nodes with --demo"),
     ("docs/javascript.rst", "<!doctype html>"): ranBy("tests/test_browser.py::test_readmeExampleAndModuleImport"),
     ("docs/javascript.rst", "// plain script"): notRunnable("three loaders side by side, not one program"),
+    ("docs/javascript.rst", "client.on_recovery = (ctx)"): notRunnable(
+        "a fragment: the calls, not a page; sdk/js/test/history.test.mjs and "
+        "tests/test_browser_history.py exercise them"),
+    ("docs/clients.rst", "client.onRecovery = lambda"): notRunnable(
+        "a fragment: the calls; tests/test_client.py exercises them against real nodes"),
     ("docs/operations.rst", "/health"): ranBy("test_metricsAndHealthSnippet"),
     ("docs/operations.rst", "--metrics-listen"): ranBy("test_protectedMetricsSnippet"),
     ("docs/operations.rst", "lhttp.logs.jsonObserver"): ranBy("test_jsonLogsSnippet"),
@@ -103,6 +109,9 @@ CODE_BLOCKS = {
     ("docs/performance.rst", "python bench/loadgen.py -url ws://127.0.0.1:8081/ -subs 100 "): ranBy(
         "tests/test_bench.py::test_loadgenAccountsForEveryDelivery", "the same command on a test node's URL"),
     ("docs/performance.rst", "elapsed_s="): notRunnable("a sample result line"),
+    ("docs/performance.rst", "python bench/history.py"): notRunnable(
+        "a long benchmark; tests/test_bench.py::test_historyOnAgainstOffInOneRun runs it at smoke size"),
+    ("docs/performance.rst", "history_ratio shape="): notRunnable("a sample of history.py's output"),
     ("docs/presence.rst", "class LoginFilter"): ranBy("tests/test_presence.py::test_docsLoginFilter"),
     ("docs/presence.rst", "self:3fa9c1d2-2"): ranBy(
         "tests/test_presence.py::test_docsSamples", "a node's replies compared byte for byte"),
@@ -181,7 +190,7 @@ def test_wireSamplesParse():
         for (document, words), value in CODE_BLOCKS.items()
         if value is WIRE_SAMPLE and document == path and words in block.text
     ]
-    assert len(samples) == 4
+    assert len(samples) == 5
     for sample in samples:
         for line in sample.splitlines():
             data = line.encode().decode("unicode_escape").encode("latin-1")

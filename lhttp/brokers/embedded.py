@@ -13,15 +13,25 @@ from lhttp.interfaces import IBroker
 class EmbeddedBroker:
     """
     Delivers every publish straight to this node's local subscribers.
+
+    @ivar history: the L{lhttp.history.MemoryHistory} of the channels that
+        keep history, or L{None}.
     """
 
     ready = True
 
-    def __init__(self):
+    def __init__(self, history=None):
         self._deliver = None
+        self.history = history
 
     def describe(self):
-        return {"kind": "embedded", "ready": True}
+        description = {"kind": "embedded", "ready": True}
+        history = self.history
+        if history is not None:
+            description["history"] = {
+                "epoch": history.epoch, "messages": history.count, "bytes": history.bytes,
+            }
+        return description
 
     def attach(self, deliver):
         self._deliver = deliver
@@ -33,7 +43,21 @@ class EmbeddedBroker:
         pass
 
     def publish(self, channels, payload, onFailure=None):
-        self._deliver(channels, payload)
+        history = self.history
+        if history is None:
+            self._deliver(channels, payload)
+            return
+        retentionFor = history.policy.retentionFor
+        plain = []
+        for channel in channels:
+            retention = retentionFor(channel)
+            if retention is None:
+                plain.append(channel)
+            else:
+                offset = history.append(channel, retention, payload)
+                self._deliver((channel,), payload, (history.epoch, offset))
+        if plain:
+            self._deliver(plain, payload)
 
     def confirm(self):
         return succeed(None)

@@ -118,10 +118,27 @@ class NATSBroker:
         settle=2.0,
         prefix="",
         clientFactory=NATS,
+        history=None,
+        historyStream="LHTTP_HISTORY",
+        historyMaxBytes=64 * 1024 * 1024,
     ):
+        """
+        @param history: the L{lhttp.history.HistoryPolicy} of the channels
+            that keep history in JetStream (L{lhttp.brokers.jetstream}), or
+            L{None}.
+        """
         self.servers = list(servers)
         self.prefix = checkPrefix(prefix) if prefix else ""
         self._subjectPrefix = f"{prefix}." if prefix else ""
+        self.history = None
+        self._retentionFor = lambda channel: None
+        if history:
+            from lhttp.brokers.jetstream import JetStreamHistory
+
+            self.history = JetStreamHistory(
+                history, historyStream, historyMaxBytes, self._subjectPrefix
+            )
+            self._retentionFor = history.retentionFor
         self._reactor = reactor
         self._name = name
         self._pingInterval = pingInterval
@@ -134,6 +151,7 @@ class NATSBroker:
         self._interrupted = False
         self._clientFactory = clientFactory
         self._client = None
+        self._js = None
         self._deliver = None
         # Channels with local subscribers, and what NATS holds for them.
         self._wanted = set()
@@ -165,7 +183,10 @@ class NATSBroker:
     @property
     def ready(self):
         readyAt = self._readyAt
-        return readyAt is not None and self._reactor.seconds() >= readyAt and self._connected()
+        return (
+            readyAt is not None and self._reactor.seconds() >= readyAt and self._connected()
+            and (self.history is None or self.history.ready)
+        )
 
     def describe(self):
         client = self._client
@@ -181,6 +202,7 @@ class NATSBroker:
             "received": self.received,
             "refused": self.refused,
             "unconfirmed": self.unconfirmed,
+            **({"history": self.history.describe()} if self.history is not None else {}),
         }
 
     def _connectedURL(self):
@@ -193,6 +215,9 @@ class NATSBroker:
         self._deliver = deliver
 
     def subscribe(self, channel):
+        if self._retentionFor(channel) is not None:
+            # The history consumers bring every message of these.
+            return None
         self._wanted.add(channel)
         if not self._connected():
             # Made once connected (see _restored).
@@ -202,6 +227,8 @@ class NATSBroker:
         return self._sync(wait=True)
 
     def unsubscribe(self, channel):
+        if self._retentionFor(channel) is not None:
+            return
         self._wanted.discard(channel)
         if self._connected() and (channel in self._subscriptions or self._syncing):
             self._sync()
@@ -219,11 +246,20 @@ class NATSBroker:
             batch = self._batch = _Batch()
             self._reactor.callLater(0, self._sendBatch)
         prefix = self._subjectPrefix
+        retentionFor = self._retentionFor
+        plain = []
         for channel in channels:
-            batch.messages.append((prefix + channel, payload))
+            if retentionFor(channel) is None:
+                plain.append(channel)
+                batch.messages.append((prefix + channel, payload, None))
+            else:
+                # Stored, then delivered here too by the history consumer,
+                # with its offset.
+                batch.messages.append((prefix + channel, payload, self.history.messageId()))
         if onFailure is not None:
             batch.failureCallbacks.append(onFailure)
-        self._deliver(channels, payload)
+        if plain:
+            self._deliver(plain, payload)
 
     def confirm(self):
         batch = self._batch
@@ -251,17 +287,42 @@ class NATSBroker:
             while self._outbox:
                 batch = self._outbox.popleft()
                 client = self._client
+                acks = []
                 try:
-                    for subject, payload in batch.messages:
-                        await client.publish(subject, payload)
+                    for subject, payload, messageId in batch.messages:
+                        if messageId is None:
+                            await client.publish(subject, payload)
+                        else:
+                            acks.append(await self._jetstream(client).publish_async(
+                                subject, payload, headers={"Nats-Msg-Id": messageId}
+                            ))
                 except Exception as e:
                     self._unconfirmed(e, batch)
                     continue
-                _future(client.flush(self._flushTimeout)).addCallbacks(
+                _future(self._confirm(client, acks)).addCallbacks(
                     self._confirmed, self._unconfirmed, (batch,), None, (batch,)
                 )
         finally:
             self._publishing = False
+
+    def _jetstream(self, client):
+        """
+        The JetStream context of a connection: one, kept, as it holds the
+        one inbox subscription its acknowledgements come back on.
+        """
+        js = self._js
+        if js is None or js[0] is not client:
+            js = self._js = (client, client.jetstream())
+        return js[1]
+
+    async def _confirm(self, client, acks):
+        """
+        A batch is confirmed by a PING/PONG after it, and by JetStream's
+        acknowledgement of each history message in it.
+        """
+        await client.flush(self._flushTimeout)
+        if acks:
+            await asyncio.wait_for(asyncio.gather(*acks), self._flushTimeout)
 
     def _confirmed(self, ignored, batch):
         self.published += len(batch.messages)
@@ -386,7 +447,28 @@ class NATSBroker:
     def _onConnected(self, ignored):
         self.log.info("Connected to NATS at {url}", url=self._connectedURL())
         self._failedAttempts = 0
+        self._startHistory()
         self._sync(wait=True).addCallback(self._restored, 0)
+
+    def _startHistory(self):
+        """
+        Put the history stream and consumers in place (on every connect and
+        reconnect: the stream may be new, the epoch with it); tried again
+        until it works.
+        """
+        history = self.history
+        if history is None or not self._connected():
+            return
+
+        def failed(failure):
+            self.log.error(
+                "JetStream history not ready ({error}): is nats-server running with -js? "
+                "Publishes are refused until it is; trying again",
+                error=str(failure.value) or type(failure.value).__name__,
+            )
+            self._reactor.callLater(max(self._reconnectWait, 1.0), self._startHistory)
+
+        _future(history.start(self._client, self._deliver)).addErrback(failed)
 
     def _restored(self, ignored, settle):
         """
@@ -451,9 +533,15 @@ class NATSBroker:
             "Reconnected to NATS at {url}; restoring subscriptions, taking publishes in {settle}s",
             url=self._connectedURL(), settle=self._settle,
         )
-        self._reactor.callLater(
-            0, lambda: self._sync(wait=True).addCallback(self._restored, self._settle)
-        )
+        def restore():
+            if self.history is not None:
+                # The stream may be new (a new epoch); the consumers go on
+                # from the last message delivered.
+                self.history.ready = False
+                self._startHistory()
+            self._sync(wait=True).addCallback(self._restored, self._settle)
+
+        self._reactor.callLater(0, restore)
 
     async def _onClosed(self):
         if not self._stopping:

@@ -50,6 +50,10 @@ def install(server, engine=None, clientIds=None):
     presenceFilter = PresenceFilter(policy, engine, server.pubsub, clientIds)
     server.dispatcher.addFilter(presenceFilter)
     if policy.tracked:
-        server.addProcessor("presence", PresenceProcessor(presenceFilter))
-        server.addProcessor("presence-stats", PresenceProcessor(presenceFilter, stats=True))
+        # The node's own: an application's processor for them replaces them.
+        dispatcher = server.dispatcher
+        dispatcher.addProcessor("presence", PresenceProcessor(presenceFilter), builtin=True)
+        dispatcher.addProcessor(
+            "presence-stats", PresenceProcessor(presenceFilter, stats=True), builtin=True
+        )
     return presenceFilter

@@ -10,7 +10,7 @@ from twisted.internet.defer import gatherResults
 from twisted.logger import Logger
 
 from lhttp.codec import Message, serialize
-from lhttp.errors import Forbidden, LHTTPError
+from lhttp.errors import LHTTPError, ReservedHeader
 from lhttp.presence.engine import Member
 from lhttp.presence.policy import userOf
 from lhttp.processor import HeaderFilter
@@ -83,15 +83,17 @@ class PresenceFilter(HeaderFilter):
         return seen.client
 
     def beforeRequest(self, connection, message):
-        # Only the node says who joined and left: a client cannot publish
-        # a join or leave of its own to a channel that has them.
-        if message.command in EVENTS:
+        # Only the node says which client joined and left: the client
+        # header of a join or leave is the node's on a channel with events
+        # (an application's own join, a chat's say, goes through without it).
+        if message.command in EVENTS and message.getHeader("client") is not None:
             value = message.getHeader("publish")
             if value is not None:
                 announces = self.policy.announces
                 if any(announces(c) for c in connection.checkPublishChannels(value)):
-                    raise Forbidden(
-                        f"{message.command!r} messages on this channel come from the server only"
+                    raise ReservedHeader(
+                        f"the client header of a {message.command!r} on this channel is the "
+                        "server's: publish it without one"
                     )
 
     def afterRequest(self, connection, message):

@@ -280,6 +280,7 @@ class PublishResource(Resource):
         value = message.getHeader("publish")
         if value is None:
             raise MissingPublishHeader("the message has no 'publish' header")
+        self._pubsub.checkPublishChannels(value, message)
         return self._pubsub.publishBytes(value, message.raw)
 
     def _authorize(self, request):

@@ -1,18 +1,25 @@
 /*
  * The LHTTP chat-room demo. It needs no server code: every room is one
- * channel, and the page only uses the reserved subscribe/publish/unsubscribe
- * headers of a plain `twistd lhttp`.
+ * channel, room.<name>, and the page only uses the reserved
+ * subscribe/publish/unsubscribe headers of a plain `twistd lhttp`.
  *
  * Wire format of what it sends (the nickname and time are headers, so a
  * value with ':' in it, like the time, exercises the codec):
  *
  *   LHTTP/1.0 chat                       LHTTP/1.0 join / leave
- *   publish:room-<name>                  subscribe / unsubscribe:room-<name>
- *   nick:<nickname>                      publish:room-<name>
- *   time:<ISO 8601>                      nick:..., time:..., id:...
- *   id:<random id>
+ *   publish:room.<name>                  subscribe / unsubscribe:room.<name>
+ *   nick:<nickname>                      since:0 (join: the room's history)
+ *   time:<ISO 8601>                      publish:room.<name>
+ *   id:<random id>                       nick:..., time:..., id:...
  *
  *   <text>
+ *
+ * With history on the server (twistd lhttp --demo --history 'room.*=100'),
+ * a room shows its recent messages on join, and the SDK catches up on what
+ * was said while the page was disconnected. Without it the chat works the
+ * same, from the moment of joining. "Who is here" asks the server's
+ * presence feature (`LHTTP/1.0 presence` with a channel header) and says
+ * "presence off" when the server has none.
  *
  * Query parameters: ?nick=ann&room=blue (rooms: comma-separated) and
  * server=ws://host:port/ to talk to another lhttp server.
@@ -20,7 +27,7 @@
 (function () {
   "use strict";
 
-  var ROOM_PREFIX = "room-";
+  var ROOM_PREFIX = "room.";
   var params = new URLSearchParams(location.search);
   var $ = function (id) { return document.getElementById(id); };
 
@@ -29,9 +36,16 @@
     joinForm: $("join-form"), roomInput: $("room-input"), roomTitle: $("room-title"),
     leave: $("leave"), notice: $("notice"), messages: $("messages"), empty: $("empty"),
     sendForm: $("send-form"), messageInput: $("message-input"), send: $("send"),
+    roomInfo: $("room-info"), people: $("people"), peopleList: $("people-list"),
+    peopleNote: $("people-note"),
   };
 
-  /** name -> {messages: [{...}], unread: n}; insertion order is display order. */
+  /**
+   * name -> {entries: [{...}], unread: n, history: null | true | false,
+   * replayed: {epoch, offset} (what recovery sent is older than this),
+   * people: null | [names], presence: "asking" | "on" | "off"};
+   * insertion order is display order.
+   */
   var rooms = new Map();
   var active = null;
   var pending = new Map();   // id -> the <li> of an own message not yet echoed
@@ -70,6 +84,8 @@
   ui.nick.value = nick;
 
   var client = new Lhttp(serverURL());
+  // For the curious (and the browser tests): the page's SDK client.
+  window.lhttpChat = { client: client, rooms: rooms };
 
   // ------------------------------------------------------------- rendering
 
@@ -79,8 +95,10 @@
 
   function messageElement(entry) {
     var li = document.createElement("li");
-    li.className = "message " + entry.kind + (entry.own ? " own" : "");
+    li.className = "message " + entry.kind + (entry.own ? " own" : "") +
+      (entry.history ? " history" : "");
     if (entry.id) li.dataset.id = entry.id;
+    if (entry.offset !== undefined) li.dataset.offset = entry.offset;
     var meta = document.createElement("div");
     meta.className = "meta";
     var sender = document.createElement("span");
@@ -138,6 +156,8 @@
     ui.empty.hidden = !!room;
     ui.leave.disabled = ui.messageInput.disabled = ui.send.disabled = !room;
     renderRooms();
+    renderRoomInfo();
+    renderPeople();
     scrollToEnd();
     if (room) ui.messageInput.focus();
   }
@@ -156,6 +176,15 @@
     }
   }
 
+  function renderRoomInfo() {
+    var room = active && rooms.get(active);
+    var state = !room ? "none" : room.history === null ? "unknown" : room.history ? "on" : "off";
+    ui.roomInfo.dataset.history = state;
+    ui.roomInfo.textContent = state === "on" ? "history on: recent messages are shown on join" :
+      state === "off" ? "history off (start the server with --history 'room.*=100' to keep it)" : "";
+    ui.roomInfo.hidden = !ui.roomInfo.textContent;
+  }
+
   function setNotice(text) {
     ui.notice.textContent = text || "";
     ui.notice.hidden = !text;
@@ -171,11 +200,18 @@
     name = cleanRoom(name);
     if (!name) return;
     if (!rooms.has(name)) {
-      rooms.set(name, { entries: [], unread: 0 });
+      rooms.set(name, {
+        entries: [], unread: 0, history: null, replayed: null, people: null, presence: "asking",
+      });
       // One message: the server subscribes before it publishes, so we see
-      // our own join, and after a reconnect the SDK subscribes us again.
+      // our own join, and after a reconnect the SDK subscribes us again,
+      // from the last message seen. since:0 asks for the room's history
+      // (what the server kept) first; a server without history for the
+      // channel says so and the subscription is live at once.
       var channel = ROOM_PREFIX + name;
-      client.send("join", [["subscribe", channel], ["publish", channel]].concat(headersFor(randomId())), "");
+      client.send("join", [["subscribe", channel], ["since", "0"], ["publish", channel]]
+        .concat(headersFor(randomId())), "");
+      askPresence(name);
     }
     show(name);
   }
@@ -202,44 +238,194 @@
 
   // ---------------------------------------------------------- from the wire
 
+  function roomOfChannel(channel) {
+    if (!channel || channel.indexOf(ROOM_PREFIX) !== 0) return null;
+    var name = channel.slice(ROOM_PREFIX.length);
+    return rooms.has(name) ? name : null;
+  }
+
   function roomOf(ctx) {
+    // A history channel's messages say which channel delivered them.
+    var stamped = roomOfChannel(ctx.getHeader("channel"));
+    if (stamped) return stamped;
     var channels = (ctx.getHeader("publish") || "").split(/[ \t]+/);
     for (var i = 0; i < channels.length; i++) {
-      var name = channels[i].slice(ROOM_PREFIX.length);
-      if (channels[i].indexOf(ROOM_PREFIX) === 0 && rooms.has(name)) return name;
+      var name = roomOfChannel(channels[i]);
+      if (name) return name;
     }
     return null;
   }
 
+  function textOf(body) {
+    return typeof body === "string" ? body : new TextDecoder().decode(body);
+  }
+
+  // Whether a message is one a recovery sent (history), not a live one.
+  function fromHistory(room, ctx) {
+    var offset = parseInt(ctx.getHeader("offset"), 10);
+    return !!room.replayed && !isNaN(offset) && room.replayed.epoch === ctx.getHeader("epoch") &&
+      offset <= room.replayed.offset;
+  }
+
+  client.on_recovery = function (ctx) {
+    var name = roomOfChannel(ctx.channel);
+    if (!name) return;
+    var room = rooms.get(name);
+    room.history = ctx.history;
+    if (ctx.history) room.replayed = { epoch: ctx.epoch, offset: ctx.offset };
+    if (ctx.since > 0 && ctx.history) {
+      // A reconnect: the SDK asked for what came after the last message seen.
+      var text = ctx.recovered ?
+        (ctx.count ? "caught up: " + ctx.count + " message(s) while away" : "") :
+        "the server restarted or no longer has all messages since you left: " +
+        "some may be missing; showing what it kept";
+      if (text) addEntry(name, { kind: "system recovery", nick: "", text: text, time: new Date() });
+    }
+    if (name === active) renderRoomInfo();
+  };
+
   client.on_message = function (ctx) {
+    var command = ctx.getCommand();
+    if (command === "presence") {
+      onPresence(ctx);
+      return;
+    }
     var name = roomOf(ctx);
     if (!name) return;
-    var command = ctx.getCommand();
+    var room = rooms.get(name);
+    var history = fromHistory(room, ctx);
+    var offset = ctx.getHeader("offset");
     var sender = cleanNick(ctx.getHeader("nick") || "") || "anonymous";
     var time = new Date(ctx.getHeader("time") || Date.now());
     if (isNaN(time.getTime())) time = new Date();
     var id = ctx.getHeader("id");
-    var body = ctx.getBody();
-    if (typeof body !== "string") body = new TextDecoder().decode(body);
+    var body = textOf(ctx.getBody());
+    var position = offset === null ? {} : { offset: offset };
 
     if (command === "chat") {
       if (id && pending.has(id)) {
         // Our own message, back from the server: delivered.
-        pending.get(id).classList.remove("pending");
+        var element = pending.get(id);
+        element.classList.remove("pending");
+        if (offset !== null) element.dataset.offset = offset;
         pending.delete(id);
         return;
       }
-      addEntry(name, { kind: "chat", nick: sender, text: body, time: time, id: id });
+      addEntry(name, Object.assign({
+        kind: "chat", nick: sender, text: body, time: time, id: id,
+        own: history && sender === nick, history: history,
+      }, position));
     } else if (command === "join" || command === "leave") {
       var verb = command === "join" ? " joined #" : " left #";
-      addEntry(name, { kind: "system", nick: sender, text: sender + verb + name, time: time });
+      addEntry(name, Object.assign({
+        kind: "system", nick: sender, text: sender + verb + name, time: time, history: history,
+      }, position));
+      if (!history) askPresence(name);
     }
   };
+
+  // ---------------------------------------------------------- who is here
+
+  // Rooms whose presence request awaits its reply, oldest first: a reply
+  // without a channel header answers the oldest.
+  var presenceAsked = [];
+
+  function askPresence(name) {
+    presenceAsked.push(name);
+    client.send("presence", [["channel", ROOM_PREFIX + name]], "");
+  }
+
+  /**
+   * The names in a presence reply, read defensively: multipart parts (a
+   * user, nick or client header each, else the part's body), a JSON array
+   * or object (of strings, or of {user, nick, client, id}), or one name a
+   * line.
+   */
+  function presenceNames(ctx) {
+    var names = [];
+    var nameOf = function (item) {
+      if (item === null || item === undefined) return "";
+      if (typeof item !== "object") return String(item);
+      return String(item.user || item.nick || item.name || item.client || item.id || "");
+    };
+    var parts = [];
+    try { parts = ctx.getMultipart(); } catch (e) { parts = []; }
+    if (parts.length) {
+      parts.forEach(function (part) {
+        names.push(part.getHeader("user") || part.getHeader("nick") ||
+          part.getHeader("client") || textOf(part.body).trim());
+      });
+    } else {
+      var body = textOf(ctx.getBody()).trim();
+      var parsed = null;
+      if (body[0] === "[" || body[0] === "{") {
+        try { parsed = JSON.parse(body); } catch (e) { parsed = null; }
+      }
+      if (parsed && !Array.isArray(parsed)) {
+        parsed = parsed.members || parsed.clients || parsed.presence || parsed.users ||
+          Object.keys(parsed).map(function (k) { return parsed[k]; });
+      }
+      if (Array.isArray(parsed)) names = parsed.map(nameOf);
+      else if (body) names = body.split(/\r?\n/);
+    }
+    var seen = new Set();
+    return names.map(function (n) { return cleanNick(n); }).filter(function (n) {
+      if (!n || seen.has(n)) return false;
+      seen.add(n);
+      return true;
+    }).sort();
+  }
+
+  function presenceRoom(ctx) {
+    var name = roomOfChannel(ctx.getHeader("channel"));
+    var at = presenceAsked.indexOf(name);
+    if (name && at >= 0) presenceAsked.splice(at, 1);
+    else if (!name) name = presenceAsked.shift() || null;
+    return name && rooms.has(name) ? name : null;
+  }
+
+  function onPresence(ctx) {
+    var name = presenceRoom(ctx);
+    if (!name) return;
+    var room = rooms.get(name);
+    room.presence = "on";
+    room.people = presenceNames(ctx);
+    if (name === active) renderPeople();
+  }
+
+  function presenceFailed(ctx) {
+    var name = presenceRoom(ctx);
+    if (!name) return;
+    rooms.get(name).presence = "off";
+    if (name === active) renderPeople();
+  }
+
+  function renderPeople() {
+    var room = active && rooms.get(active);
+    var state = room ? room.presence : "none";
+    ui.people.dataset.state = state;
+    ui.people.hidden = !room;
+    ui.peopleList.replaceChildren();
+    if (state === "on") {
+      room.people.forEach(function (person) {
+        var li = document.createElement("li");
+        li.textContent = person;
+        ui.peopleList.append(li);
+      });
+    }
+    ui.peopleNote.textContent = state === "off" ? "presence off" :
+      state === "asking" ? "asking…" : state === "on" && !room.people.length ? "nobody listed" : "";
+    ui.peopleNote.hidden = !ui.peopleNote.textContent;
+  }
 
   client.on_open = function (ctx) {
     ui.status.dataset.state = "open";
     ui.status.textContent = ctx.reconnected ? "connected (reconnected)" : "connected";
     setNotice("");
+    if (ctx.reconnected) {
+      presenceAsked = [];
+      rooms.forEach(function (room, name) { askPresence(name); });
+    }
   };
 
   client.on_close = function (ctx) {
@@ -249,6 +435,11 @@
   };
 
   client.on_error = function (ctx) {
+    if (ctx.getHeader("command") === "presence") {
+      // No presence on this server (or not for this room).
+      presenceFailed(ctx);
+      return;
+    }
     if (ctx.error && ctx.error.name === "LhttpError") {
       setNotice("Server: " + ctx.error.reason + (ctx.error.body ? " — " + ctx.error.body : ""));
     }

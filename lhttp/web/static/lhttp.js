@@ -19,6 +19,13 @@
  * are the pure codec; new Lhttp(url, options) is the client: reconnect with
  * backoff and jitter, channels re-subscribed after a reconnect, sends queued
  * while connecting, error replies surfaced as errors.
+ *
+ * History channels (a server run with --history): the client remembers the
+ * last offset and epoch it saw on each channel, re-subscribes with since and
+ * epoch after a reconnect so the server sends what was missed, drops any
+ * message it has already seen (same epoch, offset not newer), and reports
+ * each recovery to on_recovery. client.history(channel, limit) reads the
+ * last messages of a channel.
  */
 (function (root, factory) {
   "use strict";
@@ -422,6 +429,11 @@
       var pairs = headerPairs(headers);
       for (var i = 0; i < pairs.length; i++) this.addHeader(pairs[i][0], pairs[i][1]);
       this.setHeader(header, names.join(" "));
+      if (header === "subscribe" && findHeader(this._headers, "since") === null) {
+        // Channels with a known position resume from it.
+        var resume = this.client._resumeHeaders(names);
+        for (var j = 0; j < resume.length; j++) this.addHeader(resume[j][0], resume[j][1]);
+      }
       return this.send(body);
     }
 
@@ -454,21 +466,28 @@
     stableAfter: 5000,    // ms open before the backoff starts again from minDelay
     maxQueue: 1000,       // messages kept while not connected
     resubscribeBatch: 100, // channels per re-subscribe message
+    requestTimeout: 15000, // ms a history() request waits for its reply
     WebSocket: null,      // the WebSocket class (default: the global one)
     setTimeout: null, clearTimeout: null, random: null,
   };
 
   function noop() {}
 
+  function parseOffset(text) {
+    return text !== null && /^[0-9]+$/.test(text) ? parseInt(text, 10) : null;
+  }
+
   /**
    * A client connection. Callbacks (the original SDK's names) each get a
-   * Context: on_open, on_message, on_close, on_error; or use
-   * client.on("open" | "message" | "close" | "error", fn).
+   * Context: on_open, on_message, on_close, on_error, on_recovery; or use
+   * client.on("open" | "message" | "close" | "error" | "recovery", fn).
    *
    * on_open's context has .reconnected; on_close's has .code, .reason,
    * .willReconnect and .delay; on_error's has .error (an LhttpError for an
    * error reply, whose body/status/reason are also readable from the
-   * context as for any message).
+   * context as for any message); on_recovery's (one per channel asked to
+   * recover) has .channel, .recovered, .history, .epoch, .since, .count
+   * and .offset, read from the server's `recovery` reply.
    */
   class Lhttp {
     constructor(url, options) {
@@ -487,13 +506,17 @@
       this.on_message = noop;
       this.on_close = noop;
       this.on_error = noop;
-      this._listeners = { open: [], message: [], close: [], error: [] };
+      this.on_recovery = noop;
+      this._listeners = { open: [], message: [], close: [], error: [], recovery: [] };
 
       this.state = "connecting";   // connecting | open | reconnecting | closed
       this.attempts = 0;           // reconnects since the last stable connection
       this._everOpened = false;
       this._queue = [];            // [{data, subscribes: [channels]}]
       this._channels = new Set();  // what the application wants subscribed
+      this._positions = new Map(); // channel -> {offset, epoch}: the last seen
+      this._requests = [];         // history() requests waiting for a reply
+      this.duplicates = 0;         // messages dropped as already seen
       this._ws = null;
       this._timer = null;
       this._connectTimer = null;
@@ -530,6 +553,107 @@
     /** The channels this client subscribes to (and re-subscribes after a reconnect). */
     getChannels() { return Array.from(this._channels); }
 
+    /**
+     * The last position seen on a history channel, {offset, epoch}, or
+     * null: what the client resumes from after a reconnect.
+     */
+    getPosition(channel) {
+      var position = this._positions.get(String(channel));
+      return position ? { offset: position.offset, epoch: position.epoch } : null;
+    }
+
+    /**
+     * Resume a channel from a position saved earlier (say, in
+     * localStorage): the next subscribe to it asks for what came after.
+     */
+    setPosition(channel, offset, epoch) {
+      var at = Number(offset);
+      if (!Number.isSafeInteger(at) || at < 0) throw new TypeError("an offset is a non-negative integer");
+      this._positions.set(String(channel), { offset: at, epoch: epoch ? String(epoch) : null });
+    }
+
+    // since/epoch headers resuming those of `channels` with a known position.
+    _resumeHeaders(channels) {
+      var since = [], epochs = [];
+      for (var i = 0; i < channels.length; i++) {
+        var position = this._positions.get(channels[i]);
+        if (!position) continue;
+        since.push(channels[i] + "=" + position.offset);
+        if (position.epoch) epochs.push(channels[i] + "=" + position.epoch);
+      }
+      var headers = [];
+      if (since.length) headers.push(["since", since.join(" ")]);
+      if (epochs.length) headers.push(["epoch", epochs.join(" ")]);
+      return headers;
+    }
+
+    /**
+     * The last `limit` messages of a history channel (the server's default
+     * and cap without one), oldest first.
+     *
+     * @return {Promise<Message[]>} the messages, each with its channel,
+     *   offset and epoch headers; the array also has .channel, .epoch,
+     *   .offset (the channel's newest) and .complete (false: older ones
+     *   are gone). Rejects with an LhttpError (404: the channel keeps no
+     *   history), or an Error if the connection closes or no reply comes
+     *   within options.requestTimeout.
+     */
+    history(channel, limit) {
+      var self = this;
+      return new Promise(function (resolve, reject) {
+        var headers = [["channel", String(channel)]];
+        if (limit !== undefined && limit !== null) headers.push(["limit", String(limit)]);
+        var request = {
+          channel: String(channel), resolve: resolve, reject: reject, ws: null, done: false,
+        };
+        request.timer = self._setTimeout(function () {
+          // Kept in the list until its reply comes, so that a late reply
+          // is not taken for the next request's.
+          self._settle(request, new Error("no history reply within " + self.options.requestTimeout + " ms"));
+        }, self.options.requestTimeout);
+        self._requests.push(request);
+        if (!self._transmit(encode("history", headers, ""), headers, request)) {
+          self._requests.splice(self._requests.indexOf(request), 1);
+          self._settle(request, new Error("history request not sent"));
+        }
+      });
+    }
+
+    _settle(request, error, value) {
+      if (request.done) return;
+      request.done = true;
+      if (request.timer !== null) this._clearTimeout(request.timer);
+      request.timer = null;
+      if (error) request.reject(error);
+      else request.resolve(value);
+    }
+
+    // The oldest request sent on the open socket that `message` answers, taken from the list.
+    _takeRequest(message) {
+      var error = message.command === "error";
+      if (error && message.getHeader("command") !== "history") return null;
+      var channel = message.getHeader("channel");
+      for (var i = 0; i < this._requests.length; i++) {
+        var request = this._requests[i];
+        if (request.ws !== this._ws || request.ws === null) continue;
+        if (error || request.channel === channel) {
+          this._requests.splice(i, 1);
+          return request;
+        }
+      }
+      return null;
+    }
+
+    // Requests sent on `ws` get no reply once it is gone.
+    _dropRequests(ws, error) {
+      var self = this;
+      this._requests = this._requests.filter(function (request) {
+        if (ws !== undefined && request.ws !== ws) return true;
+        self._settle(request, error);
+        return false;
+      });
+    }
+
     /** Send a message built from parts; see Context.send. */
     send(command, headers, body) {
       var pairs = headerPairs(headers);
@@ -561,6 +685,7 @@
       if (ws) {
         try { ws.close(code || 1000, reason || ""); } catch (e) { /* already closing */ }
       }
+      this._dropRequests(undefined, new Error("client closed"));
       if (dropped) {
         this._fail(new Error("client closed with " + dropped + " unsent message(s)"));
       }
@@ -573,7 +698,7 @@
     }
 
     // Everything sent goes through here: channel bookkeeping, then socket or queue.
-    _transmit(data, headers) {
+    _transmit(data, headers, request) {
       if (this.state === "closed") {
         this._fail(new Error("send on a closed client"));
         return false;
@@ -582,13 +707,14 @@
       var ws = this._ws;
       if (this.state === "open" && ws && ws.readyState === 1) {
         ws.send(data);
+        if (request) request.ws = ws;
         return true;
       }
       if (this._queue.length >= this.options.maxQueue) {
         this._fail(new Error("send queue full (" + this.options.maxQueue + " messages), message dropped"));
         return false;
       }
-      this._queue.push({ data: data, subscribes: subscribes });
+      this._queue.push({ data: data, subscribes: subscribes, request: request || null });
       return true;
     }
 
@@ -603,7 +729,9 @@
         subscribes.forEach(function (c) { channels.add(c); });
       }
       if (unsub !== null) {
-        channelList(unsub).forEach(function (c) { channels.delete(c); });
+        // A channel subscribed to again later starts afresh.
+        var positions = this._positions;
+        channelList(unsub).forEach(function (c) { channels.delete(c); positions.delete(c); });
       }
       return subscribes;
     }
@@ -669,10 +797,15 @@
       queue.forEach(function (item) { item.subscribes.forEach(function (c) { pending.add(c); }); });
       var again = this.getChannels().filter(function (c) { return !pending.has(c); });
       for (var i = 0; i < again.length; i += this.options.resubscribeBatch) {
-        var batch = again.slice(i, i + this.options.resubscribeBatch).join(" ");
-        ws.send(encode("subscribe", [["subscribe", batch]], ""));
+        // History channels resume after the last message seen.
+        var batch = again.slice(i, i + this.options.resubscribeBatch);
+        var headers = [["subscribe", batch.join(" ")]].concat(this._resumeHeaders(batch));
+        ws.send(encode("subscribe", headers, ""));
       }
-      for (var j = 0; j < queue.length; j++) ws.send(queue[j].data);
+      for (var j = 0; j < queue.length; j++) {
+        ws.send(queue[j].data);
+        if (queue[j].request) queue[j].request.ws = ws;
+      }
       var ctx = new Context(this, null, false);
       ctx.reconnected = reconnected;
       this._emit("open", ctx);
@@ -691,16 +824,84 @@
         var body = message.body;
         if (typeof body !== "string") body = utf8Decoder.decode(body);
         var status = parseInt(message.getHeader("status"), 10);
-        this._fail(new LhttpError(isNaN(status) ? 0 : status,
-          message.getHeader("reason") || "error", body), message, binary);
+        var error = new LhttpError(isNaN(status) ? 0 : status,
+          message.getHeader("reason") || "error", body);
+        var failed = this._requests.length ? this._takeRequest(message) : null;
+        if (failed) this._settle(failed, error);
+        else this._fail(error, message, binary);
+        return;
+      }
+      if (message.command === "recovery") {
+        this._onRecovery(message, binary);
+        return;
+      }
+      if (message.command === "history" && this._requests.length) {
+        var request = this._takeRequest(message);
+        if (request) {
+          this._onHistory(request, message);
+          return;
+        }
+      }
+      if (this._isDuplicate(message)) {
+        this.duplicates += 1;
         return;
       }
       this._emit("message", new Context(this, message, binary));
     }
 
+    // Whether a history channel's message was seen already; else note its position.
+    _isDuplicate(message) {
+      var offset = parseOffset(message.getHeader("offset"));
+      var channel = message.getHeader("channel");
+      if (offset === null || channel === null || !this._channels.has(channel)) return false;
+      var epoch = message.getHeader("epoch");
+      var position = this._positions.get(channel);
+      if (position && position.epoch === epoch && offset <= position.offset) return true;
+      this._positions.set(channel, { offset: offset, epoch: epoch });
+      return false;
+    }
+
+    _onRecovery(message, binary) {
+      var ctx = new Context(this, message, binary);
+      ctx.channel = message.getHeader("channel");
+      ctx.recovered = message.getHeader("recovered") === "true";
+      ctx.history = message.getHeader("history") !== "none";
+      ctx.epoch = message.getHeader("epoch");
+      ctx.since = parseOffset(message.getHeader("since"));
+      ctx.count = parseOffset(message.getHeader("count"));
+      ctx.offset = parseOffset(message.getHeader("offset"));
+      if (ctx.channel !== null && this._channels.has(ctx.channel)) {
+        var position = this._positions.get(ctx.channel);
+        if (!ctx.history) {
+          this._positions.delete(ctx.channel);
+        } else if (!position || position.epoch !== ctx.epoch) {
+          // A new epoch: its offsets start again, and what follows is
+          // everything retained in it.
+          this._positions.set(ctx.channel, { offset: 0, epoch: ctx.epoch });
+        }
+      }
+      this._emit("recovery", ctx);
+    }
+
+    _onHistory(request, reply) {
+      var messages;
+      try {
+        messages = reply.getMultipart().map(function (part) { return decode(part.body); });
+      } catch (e) {
+        this._settle(request, e);
+        return;
+      }
+      messages.channel = reply.getHeader("channel");
+      messages.epoch = reply.getHeader("epoch");
+      messages.offset = parseOffset(reply.getHeader("offset"));
+      messages.complete = reply.getHeader("complete") === "true";
+      this._settle(request, null, messages);
+    }
+
     _onClose(ws, code, reason) {
       this._ws = null;
       this._clearTimers();
+      this._dropRequests(ws, new Error("connection closed before the history reply"));
       if (this.state === "closed") return;
       var wasOpen = this.state === "open";
       if (ERROR_CLOSE_CODES.indexOf(code) >= 0) {

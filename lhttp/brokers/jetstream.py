@@ -1,0 +1,289 @@
+"""
+History on NATS JetStream, for L{lhttp.brokers.nats.NATSBroker}.
+
+  - One stream (C{--history-stream}, default C{LHTTP_HISTORY}) holds every
+    history channel: its subjects are the C{--history} patterns (under the
+    C{--nats-prefix}), its limits the largest of theirs (messages per
+    subject, age) and C{--history-max-bytes}; a pattern with smaller limits
+    has them applied when its history is read. It is created, or updated
+    to those limits, when the node connects; file storage, so it survives a
+    nats-server restart.
+  - A message's offset is its stream sequence: increasing per channel (not
+    by one), the same on every node. The epoch is the stream's creation
+    time: it changes when the stream is deleted and made again, and then
+    old offsets mean nothing.
+  - Nodes publish to history channels with JetStream publishes (an
+    acknowledgement per message, a C{Nats-Msg-Id} so a retried publish is
+    stored once) and receive them through one ordered consumer per
+    pattern, which resumes where it left off after a reconnect: a node
+    delivers a history channel's messages, its own included, in stream
+    order, with their offsets. Original Go nodes publishing plain NATS
+    messages on those subjects are stored too.
+  - A recovery reads the retained messages of one subject after an offset
+    (C{STREAM.MSG.GET} with C{next_by_subj}); it is complete when the
+    message at that offset is still retained, so nothing after it was
+    dropped. A read waits (up to C{readyTimeout} seconds) until the stream
+    and the consumers are in place: a client reconnecting the moment a
+    restarted node accepts connections would otherwise be read from before
+    the node knows the epoch, and told that messages may be missing.
+"""
+
+import asyncio
+import datetime
+import itertools
+import os
+
+from nats.js.api import DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from lhttp.errors import BrokerUnavailable
+from lhttp.history import IHistory, Recovery
+
+
+def _future(coroutine):
+    return Deferred.fromFuture(asyncio.ensure_future(coroutine))
+
+
+@implementer(IHistory)
+class JetStreamHistory:
+    """
+    @ivar policy: the L{lhttp.history.HistoryPolicy}.
+    @ivar stream: the stream's name.
+    @ivar epoch: the stream's epoch, once connected (else L{None}).
+    @ivar ready: whether the stream and the consumers are in place.
+    """
+
+    log = Logger()
+
+    # Messages one read gives at most (the per-pattern count limits are
+    # smaller in practice).
+    maxRead = 10000
+
+    # Seconds a read waits for the history to be ready (connected, stream
+    # and consumers in place) before it fails.
+    readyTimeout = 10.0
+
+    def __init__(self, policy, stream="LHTTP_HISTORY", maxBytes=64 * 1024 * 1024, prefix="",
+                 heartbeat=1.0):
+        self.policy = policy
+        self.stream = stream
+        self.maxBytes = maxBytes
+        self.epoch = None
+        self._ready = asyncio.Event()
+        self._prefix = prefix
+        self._heartbeat = heartbeat
+        self._client = None
+        self._consumers = []
+        # The last stream sequence delivered, per pattern: a consumer made
+        # again starts after it.
+        self._delivered = {}
+        self._ids = itertools.count(1)
+        self._node = os.urandom(6).hex()
+        self.delivered = 0
+
+    @property
+    def ready(self):
+        return self._ready.is_set()
+
+    @ready.setter
+    def ready(self, value):
+        if value:
+            self._ready.set()
+        else:
+            self._ready.clear()
+
+    async def _untilReady(self):
+        if self._ready.is_set():
+            return
+        try:
+            await asyncio.wait_for(self._ready.wait(), self.readyTimeout)
+        except asyncio.TimeoutError:
+            raise BrokerUnavailable(
+                f"the history (JetStream stream {self.stream}) is not ready") from None
+
+    def subject(self, channel):
+        return self._prefix + channel
+
+    def messageId(self):
+        """
+        A C{Nats-Msg-Id} for one publish, unique across nodes.
+        """
+        return f"{self._node}-{next(self._ids)}"
+
+    def describe(self):
+        return {"stream": self.stream, "epoch": self.epoch, "ready": self.ready,
+                "delivered": self.delivered}
+
+    # Setting up, on every (re)connect.
+
+    def streamConfig(self):
+        retentions = self.policy.retentions
+        ages = [r.maxAge for r in retentions]
+        return StreamConfig(
+            name=self.stream,
+            subjects=[self._prefix + r.pattern for r in retentions],
+            max_msgs_per_subject=max(r.messages for r in retentions),
+            max_age=None if None in ages else max(ages),
+            max_bytes=self.maxBytes,
+            storage=StorageType.FILE,
+            discard=DiscardPolicy.OLD,
+            duplicate_window=120,
+        )
+
+    async def start(self, client, deliver):
+        """
+        Make or update the stream, read its epoch, and start the consumers
+        (again after a new connection).
+
+        @param deliver: C{deliver(channels, payload, position)}.
+        """
+        self._client = client
+        self.ready = False
+        jsm = client.jsm()
+        config = self.streamConfig()
+        try:
+            info = await jsm.add_stream(config)
+        except BadRequestError:
+            # It exists with other limits: the options win.
+            info = await jsm.update_stream(config)
+        created = info.created
+        if created is None:
+            created = (await jsm.stream_info(self.stream)).created
+        epoch = _epoch(created)
+        if epoch != self.epoch:
+            # A new stream: its sequences start again.
+            self._delivered.clear()
+        self.epoch = epoch
+        js = client.jetstream()
+        for consumer in self._consumers:
+            try:
+                await consumer.unsubscribe()
+            except Exception:
+                pass
+        self._consumers = []
+        for retention in self.policy.retentions:
+            self._consumers.append(await self._consume(js, retention.pattern, deliver))
+        self.ready = True
+        self.log.info("History in JetStream stream {stream} (epoch {epoch})",
+                      stream=self.stream, epoch=self.epoch)
+
+    async def _consume(self, js, pattern, deliver):
+        prefix = len(self._prefix)
+        last = self._delivered.get(pattern)
+        if last is None:
+            policy, start = DeliverPolicy.NEW, None
+        else:
+            policy, start = DeliverPolicy.BY_START_SEQUENCE, last + 1
+        delivered = self._delivered
+
+        async def received(message):
+            sequence = message.metadata.sequence.stream
+            if sequence <= delivered.get(pattern, 0):
+                # From a consumer this one replaced, after a reconnect.
+                return
+            delivered[pattern] = sequence
+            self.delivered += 1
+            deliver((message.subject[prefix:],), message.data, (self.epoch, sequence))
+
+        from nats.js.api import ConsumerConfig
+
+        config = ConsumerConfig(opt_start_seq=start) if start else None
+        return await js.subscribe(
+            self._prefix + pattern, cb=received, stream=self.stream, ordered_consumer=True,
+            deliver_policy=policy, idle_heartbeat=self._heartbeat, config=config,
+        )
+
+    # IHistory
+
+    def read(self, channel, since, epoch):
+        return _future(self._read(channel, since, epoch))
+
+    def last(self, channel, count):
+        return _future(self._last(channel, count))
+
+    async def _next(self, jsm, subject, sequence):
+        try:
+            return await jsm.get_msg(self.stream, seq=sequence, subject=subject, next=True)
+        except NotFoundError:
+            return None
+
+    async def _read(self, channel, since, epoch):
+        await self._untilReady()
+        jsm = self._client.jsm()
+        subject = self.subject(channel)
+        sameEpoch = epoch is None or epoch == self.epoch
+        if not sameEpoch:
+            since = 0
+        complete = sameEpoch
+        found = []
+        if since > 0:
+            first = await self._next(jsm, subject, since)
+            if first is None or first.seq != since:
+                complete = False
+                if first is not None:
+                    found.append(first)
+            cursor = (found[-1].seq if found else since) + 1
+        else:
+            info = await jsm.stream_info(self.stream)
+            # Nothing was ever removed from the stream: all is there.
+            complete = complete and (info.state.first_seq or 1) <= 1
+            cursor = 1
+        while len(found) < self.maxRead:
+            message = await self._next(jsm, subject, cursor)
+            if message is None:
+                break
+            found.append(message)
+            cursor = message.seq + 1
+        messages, trimmed = self._retained(channel, found)
+        complete = complete and not trimmed
+        top = messages[-1][0] if messages else since
+        return Recovery(self.epoch, complete, messages, top)
+
+    def _retained(self, channel, found):
+        """
+        The pattern's own limits, where they are smaller than the stream's.
+
+        @return: C{(messages, trimmed)}.
+        """
+        retention = self.policy.retentionFor(channel)
+        kept = found
+        if retention is not None and retention.maxAge is not None:
+            oldest = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(
+                seconds=retention.maxAge)
+            kept = [m for m in kept if m.time is None or m.time >= oldest]
+        if retention is not None and len(kept) > retention.messages:
+            kept = kept[-retention.messages:]
+        return tuple((m.seq, m.data or b"") for m in kept), len(kept) != len(found)
+
+    async def _last(self, channel, count):
+        await self._untilReady()
+        jsm = self._client.jsm()
+        subject = self.subject(channel)
+        found = []
+        cursor = 1
+        while len(found) < self.maxRead:
+            message = await self._next(jsm, subject, cursor)
+            if message is None:
+                break
+            found.append(message)
+            cursor = message.seq + 1
+        messages, trimmed = self._retained(channel, found)
+        info = await jsm.stream_info(self.stream)
+        complete = (info.state.first_seq or 1) <= 1 and not trimmed and len(messages) <= count
+        messages = messages[-count:]
+        top = messages[-1][0] if messages else 0
+        return Recovery(self.epoch, complete, messages, top)
+
+
+def _epoch(created):
+    """
+    A stream's epoch: its creation time, in microseconds, as hex.
+    """
+    if created is None:
+        return "0"
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=datetime.timezone.utc)
+    return "%x" % int(created.timestamp() * 1000000)
