@@ -26,17 +26,10 @@ TTL = 3.0
 
 
 @pytest.fixture
-def jetStream(tmp_path):
-    server = NATSServer(args=["-js", "-sd", str(tmp_path / "jetstream")]).waitReady()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def cluster(jetStream, startNode):
+def cluster(jetstream, startNode):
     return [
         startNode(
-            "--nats", jetStream.url, "--presence", "room.*", "--presence-events", "room.*",
+            "--nats", jetstream.url, "--presence", "room.*", "--presence-events", "room.*",
             "--presence-ttl", str(TTL), "--filter", "lhttp_examples.auth.TokenAuthFilter",
             env={"LHTTP_AUTH_SECRET": SECRET}, pythonPath=[ROOT / "examples"],
         )
