@@ -95,6 +95,25 @@ def _retention(text):
     return parseRetention(text)
 
 
+def _presencePattern(text):
+    from lhttp.presence.policy import checkPattern
+
+    return checkPattern(text, "--presence")
+
+
+def _presencePatterns(instance, attribute, value):
+    from lhttp.presence.policy import checkPattern
+
+    for pattern in value:
+        checkPattern(pattern, attribute.metadata["flag"])
+
+
+def _bucketName(instance, attribute, value):
+    from lhttp.presence.policy import checkBucket
+
+    checkBucket(value, attribute.metadata["flag"])
+
+
 def _header(text):
     from lhttp.upstream.agent import parseStaticHeader
 
@@ -242,6 +261,26 @@ class Config:
         64 * MiB, "--history-max-bytes", "Bytes of history kept, in memory or in the "
         "stream; the oldest go first.", show="64 MiB",
         validator=_positive,
+    )
+
+    # Presence.
+    presence = _field(
+        (), "--presence", "List who is subscribed to channels matching PATTERN, cluster-wide "
+        "(docs/presence.rst). Repeatable. In memory, or JetStream key-value with --nats.",
+        repeat=_presencePattern, show="none", validator=_presencePatterns,
+    )
+    presenceEvents = _field(
+        (), "--presence-events", "Send join and leave messages to the subscribers of channels "
+        "matching PATTERN. Repeatable.", repeat=_presencePattern, show="none",
+        validator=_presencePatterns,
+    )
+    presenceTTL = _field(
+        15.0, "--presence-ttl", "Seconds a crashed node's presence entries last, with --nats.",
+        show="15 s", validator=_positive,
+    )
+    presenceBucket = _field(
+        "LHTTP_PRESENCE", "--presence-bucket", "The JetStream key-value bucket of presence, "
+        "with --nats.", validator=_bucketName,
     )
 
     # Upstream.

@@ -190,6 +190,16 @@ class NoProcessor(LHTTPError):
     reason = "no processor"
 
 
+class NoPresence(LHTTPError):
+    """
+    A C{presence} or C{presence-stats} request for a channel that does not
+    track its subscribers (no C{--presence} pattern matches it).
+    """
+
+    status = 404
+    reason = "no presence"
+
+
 class BadUpstream(LHTTPError):
     """
     An C{upstream} header that is not C{METHOD TARGET} with a known method

@@ -49,7 +49,7 @@ class LHTTPServer:
     @ivar connections: the open L{lhttp.connection.Connection}s.
     """
 
-    def __init__(self, config=None, broker=None, reactor=None, upstream=None):
+    def __init__(self, config=None, broker=None, reactor=None, upstream=None, presence=None):
         """
         @param config: the node's L{lhttp.config.Config} (default: the
             defaults).
@@ -59,6 +59,8 @@ class LHTTPServer:
         @param upstream: an L{lhttp.interfaces.IUpstream} for the
             C{upstream} header (L{lhttp.upstream.makeUpstream} makes one
             from the config); default: off, C{upstream} headers get a 403.
+        @param presence: an L{lhttp.presence.IPresence} for the channels
+            of C{config.presence}; default: in memory.
         """
         self.config = config = config if config is not None else Config()
         self.metrics = Metrics()
@@ -96,6 +98,13 @@ class LHTTPServer:
             self.dispatcher.addProcessor(
                 "history", HistoryProcessor(history, self.pubsub.checkChannels), builtin=True
             )
+        # Who is subscribed (--presence, --presence-events): the
+        # lhttp.presence.PresenceFilter, or None.
+        self.presence = None
+        if config.presence or config.presenceEvents:
+            from lhttp.presence import install
+
+            self.presence = install(self, presence)
 
     # The one ingress.
 

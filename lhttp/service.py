@@ -261,7 +261,16 @@ def makeService(options):
             history=HistoryPolicy(config.history) if config.history else None,
             historyStream=config.historyStream, historyMaxBytes=config.historyMaxBytes,
         )
-    server = LHTTPServer(config, broker=broker, reactor=reactor, upstream=makeUpstream(reactor, config))
+    presence = None
+    if config.nats and config.presence:
+        from lhttp.presence.jetstream import JetStreamPresence
+
+        presence = JetStreamPresence(
+            config.nats, reactor, bucket=config.presenceBucket, ttl=config.presenceTTL,
+            name=f"lhttp presence {socket.gethostname()} pid={os.getpid()}",
+        )
+    server = LHTTPServer(config, broker=broker, reactor=reactor,
+                         upstream=makeUpstream(reactor, config), presence=presence)
     registerProcessors(
         server, options.filters, options.processors,
         processorPlugins() if config.plugins else [],
@@ -279,6 +288,9 @@ def makeService(options):
     service = NodeService(server)
     if broker is not None:
         BrokerService(broker).setServiceParent(service)
+    if presence is not None:
+        # Stops after the clients closed, so their leaves are written.
+        presence.setServiceParent(service)
     ClientsService(server, reactor, config.shutdownTimeout).setServiceParent(service)
     for description, factory in listen:
         ListeningService(

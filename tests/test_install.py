@@ -54,22 +54,24 @@ async def test_cleanVirtualenvThenReadmeRunCommand(tmp_path):
         await barrier(alice)
         bob.publish("room", "chat", body="installed")
         assert (await alice.nextMessage(10)).body == b"installed"
+        # What the venv has, not a checkout on the tests' own PYTHONPATH.
+        clean = {**os.environ, "PYTHONPATH": ""}
         installed = subprocess.run(
             [str(venv / "bin" / "python"), "-c", "import lhttp; print(lhttp.__file__)"],
-            capture_output=True, text=True, check=True, cwd=str(tmp_path),
+            capture_output=True, text=True, check=True, cwd=str(tmp_path), env=clean,
         ).stdout
         assert str(venv) in installed
 
         # twistd lists the plugin, and the lhttp command is on the PATH.
         twistdHelp = subprocess.run(
             [str(venv / "bin" / "twistd"), "--help"],
-            capture_output=True, text=True, timeout=60, cwd=str(tmp_path),
+            capture_output=True, text=True, timeout=60, cwd=str(tmp_path), env=clean,
         ).stdout
         assert re.search(r"^\s+lhttp\s+An LHTTP server", twistdHelp, re.MULTILINE), twistdHelp
         sent = subprocess.run(
             [str(venv / "bin" / "lhttp"), "send", f"ws://127.0.0.1:{port}/",
              r"LHTTP/1.0 me\r\nsubscribe:me\r\npublish:me\r\n\r\nfrom the script"],
-            capture_output=True, text=True, timeout=60, cwd=str(tmp_path),
+            capture_output=True, text=True, timeout=60, cwd=str(tmp_path), env=clean,
         )
         assert sent.returncode == 0, sent.stderr
         assert sent.stdout.endswith("from the script\n")

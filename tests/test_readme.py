@@ -112,6 +112,12 @@ CODE_BLOCKS = {
     ("docs/performance.rst", "python bench/history.py"): notRunnable(
         "a long benchmark; tests/test_bench.py::test_historyOnAgainstOffInOneRun runs it at smoke size"),
     ("docs/performance.rst", "history_ratio shape="): notRunnable("a sample of history.py's output"),
+    ("docs/presence.rst", "class LoginFilter"): ranBy("tests/test_presence.py::test_docsLoginFilter"),
+    ("docs/presence.rst", "self:3fa9c1d2-2"): ranBy(
+        "tests/test_presence.py::test_docsSamples", "a node's replies compared byte for byte"),
+    ("docs/presence.rst", "clients:3"): ranBy("tests/test_presence.py::test_docsSamples"),
+    ("docs/presence.rst", "reason:no presence"): ranBy("tests/test_presence.py::test_docsSamples"),
+    ("docs/presence.rst", "LHTTP/1.0 leave"): ranBy("tests/test_presence.py::test_docsSamples"),
     ("docs/protocol.rst", "<name>:<value>"): notRunnable("the message format, not a message"),
     ("docs/protocol.rst", "publish:channel_jack"): WIRE_SAMPLE,
     ("docs/protocol.rst", "subscribe:room42"): WIRE_SAMPLE,

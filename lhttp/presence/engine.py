@@ -1,0 +1,76 @@
+"""
+Where presence is kept (L{IPresence}): in memory for one node
+(L{MemoryPresence}); cluster-wide in a JetStream key-value bucket
+(L{lhttp.presence.jetstream.JetStreamPresence}).
+"""
+
+import attr
+from twisted.internet.defer import succeed
+from zope.interface import Interface, implementer
+
+
+@attr.s(frozen=True, slots=True, order=True)
+class Member:
+    """
+    One connection subscribed to a channel.
+
+    @ivar client: its client id, unique cluster-wide.
+    @ivar user: the user its connection was given (C{connection.data["user"]})
+        when it subscribed, or L{None}.
+    """
+
+    client = attr.ib()
+    user = attr.ib(default=None, order=False)
+
+
+class IPresence(Interface):
+    """
+    A presence engine: who is subscribed to the channels that track it.
+    """
+
+    def join(channel, member):
+        """
+        Record that C{member} (a L{Member}) is subscribed to C{channel}.
+
+        @return: L{None}, or a L{Deferred} that fires once the record is
+            visible to every node (it never fails: a record that could not
+            be written is retried or expires).
+        """
+
+    def leave(channel, client):
+        """
+        Forget client id C{client} on C{channel}.
+
+        @return: like L{join}.
+        """
+
+    def members(channel):
+        """
+        @return: a L{Deferred} firing with the L{Member}s of C{channel},
+            sorted by client id, or failing with an
+            L{lhttp.errors.LHTTPError} (503 while the store is out of
+            reach).
+        """
+
+
+@implementer(IPresence)
+class MemoryPresence:
+    """
+    Presence of one node, in memory: the embedded broker's engine.
+    """
+
+    def __init__(self):
+        self._channels = {}
+
+    def join(self, channel, member):
+        self._channels.setdefault(channel, {})[member.client] = member
+
+    def leave(self, channel, client):
+        members = self._channels.get(channel)
+        if members is not None:
+            members.pop(client, None)
+            if not members:
+                del self._channels[channel]
+
+    def members(self, channel):
+        return succeed(sorted(self._channels.get(channel, {}).values()))

@@ -1,0 +1,358 @@
+"""
+Presence cluster-wide, in a NATS JetStream key-value bucket.
+
+One key per subscribed connection and channel,
+C{<channel, escaped>.<client id>} (L{lhttp.presence.policy.escapeChannel}),
+its value C{{"user": ...}} as JSON. The bucket keeps one revision per key
+and drops what is older than the TTL (C{--presence-ttl}); every node
+writes its own entries again every third of it, so a node that crashed
+(nothing deletes its entries) has its clients gone from every list within
+the TTL. A C{presence} request reads the channel's keys with a watch that
+stops after the current values.
+
+It has a NATS connection of its own (nats-py, on Twisted's asyncio
+reactor), made and kept as the broker keeps its one: reconnects never
+stop, URLs are redacted in logs. Writes go out in order, one coroutine at
+a time; the latest write of a key replaces one still waiting, so what
+waits is bounded by the entries and while NATS is away nothing is lost
+that the next refresh does not put back.
+"""
+
+import asyncio
+import json
+from collections import OrderedDict
+
+from nats.aio.client import Client as NATS
+from nats.js.errors import BadRequestError
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from lhttp.brokers.nats import _redactedError, redactURL
+from lhttp.errors import BrokerUnavailable, LHTTPError
+from lhttp.presence.engine import IPresence, Member
+from lhttp.presence.policy import checkBucket, escapeChannel
+
+# Writes sent together before their acknowledgements are awaited.
+BATCH = 64
+
+
+def _future(coroutine):
+    return Deferred.fromFuture(asyncio.ensure_future(coroutine))
+
+
+def keyFor(channel, client):
+    """
+    The key of a client's entry for a channel.
+    """
+    return f"{escapeChannel(channel)}.{client}"
+
+
+@implementer(IPresence)
+class JetStreamPresence(Service):
+    """
+    A presence engine on JetStream key-value, and the service that keeps
+    its NATS connection and refreshes this node's entries.
+
+    @ivar bucket: the bucket's name.
+    @ivar ttl: seconds an entry lives unless written again.
+    """
+
+    log = Logger()
+
+    def __init__(self, servers, reactor, bucket="LHTTP_PRESENCE", ttl=15.0, name="lhttp presence",
+                 connectTimeout=2, reconnectWait=0.5, timeout=5.0, clientFactory=NATS):
+        """
+        @param servers: NATS URLs.
+        @param timeout: seconds a JetStream request, or a write waited for
+            by a subscribing client, may take.
+        """
+        self.servers = list(servers)
+        self.bucket = checkBucket(bucket)
+        self.ttl = ttl
+        self._reactor = reactor
+        self._name = name
+        self._connectTimeout = connectTimeout
+        self._reconnectWait = reconnectWait
+        self._timeout = timeout
+        self._clientFactory = clientFactory
+        self._client = None
+        self._kv = None
+        self._stopping = False
+        # This node's entries: key -> value, written again every ttl/3.
+        self._local = {}
+        # Writes waiting: key -> [value or None (delete), waiters].
+        self._pending = OrderedDict()
+        self._writing = False
+        self._broken = False
+        self._complained = False
+        self._refresher = LoopingCall(self.refresh)
+        self._refresher.clock = reactor
+        self.written = 0
+        self.failed = 0
+
+    # IPresence
+
+    def join(self, channel, member):
+        key = keyFor(channel, member.client)
+        value = json.dumps({"user": member.user} if member.user is not None else {}).encode()
+        self._local[key] = value
+        return self._write(key, value)
+
+    def leave(self, channel, client):
+        key = keyFor(channel, client)
+        self._local.pop(key, None)
+        return self._write(key, None)
+
+    def members(self, channel):
+        if not self._connected():
+            return fail(BrokerUnavailable(
+                "the presence store (NATS JetStream) is not reachable now; try again"
+            ))
+        return _future(self._list(escapeChannel(channel))).addErrback(self._listFailed)
+
+    async def _list(self, token):
+        watcher = await self._kv.watch(f"{token}.*", ignore_deletes=True, inactive_threshold=5.0)
+        members = []
+        try:
+            while True:
+                entry = await watcher.updates(self._timeout)
+                if entry is None:
+                    break
+                try:
+                    user = json.loads(entry.value or b"{}").get("user")
+                except ValueError:
+                    user = None
+                members.append(Member(entry.key.rpartition(".")[2], user))
+        finally:
+            await watcher.stop()
+        return sorted(members)
+
+    def _listFailed(self, failure):
+        if isinstance(failure.value, LHTTPError):
+            return failure
+        self.log.warn("Reading presence failed: {error}",
+                      error=_redactedError(failure.value, self.servers))
+        raise BrokerUnavailable("the presence store (NATS JetStream) did not answer; try again")
+
+    # Writes
+
+    def _connected(self):
+        client = self._client
+        return (self._kv is not None and client is not None and client.is_connected
+                and not self._stopping)
+
+    def _write(self, key, value):
+        """
+        Queue a write; the L{Deferred} fires once it is done, failed, or
+        C{timeout} seconds passed (L{None} while NATS is away: the write
+        waits for the connection, the client does not).
+        """
+        old = self._pending.pop(key, None)
+        waiters = old[1] if old is not None else []
+        waiter = None
+        if self._connected():
+            waiter = Deferred()
+            waiters.append(waiter)
+            self._reactor.callLater(self._timeout, _fire, [waiter])
+        self._pending[key] = [value, waiters]
+        self._kick()
+        return waiter
+
+    def _kick(self):
+        if not self._writing and self._connected() and self._pending:
+            self._writing = True
+            _future(self._writeAll()).addErrback(
+                lambda f: self.log.failure("Writing presence failed", f)
+            )
+
+    async def _writeAll(self):
+        try:
+            while self._pending and self._connected():
+                batch = []
+                while self._pending and len(batch) < BATCH:
+                    batch.append(self._pending.popitem(last=False))
+                kv = self._kv
+                results = await asyncio.gather(
+                    *[kv.put(key, value) if value is not None else kv.delete(key)
+                      for key, (value, waiters) in batch],
+                    return_exceptions=True,
+                )
+                for (key, (value, waiters)), result in zip(batch, results):
+                    if isinstance(result, Exception):
+                        self._writeFailed(result)
+                    else:
+                        self.written += 1
+                    _fire(waiters)
+        finally:
+            self._writing = False
+
+    def _writeFailed(self, error):
+        # A put is made again by the next refresh; a delete not made
+        # expires with the TTL. The bucket is checked again then (a
+        # nats-server that lost it, say).
+        self.failed += 1
+        self._broken = True
+        if not self._complained:
+            self._complained = True
+            self.log.warn(
+                "Writing presence to JetStream failed ({error}); retrying every {every}s",
+                error=_redactedError(error, self.servers), every=self.ttl / 3,
+            )
+
+    def refresh(self):
+        """
+        Write every entry of this node again, so none expires while its
+        client is connected.
+        """
+        if self._broken and self._connected():
+            self._broken = False
+            _future(self._openBucket()).addCallbacks(lambda ignored: self._refreshNow(),
+                                                     self._bucketFailed)
+            return
+        self._refreshNow()
+
+    def _refreshNow(self):
+        pending = self._pending
+        for key, value in self._local.items():
+            if key not in pending:
+                pending[key] = [value, []]
+        self._kick()
+
+    # The connection
+
+    def startService(self):
+        Service.startService(self)
+        self._stopping = False
+        self._connect()
+        self._refresher.start(self.ttl / 3, now=False)
+
+    def _connect(self):
+        self._client = self._clientFactory()
+        self._kv = None
+        _future(self._open()).addCallbacks(self._opened, self._connectFailed)
+
+    async def _open(self):
+        await self._client.connect(
+            servers=self.servers,
+            name=self._name,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=self._reconnectWait,
+            connect_timeout=self._connectTimeout,
+            ping_interval=1,
+            max_outstanding_pings=2,
+            error_cb=self._onError,
+            disconnected_cb=self._onDisconnected,
+            reconnected_cb=self._onReconnected,
+            closed_cb=self._onClosed,
+        )
+        await self._openBucket()
+
+    async def _openBucket(self):
+        """
+        Create the bucket, or give the one there this TTL.
+        """
+        js = self._client.jetstream(timeout=self._timeout)
+        try:
+            kv = await js.create_key_value(bucket=self.bucket, ttl=self.ttl, history=1)
+        except BadRequestError:
+            # It exists with another configuration (another TTL).
+            info = await js.stream_info(f"KV_{self.bucket}")
+            info.config.max_age = self.ttl
+            await js.update_stream(info.config)
+            kv = await js.key_value(self.bucket)
+        self._kv = kv
+
+    def _opened(self, ignored):
+        self._complained = False
+        self.log.info("Presence in JetStream bucket {bucket} (TTL {ttl}s) at {url}",
+                      bucket=self.bucket, ttl=self.ttl, url=self._connectedURL())
+        self._refreshNow()
+
+    def _connectFailed(self, failure):
+        if self._stopping:
+            return
+        self.log.error("Presence: connecting to NATS JetStream failed ({error}); trying again",
+                       error=_redactedError(failure.value, self.servers))
+        client = self._client
+        if client is not None and not client.is_closed:
+            _future(client.close()).addErrback(lambda f: None)
+        self._reactor.callLater(self._reconnectWait, self._connect)
+
+    def _bucketFailed(self, failure):
+        self._broken = True
+        self.log.warn("Presence: the JetStream bucket is not available ({error})",
+                      error=_redactedError(failure.value, self.servers))
+
+    def _connectedURL(self):
+        client = self._client
+        if client is None or client.connected_url is None:
+            return None
+        return redactURL(client.connected_url.geturl())
+
+    async def _onError(self, error):
+        if not self._complained:
+            self._complained = True
+            self.log.warn("Presence: NATS: {error}", error=_redactedError(error, self.servers))
+
+    async def _onDisconnected(self):
+        # Nobody waits for a write while NATS is away: the writes stay
+        # queued for the reconnect.
+        for value, waiters in self._pending.values():
+            _fire(waiters)
+            del waiters[:]
+
+    async def _onReconnected(self):
+        self._complained = False
+        # The server may have lost the bucket (no file store): make sure
+        # of it, then write every entry again.
+        self._broken = True
+        self._reactor.callLater(0, self.refresh)
+
+    async def _onClosed(self):
+        if not self._stopping:
+            self.log.error("Presence: the NATS connection closed for good; starting a new one")
+            self._reactor.callLater(self._reconnectWait, self._connect)
+
+    def stopService(self):
+        """
+        Write what waits (the leaves of the clients closed at shutdown),
+        then leave NATS.
+        """
+        Service.stopService(self)
+        if self._refresher.running:
+            self._refresher.stop()
+        client = self._client
+        if client is None or client.is_closed:
+            self._stopping = True
+            return succeed(None)
+        d = Deferred()
+        deadline = self._reactor.seconds() + self._timeout
+
+        def check():
+            if (not self._pending and not self._writing) or not self._connected() \
+                    or self._reactor.seconds() >= deadline:
+                d.callback(None)
+            else:
+                self._reactor.callLater(0.05, check)
+
+        check()
+
+        def close(ignored):
+            self._stopping = True
+            if client.is_connected:
+                return _future(client.drain())
+            return _future(client.close())
+
+        return d.addCallback(close).addErrback(
+            lambda f: self.log.warn("Presence: leaving NATS: {e}", e=f.getErrorMessage())
+        )
+
+
+def _fire(waiters):
+    for waiter in waiters:
+        if not waiter.called:
+            waiter.callback(None)

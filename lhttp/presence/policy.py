@@ -1,0 +1,148 @@
+"""
+Which channels have presence, who a connection is, and how a channel
+name becomes a key-value key.
+"""
+
+import itertools
+import os
+import re
+
+from lhttp.history import matches
+
+_BUCKET = re.compile(r"[A-Za-z0-9_-]+").fullmatch
+_KEY_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def checkPattern(text, flag="--presence"):
+    """
+    A NATS-style channel pattern: dot-separated tokens, each a name, C{*}
+    (one token) or, last, C{>} (the rest).
+
+    @return: the pattern, stripped.
+    @raise ValueError: a malformed pattern.
+    """
+    pattern = text.strip()
+    tokens = pattern.split(".")
+    for i, token in enumerate(tokens):
+        last = i == len(tokens) - 1
+        if (
+            not token
+            or any(c.isspace() for c in token)
+            or (">" in token and (token != ">" or not last))
+            or ("*" in token and token != "*")
+        ):
+            raise ValueError(
+                f"{flag} pattern {text!r}: tokens are names, '*', or a final '>' (room.*, news.>)"
+            )
+    return pattern
+
+
+def checkBucket(name, flag="--presence-bucket"):
+    """
+    @raise ValueError: not a JetStream key-value bucket name (letters,
+        digits, C{_} and C{-}).
+    """
+    if not isinstance(name, str) or not _BUCKET(name):
+        raise ValueError(f"{flag} {name!r}: a bucket name is letters, digits, '_' and '-'")
+    return name
+
+
+class PresencePolicy:
+    """
+    Which channels track their subscribers (C{--presence}) and which tell
+    them of joins and leaves (C{--presence-events}).
+    """
+
+    def __init__(self, tracked=(), announced=()):
+        self.tracked = tuple(checkPattern(p) for p in tracked)
+        self.announced = tuple(checkPattern(p, "--presence-events") for p in announced)
+        self._cache = {}
+
+    def __bool__(self):
+        return bool(self.tracked or self.announced)
+
+    def _lookup(self, channel):
+        try:
+            return self._cache[channel]
+        except KeyError:
+            pass
+        found = (
+            any(matches(p, channel) for p in self.tracked),
+            any(matches(p, channel) for p in self.announced),
+        )
+        if len(self._cache) < 10000:
+            self._cache[channel] = found
+        return found
+
+    def tracks(self, channel):
+        """
+        @return: whether C{channel}'s subscribers are listed by C{presence}.
+        """
+        return self._lookup(channel)[0]
+
+    def announces(self, channel):
+        """
+        @return: whether C{channel}'s subscribers get C{join}/C{leave}.
+        """
+        return self._lookup(channel)[1]
+
+    def concerns(self, channel):
+        """
+        @return: whether presence does anything for C{channel}.
+        """
+        tracked, announced = self._lookup(channel)
+        return tracked or announced
+
+
+class ClientIds:
+    """
+    Client ids unique cluster-wide: this node's random id, a dash, a
+    counter (C{3fa9c1d2-17}). They are valid key-value key tokens.
+
+    @ivar node: this node's id.
+    """
+
+    def __init__(self, node=None):
+        self.node = node if node is not None else os.urandom(4).hex()
+        self._counter = itertools.count(1)
+
+    def next(self):
+        return f"{self.node}-{next(self._counter)}"
+
+
+def userOf(connection):
+    """
+    The user a filter or processor set on a connection
+    (C{connection.data["user"]}), as one line of text, or L{None}.
+    """
+    user = connection.data.get("user")
+    if user is None:
+        return None
+    text = " ".join(str(user).split())
+    return text or None
+
+
+def escapeChannel(channel):
+    """
+    A channel name as one key-value key token: letters, digits, C{_} and
+    C{-} as they are, every other byte of its UTF-8 as C{=XX}
+    (C{room.42} is C{room=2E42}). Reversible by L{unescapeChannel}.
+    """
+    safe = _KEY_SAFE
+    return "".join(chr(b) if b in safe else "=%02X" % b for b in channel.encode("utf-8"))
+
+
+def unescapeChannel(token):
+    """
+    The channel name L{escapeChannel} made C{token} from.
+    """
+    out = bytearray()
+    i = 0
+    while i < len(token):
+        if token[i] == "=":
+            out.append(int(token[i + 1:i + 3], 16))
+            i += 3
+        else:
+            out.append(ord(token[i]))
+            i += 1
+    return out.decode("utf-8")
