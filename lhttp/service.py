@@ -247,7 +247,7 @@ def makeService(options):
     from lhttp.plugin import processorPlugins
     from lhttp.server import LHTTPServer
     from lhttp.upstream.agent import makeUpstream
-    from lhttp.web.demo import DemoFiles, demoDirectory
+    from lhttp.web.demo import DemoFiles, DemoNicknames, demoDirectory
 
     config = options.config
     broker = None
@@ -278,6 +278,7 @@ def makeService(options):
     root = server.resource(metrics=not config.metricsListen)
     if config.demo:
         root.putChild(b"demo", DemoFiles(demoDirectory()))
+        server.addFilter(DemoNicknames())
     # No body in the node's tree is useful beyond a message: none is read
     # past that, or kept on disk.
     site = server.site(root, maxBodySize=config.maxMessageSize, logPath=config.accessLog)

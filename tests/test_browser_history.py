@@ -118,6 +118,17 @@ def assertPresenceShown(page):
         assert page.locator("#people-list li").count() >= 1
 
 
+def waitPeople(page, names):
+    """
+    Wait until the "who is here" list is exactly C{names}.
+    """
+    page.wait_for_function(
+        "names => JSON.stringify(Array.from(document.querySelectorAll('#people-list li'),"
+        " li => li.textContent.trim())) === JSON.stringify(names)",
+        arg=sorted(names), timeout=20000,
+    )
+
+
 def test_reloadedPageShowsTheRoomsRecentMessages(startNode):
     """
     With history, a reloaded page, and a page joining later, show the
@@ -125,7 +136,7 @@ def test_reloadedPageShowsTheRoomsRecentMessages(startNode):
     history() reads the last ones. Without history the demo says so and
     shows only what came after joining.
     """
-    node = startNode("--demo", *HISTORY)
+    node = startNode("--demo", *HISTORY, "--presence", "room.*")
     plain = startNode("--demo")
 
     def scenario():
@@ -156,6 +167,9 @@ def test_reloadedPageShowsTheRoomsRecentMessages(startNode):
 
             bob = openRoom(browser, node, "bob", "blue")
             assert chatTexts(bob.page) == expected
+            # Who is here: both, by nickname, on both pages.
+            waitPeople(ann.page, ["ann", "bob"])
+            waitPeople(bob.page, ["ann", "bob"])
             say(bob.page, "live from bob")
             waitText(ann.page, "live from bob")
             assert ann.page.locator(".message.chat:not(.history)").all_inner_texts()[-1].endswith(

@@ -14,6 +14,8 @@ from importlib import resources
 
 from twisted.web.static import File
 
+from lhttp.processor import HeaderFilter
+
 
 def demoDirectory():
     """
@@ -47,3 +49,22 @@ class DemoFiles(File):
         if isinstance(path, bytes) and _unservable(path):
             return self.childNotFound
         return File.getChild(self, path, request)
+
+
+class DemoNicknames(HeaderFilter):
+    """
+    The demo's "who is here": a connection's presence user
+    (C{connection.data["user"]}) is the C{nick} header of its messages.
+
+    Nicknames are whatever a client says, unauthenticated: installed with
+    C{--demo} only. A real application names users in its own filter,
+    from what it has authenticated (docs/presence.rst).
+    """
+
+    def beforeRequest(self, connection, message):
+        nick = message.getHeader("nick")
+        if nick is None:
+            return
+        nick = "".join(c for c in nick if c.isprintable()).strip()[:32]
+        if nick:
+            connection.data["user"] = nick

@@ -366,7 +366,16 @@
           Object.keys(parsed).map(function (k) { return parsed[k]; });
       }
       if (Array.isArray(parsed)) names = parsed.map(nameOf);
-      else if (body) names = body.split(/\r?\n/);
+      else if (body) {
+        // The node's format: "CLIENTID[ USER]" a line; the demo's users
+        // are nicknames (twistd lhttp --demo names them from the nick
+        // header); a client without one shows as a guest.
+        names = body.split(/\r?\n/).map(function (line) {
+          var space = line.indexOf(" ");
+          if (space >= 0) return line.slice(space + 1);
+          return line ? "guest " + line.slice(-6) : "";
+        });
+      }
     }
     var seen = new Set();
     return names.map(function (n) { return cleanNick(n); }).filter(function (n) {
