@@ -273,3 +273,40 @@ async def test_recoverAsSoonAsTheRestartedNodeAccepts(jetstream, startNode):
     checkExact(chats, missed)
     await ready(again)
     await nothingMore(c, "room.5", publisher)
+
+
+@pytest_twisted.ensureDeferred
+async def test_streamDeletedWhileRunningIsMadeAgain(jetstream, startNode):
+    """
+    Someone deletes the stream under running nodes: the publish that finds
+    no stream is refused (never taken silently), the node makes the stream
+    again, and publishes go through in a new epoch.
+    """
+    import treq
+
+    a = node(startNode, jetstream)
+    await ready(a)
+    publisher = await client(a.url)
+    since, epoch = await position(a, "room.8", publisher)
+    subscriber = await client(a.url)
+    subscriber.sendLHTTP(subscribeMessage("room.8"))
+    await barrier(subscriber)
+    nc = NATS()
+    await future(nc.connect(jetstream.url))
+    await future(nc.jsm().delete_stream("LHTTP_HISTORY"))
+    await future(nc.close())
+    async def post(body):
+        response = await treq.post(
+            a.publishURL, data=f"LHTTP/1.0 chat\r\npublish:room.8\r\n\r\n{body}".encode())
+        await response.content()
+        return response.code
+
+    assert await post("finds no stream") == 503
+    await untilHealth(a, 200, timeout=30)
+    assert await post("again") == 200
+    [delivered], _ = await receiveBodies(subscriber, 1)
+    assert delivered.body == b"again"
+    assert delivered.getHeader("epoch") != epoch
+    c, chats, [recovery] = await recover(a, "room.8", since, epoch, 1)
+    assert recovery.getHeader("recovered") == "false"
+    checkExact(chats, ["again"])

@@ -37,6 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from nats.aio.client import Client as NATS
 from nats.errors import SlowConsumerError
+from nats.js.errors import NoStreamResponseError
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -322,7 +323,22 @@ class NATSBroker:
         """
         await client.flush(self._flushTimeout)
         if acks:
-            await asyncio.wait_for(asyncio.gather(*acks), self._flushTimeout)
+            try:
+                await asyncio.wait_for(asyncio.gather(*acks), self._flushTimeout)
+            except NoStreamResponseError:
+                # Nothing stores history subjects: the stream was deleted.
+                # It is made again (a new epoch) for the next publishes.
+                self._reactor.callLater(0, self._historyLost)
+                raise
+
+    def _historyLost(self):
+        history = self.history
+        if history is None or not history.ready:
+            return
+        self.log.warn("The JetStream history stream {stream} is gone; making it again "
+                      "(a new epoch: older offsets are not recovered)", stream=history.stream)
+        history.ready = False
+        self._startHistory()
 
     def _confirmed(self, ignored, batch):
         self.published += len(batch.messages)
