@@ -310,3 +310,26 @@ async def test_streamDeletedWhileRunningIsMadeAgain(jetstream, startNode):
     c, chats, [recovery] = await recover(a, "room.8", since, epoch, 1)
     assert recovery.getHeader("recovered") == "false"
     checkExact(chats, ["again"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_samePublishIdStoredOnce(jetstream, startNode):
+    """
+    The stream the node makes deduplicates by Nats-Msg-Id (what the node's
+    retry of an unacknowledged publish relies on): the same id twice is
+    stored and delivered once.
+    """
+    a = node(startNode, jetstream)
+    await ready(a)
+    c = await client(a.url)
+    c.sendLHTTP(subscribeMessage("room.9"))
+    await barrier(c)
+    nc = NATS()
+    await future(nc.connect(jetstream.url))
+    js = nc.jetstream()
+    for body in (b"once", b"once", b"marker"):
+        await future(js.publish("room.9", b"LHTTP/1.0 chat\r\n\r\n" + body,
+                                headers={"Nats-Msg-Id": "lhttp-test-" + body.decode()}))
+    await future(nc.close())
+    chats, _ = await receiveBodies(c, 2)
+    assert [m.body for m in chats] == [b"once", b"marker"]

@@ -222,3 +222,54 @@ async def test_droppedMessagesAreReported():
     notices = [payload for channels, payload in delivered if channels == ("room",)]
     assert len(notices) == 1
     assert b"reason:messages may have been missed" in notices[0]
+
+
+class _SilentJetStream:
+    """
+    A JetStream whose asynchronous acknowledgements never come (lost on
+    the way back), and whose plain publish records what it is given.
+    """
+
+    def __init__(self):
+        self.published = []
+        self.pending = []
+
+    async def publish_async(self, subject, payload, headers=None):
+        ack = asyncio.get_event_loop().create_future()
+        self.pending.append(ack)
+        self.published.append(("async", subject, payload, dict(headers or {})))
+        return ack
+
+    async def publish(self, subject, payload, timeout=None, headers=None):
+        self.published.append(("retry", subject, payload, dict(headers or {})))
+
+
+@pytest_twisted.ensureDeferred
+async def test_unacknowledgedHistoryPublishRetriedWithItsId():
+    """
+    A history message JetStream does not acknowledge in time is published
+    once more with the same Nats-Msg-Id (so JetStream stores it once
+    whether or not the first got through), and the batch is confirmed.
+    """
+    from lhttp.history import HistoryPolicy
+    from twisted.internet.defer import Deferred
+
+    fake = FakeNATS()
+    js = _SilentJetStream()
+    fake.jetstream = lambda: js
+    broker = NATSBroker([SECRET_URL], reactor, settle=0, flushTimeout=0.2,
+                        clientFactory=lambda: fake, history=HistoryPolicy(["room.*=10"]))
+    broker._client = fake
+    broker.attach(lambda *args: None)
+    acks = []
+    for body in (b"one", b"two"):
+        message = ("room.1", b"LHTTP/1.0 chat\r\n\r\n" + body, broker.history.messageId())
+        acks.append((message, await Deferred.fromFuture(asyncio.ensure_future(
+            js.publish_async(message[0], message[1], headers={"Nats-Msg-Id": message[2]})))))
+    await Deferred.fromFuture(asyncio.ensure_future(broker._confirm(fake, acks)))
+    sent = [(kind, headers["Nats-Msg-Id"], payload) for kind, _, payload, headers in js.published]
+    assert [kind for kind, _, _ in sent] == ["async", "async", "retry", "retry"]
+    assert [(i, p) for _, i, p in sent[2:]] == [(i, p) for _, i, p in sent[:2]]
+    assert sent[0][1] != sent[1][1]
+    assert broker.retried == 2
+    assert all(ack.cancelled() for ack in js.pending)

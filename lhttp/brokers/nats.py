@@ -174,6 +174,7 @@ class NATSBroker:
         self.received = 0
         self.refused = 0
         self.unconfirmed = 0
+        self.retried = 0
 
     # IBroker
 
@@ -203,6 +204,7 @@ class NATSBroker:
             "received": self.received,
             "refused": self.refused,
             "unconfirmed": self.unconfirmed,
+            "retried": self.retried,
             **({"history": self.history.describe()} if self.history is not None else {}),
         }
 
@@ -294,9 +296,10 @@ class NATSBroker:
                         if messageId is None:
                             await client.publish(subject, payload)
                         else:
-                            acks.append(await self._jetstream(client).publish_async(
+                            acks.append(((subject, payload, messageId),
+                                         await self._jetstream(client).publish_async(
                                 subject, payload, headers={"Nats-Msg-Id": messageId}
-                            ))
+                            )))
                 except Exception as e:
                     self._unconfirmed(e, batch)
                     continue
@@ -319,17 +322,29 @@ class NATSBroker:
     async def _confirm(self, client, acks):
         """
         A batch is confirmed by a PING/PONG after it, and by JetStream's
-        acknowledgement of each history message in it.
+        acknowledgement of each history message in it. A message not
+        acknowledged in time is published once more with the same
+        C{Nats-Msg-Id}: stored once, whether or not the first one was.
         """
         await client.flush(self._flushTimeout)
-        if acks:
-            try:
-                await asyncio.wait_for(asyncio.gather(*acks), self._flushTimeout)
-            except NoStreamResponseError:
+        if not acks:
+            return
+        done, pending = await asyncio.wait([ack for _, ack in acks], timeout=self._flushTimeout)
+        for ack in done:
+            if isinstance(ack.exception(), NoStreamResponseError):
                 # Nothing stores history subjects: the stream was deleted.
                 # It is made again (a new epoch) for the next publishes.
                 self._reactor.callLater(0, self._historyLost)
-                raise
+            if ack.exception() is not None:
+                raise ack.exception()
+        if pending:
+            js = self._jetstream(client)
+            for (subject, payload, messageId), ack in acks:
+                if ack in pending:
+                    ack.cancel()
+                    self.retried += 1
+                    await js.publish(subject, payload, timeout=self._flushTimeout,
+                                     headers={"Nats-Msg-Id": messageId})
 
     def _historyLost(self):
         history = self.history
