@@ -155,8 +155,17 @@ async def test_recoverAcrossNATSRestart(jetstream, startNode):
     await ready(a, b)
     publisher = await client(b.url)
     since, epoch = await position(a, "room.3", publisher)
+    # A watcher on the other node: once it has a message, JetStream has
+    # stored it (a WebSocket publish is not acknowledged to its sender, and
+    # one still unacknowledged when nats-server stops is retried after it,
+    # behind later ones).
+    watcher = await client(b.url)
+    watcher.sendLHTTP(subscribeMessage("room.3"))
+    await barrier(watcher)
     before = [f"before{i}" for i in range(100)]
     await publishMany(publisher, "room.3", before)
+    stored, _ = await receiveBodies(watcher, 100, timeout=30)
+    assert [m.body.decode() for m in stored] == before
     jetstream.restart()
     await ready(a, b)
     after = [f"after{i}" for i in range(100)]
