@@ -196,8 +196,7 @@ class Channels:
         if not subscribers:
             return 0
         epoch, offset = position
-        stamped = stamp(payload, channel, offset, epoch)
-        prepared = self._prepare(stamped, not isText(stamped))
+        prepared = self._prepareAt(payload, channel, offset, epoch)
         recovering = self._recovering
         for subscriber in tuple(subscribers):
             held = recovering.get((subscriber, channel)) if recovering else None
@@ -214,6 +213,13 @@ class Channels:
         count = len(subscribers)
         self.deliveries += count
         return count
+
+    def _prepareAt(self, payload, channel, offset, epoch):
+        """
+        A history channel's message framed once, with its position.
+        """
+        stamped = stamp(payload, channel, offset, epoch)
+        return self._prepare(stamped, not isText(stamped))
 
     # Recovery: live messages are held while the history is read, then the
     # history goes out, then what was held and is newer.
@@ -242,8 +248,8 @@ class Channels:
             return
         last = 0
         for offset, payload in recovery.messages:
-            stamped = stamp(payload, channel, offset, recovery.epoch)
-            subscriber.sendPreparedMessage(self._prepare(stamped, not isText(stamped)))
+            subscriber.sendPreparedMessage(
+                self._prepareAt(payload, channel, offset, recovery.epoch))
             last = offset
         if not recovery.messages:
             last = recovery.top

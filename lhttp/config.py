@@ -96,13 +96,13 @@ def _retention(text):
 
 
 def _presencePattern(text):
-    from lhttp.presence.policy import checkPattern
+    from lhttp.history import checkPattern
 
     return checkPattern(text, "--presence")
 
 
 def _presencePatterns(instance, attribute, value):
-    from lhttp.presence.policy import checkPattern
+    from lhttp.history import checkPattern
 
     for pattern in value:
         checkPattern(pattern, attribute.metadata["flag"])

@@ -79,10 +79,7 @@ def parseRetention(text):
     pattern = pattern.strip()
     if not sep or not pattern or not limits.strip():
         raise ValueError(f"--history wants PATTERN=N[,AGE] (e.g. 'room.*=100,1h'), not {text!r}")
-    tokens = pattern.split(".")
-    for i, token in enumerate(tokens):
-        if not token or (">" in token and (token != ">" or i != len(tokens) - 1)) or ("*" in token and token != "*"):
-            raise ValueError(f"--history pattern {pattern!r}: tokens are names, '*', or a final '>'")
+    checkPattern(pattern, "--history")
     messages, maxAge = None, None
     for item in limits.split(","):
         item = item.strip()
@@ -95,6 +92,30 @@ def parseRetention(text):
     if messages < 1 or (maxAge is not None and maxAge <= 0):
         raise ValueError(f"--history {text!r}: limits must be positive")
     return Retention(pattern, messages, maxAge)
+
+
+def checkPattern(text, flag):
+    """
+    A NATS-style channel pattern: dot-separated tokens, each a name, C{*}
+    (one token) or, last, C{>} (the rest).
+
+    @return: the pattern, stripped.
+    @raise ValueError: a malformed pattern.
+    """
+    pattern = text.strip()
+    tokens = pattern.split(".")
+    for i, token in enumerate(tokens):
+        last = i == len(tokens) - 1
+        if (
+            not token
+            or any(c.isspace() for c in token)
+            or (">" in token and (token != ">" or not last))
+            or ("*" in token and token != "*")
+        ):
+            raise ValueError(
+                f"{flag} pattern {text!r}: tokens are names, '*', or a final '>' (room.*, news.>)"
+            )
+    return pattern
 
 
 def matches(pattern, channel):

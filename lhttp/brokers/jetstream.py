@@ -35,16 +35,12 @@ import os
 
 from nats.js.api import DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from lhttp.brokers.nats import deferred
 from lhttp.errors import BrokerUnavailable
 from lhttp.history import IHistory, Recovery
-
-
-def _future(coroutine):
-    return Deferred.fromFuture(asyncio.ensure_future(coroutine))
 
 
 @implementer(IHistory)
@@ -136,12 +132,12 @@ class JetStreamHistory:
     async def start(self, client, deliver):
         """
         Make or update the stream, read its epoch, and start the consumers
-        (again after a new connection).
+        (again after a new connection). C{ready} is false until it is done
+        (the broker clears it when it calls this).
 
         @param deliver: C{deliver(channels, payload, position)}.
         """
         self._client = client
-        self.ready = False
         jsm = client.jsm()
         config = self.streamConfig()
         try:
@@ -199,10 +195,10 @@ class JetStreamHistory:
     # IHistory
 
     def read(self, channel, since, epoch):
-        return _future(self._read(channel, since, epoch))
+        return deferred(self._read(channel, since, epoch))
 
     def last(self, channel, count):
-        return _future(self._last(channel, count))
+        return deferred(self._last(channel, count))
 
     async def _next(self, jsm, subject, sequence):
         try:
@@ -227,20 +223,33 @@ class JetStreamHistory:
                     found.append(first)
             cursor = (found[-1].seq if found else since) + 1
         else:
-            info = await jsm.stream_info(self.stream)
-            # Nothing was ever removed from the stream: all is there.
-            complete = complete and (info.state.first_seq or 1) <= 1
+            complete = complete and await self._neverTrimmed(jsm)
             cursor = 1
-        while len(found) < self.maxRead:
-            message = await self._next(jsm, subject, cursor)
-            if message is None:
-                break
-            found.append(message)
-            cursor = message.seq + 1
+        await self._readFrom(jsm, subject, cursor, found)
         messages, trimmed = self._retained(channel, found)
         complete = complete and not trimmed
         top = messages[-1][0] if messages else since
         return Recovery(self.epoch, complete, messages, top)
+
+    async def _readFrom(self, jsm, subject, cursor, found):
+        """
+        Append the subject's retained messages from sequence C{cursor} on
+        to C{found}, up to L{maxRead} in all.
+        """
+        while len(found) < self.maxRead:
+            message = await self._next(jsm, subject, cursor)
+            if message is None:
+                return
+            found.append(message)
+            cursor = message.seq + 1
+
+    async def _neverTrimmed(self, jsm):
+        """
+        Whether nothing was ever removed from the stream: then all there
+        ever was is there.
+        """
+        info = await jsm.stream_info(self.stream)
+        return (info.state.first_seq or 1) <= 1
 
     def _retained(self, channel, found):
         """
@@ -261,18 +270,10 @@ class JetStreamHistory:
     async def _last(self, channel, count):
         await self._untilReady()
         jsm = self._client.jsm()
-        subject = self.subject(channel)
         found = []
-        cursor = 1
-        while len(found) < self.maxRead:
-            message = await self._next(jsm, subject, cursor)
-            if message is None:
-                break
-            found.append(message)
-            cursor = message.seq + 1
+        await self._readFrom(jsm, self.subject(channel), 1, found)
         messages, trimmed = self._retained(channel, found)
-        info = await jsm.stream_info(self.stream)
-        complete = (info.state.first_seq or 1) <= 1 and not trimmed and len(messages) <= count
+        complete = not trimmed and len(messages) <= count and await self._neverTrimmed(jsm)
         messages = messages[-count:]
         top = messages[-1][0] if messages else 0
         return Recovery(self.epoch, complete, messages, top)

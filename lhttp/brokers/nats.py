@@ -48,7 +48,12 @@ from lhttp.errors import BrokerUnavailable, MessageTooLarge
 from lhttp.interfaces import IBroker
 
 
-def _future(coroutine):
+def deferred(coroutine):
+    """
+    Run an asyncio coroutine (nats-py's) on Twisted's asyncio reactor.
+
+    @return: a L{Deferred} of its result.
+    """
     return Deferred.fromFuture(asyncio.ensure_future(coroutine))
 
 
@@ -281,7 +286,7 @@ class NATSBroker:
         self._outbox.append(batch)
         if not self._publishing:
             self._publishing = True
-            _future(self._publishAll()).addErrback(
+            deferred(self._publishAll()).addErrback(
                 lambda f: self.log.failure("Publishing to NATS failed", f)
             )
 
@@ -291,19 +296,19 @@ class NATSBroker:
                 batch = self._outbox.popleft()
                 client = self._client
                 acks = []
+                js = self._jetstream(client) if self.history is not None else None
                 try:
                     for subject, payload, messageId in batch.messages:
                         if messageId is None:
                             await client.publish(subject, payload)
                         else:
-                            acks.append(((subject, payload, messageId),
-                                         await self._jetstream(client).publish_async(
+                            acks.append(((subject, payload, messageId), await js.publish_async(
                                 subject, payload, headers={"Nats-Msg-Id": messageId}
                             )))
                 except Exception as e:
                     self._unconfirmed(e, batch)
                     continue
-                _future(self._confirm(client, acks)).addCallbacks(
+                deferred(self._confirm(client, acks)).addCallbacks(
                     self._confirmed, self._unconfirmed, (batch,), None, (batch,)
                 )
         finally:
@@ -352,7 +357,6 @@ class NATSBroker:
             return
         self.log.warn("The JetStream history stream {stream} is gone; making it again "
                       "(a new epoch: older offsets are not recovered)", stream=history.stream)
-        history.ready = False
         self._startHistory()
 
     def _confirmed(self, ignored, batch):
@@ -398,7 +402,7 @@ class NATSBroker:
             self._syncWaiters.append(waiter)
         if not self._syncing:
             self._syncing = True
-            _future(self._syncAll())
+            deferred(self._syncAll())
         return waiter
 
     async def _syncAll(self):
@@ -457,7 +461,7 @@ class NATSBroker:
     def _connect(self):
         self._client = self._clientFactory()
         self._subscriptions = {}
-        d = _future(self._client.connect(
+        d = deferred(self._client.connect(
             servers=self.servers,
             name=self._name,
             no_echo=True,
@@ -490,6 +494,8 @@ class NATSBroker:
         history = self.history
         if history is None or not self._connected():
             return
+        # Publishes wait for it (ready is false until it is done).
+        history.ready = False
 
         def failed(failure):
             self.log.error(
@@ -499,7 +505,7 @@ class NATSBroker:
             )
             self._reactor.callLater(max(self._reconnectWait, 1.0), self._startHistory)
 
-        _future(history.start(self._client, self._deliver)).addErrback(failed)
+        deferred(history.start(self._client, self._deliver)).addErrback(failed)
 
     def _restored(self, ignored, settle):
         """
@@ -565,11 +571,9 @@ class NATSBroker:
             url=self._connectedURL(), settle=self._settle,
         )
         def restore():
-            if self.history is not None:
-                # The stream may be new (a new epoch); the consumers go on
-                # from the last message delivered.
-                self.history.ready = False
-                self._startHistory()
+            # The stream may be new (a new epoch); the consumers go on from
+            # the last message delivered.
+            self._startHistory()
             self._sync(wait=True).addCallback(self._restored, self._settle)
 
         self._reactor.callLater(0, restore)
@@ -590,9 +594,9 @@ class NATSBroker:
         if client is None or client.is_closed:
             return succeed(None)
         if client.is_connected:
-            d = _future(client.drain())
+            d = deferred(client.drain())
         else:
-            d = _future(client.close())
+            d = deferred(client.close())
         return d.addErrback(lambda f: self.log.warn("Leaving NATS: {e}", e=f.getErrorMessage()))
 
 

@@ -30,17 +30,13 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from lhttp.brokers.nats import _redactedError, redactURL
+from lhttp.brokers.nats import _redactedError, deferred, redactURL
 from lhttp.errors import BrokerUnavailable, LHTTPError
 from lhttp.presence.engine import IPresence, Member
 from lhttp.presence.policy import checkBucket, escapeChannel
 
 # Writes sent together before their acknowledgements are awaited.
 BATCH = 64
-
-
-def _future(coroutine):
-    return Deferred.fromFuture(asyncio.ensure_future(coroutine))
 
 
 def keyFor(channel, client):
@@ -111,7 +107,7 @@ class JetStreamPresence(Service):
             return fail(BrokerUnavailable(
                 "the presence store (NATS JetStream) is not reachable now; try again"
             ))
-        return _future(self._list(escapeChannel(channel))).addErrback(self._listFailed)
+        return deferred(self._list(escapeChannel(channel))).addErrback(self._listFailed)
 
     async def _list(self, token):
         watcher = await self._kv.watch(f"{token}.*", ignore_deletes=True, inactive_threshold=5.0)
@@ -164,7 +160,7 @@ class JetStreamPresence(Service):
     def _kick(self):
         if not self._writing and self._connected() and self._pending:
             self._writing = True
-            _future(self._writeAll()).addErrback(
+            deferred(self._writeAll()).addErrback(
                 lambda f: self.log.failure("Writing presence failed", f)
             )
 
@@ -209,7 +205,7 @@ class JetStreamPresence(Service):
         """
         if self._broken and self._connected():
             self._broken = False
-            _future(self._openBucket()).addCallbacks(lambda ignored: self._refreshNow(),
+            deferred(self._openBucket()).addCallbacks(lambda ignored: self._refreshNow(),
                                                      self._bucketFailed)
             return
         self._refreshNow()
@@ -232,7 +228,7 @@ class JetStreamPresence(Service):
     def _connect(self):
         self._client = self._clientFactory()
         self._kv = None
-        _future(self._open()).addCallbacks(self._opened, self._connectFailed)
+        deferred(self._open()).addCallbacks(self._opened, self._connectFailed)
 
     async def _open(self):
         await self._client.connect(
@@ -279,7 +275,7 @@ class JetStreamPresence(Service):
                        error=_redactedError(failure.value, self.servers))
         client = self._client
         if client is not None and not client.is_closed:
-            _future(client.close()).addErrback(lambda f: None)
+            deferred(client.close()).addErrback(lambda f: None)
         self._reactor.callLater(self._reconnectWait, self._connect)
 
     def _bucketFailed(self, failure):
@@ -344,8 +340,8 @@ class JetStreamPresence(Service):
         def close(ignored):
             self._stopping = True
             if client.is_connected:
-                return _future(client.drain())
-            return _future(client.close())
+                return deferred(client.drain())
+            return deferred(client.close())
 
         return d.addCallback(close).addErrback(
             lambda f: self.log.warn("Presence: leaving NATS: {e}", e=f.getErrorMessage())

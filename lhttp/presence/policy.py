@@ -7,34 +7,10 @@ import itertools
 import os
 import re
 
-from lhttp.history import matches
+from lhttp.history import checkPattern, matches
 
 _BUCKET = re.compile(r"[A-Za-z0-9_-]+").fullmatch
 _KEY_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
-
-
-def checkPattern(text, flag="--presence"):
-    """
-    A NATS-style channel pattern: dot-separated tokens, each a name, C{*}
-    (one token) or, last, C{>} (the rest).
-
-    @return: the pattern, stripped.
-    @raise ValueError: a malformed pattern.
-    """
-    pattern = text.strip()
-    tokens = pattern.split(".")
-    for i, token in enumerate(tokens):
-        last = i == len(tokens) - 1
-        if (
-            not token
-            or any(c.isspace() for c in token)
-            or (">" in token and (token != ">" or not last))
-            or ("*" in token and token != "*")
-        ):
-            raise ValueError(
-                f"{flag} pattern {text!r}: tokens are names, '*', or a final '>' (room.*, news.>)"
-            )
-    return pattern
 
 
 def checkBucket(name, flag="--presence-bucket"):
@@ -54,7 +30,7 @@ class PresencePolicy:
     """
 
     def __init__(self, tracked=(), announced=()):
-        self.tracked = tuple(checkPattern(p) for p in tracked)
+        self.tracked = tuple(checkPattern(p, "--presence") for p in tracked)
         self.announced = tuple(checkPattern(p, "--presence-events") for p in announced)
         self._cache = {}
 
