@@ -62,12 +62,10 @@ def test_runFromACleanCloneReadsNothingOutside(tmp_path):
     it and a booby-trapped C{lhttpbench} first on C{PATH}: C{run.py} still
     measures a node and the ceilings, with the in-repo load generator.
     """
-    clone = tmp_path / "clone"
-    shutil.copytree(ROOT / "bench", clone / "bench", ignore=shutil.ignore_patterns("__pycache__"))
+    clone, env, scratch = cleanClone(tmp_path)
     marker = tmp_path / "lhttpbench-ran"
     fakeLhttpbench(tmp_path / "bin", marker)
-    env = dict(os.environ, PATH=f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PATH"] = f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"
     result = subprocess.run(
         [sys.executable, "bench/run.py", "--only", "throughput", "--repeat", "1",
          "--shape", "-subs 40 -msgs 300", "--procs", "2"],

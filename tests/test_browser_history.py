@@ -102,6 +102,23 @@ def publish(node, room, nick, text):
         assert response.status == 200, response.read()
 
 
+def sayWhileAway(bob, ann, node, prefix, fromDan):
+    """
+    While ann's page is away: bob says 20 things in room blue, dan publishes
+    C{fromDan} through C{node}'s /publish; ann has seen none of it.
+
+    @return: what bob said.
+    """
+    away = [f"{prefix} {i}" for i in range(20)]
+    for text in away:
+        say(bob.page, text)
+    waitDelivered(bob.page, away[-1])
+    publish(node, "blue", "dan", fromDan)
+    waitText(bob.page, fromDan)
+    assert chatTexts(ann.page) == ["before"]
+    return away
+
+
 def notes(page):
     return page.locator("#messages .message.recovery .text").all_inner_texts()
 
@@ -212,13 +229,7 @@ def test_offlinePageCatchesUpWithExactlyWhatItMissed(startNode):
             waitText(bob.page, "before")
 
             goOffline(ann.page)
-            away = [f"while away {i}" for i in range(20)]
-            for text in away:
-                say(bob.page, text)
-            waitDelivered(bob.page, away[-1])
-            publish(node, "blue", "dan", "dan too")
-            waitText(bob.page, "dan too")
-            assert chatTexts(ann.page) == ["before"]
+            away = sayWhileAway(bob, ann, node, "while away", "dan too")
 
             goOnline(ann.page)
             waitText(ann.page, "dan too")
@@ -314,13 +325,7 @@ def test_clusterPageMissesNothingAcrossANodeRestart(jetstream, startNode, natsLa
 
             a.stop()
             ann.page.wait_for_selector("#status[data-state=reconnecting]")
-            away = [f"while A was down {i}" for i in range(20)]
-            for text in away:
-                say(bob.page, text)
-            waitDelivered(bob.page, away[-1])
-            publish(b, "blue", "dan", "dan through B")
-            waitText(bob.page, "dan through B")
-            assert chatTexts(ann.page) == ["before"]
+            away = sayWhileAway(bob, ann, b, "while A was down", "dan through B")
 
             if natsLate:
                 jetstream.signal(signal.SIGSTOP)

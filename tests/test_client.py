@@ -77,17 +77,11 @@ class MemoryNode:
             pump.flush()
 
 
-class ReconnectingClientTests(SynchronousTestCase):
-    def setUp(self):
-        self.clock = MemoryReactorClock()
-        self.node = MemoryNode(self.clock)
-        self.client = ReconnectingClient(
-            self.clock, "ws://node/", endpoint=self.node,
-            retryPolicy=backoffPolicy(initialDelay=1.0, factor=2.0, maxDelay=8.0, jitter=lambda: 0),
-        )
-        self.events = []
-        self.client.onConnect = lambda protocol: self.events.append("connect")
-        self.client.onDisconnect = lambda how: self.events.append("disconnect")
+class ClientOnMemoryNodeCase(SynchronousTestCase):
+    """
+    A L{ReconnectingClient} as C{self.client} on a L{MemoryNode} as
+    C{self.node} (set up by the subclass).
+    """
 
     def connected(self):
         d = self.client.whenConnected()
@@ -99,6 +93,19 @@ class ReconnectingClientTests(SynchronousTestCase):
             Message("chat", [("publish", channel)], body).toBytes()
         )
         self.node.flush()
+
+
+class ReconnectingClientTests(ClientOnMemoryNodeCase):
+    def setUp(self):
+        self.clock = MemoryReactorClock()
+        self.node = MemoryNode(self.clock)
+        self.client = ReconnectingClient(
+            self.clock, "ws://node/", endpoint=self.node,
+            retryPolicy=backoffPolicy(initialDelay=1.0, factor=2.0, maxDelay=8.0, jitter=lambda: 0),
+        )
+        self.events = []
+        self.client.onConnect = lambda protocol: self.events.append("connect")
+        self.client.onDisconnect = lambda how: self.events.append("disconnect")
 
     def test_subscriptionsRememberedAndSentAgainAfterRestart(self):
         self.client.subscribe("a b")
@@ -212,7 +219,7 @@ def stamped(channel, offset, epoch, body):
             f"publish:{channel}\r\n\r\n{body}").encode()
 
 
-class HistoryClientTests(SynchronousTestCase):
+class HistoryClientTests(ClientOnMemoryNodeCase):
     """
     L{ReconnectingClient} on history channels, against a real in-memory
     node with C{--history room.*=100}.
@@ -229,17 +236,6 @@ class HistoryClientTests(SynchronousTestCase):
         self.client.onMessage = self.received.append
         self.reports = []
         self.client.onRecovery = self.reports.append
-
-    def connected(self):
-        d = self.client.whenConnected()
-        self.node.flush()
-        return self.successResultOf(d)
-
-    def publishOnNode(self, channel, body):
-        FakeClient(self.node.server).receive(
-            Message("chat", [("publish", channel)], body).toBytes()
-        )
-        self.node.flush()
 
     def bodies(self):
         return [m.body.decode() for m in self.received]

@@ -4,20 +4,15 @@ nodes on a real C{nats-server -js} with a file store, real WebSocket
 clients. Exact counts: every message once, in order, none missing.
 """
 
-import asyncio
 import signal
 
 import pytest_twisted
 from nats.aio.client import Client as NATS
-from twisted.internet.defer import Deferred
 
+from lhttp.brokers.nats import deferred as future
 from lhttpclients import barrier, client, health, untilHealth
 
 HISTORY = "room.*=5000"
-
-
-def future(coroutine):
-    return Deferred.fromFuture(asyncio.ensure_future(coroutine))
 
 
 def node(startNode, jetstream, history=HISTORY, port=None):
@@ -78,6 +73,33 @@ async def recover(node, channel, since, epoch, count):
     return c, chats, recoveries
 
 
+async def missedWhileItsNodeIsDown(startNode, jetstream, channel, count):
+    """
+    Two nodes; a client on the first sees one message and leaves, the first
+    node stops, and C{count} messages are published on the second.
+
+    @return: C{(first node, publisher, since, epoch, missed bodies)}.
+    """
+    a, b = node(startNode, jetstream), node(startNode, jetstream)
+    await ready(a, b)
+    publisher = await client(b.url)
+    since, epoch = await position(a, channel, publisher)
+    a.stop()
+    missed = [f"m{i}" for i in range(count)]
+    await publishMany(publisher, channel, missed)
+    return a, publisher, since, epoch, missed
+
+
+async def deleteStream(jetstream):
+    """
+    What an operator deleting the history stream does.
+    """
+    nc = NATS()
+    await future(nc.connect(jetstream.url))
+    await future(nc.jsm().delete_stream("LHTTP_HISTORY"))
+    await future(nc.close())
+
+
 def checkExact(chats, expected):
     bodies = [m.body.decode() for m in chats]
     assert bodies == expected, (len(bodies), bodies[:3], bodies[-3:])
@@ -130,13 +152,8 @@ async def test_recoverThousandPublishedElsewhere(jetstream, startNode):
 
 @pytest_twisted.ensureDeferred
 async def test_recoverAcrossNodeRestart(jetstream, startNode):
-    a, b = node(startNode, jetstream), node(startNode, jetstream)
-    await ready(a, b)
-    publisher = await client(b.url)
-    since, epoch = await position(a, "room.2", publisher)
-    a.stop()
-    missed = [f"m{i}" for i in range(300)]
-    await publishMany(publisher, "room.2", missed)
+    a, publisher, since, epoch, missed = await missedWhileItsNodeIsDown(
+        startNode, jetstream, "room.2", 300)
     again = node(startNode, jetstream, port=a.port)
     await ready(again)
     c, chats, [recovery] = await recover(again, "room.2", since, epoch, 300)
@@ -235,10 +252,7 @@ async def test_streamMadeAgainIsANewEpoch(jetstream, startNode):
     publisher = await client(a.url)
     since, epoch = await position(a, "room.6", publisher)
     a.stop()
-    nc = NATS()
-    await future(nc.connect(jetstream.url))
-    await future(nc.jsm().delete_stream("LHTTP_HISTORY"))
-    await future(nc.close())
+    await deleteStream(jetstream)
     again = node(startNode, jetstream, port=a.port)
     await ready(again)
     publisher = await client(again.url)
@@ -259,13 +273,8 @@ async def test_recoverAsSoonAsTheRestartedNodeAccepts(jetstream, startNode):
     nats-server is paused while the node starts, so the client is surely
     first; before the fix it was told recovered:false.)
     """
-    a, b = node(startNode, jetstream), node(startNode, jetstream)
-    await ready(a, b)
-    publisher = await client(b.url)
-    since, epoch = await position(a, "room.5", publisher)
-    a.stop()
-    missed = [f"m{i}" for i in range(50)]
-    await publishMany(publisher, "room.5", missed)
+    a, publisher, since, epoch, missed = await missedWhileItsNodeIsDown(
+        startNode, jetstream, "room.5", 50)
     jetstream.signal(signal.SIGSTOP)
     try:
         again = node(startNode, jetstream, port=a.port)
@@ -300,10 +309,8 @@ async def test_streamDeletedWhileRunningIsMadeAgain(jetstream, startNode):
     subscriber = await client(a.url)
     subscriber.sendLHTTP(subscribeMessage("room.8"))
     await barrier(subscriber)
-    nc = NATS()
-    await future(nc.connect(jetstream.url))
-    await future(nc.jsm().delete_stream("LHTTP_HISTORY"))
-    await future(nc.close())
+    await deleteStream(jetstream)
+
     async def post(body):
         response = await treq.post(
             a.publishURL, data=f"LHTTP/1.0 chat\r\npublish:room.8\r\n\r\n{body}".encode())

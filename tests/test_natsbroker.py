@@ -15,7 +15,7 @@ from twisted.logger import capturedLogs, formatEvent
 from zope.interface.verify import verifyObject
 
 from lhttp.interfaces import IBroker
-from lhttp.brokers.nats import NATSBroker, redactURL
+from lhttp.brokers.nats import NATSBroker, deferred, redactURL
 from lhttp.testing import FakeNATS
 from lhttpclients import eventually
 
@@ -252,7 +252,6 @@ async def test_unacknowledgedHistoryPublishRetriedWithItsId():
     whether or not the first got through), and the batch is confirmed.
     """
     from lhttp.history import HistoryPolicy
-    from twisted.internet.defer import Deferred
 
     fake = FakeNATS()
     js = _SilentJetStream()
@@ -264,9 +263,9 @@ async def test_unacknowledgedHistoryPublishRetriedWithItsId():
     acks = []
     for body in (b"one", b"two"):
         message = ("room.1", b"LHTTP/1.0 chat\r\n\r\n" + body, broker.history.messageId())
-        acks.append((message, await Deferred.fromFuture(asyncio.ensure_future(
-            js.publish_async(message[0], message[1], headers={"Nats-Msg-Id": message[2]})))))
-    await Deferred.fromFuture(asyncio.ensure_future(broker._confirm(fake, acks)))
+        acks.append((message, await deferred(
+            js.publish_async(message[0], message[1], headers={"Nats-Msg-Id": message[2]}))))
+    await deferred(broker._confirm(fake, acks))
     sent = [(kind, headers["Nats-Msg-Id"], payload) for kind, _, payload, headers in js.published]
     assert [kind for kind, _, _ in sent] == ["async", "async", "retry", "retry"]
     assert [(i, p) for _, i, p in sent[2:]] == [(i, p) for _, i, p in sent[:2]]

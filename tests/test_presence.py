@@ -15,7 +15,8 @@ from lhttp.codec import parse
 from lhttp.config import Config
 from lhttp.presence import IPresence, Member, MemoryPresence
 from lhttp.presence.jetstream import JetStreamPresence, keyFor
-from lhttp.presence.policy import ClientIds, PresencePolicy, checkPattern, escapeChannel, unescapeChannel
+from lhttp.history import checkPattern
+from lhttp.presence.policy import ClientIds, PresencePolicy, escapeChannel, unescapeChannel
 from lhttp.presence.processor import presenceReply
 from lhttp.server import LHTTPServer
 from lhttp.testing import FakeClient, memoryServer
@@ -79,8 +80,8 @@ class PolicyTests(SynchronousTestCase):
 
     def test_badPatterns(self):
         for bad in ["", "a..b", "a.>.b", "a*", ">x", "a b"]:
-            self.assertRaises(ValueError, checkPattern, bad)
-        self.assertEqual(checkPattern(" room.* "), "room.*")
+            self.assertRaises(ValueError, checkPattern, bad, "--presence")
+        self.assertEqual(checkPattern(" room.* ", "--presence"), "room.*")
         with pytest.raises(ValueError, match="--presence"):
             Config(presence=("a..b",))
         with pytest.raises(ValueError, match="--presence-bucket"):

@@ -4,38 +4,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import Lhttp from "../lhttp.js";
+import { Clock, fakeWebSocketClass } from "./fakes.mjs";
 
 const { decode, encode, buildMultipart, LhttpError } = Lhttp;
 
-class Clock {
-  constructor() { this.now = 0; this.timers = new Map(); this.nextId = 1; }
-  setTimeout = (fn, ms) => { const id = this.nextId++; this.timers.set(id, { at: this.now + ms, fn }); return id; };
-  clearTimeout = (id) => { this.timers.delete(id); };
-  advance(ms) {
-    const until = this.now + ms;
-    for (;;) {
-      const due = [...this.timers.entries()].filter(([, t]) => t.at <= until).sort((a, b) => a[1].at - b[1].at);
-      if (!due.length) break;
-      const [id, timer] = due[0];
-      this.timers.delete(id);
-      this.now = timer.at;
-      timer.fn();
-    }
-    this.now = until;
-  }
-}
-
 function makeClient(options = {}) {
   const clock = new Clock();
-  const sockets = [];
-  class FakeWebSocket {
-    constructor(url) { this.url = url; this.readyState = 0; this.sent = []; sockets.push(this); }
-    send(data) { assert.equal(this.readyState, 1, "send on a socket that is not open"); this.sent.push(data); }
-    close(code, reason) { this.readyState = 3; }
-    serverOpen() { this.readyState = 1; this.onopen({}); }
-    serverSend(data) { this.onmessage({ data }); }
-    serverClose(code = 1006) { this.readyState = 3; this.onclose({ code, reason: "" }); }
-  }
+  const { FakeWebSocket, sockets } = fakeWebSocketClass();
   const client = new Lhttp("ws://example.test/", {
     WebSocket: FakeWebSocket, setTimeout: clock.setTimeout, clearTimeout: clock.clearTimeout,
     random: () => 0.5, minDelay: 100, ...options,
