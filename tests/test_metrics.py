@@ -357,7 +357,16 @@ async def test_jsonLogsFromRealTwistd():
         def records():
             return [json.loads(line) for line in node.log().splitlines()]
 
-        started = [r for r in records() if r["namespace"] == "lhttp.service"]
+        def startedRecords():
+            try:
+                return [r for r in records() if r["namespace"] == "lhttp.service"]
+            except ValueError:
+                # A line still being written.
+                return []
+
+        # The port can accept before the startup line is in the log.
+        await eventually(startedRecords, what="the node's startup log line")
+        started = startedRecords()
         assert started[0]["listen"] == [f"tcp:{port}:interface=127.0.0.1"]
         assert started[0]["broker"]["kind"] == "embedded"
         assert started[0]["level"] == "info" and "listening on" in started[0]["text"]
