@@ -326,6 +326,10 @@ def parseMultipart(body, offsets, maxHeaders=None, maxLineLength=None):
     return parts
 
 
+# The first header of every message the node writes itself (lhttp.word).
+NODE_HEADER = "lhttp-node"
+
+
 def isText(payload):
     """
     Whether a payload goes out in a text frame: valid UTF-8 does, anything
@@ -347,7 +351,9 @@ def errorReply(error, command=None, headers=()):
 
     @rtype: L{Message}
     """
-    replyHeaders = [("status", str(error.status)), ("reason", error.reason)]
+    replyHeaders = [
+        (NODE_HEADER, "reply"), ("status", str(error.status)), ("reason", error.reason)
+    ]
     if command is None:
         command = error.command
     if command is not None:

@@ -34,9 +34,10 @@ import attr
 from twisted.internet.defer import succeed
 from zope.interface import Attribute, Interface, implementer
 
-from lhttp.codec import Message, Part, serializeMultipart
+from lhttp.codec import Part, serializeMultipart
 from lhttp.errors import BadHeader, NoHistory
 from lhttp.interfaces import IProcessor
+from lhttp.word import nodeMessage
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -168,14 +169,17 @@ POSITION_HEADERS = ("offset", "epoch")
 def stamp(payload, channel, offset, epoch):
     """
     A published message as a history channel's subscribers get it: the
-    C{channel}, C{offset} and C{epoch} headers first, before the
-    message's own (which a client cannot use to fake a position: a
-    header is looked up by its first occurrence).
+    node's mark C{lhttp-node:position} first (L{lhttp.word}), then the
+    C{channel}, C{offset} and C{epoch} headers, before the message's own
+    (which a client cannot use to fake a position: a header is looked up
+    by its first occurrence, and only the mark says the position is the
+    node's).
     """
     end = payload.find(b"\r\n")
     if end < 0:
         return payload
-    head = b"channel:%s\r\noffset:%d\r\nepoch:%s\r\n" % (channel.encode(), offset, epoch.encode())
+    head = b"lhttp-node:position\r\nchannel:%s\r\noffset:%d\r\nepoch:%s\r\n" % (
+        channel.encode(), offset, epoch.encode())
     return payload[: end + 2] + head + payload[end + 2 :]
 
 
@@ -459,7 +463,7 @@ def historyReply(channel, recovery, command="history"):
     if parts:
         offsets, body = serializeMultipart(parts)
         headers.append(("multipart", offsets))
-    return Message(command, headers, body)
+    return nodeMessage(command, headers, body)
 
 
 def recoveryReply(channel, recovery, since, command):
@@ -483,7 +487,7 @@ def recoveryReply(channel, recovery, since, command):
         ("offset", str(recovery.top)),
         ("command", command),
     ]
-    return Message("recovery", headers, b"")
+    return nodeMessage("recovery", headers, b"")
 
 
 @implementer(IProcessor)

@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred
 from lhttp.brokers.embedded import EmbeddedBroker
 from lhttp.channels import Channels
 from lhttp.codec import parse, parseMultipart
+from lhttp.word import refuseForged
 from lhttp.config import Config
 from lhttp.connection import Connection
 from lhttp.dispatch import Dispatcher
@@ -121,6 +122,11 @@ class LHTTPServer:
         config = self.config
         try:
             message = parse(data, config.maxHeaders, config.maxHeaderLength)
+            try:
+                refuseForged(message)
+            except LHTTPError as error:
+                error.command = message.command
+                raise
             offsets = message.getHeader("multipart")
             if offsets is not None:
                 try:

@@ -41,6 +41,7 @@ from zope.interface import implementer
 from lhttp.brokers.nats import deferred
 from lhttp.errors import BrokerUnavailable
 from lhttp.history import IHistory, Recovery
+from lhttp.word import NATS_HEADER, forgedPayload
 
 
 @implementer(IHistory)
@@ -78,6 +79,7 @@ class JetStreamHistory:
         self._delivered = {}
         self._ids = itertools.count(1)
         self._node = os.urandom(6).hex()
+        self.forged = 0
         self.delivered = 0
 
     @property
@@ -111,7 +113,7 @@ class JetStreamHistory:
 
     def describe(self):
         return {"stream": self.stream, "epoch": self.epoch, "ready": self.ready,
-                "delivered": self.delivered}
+                "delivered": self.delivered, "forged": self.forged}
 
     # Setting up, on every (re)connect.
 
@@ -181,8 +183,13 @@ class JetStreamHistory:
                 # From a consumer this one replaced, after a reconnect.
                 return
             delivered[pattern] = sequence
+            payload = message.data
+            if forgedPayload(payload) and not (message.headers and NATS_HEADER in message.headers):
+                # Stored from an original Go node's client: not delivered.
+                self.forged += 1
+                return
             self.delivered += 1
-            deliver((message.subject[prefix:],), message.data, (self.epoch, sequence))
+            deliver((message.subject[prefix:],), payload, (self.epoch, sequence))
 
         from nats.js.api import ConsumerConfig
 

@@ -46,6 +46,7 @@ from lhttp.channels import checkChannel
 from lhttp.codec import missedNotice
 from lhttp.errors import BrokerUnavailable, MessageTooLarge
 from lhttp.interfaces import IBroker
+from lhttp.word import NATS_HEADER, forgedPayload, payloadKind
 
 
 def deferred(coroutine):
@@ -180,6 +181,8 @@ class NATSBroker:
         self.refused = 0
         self.unconfirmed = 0
         self.retried = 0
+        self.forged = 0
+        self._lastForgedNotice = -60.0
 
     # IBroker
 
@@ -210,6 +213,7 @@ class NATSBroker:
             "refused": self.refused,
             "unconfirmed": self.unconfirmed,
             "retried": self.retried,
+            "forged": self.forged,
             **({"history": self.history.describe()} if self.history is not None else {}),
         }
 
@@ -300,7 +304,11 @@ class NATSBroker:
                 try:
                     for subject, payload, messageId in batch.messages:
                         if messageId is None:
-                            await client.publish(subject, payload)
+                            kind = payloadKind(payload)
+                            if kind is None:
+                                await client.publish(subject, payload)
+                            else:
+                                await client.publish(subject, payload, headers={NATS_HEADER: kind})
                         else:
                             acks.append(((subject, payload, messageId), await js.publish_async(
                                 subject, payload, headers={"Nats-Msg-Id": messageId}
@@ -444,9 +452,30 @@ class NATSBroker:
 
         async def received(message):
             self.received += 1
-            self._deliver(deliver, message.data)
+            payload = message.data
+            if forgedPayload(payload) and not (message.headers and NATS_HEADER in message.headers):
+                self._forged(channel)
+                return
+            self._deliver(deliver, payload)
 
         return received
+
+    def _forged(self, channel):
+        """
+        A message claiming to be a node's that no node of this project
+        wrote (an original Go node relays its clients' messages verbatim):
+        not delivered, counted, and said in the log at most once a minute.
+        """
+        self.forged += 1
+        now = self._reactor.seconds()
+        if now - self._lastForgedNotice >= 60:
+            self._lastForgedNotice = now
+            self.log.warn(
+                "Dropped a message on {channel} from NATS that claims to be a node's "
+                "(an lhttp-node header without the Lhttp-Node NATS header): a client of "
+                "another node forged it; {count} so far",
+                channel=channel, count=self.forged,
+            )
 
     # Connection
 

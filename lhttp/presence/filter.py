@@ -9,10 +9,11 @@ channel's subscribers.
 from twisted.internet.defer import gatherResults
 from twisted.logger import Logger
 
-from lhttp.codec import Message, serialize
-from lhttp.errors import LHTTPError, ReservedHeader
+from lhttp.codec import serialize
+from lhttp.errors import LHTTPError
 from lhttp.presence.engine import Member
 from lhttp.presence.policy import userOf
+from lhttp.word import EVENT, nodeMessage
 from lhttp.processor import HeaderFilter
 
 EVENTS = ("join", "leave")
@@ -32,7 +33,7 @@ def event(command, channel, member):
     headers = [("channel", channel), ("client", member.client)]
     if member.user is not None:
         headers.append(("user", member.user))
-    return serialize(Message(command, headers, b""))
+    return serialize(nodeMessage(command, headers, b"", EVENT))
 
 
 class _Seen:
@@ -81,20 +82,6 @@ class PresenceFilter(HeaderFilter):
         if seen is None:
             seen = self._seen[connection] = _Seen(self._clientIds.next())
         return seen.client
-
-    def beforeRequest(self, connection, message):
-        # Only the node says which client joined and left: the client
-        # header of a join or leave is the node's on a channel with events
-        # (an application's own join, a chat's say, goes through without it).
-        if message.command in EVENTS and message.getHeader("client") is not None:
-            value = message.getHeader("publish")
-            if value is not None:
-                announces = self.policy.announces
-                if any(announces(c) for c in connection.checkPublishChannels(value)):
-                    raise ReservedHeader(
-                        f"the client header of a {message.command!r} on this channel is the "
-                        "server's: publish it without one"
-                    )
 
     def afterRequest(self, connection, message):
         subscriptions = connection.subscriptions

@@ -24,7 +24,7 @@ C{presence-stats} gives the counts only (C{clients}, distinct C{users}),
 with no body.
 """
 
-from lhttp.codec import Message
+from lhttp.word import nodeMessage
 from lhttp.errors import BadHeader, Forbidden, NoPresence
 from lhttp.processor import Processor
 
@@ -37,7 +37,7 @@ def presenceReply(command, channel, members, client):
     """
     lines = [m.client if m.user is None else f"{m.client} {m.user}" for m in members]
     body = "".join(line + "\r\n" for line in lines).encode("utf-8")
-    return Message(command, [
+    return nodeMessage(command, [
         ("channel", channel),
         ("count", str(len(members))),
         ("users", str(_users(members))),
@@ -49,7 +49,7 @@ def statsReply(command, channel, members):
     """
     @rtype: L{Message}
     """
-    return Message(command, [
+    return nodeMessage(command, [
         ("channel", channel),
         ("clients", str(len(members))),
         ("users", str(_users(members))),
