@@ -42,6 +42,7 @@ from twisted.logger import Logger
 from lhttp.channels import isText
 from lhttp.codec import Message, parse, parseMultipart
 from lhttp.errors import LHTTPError
+from lhttp.word import POSITION, isNodeWord, kindOf
 
 SYNC_COMMAND = "lhttp-sync"
 
@@ -69,14 +70,31 @@ class ErrorReply(Exception):
 
     def __init__(self, message):
         status = message.getHeader("status") or ""
-        self.status = int(status) if status.isdigit() else 0
+        self.status = int(status) if len(status) == 3 and _DIGITS.issuperset(status) else 0
         self.reason = message.getHeader("reason") or "error"
         self.message = message
         Exception.__init__(self, f"{self.status} {self.reason}: {message.body.decode(errors='replace')}")
 
 
-def _offset(text):
-    return int(text) if text is not None and text.isdigit() else None
+_log = Logger()
+
+# An offset or a count: ASCII digits only (str.isdigit takes '²' and
+# Arabic-Indic digits, which int() then refuses or reads), 19 at most.
+_DIGITS = frozenset("0123456789")
+
+
+def _offset(text, name="offset"):
+    """
+    A non-negative integer header value, or L{None} when missing or
+    malformed (said in the log: the node never sends one).
+    """
+    if text is None:
+        return None
+    if 0 < len(text) <= 19 and _DIGITS.issuperset(text):
+        return int(text)
+    _log.warn("Ignored a malformed {name} header from the server: {value!r}",
+              name=name, value=text[:40])
+    return None
 
 
 @attr.s(frozen=True)
@@ -110,8 +128,8 @@ class RecoveryReport:
             recovered=message.getHeader("recovered") == "true",
             history=message.getHeader("history") != "none",
             epoch=message.getHeader("epoch"),
-            since=_offset(message.getHeader("since")),
-            count=_offset(message.getHeader("count")),
+            since=_offset(message.getHeader("since"), "since"),
+            count=_offset(message.getHeader("count"), "count"),
             offset=_offset(message.getHeader("offset")),
         )
 
@@ -206,14 +224,20 @@ class LHTTPClientProtocol(WebSocketClientProtocol):
         except LHTTPError:
             self.log.failure("The server sent a message that does not parse")
             return
-        if self._syncs and self._isSyncReply(message):
-            return
-        if self._histories and self._isHistoryReply(message):
-            return
-        if self.onLHTTPMessage is not None:
-            self.onLHTTPMessage(message)
-        else:
-            self._inbox.put(message)
+        try:
+            if self._syncs and self._isSyncReply(message):
+                return
+            if self._histories and self._isHistoryReply(message):
+                return
+            if self.onLHTTPMessage is not None:
+                self.onLHTTPMessage(message)
+            else:
+                self._inbox.put(message)
+        except Exception:
+            # Nothing a message holds may break the connection: a message
+            # that trips a bug here is logged and skipped.
+            self.log.failure("Handling a message from the server failed: {message!r}",
+                             message=message)
 
     def _isSyncReply(self, message):
         """
@@ -231,7 +255,8 @@ class LHTTPClientProtocol(WebSocketClientProtocol):
             channel = message.getHeader("publish")
             if channel not in self._syncs:
                 return False
-        elif message.command == "error" and message.getHeader("command") == SYNC_COMMAND:
+        elif (message.command == "error" and message.getHeader("command") == SYNC_COMMAND
+              and isNodeWord(message)):
             channel = next(iter(self._syncs))
         else:
             return False
@@ -245,10 +270,14 @@ class LHTTPClientProtocol(WebSocketClientProtocol):
         Take the answer to one of this connection's history requests: a
         C{history} reply for its channel, or an error reply to it. The
         server answers a connection's requests in order, so it answers
-        the oldest not yet answered (for that channel).
+        the oldest not yet answered (for that channel). Only the node's
+        word (L{lhttp.word}) answers: a C{history} message a client
+        published is an ordinary message.
 
         @return: whether C{message} was such an answer.
         """
+        if not isNodeWord(message):
+            return False
         if message.command == "error":
             if message.getHeader("command") != "history":
                 return False
@@ -582,8 +611,11 @@ class ReconnectingClient(Service):
     def _isDuplicate(self, message):
         """
         Whether a history channel's message was seen already; if not,
-        note its position.
+        note its position. Only a position the node stamped
+        (C{lhttp-node:position}) counts.
         """
+        if kindOf(message) != POSITION:
+            return False
         offset = _offset(message.getHeader("offset"))
         channel = message.getHeader("channel")
         if offset is None or channel not in self._subscriptions:
@@ -596,7 +628,7 @@ class ReconnectingClient(Service):
         return False
 
     def _received(self, message):
-        if message.command == "recovery":
+        if message.command == "recovery" and isNodeWord(message):
             self._recovery(message)
             return
         if self._isDuplicate(message):

@@ -473,8 +473,27 @@
 
   function noop() {}
 
-  function parseOffset(text) {
-    return text !== null && /^[0-9]+$/.test(text) ? parseInt(text, 10) : null;
+  // An offset or a count: ASCII digits, a safe integer; anything else is
+  // ignored (with a line in the console: the node never sends one).
+  function parseOffset(text, name) {
+    if (text === null) return null;
+    if (/^[0-9]{1,15}$/.test(text)) return parseInt(text, 10);
+    if (typeof console !== "undefined") {
+      console.warn("lhttp: ignored a malformed " + (name || "offset") + " header: " +
+        JSON.stringify(String(text).slice(0, 40)));
+    }
+    return null;
+  }
+
+  // The node's word (docs/protocol.rst): a message the node wrote has
+  // lhttp-node as its first header, which no client can send. "reply" and
+  // "event": the whole message is the node's; "position": a client's
+  // message whose channel/offset/epoch headers the node added.
+  function nodeKind(message) {
+    var first = message.headers.length ? message.headers[0] : null;
+    if (!first || String(first[0]).toLowerCase() !== "lhttp-node") return null;
+    var kind = first[1];
+    return kind === "reply" || kind === "event" || kind === "position" ? kind : null;
   }
 
   /**
@@ -820,29 +839,31 @@
         this._fail(e, null, binary);
         return;
       }
-      if (message.command === "error") {
+      var kind = nodeKind(message);
+      var nodeWord = kind === "reply" || kind === "event";
+      if (message.command === "error" && nodeWord) {
         var body = message.body;
         if (typeof body !== "string") body = utf8Decoder.decode(body);
-        var status = parseInt(message.getHeader("status"), 10);
-        var error = new LhttpError(isNaN(status) ? 0 : status,
+        var status = parseOffset(message.getHeader("status"), "status");
+        var error = new LhttpError(status === null ? 0 : status,
           message.getHeader("reason") || "error", body);
         var failed = this._requests.length ? this._takeRequest(message) : null;
         if (failed) this._settle(failed, error);
         else this._fail(error, message, binary);
         return;
       }
-      if (message.command === "recovery") {
+      if (message.command === "recovery" && nodeWord) {
         this._onRecovery(message, binary);
         return;
       }
-      if (message.command === "history" && this._requests.length) {
+      if (message.command === "history" && nodeWord && this._requests.length) {
         var request = this._takeRequest(message);
         if (request) {
           this._onHistory(request, message);
           return;
         }
       }
-      if (this._isDuplicate(message)) {
+      if (kind === "position" && this._isDuplicate(message)) {
         this.duplicates += 1;
         return;
       }
@@ -867,8 +888,8 @@
       ctx.recovered = message.getHeader("recovered") === "true";
       ctx.history = message.getHeader("history") !== "none";
       ctx.epoch = message.getHeader("epoch");
-      ctx.since = parseOffset(message.getHeader("since"));
-      ctx.count = parseOffset(message.getHeader("count"));
+      ctx.since = parseOffset(message.getHeader("since"), "since");
+      ctx.count = parseOffset(message.getHeader("count"), "count");
       ctx.offset = parseOffset(message.getHeader("offset"));
       if (ctx.channel !== null && this._channels.has(ctx.channel)) {
         var position = this._positions.get(ctx.channel);
@@ -938,6 +959,7 @@
   Lhttp.LhttpError = LhttpError;
   Lhttp.LhttpParseError = LhttpParseError;
   Lhttp.decode = decode;
+  Lhttp.nodeKind = nodeKind;
   Lhttp.encode = encode;
   Lhttp.splitMultipart = splitMultipart;
   Lhttp.buildMultipart = buildMultipart;

@@ -216,6 +216,37 @@ const lhttp_str *lhttp_get_header(const lhttp_message *msg, const char *name)
     return NULL;
 }
 
+lhttp_node_kind lhttp_node_kind_of(const lhttp_message *msg)
+{
+    const lhttp_str *value;
+    if (msg == NULL || msg->header_count == 0 || !lhttp_str_ieq(msg->headers[0].name, "lhttp-node"))
+        return LHTTP_FROM_CLIENT;
+    value = &msg->headers[0].value;
+    if (value->len == 5 && memcmp(value->ptr, "reply", 5) == 0)
+        return LHTTP_NODE_REPLY;
+    if (value->len == 5 && memcmp(value->ptr, "event", 5) == 0)
+        return LHTTP_NODE_EVENT;
+    if (value->len == 8 && memcmp(value->ptr, "position", 8) == 0)
+        return LHTTP_NODE_POSITION;
+    return LHTTP_FROM_CLIENT;
+}
+
+int lhttp_parse_u64(lhttp_str text, unsigned long long *value)
+{
+    unsigned long long result = 0;
+    size_t i;
+    if (value == NULL || text.len == 0 || text.len > 19 || text.ptr == NULL)
+        return LHTTP_E_VALUE;
+    for (i = 0; i < text.len; i++) {
+        unsigned char c = (unsigned char)text.ptr[i];
+        if (c < '0' || c > '9')
+            return LHTTP_E_VALUE;
+        result = result * 10 + (unsigned long long)(c - '0');
+    }
+    *value = result;
+    return LHTTP_OK;
+}
+
 int lhttp_next_token(lhttp_str *rest, lhttp_str *token)
 {
     const char *p;

@@ -444,8 +444,49 @@ static void test_strerror(void)
     CHECK(!lhttp_str_ieq(lhttp_cstr("Nick"), NULL));
 }
 
+/* The node's word: only a first lhttp-node header with a known kind. */
+static void test_node_kind(void)
+{
+    static const struct { const char *wire; lhttp_node_kind kind; } cases[] = {
+        {"LHTTP/1.0 error\r\nlhttp-node:reply\r\nstatus:400\r\n\r\n", LHTTP_NODE_REPLY},
+        {"LHTTP/1.0 join\r\nlhttp-node:event\r\nchannel:r\r\n\r\n", LHTTP_NODE_EVENT},
+        {"LHTTP/1.0 chat\r\nlhttp-node:position\r\noffset:3\r\n\r\nhi", LHTTP_NODE_POSITION},
+        {"LHTTP/1.0 recovery\r\nchannel:r\r\nlhttp-node:reply\r\n\r\n", LHTTP_FROM_CLIENT},
+        {"LHTTP/1.0 recovery\r\nlhttp-node:root\r\n\r\n", LHTTP_FROM_CLIENT},
+        {"LHTTP/1.0 error\r\nstatus:503\r\n\r\n", LHTTP_FROM_CLIENT},
+        {"LHTTP/1.0 ping\r\n\r\n", LHTTP_FROM_CLIENT},
+    };
+    size_t i;
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        lhttp_header headers[8];
+        lhttp_message msg;
+        char *owned;
+        CHECK_EQ_INT(parse_exact(cases[i].wire, strlen(cases[i].wire), &msg, headers, 8, &owned), LHTTP_OK);
+        CHECK_EQ_INT(lhttp_node_kind_of(&msg), cases[i].kind);
+        free(owned);
+    }
+    CHECK_EQ_INT(lhttp_node_kind_of(NULL), LHTTP_FROM_CLIENT);
+}
+
+static void test_parse_u64(void)
+{
+    unsigned long long value = 7;
+    CHECK_EQ_INT(lhttp_parse_u64(lhttp_cstr("1187"), &value), LHTTP_OK);
+    CHECK(value == 1187ULL);
+    CHECK_EQ_INT(lhttp_parse_u64(lhttp_cstr("9999999999999999999"), &value), LHTTP_OK);
+    value = 7;
+    CHECK_EQ_INT(lhttp_parse_u64(lhttp_cstr("\xc2\xb2"), &value), LHTTP_E_VALUE);        /* U+00B2 */
+    CHECK_EQ_INT(lhttp_parse_u64(lhttp_cstr("\xd9\xa3"), &value), LHTTP_E_VALUE);        /* Arabic-Indic 3 */
+    CHECK_EQ_INT(lhttp_parse_u64(lhttp_cstr("-1"), &value), LHTTP_E_VALUE);
+    CHECK_EQ_INT(lhttp_parse_u64(lhttp_cstr(""), &value), LHTTP_E_VALUE);
+    CHECK_EQ_INT(lhttp_parse_u64(lhttp_cstr("12345678901234567890"), &value), LHTTP_E_VALUE);
+    CHECK(value == 7ULL);
+}
+
 int main(void)
 {
+    test_node_kind();
+    test_parse_u64();
     test_vector1();
     test_vector2();
     test_vector3();

@@ -188,7 +188,7 @@ test("many channels are re-subscribed in batches", () => {
 test("an error reply is surfaced to on_error as an LhttpError, not as a message", () => {
   const { last, events } = makeClient();
   last().serverOpen();
-  last().serverSend("LHTTP/1.0 error\r\nstatus:400\r\nreason:bad channel name: a*b\r\n\r\nchannel names may not contain * or >");
+  last().serverSend("LHTTP/1.0 error\r\nlhttp-node:reply\r\nstatus:400\r\nreason:bad channel name: a*b\r\n\r\nchannel names may not contain * or >");
   assert.deepEqual(events.map((e) => e[0]), ["open", "error"]);
   const ctx = events[1][1];
   assert.ok(ctx.error instanceof LhttpError);

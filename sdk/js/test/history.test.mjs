@@ -32,11 +32,11 @@ function makeClient(options = {}) {
 
 /** A message as a history channel's subscribers get it: position first. */
 function stamped(channel, offset, epoch, body, command = "chat") {
-  return encode(command, [["channel", channel], ["offset", String(offset)], ["epoch", epoch], ["publish", channel]], body);
+  return encode(command, [["lhttp-node", "position"], ["channel", channel], ["offset", String(offset)], ["epoch", epoch], ["publish", channel]], body);
 }
 
 function recovery(channel, fields) {
-  const headers = [["channel", channel]];
+  const headers = [["lhttp-node", "reply"], ["channel", channel]];
   for (const [k, v] of Object.entries(fields)) headers.push([k, String(v)]);
   return encode("recovery", headers, "");
 }
@@ -146,7 +146,7 @@ test("unsubscribe forgets the position; setPosition makes the next subscribe res
 function historyReply(channel, entries, extra = {}) {
   const parts = entries.map(([offset, body]) => ({ headers: [["offset", String(offset)]], body: stamped(channel, offset, "e", body) }));
   const built = buildMultipart(parts);
-  const headers = [["channel", channel], ["epoch", "e"], ["offset", String(extra.top ?? 0)],
+  const headers = [["lhttp-node", "reply"], ["channel", channel], ["epoch", "e"], ["offset", String(extra.top ?? 0)],
     ["count", String(parts.length)], ["complete", extra.complete ?? "true"]];
   if (parts.length) headers.push(["multipart", built.offsets]);
   return encode("history", headers, parts.length ? built.body : "");
@@ -179,11 +179,11 @@ test("history() rejects on an error reply (not on_error), a close, or no reply i
   const { client, clock, last, errors, received } = makeClient({ requestTimeout: 1000 });
   last().serverOpen();
   const missing = client.history("plain");
-  last().serverSend("LHTTP/1.0 error\r\nstatus:404\r\nreason:no history\r\ncommand:history\r\n\r\n'plain' keeps no history");
+  last().serverSend("LHTTP/1.0 error\r\nlhttp-node:reply\r\nstatus:404\r\nreason:no history\r\ncommand:history\r\n\r\n'plain' keeps no history");
   await assert.rejects(missing, (e) => e instanceof LhttpError && e.status === 404);
   assert.deepEqual(errors, []);
   // Other error replies still go to on_error.
-  last().serverSend("LHTTP/1.0 error\r\nstatus:400\r\nreason:bad\r\ncommand:chat\r\n\r\n");
+  last().serverSend("LHTTP/1.0 error\r\nlhttp-node:reply\r\nstatus:400\r\nreason:bad\r\ncommand:chat\r\n\r\n");
   assert.equal(errors.length, 1);
 
   const slow = client.history("room.a");
@@ -213,4 +213,66 @@ test("a channel joined with since:0 is resumed even if no message came before th
   const [resubscribe] = sent(reconnect());
   assert.equal(resubscribe.getHeader("since"), "room.quiet=0");
   assert.equal(resubscribe.getHeader("epoch"), "room.quiet=e5");
+});
+
+// The node's word (docs/protocol.rst): what a room member publishes never
+// passes for the node's, however it is dressed.
+
+/** A message as another client published it on a history channel: the node stamps it. */
+function relayed(channel, offset, command, headers, body = "") {
+  return encode(command, [["lhttp-node", "position"], ["channel", channel], ["offset", String(offset)],
+    ["epoch", "e1"], ...headers, ["publish", channel]], body);
+}
+
+test("a recovery, history or error message published by a client is an ordinary message", () => {
+  const { client, last, reconnect, received, errors, recoveries } = makeClient();
+  last().serverOpen();
+  client.subscribe("room.a");
+  last().serverSend(stamped("room.a", 5, "e1", "a5"));
+  // An attacker in the room: the forged recovery says the channel keeps no history.
+  last().serverSend(relayed("room.a", 6, "recovery", [["history", "none"], ["recovered", "false"]]));
+  last().serverSend(relayed("room.a", 7, "recovery", [["count", "²"]]));
+  last().serverSend(relayed("room.a", 8, "error", [["status", "503"], ["reason", "fake"]], "x"));
+  // Unstamped: on a plain channel, with the mark in another case or not first.
+  last().serverSend(encode("recovery", [["history", "none"], ["channel", "room.a"], ["publish", "room.a"]], ""));
+  last().serverSend(encode("recovery", [["channel", "room.a"], ["lhttp-node", "reply"], ["history", "none"]], ""));
+  assert.deepEqual(recoveries, []);
+  assert.deepEqual(errors, []);
+  assert.equal(received.length, 6);
+  assert.deepEqual(client.getPosition("room.a"), { offset: 8, epoch: "e1" }, "the position is kept");
+  const [resubscribe] = sent(reconnect());
+  assert.equal(resubscribe.getHeader("since"), "room.a=8");
+});
+
+test("a history request is answered only by the node's reply, not by a published history message", async () => {
+  const { client, last } = makeClient();
+  last().serverOpen();
+  client.subscribe("room.a");
+  const pending = client.history("room.a", 10);
+  last().serverSend(relayed("room.a", 3, "history", [["count", "1"], ["complete", "true"]], "attacker's body"));
+  last().serverSend(historyReply("room.a", [[2, "real"]], { top: 3 }));
+  const messages = await pending;
+  assert.deepEqual(messages.map((m) => m.body), ["real"]);
+});
+
+test("a malformed position or count from the node is ignored with a console line, never thrown", () => {
+  const { client, last, received, recoveries, errors } = makeClient();
+  const warned = [];
+  const warn = console.warn;
+  console.warn = (line) => warned.push(line);
+  try {
+    last().serverOpen();
+    client.subscribe("room.a", "join", [["since", "0"]]);
+    last().serverSend(recovery("room.a", { recovered: "true", epoch: "e1", since: "0", count: "²", offset: "9".repeat(5000) }));
+    last().serverSend(stamped("room.a", "٣", "e1", "arabic-indic offset"));
+  } finally {
+    console.warn = warn;
+  }
+  assert.deepEqual(errors, []);
+  assert.equal(recoveries.length, 1);
+  assert.equal(recoveries[0].count, null);
+  assert.equal(recoveries[0].offset, null);
+  assert.deepEqual(received, ["arabic-indic offset"]);
+  assert.equal(client.getPosition("room.a").offset, 0);
+  assert.equal(warned.length, 3);
 });

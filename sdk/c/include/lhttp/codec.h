@@ -106,6 +106,27 @@ int lhttp_parse(const char *data, size_t len, lhttp_message *msg,
 const lhttp_str *lhttp_get_header(const lhttp_message *msg, const char *name);
 
 /*
+ * The node's word (docs/protocol.rst): a message the node wrote itself has
+ * `lhttp-node` as its first header, which no client can send.
+ */
+typedef enum lhttp_node_kind {
+    LHTTP_FROM_CLIENT = 0,    /* a client's message: its headers mean nothing to the SDK */
+    LHTTP_NODE_REPLY = 1,     /* the node's answer to this connection (error, recovery, history, ack...) */
+    LHTTP_NODE_EVENT = 2,     /* the node's event on a channel (join, leave) */
+    LHTTP_NODE_POSITION = 3   /* a client's message whose channel/offset/epoch headers the node added */
+} lhttp_node_kind;
+
+/* Who wrote `msg`: check it before acting on an error, recovery or position. */
+lhttp_node_kind lhttp_node_kind_of(const lhttp_message *msg);
+
+/*
+ * Read a non-negative integer header value (an offset, a count, a status):
+ * ASCII digits only, 1 to 19 of them.  Anything else (a Unicode digit, a
+ * sign, a value too long) is LHTTP_E_VALUE and `*value` is untouched.
+ */
+int lhttp_parse_u64(lhttp_str text, unsigned long long *value);
+
+/*
  * Split space-separated tokens (channel lists, multipart offsets): set `*token`
  * to the next token of `*rest` and advance `*rest` past it.  Returns 1 when a
  * token was found, 0 at the end.
