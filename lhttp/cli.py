@@ -37,6 +37,7 @@ from twisted.protocols.basic import LineReceiver
 from lhttp.client import NotConnected, ReconnectingClient, connect
 from lhttp.codec import Message, parse
 from lhttp.errors import LHTTPError
+from lhttp.word import isNodeWord
 
 TOKEN_VARIABLE = "LHTTP_PUBLISH_TOKEN"
 
@@ -167,7 +168,7 @@ class Output:
         self.firstError = None
 
     def message(self, message):
-        if message.command == "error":
+        if message.command == "error" and isNodeWord(message):
             self.errors += 1
             if self.firstError is None:
                 self.firstError = message
@@ -278,7 +279,8 @@ def _isUpstreamAnswer(message):
         response relayed (C{LHTTP/1.0 upstream}) or a 502/504 error reply,
         both carrying the C{upstream} header they answer.
     """
-    return message.command in ("upstream", "error") and message.getHeader("upstream") is not None
+    return (message.command in ("upstream", "error") and message.getHeader("upstream") is not None
+            and isNodeWord(message))
 
 
 class Replies:
@@ -309,7 +311,7 @@ class Replies:
         self.arrived += 1
         if _isUpstreamAnswer(message):
             self.answers += 1
-        elif message.command == "error":
+        elif message.command == "error" and isNodeWord(message):
             self.refused.add(self.handled)
         for condition, d in list(self._waiting):
             if condition():

@@ -8,7 +8,7 @@ import re
 
 from twisted.internet.defer import DeferredSemaphore
 
-from lhttp.codec import Message
+from lhttp.word import nodeMessage
 from lhttp.errors import BadGateway, GatewayTimeout, LHTTPError
 from lhttp.processor import HeaderFilter
 from lhttp.upstream.agent import UpstreamResponse
@@ -78,7 +78,7 @@ class UpstreamFilter(HeaderFilter):
                    ("upstream", request.value)]
         if response.contentType and not re.search(r"[\x00\r\n]", response.contentType):
             headers.append(("content-type", response.contentType))
-        connection.sendMessage(Message("upstream", headers, response.body))
+        connection.sendMessage(nodeMessage("upstream", headers, response.body))
 
     def _refused(self, failure, connection, request, message):
         error = failure.value if failure.check(LHTTPError) else BadGateway("the upstream request failed")

@@ -246,7 +246,7 @@
 
   function roomOf(ctx) {
     // A history channel's messages say which channel delivered them.
-    var stamped = roomOfChannel(ctx.getHeader("channel"));
+    var stamped = Lhttp.nodeKind(ctx.message) === "position" ? roomOfChannel(ctx.getHeader("channel")) : null;
     if (stamped) return stamped;
     var channels = (ctx.getHeader("publish") || "").split(/[ \t]+/);
     for (var i = 0; i < channels.length; i++) {
@@ -262,6 +262,7 @@
 
   // Whether a message is one a recovery sent (history), not a live one.
   function fromHistory(room, ctx) {
+    if (Lhttp.nodeKind(ctx.message) !== "position") return false;
     var offset = parseInt(ctx.getHeader("offset"), 10);
     return !!room.replayed && !isNaN(offset) && room.replayed.epoch === ctx.getHeader("epoch") &&
       offset <= room.replayed.offset;
@@ -286,8 +287,10 @@
 
   client.on_message = function (ctx) {
     var command = ctx.getCommand();
+    var kind = Lhttp.nodeKind(ctx.message);
     if (command === "presence") {
-      onPresence(ctx);
+      // Only the node's answer: a room member can publish a "presence" too.
+      if (kind === "reply") onPresence(ctx);
       return;
     }
     var name = roomOf(ctx);
