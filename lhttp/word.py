@@ -3,16 +3,14 @@ The node's word (SPEC section 8): how anyone can tell, from a message
 alone, one the node wrote from one a client published.
 
 The rule, for third-party clients (C{docs/protocol.rst}): a message whose
-B{first header} is C{lhttp-node} is the node's.
-
-- C{lhttp-node:reply}: the whole message is the node's, an answer to this
-  connection (C{error}, C{recovery}, C{history}, C{presence},
-  C{presence-stats}, C{ack}).
-- C{lhttp-node:event}: the whole message is the node's, published on a
-  channel (C{join}, C{leave}).
-- C{lhttp-node:position}: a client's message relayed on a history channel;
-  the headers right after this one (C{channel}, C{offset}, C{epoch}) are
-  the node's, the rest and the body are the publisher's.
+B{first header} is C{lhttp-node} is the node's. C{lhttp-node:reply}: the
+whole message is the node's, an answer to this connection (C{error},
+C{recovery}, C{history}, C{presence}, C{presence-stats}, C{ack}).
+C{lhttp-node:event}: the whole message is the node's, published on a
+channel (C{join}, C{leave}). C{lhttp-node:position}: a client's message
+relayed on a history channel; the headers right after this one
+(C{channel}, C{offset}, C{epoch}) are the node's, the rest and the body
+are the publisher's.
 
 No client can write any of them: the node refuses every message that
 carries an C{lhttp-node} header, in any letter case and at any place, over

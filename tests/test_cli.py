@@ -386,7 +386,7 @@ def test_shell(lhttpNode, command):
     assert shell.lines() == [
         r"LHTTP/1.0 publish\r\npublish:lobby\r\n\r\nhello everyone",
         r"LHTTP/1.0 chat\r\npublish:other\r\nnick:ann\r\n\r\nraw",
-        r"LHTTP/1.0 error\r\nstatus:400\r\nreason:malformed message\r\ncommand:bad"
+        r"LHTTP/1.0 error\r\nlhttp-node:reply\r\nstatus:400\r\nreason:malformed message\r\ncommand:bad"
         r"\r\n\r\nthe headers never end: no blank line (CRLF CRLF)",
     ]
 

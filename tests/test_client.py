@@ -215,7 +215,7 @@ async def test_reconnectsToRestartedNodeAndKeepsReceiving(startNode):
 
 
 def stamped(channel, offset, epoch, body):
-    return (f"LHTTP/1.0 chat\r\nchannel:{channel}\r\noffset:{offset}\r\nepoch:{epoch}\r\n"
+    return (f"LHTTP/1.0 chat\r\nlhttp-node:position\r\nchannel:{channel}\r\noffset:{offset}\r\nepoch:{epoch}\r\n"
             f"publish:{channel}\r\n\r\n{body}").encode()
 
 

@@ -208,3 +208,22 @@ def test_everyNodeMessageIsMarked():
     assert kindOf(stamped) == "position"
     assert stamped.headers[:4] == [
         ("lhttp-node", "position"), ("channel", "room.a"), ("offset", "7"), ("epoch", "e1")]
+
+
+def test_docsSample():
+    """
+    docs/protocol.rst's refusal sample is what a node sends, byte for byte.
+    """
+    from docsnippets import blockWith
+
+    from lhttp.testing import FakeClient, memoryServer
+
+    text = blockWith("::", "reason:reserved header", ["docs/protocol.rst"])
+    request, reply = [line.encode().decode("unicode_escape").encode("latin-1")
+                      for line in text.splitlines()]
+    server = memoryServer()
+    attacker, listener = FakeClient(server), FakeClient(server)
+    listener.receive(b"LHTTP/1.0 listen\r\nsubscribe:room.1\r\n\r\n")
+    attacker.receive(request)
+    assert attacker.payloads() == [reply]
+    assert listener.payloads() == []

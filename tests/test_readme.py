@@ -121,6 +121,8 @@ CODE_BLOCKS = {
     ("docs/protocol.rst", "<name>:<value>"): notRunnable("the message format, not a message"),
     ("docs/protocol.rst", "publish:channel_jack"): WIRE_SAMPLE,
     ("docs/protocol.rst", "subscribe:room42"): WIRE_SAMPLE,
+    ("docs/protocol.rst", "reason:reserved header"): ranBy(
+        "tests/test_nodeword.py::test_docsSample", "a node's reply compared byte for byte"),
     ("docs/protocol.rst", "reason:bad channel name"): notRunnable(
         "an error reply, with a placeholder body; tests/test_server.py checks real ones"),
     ("docs/security.rst", "TokenAuthFilter"): ranBy("test_authFilterSnippet"),

@@ -368,7 +368,7 @@ class UpstreamFilterTests(SynchronousTestCase):
         [error] = jack.messages()
         self.assertEqual(
             error.headers,
-            [("status", "504"), ("reason", "gateway timeout"), ("command", "chat"),
+            [("lhttp-node", "reply"), ("status", "504"), ("reason", "gateway timeout"), ("command", "chat"),
              ("upstream", "POST http://127.0.0.1:8080/record")],
         )
         self.assertEqual(error.body, b"the upstream did not answer within 2 s")
