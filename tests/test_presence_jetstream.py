@@ -205,3 +205,55 @@ async def test_withoutJetStreamOneConnectionAndOneLogLine(natsServer, startNode)
     said = [line for line in log.splitlines() if "JetStream bucket cannot be opened" in line]
     assert len(said) == 1, said
     assert "-js" in said[0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_aNodeStoppedNormallyTellsItsClientsLeaves(jetstream, startNode):
+    """
+    SIGTERM on a node: its clients' entries are deleted and their leaves
+    published before it exits, so another node's subscriber hears them
+    and no longer lists them, at once rather than after the TTL (15 s).
+    """
+    import signal
+
+    options = ("--nats", jetstream.url, "--presence", "room.*", "--presence-events", "room.*",
+               "--presence-ttl", "15")
+    stopping, staying = startNode(*options), startNode(*options)
+    for node in (stopping, staying):
+        await untilHealth(node, 200)
+    watcher = await client(staying.url)
+    watcher.subscribe("room.1")
+    await barrier(watcher)
+    leavers = []
+    for i in range(3):
+        c = await client(stopping.url)
+        c.subscribe("room.1 room.2")
+        await barrier(c)
+        leavers.append(c)
+    heard = []
+
+    async def count():
+        watcher.send("presence-stats", [("channel", "room.1")])
+        while True:
+            message = await watcher.nextMessage(10)
+            if message.command == "presence-stats":
+                return int(message.getHeader("clients"))
+            heard.append(message)
+
+    await eventually(lambda: _eq(count(), 4), timeout=10, what="four listed")
+    stopped = time.monotonic()
+    stopping.signal(signal.SIGTERM)
+    await eventually(lambda: _eq(count(), 1), timeout=10, what="the leavers gone from the list")
+    took = time.monotonic() - stopped
+    assert took < 5, took
+    while len([m for m in heard if m.command == "leave"]) < 3:
+        heard.append(await watcher.nextMessage(10))
+    leaves = [m.getHeader("client") for m in heard if m.command == "leave"]
+    assert len(leaves) == len(set(leaves)) == 3, [m.toBytes() for m in heard]
+    # twistd stops cleanly, then exits by the signal it got.
+    assert stopping.popen.wait(15) == -signal.SIGTERM
+    assert "Traceback" not in stopping.log()
+
+
+async def _eq(awaitable, value):
+    return (await awaitable) == value

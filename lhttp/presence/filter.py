@@ -170,13 +170,14 @@ class PresenceFilter(HeaderFilter):
         self._stopped = True
         seen, self._seen = self._seen, {}
         for one in seen.values():
-            self._forget(one, announceNow=True)
+            self._forget(one)
 
-    def _forget(self, seen, announceNow=False):
+    def _forget(self, seen):
         """
-        A connection is gone: its entries are removed and its subscribers
-        told of the joins they heard (not limited: no more than were
-        told).
+        A connection is gone: its entries are removed and the subscribers
+        of every channel that heard its join hear its leave, at once (not
+        limited: no more than were told; not after the removal is
+        written, as the node may be stopping).
         """
         if seen.flush is not None and seen.flush.active():
             seen.flush.cancel()
@@ -185,16 +186,11 @@ class PresenceFilter(HeaderFilter):
         seen.changed.clear()
         members, seen.members = seen.members, {}
         tracks = self.policy.tracks
-        writes = {}
         for channel, member in members.items():
             if tracks(channel):
-                writes[channel] = self.engine.leave(channel, member.client)
+                self.engine.leave(channel, member.client)
         for channel in list(seen.told):
-            written = writes.get(channel)
-            if written is None or announceNow:
-                self._tell(seen, channel, limited=False)
-            else:
-                written.addCallback(lambda ignored, c=channel: self._tell(seen, c, limited=False))
+            self._tell(seen, channel, limited=False)
 
     def _join(self, seen, channel, member):
         return self._change(self.engine.join, seen, channel, member)

@@ -60,6 +60,7 @@ class JetStreamPresence(Service):
 
     @ivar bucket: the bucket's name.
     @ivar ttl: seconds an entry lives unless written again.
+    @ivar beforeStop: callables run first when the service stops.
     """
 
     log = Logger()
@@ -101,6 +102,9 @@ class JetStreamPresence(Service):
         self._connectAttempts = 0
         self._bucketAttempts = 0
         self._maxBackoff = maxBackoff
+        # Called first when the service stops (the presence filter's
+        # leaveAll).
+        self.beforeStop = []
         self._refresher = LoopingCall(self.refresh)
         self._refresher.clock = reactor
         self.written = 0
@@ -441,6 +445,13 @@ class JetStreamPresence(Service):
         then leave NATS.
         """
         Service.stopService(self)
+        # Its clients leave first (their entries deleted, their leaves
+        # published while the broker, stopped after this, still runs).
+        for hook in self.beforeStop:
+            try:
+                hook()
+            except Exception:
+                self.log.failure("Presence: before stopping")
         if self._refresher.running:
             self._refresher.stop()
         client = self._client
