@@ -96,6 +96,7 @@ class JetStreamPresence(Service):
         self._broken = False
         self._complained = False
         self._opening = False
+        self._retry = None
         self._abandoned = None
         self._announced = False
         self._problem = None
@@ -361,6 +362,9 @@ class JetStreamPresence(Service):
         self._kv = kv
 
     def _openBucketNow(self):
+        retry, self._retry = self._retry, None
+        if retry is not None and retry.active():
+            retry.cancel()
         client = self._client
         if self._opening or self._stopping or client is None or not client.is_connected:
             # Opened once (re)connected.
@@ -391,7 +395,9 @@ class JetStreamPresence(Service):
         self._say("Presence: the JetStream bucket cannot be opened ({error}): is JetStream "
                   "on (nats-server -js)? Presence requests get 503 until it is; trying again "
                   "with a backoff up to {most}s", failure.value)
-        self._reactor.callLater(self._backoff(self._bucketAttempts), self._openBucketNow)
+        if self._retry is None or not self._retry.active():
+            self._retry = self._reactor.callLater(
+                self._backoff(self._bucketAttempts), self._openBucketNow)
 
     def _say(self, text, error):
         """
@@ -454,6 +460,8 @@ class JetStreamPresence(Service):
                 self.log.failure("Presence: before stopping")
         if self._refresher.running:
             self._refresher.stop()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
         client = self._client
         if client is None or client.is_closed:
             self._stopping = True
