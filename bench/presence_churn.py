@@ -73,7 +73,7 @@ class Client(WebSocketClient):
                 return payload
 
 
-async def open(url):
+async def openClient(url):
     parts = urlsplit(url)
     _, protocol = await asyncio.get_running_loop().create_connection(
         lambda: Client(parts.netloc, "/"), parts.hostname, parts.port)
@@ -82,8 +82,8 @@ async def open(url):
 
 async def roundTrip(url, n):
     start = time.monotonic()
-    client = await open(url)
-    await client.send(f"LHTTP/1.0 hi\nsubscribe:room.other\n\n")
+    client = await openClient(url)
+    await client.send("LHTTP/1.0 hi\nsubscribe:room.other\n\n")
     await client.send(f"LHTTP/1.0 hi\npublish:room.other\n\nrt-{n}")
     await client.until(f"rt-{n}".encode())
     took = time.monotonic() - start
@@ -92,7 +92,7 @@ async def roundTrip(url, n):
 
 
 async def churn(url, subscriptions, seconds, stop):
-    client = await open(url)
+    client = await openClient(url)
     # Name many channels: every one is looked up against the patterns.
     for start in range(0, FLOOD, 400):
         names = " ".join(f"flood.{i}" for i in range(start, start + 400))

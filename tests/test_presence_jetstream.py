@@ -10,11 +10,9 @@ import json
 import time
 from types import SimpleNamespace
 
-import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from lhttp.brokers.nats import deferred
 from lhttp.presence.engine import Member
 from lhttp.presence.jetstream import JetStreamPresence, keyFor
 from lhttp.presence.policy import escapeChannel
