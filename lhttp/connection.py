@@ -42,6 +42,7 @@ class Connection:
         self._maxSubscriptions = maxSubscriptions
         self._peer = peer
         self._subscriptions = {}
+        self._watchers = ()
         self._message = None
         self._binary = False
         self._resetDraft()
@@ -169,6 +170,8 @@ class Connection:
             )
         for name in names:
             self._subscriptions[name] = None
+        if names:
+            self._changed(names, True)
         if not recover:
             return self._pubsub.subscribe(self._writer, names)
         command = self._message.command if self._message is not None else "subscribe"
@@ -185,13 +188,28 @@ class Connection:
         for name in names:
             del self._subscriptions[name]
         self._pubsub.unsubscribe(self._writer, names)
+        if names:
+            self._changed(names, False)
 
     def unsubscribeAll(self):
         """
         Leave every channel (the connection closed).
         """
-        self._pubsub.unsubscribe(self._writer, list(self._subscriptions))
+        names = list(self._subscriptions)
+        self._pubsub.unsubscribe(self._writer, names)
         self._subscriptions.clear()
+        if names:
+            self._changed(names, False)
+
+    def isSubscribed(self, channel):
+        return channel in self._subscriptions
+
+    def watchSubscriptions(self, watcher):
+        self._watchers += (watcher,)
+
+    def _changed(self, names, subscribed):
+        for watcher in self._watchers:
+            watcher(self, names, subscribed)
 
     def publish(self, channels, command, headers=(), body=b""):
         payload = serialize(Message(command, headers, body))

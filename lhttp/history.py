@@ -140,10 +140,15 @@ class HistoryPolicy:
     """
 
     def __init__(self, retentions=()):
+        from lhttp.patterns import PatternTable
+
         self.retentions = tuple(
             r if isinstance(r, Retention) else parseRetention(r) for r in retentions
         )
-        self._cache = {}
+        # One compiled match per channel not asked recently, whatever
+        # channels others named (a bounded LRU, not a cache that stops
+        # filling).
+        self._table = PatternTable([r.pattern for r in self.retentions], self.retentions)
 
     def __bool__(self):
         return bool(self.retentions)
@@ -152,14 +157,7 @@ class HistoryPolicy:
         """
         @return: the L{Retention} for C{channel}, or L{None}.
         """
-        try:
-            return self._cache[channel]
-        except KeyError:
-            pass
-        found = next((r for r in self.retentions if matches(r.pattern, channel)), None)
-        if len(self._cache) < 10000:
-            self._cache[channel] = found
-        return found
+        return self._table.lookup(channel)
 
 
 # What stamp adds, and only the node may set on a published message.

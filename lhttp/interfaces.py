@@ -157,6 +157,20 @@ class IConnection(Interface):
         Stop receiving from each channel.
         """
 
+    def isSubscribed(channel):
+        """
+        @return: whether this connection receives C{channel} (cheaper than
+            C{channel in subscriptions}, which copies them).
+        """
+
+    def watchSubscriptions(watcher):
+        """
+        Call C{watcher(connection, channels, subscribed)} whenever this
+        connection's subscriptions change: C{channels} the names added
+        (C{subscribed} true) or removed, once each; so a filter follows
+        them at a cost in what changed, not in how many there are.
+        """
+
     def getPeer():
         """
         @return: the client's address (an L{twisted.internet.interfaces.IAddress}).

@@ -234,7 +234,8 @@ class LHTTPServer:
         root.putChild(b"publish", PublishResource(
             self.receive, self.pubsub, self.metrics, config.publishToken, config.maxMessageSize
         ))
-        root.putChild(b"health", HealthResource(self.broker))
+        root.putChild(b"health", HealthResource(
+            self.broker, self.presence.engine if self.presence is not None else None))
         if metrics:
             root.putChild(b"metrics", MetricsResource(self.metrics, config.metricsToken))
         return root

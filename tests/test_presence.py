@@ -112,7 +112,7 @@ class PolicyTests(SynchronousTestCase):
         reply = presenceReply("presence", "room.1", [Member("a-1", "ann"), Member("a-2")], "a-2")
         self.assertEqual(
             reply.toBytes(),
-            b"LHTTP/1.0 presence\r\nchannel:room.1\r\ncount:2\r\nusers:1\r\nself:a-2\r\n\r\n"
+            b"LHTTP/1.0 presence\r\nlhttp-node:reply\r\nchannel:room.1\r\ncount:2\r\nusers:1\r\nself:a-2\r\n\r\n"
             b"a-1 ann\r\na-2\r\n",
         )
 
@@ -207,8 +207,10 @@ class PresenceTests(SynchronousTestCase):
             ("LHTTP/1.0 presence\nchannel:lobby\n\n", "404", "no presence"),
             ("LHTTP/1.0 presence-stats\nchannel:chat.1\n\n", "404", "no presence"),
             ("LHTTP/1.0 presence\nchannel:room.2\n\n", "403", "forbidden"),
-            ("LHTTP/1.0 join\npublish:chat.1\nclient:x-1\n\n", "400", "reserved header"),
-            ("LHTTP/1.0 leave\npublish:lobby chat.1\nclient:x-1\n\n", "400", "reserved header"),
+            ("LHTTP/1.0 join\nlhttp-node:event\npublish:chat.1\nclient:x-1\n\n", "400",
+             "reserved header"),
+            ("LHTTP/1.0 leave\npublish:lobby chat.1\nLhttp-Node:event\n\n", "400",
+             "reserved header"),
         ]
         for request, status, reason in cases:
             client.clear()

@@ -7,6 +7,7 @@ from twisted.internet.defer import succeed
 from zope.interface import implementer
 
 from lhttp.interfaces import IBroker
+from lhttp.word import EVENT, payloadKind
 
 
 @implementer(IBroker)
@@ -44,7 +45,8 @@ class EmbeddedBroker:
 
     def publish(self, channels, payload, onFailure=None):
         history = self.history
-        if history is None:
+        if history is None or payloadKind(payload) == EVENT:
+            # The node's join and leave reach subscribers, never history.
             self._deliver(channels, payload)
             return
         retentionFor = history.policy.retentionFor

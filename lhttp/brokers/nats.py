@@ -46,7 +46,14 @@ from lhttp.channels import checkChannel
 from lhttp.codec import missedNotice
 from lhttp.errors import BrokerUnavailable, MessageTooLarge
 from lhttp.interfaces import IBroker
-from lhttp.word import NATS_HEADER, forgedPayload, payloadKind
+from lhttp.word import EVENT, NATS_HEADER, forgedPayload, payloadKind
+
+# The node's join and leave on a history channel go to this prefix and the
+# channel's name, so that the history stream, which keeps the channel's
+# subject, neither stores nor replays them (docs/presence.rst). Nodes with
+# local subscribers of a history channel subscribe to it; only messages
+# with the Lhttp-Node NATS header are delivered from it.
+EVENTS = "_lhttp_event."
 
 
 def deferred(coroutine):
@@ -228,8 +235,9 @@ class NATSBroker:
 
     def subscribe(self, channel):
         if self._retentionFor(channel) is not None:
-            # The history consumers bring every message of these.
-            return None
+            # The history consumers bring every message of these but the
+            # node's events, which come on a subject no stream keeps.
+            channel = EVENTS + channel
         self._wanted.add(channel)
         if not self._connected():
             # Made once connected (see _restored).
@@ -240,7 +248,7 @@ class NATSBroker:
 
     def unsubscribe(self, channel):
         if self._retentionFor(channel) is not None:
-            return
+            channel = EVENTS + channel
         self._wanted.discard(channel)
         if self._connected() and (channel in self._subscriptions or self._syncing):
             self._sync()
@@ -260,10 +268,16 @@ class NATSBroker:
         prefix = self._subjectPrefix
         retentionFor = self._retentionFor
         plain = []
+        event = payloadKind(payload) == EVENT
         for channel in channels:
             if retentionFor(channel) is None:
                 plain.append(channel)
                 batch.messages.append((prefix + channel, payload, None))
+            elif event:
+                # A join or leave on a history channel: to its subscribers,
+                # not into its history (a subject apart, see EVENTS).
+                plain.append(channel)
+                batch.messages.append((prefix + EVENTS + channel, payload, None))
             else:
                 # Stored, then delivered here too by the history consumer,
                 # with its offset.
@@ -448,12 +462,17 @@ class NATSBroker:
                 _fire(waiters)
 
     def _receiver(self, channel):
+        events = channel.startswith(EVENTS)
+        if events:
+            channel = channel[len(EVENTS):]
         deliver = (channel,)
 
         async def received(message):
             self.received += 1
             payload = message.data
-            if forgedPayload(payload) and not (message.headers and NATS_HEADER in message.headers):
+            if (events or forgedPayload(payload)) and not (
+                    message.headers and NATS_HEADER in message.headers):
+                # On an events subject, only a node's own events count.
                 self._forged(channel)
                 return
             self._deliver(deliver, payload)
@@ -547,7 +566,8 @@ class NATSBroker:
         if self._interrupted:
             self._interrupted = False
             for channel in sorted(self._wanted):
-                self._deliver((channel,), missedNotice(channel))
+                if not channel.startswith(EVENTS):
+                    self._deliver((channel,), missedNotice(channel))
 
     def _connectFailed(self, failure):
         if self._stopping:

@@ -47,8 +47,14 @@ def install(server, engine=None, clientIds=None):
         engine = MemoryPresence()
     if clientIds is None:
         clientIds = ClientIds()
-    presenceFilter = PresenceFilter(policy, engine, server.pubsub, clientIds)
+    presenceFilter = PresenceFilter(policy, engine, server.pubsub, clientIds,
+                                    clock=server.factory.reactor)
     server.dispatcher.addFilter(presenceFilter)
+    beforeStop = getattr(engine, "beforeStop", None)
+    if beforeStop is not None:
+        # A node stopped normally: its clients leave before the engine
+        # (and, after it, the broker) stops.
+        beforeStop.append(presenceFilter.leaveAll)
     if policy.tracked:
         # The node's own: an application's processor for them replaces them.
         dispatcher = server.dispatcher

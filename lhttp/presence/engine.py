@@ -74,3 +74,9 @@ class MemoryPresence:
 
     def members(self, channel):
         return succeed(sorted(self._channels.get(channel, {}).values()))
+
+    def describe(self):
+        """
+        @return: this engine's state, for C{/health}.
+        """
+        return {"kind": "memory", "ready": True, "channels": len(self._channels)}

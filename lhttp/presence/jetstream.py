@@ -7,8 +7,8 @@ its value C{{"user": ...}} as JSON. The bucket keeps one revision per key
 and drops what is older than the TTL (C{--presence-ttl}); every node
 writes its own entries again every third of it, so a node that crashed
 (nothing deletes its entries) has its clients gone from every list within
-the TTL. A C{presence} request reads the channel's keys with a watch that
-stops after the current values.
+the TTL. A C{presence} request reads the channel's keys with an ordered
+consumer that stops at the message the server says is the last pending.
 
 It has a NATS connection of its own (nats-py, on Twisted's asyncio
 reactor), made and kept as the broker keeps its one: reconnects never
@@ -23,7 +23,9 @@ import json
 from collections import OrderedDict
 
 from nats.aio.client import Client as NATS
+from nats.js.api import DeliverPolicy
 from nats.js.errors import BadRequestError
+from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import LoopingCall
@@ -37,6 +39,10 @@ from lhttp.presence.policy import checkBucket, escapeChannel
 
 # Writes sent together before their acknowledgements are awaited.
 BATCH = 64
+
+# The header nats-server (2.11 and later) puts on the markers it writes
+# when a key's message expires or is removed.
+MARKER_REASON = "Nats-Marker-Reason"
 
 
 def keyFor(channel, client):
@@ -54,16 +60,20 @@ class JetStreamPresence(Service):
 
     @ivar bucket: the bucket's name.
     @ivar ttl: seconds an entry lives unless written again.
+    @ivar beforeStop: callables run first when the service stops.
     """
 
     log = Logger()
 
     def __init__(self, servers, reactor, bucket="LHTTP_PRESENCE", ttl=15.0, name="lhttp presence",
-                 connectTimeout=2, reconnectWait=0.5, timeout=5.0, clientFactory=NATS):
+                 connectTimeout=2, reconnectWait=0.5, timeout=5.0, clientFactory=NATS,
+                 maxBackoff=30.0):
         """
         @param servers: NATS URLs.
         @param timeout: seconds a JetStream request, or a write waited for
             by a subscribing client, may take.
+        @param maxBackoff: the longest wait, in seconds, between attempts to
+            connect or to open the bucket.
         """
         self.servers = list(servers)
         self.bucket = checkBucket(bucket)
@@ -76,6 +86,7 @@ class JetStreamPresence(Service):
         self._clientFactory = clientFactory
         self._client = None
         self._kv = None
+        self._js = None
         self._stopping = False
         # This node's entries: key -> value, written again every ttl/3.
         self._local = {}
@@ -84,6 +95,17 @@ class JetStreamPresence(Service):
         self._writing = False
         self._broken = False
         self._complained = False
+        self._opening = False
+        self._retry = None
+        self._abandoned = None
+        self._announced = False
+        self._problem = None
+        self._connectAttempts = 0
+        self._bucketAttempts = 0
+        self._maxBackoff = maxBackoff
+        # Called first when the service stops (the presence filter's
+        # leaveAll).
+        self.beforeStop = []
         self._refresher = LoopingCall(self.refresh)
         self._refresher.clock = reactor
         self.written = 0
@@ -110,20 +132,49 @@ class JetStreamPresence(Service):
         return deferred(self._list(escapeChannel(channel))).addErrback(self._listFailed)
 
     async def _list(self, token):
-        watcher = await self._kv.watch(f"{token}.*", ignore_deletes=True, inactive_threshold=5.0)
-        members = []
+        """
+        The channel's entries: the last message of each of its keys, read
+        with an ordered consumer of our own, until the message the server
+        says is the last pending one. Not the key-value watcher: its "the
+        current values are done" marker comes too early when the server
+        delivered the values before the watcher looked at what was
+        pending (nats-io/nats.py#842), and the list then missed clients.
+        """
+        prefix = f"$KV.{self.bucket}."
+        done = asyncio.get_running_loop().create_future()
+        entries = {}
+
+        async def received(message):
+            key = message.subject[len(prefix):]
+            headers = message.headers or {}
+            if headers.get(KV_OP) in (KV_DEL, KV_PURGE) or MARKER_REASON in headers:
+                entries.pop(key, None)
+            else:
+                entries[key] = message.data
+            if message.metadata.num_pending == 0 and not done.done():
+                done.set_result(None)
+
+        subscription = await self._js.subscribe(
+            f"{prefix}{token}.*", stream=f"KV_{self.bucket}", cb=received,
+            ordered_consumer=True, deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+            inactive_threshold=5.0,
+        )
         try:
-            while True:
-                entry = await watcher.updates(self._timeout)
-                if entry is None:
-                    break
-                try:
-                    user = json.loads(entry.value or b"{}").get("user")
-                except ValueError:
-                    user = None
-                members.append(Member(entry.key.rpartition(".")[2], user))
+            info = await subscription.consumer_info()
+            if info.num_pending == 0 and not (info.delivered and info.delivered.consumer_seq):
+                # The server has nothing for it, and sent nothing.
+                if not done.done():
+                    done.set_result(None)
+            await asyncio.wait_for(asyncio.shield(done), self._timeout)
         finally:
-            await watcher.stop()
+            await subscription.unsubscribe()
+        members = []
+        for key, value in entries.items():
+            try:
+                user = json.loads(value or b"{}").get("user")
+            except (ValueError, AttributeError):
+                user = None
+            members.append(Member(key.rpartition(".")[2], user))
         return sorted(members)
 
     def _listFailed(self, failure):
@@ -204,9 +255,10 @@ class JetStreamPresence(Service):
         client is connected.
         """
         if self._broken and self._connected():
+            # A write failed: make sure of the bucket first.
             self._broken = False
-            deferred(self._openBucket()).addCallbacks(lambda ignored: self._refreshNow(),
-                                                     self._bucketFailed)
+            self._kv = None
+            self._openBucketNow()
             return
         self._refreshNow()
 
@@ -225,10 +277,33 @@ class JetStreamPresence(Service):
         self._connect()
         self._refresher.start(self.ttl / 3, now=False)
 
+    def describe(self):
+        """
+        @return: a JSON-able L{dict} of this engine's state, for C{/health}.
+        """
+        description = {
+            "kind": "jetstream", "ready": self._connected(), "bucket": self.bucket,
+            "connected": self._connectedURL(), "written": self.written, "failed": self.failed,
+        }
+        if self._problem is not None:
+            description["problem"] = self._problem
+        return description
+
+    # One NATS connection at a time: nats-py reconnects it for ever; a
+    # new one is made only once the last is closed (it never connected,
+    # or nats-py gave up), after a backoff. The bucket is opened on it,
+    # again with a backoff while JetStream is not there (a nats-server
+    # without -js); each problem is said once, in one line.
+
+    def _backoff(self, attempts):
+        return min(self._maxBackoff, self._reconnectWait * 2 ** min(attempts, 16))
+
     def _connect(self):
+        if self._stopping:
+            return
         self._client = self._clientFactory()
         self._kv = None
-        deferred(self._open()).addCallbacks(self._opened, self._connectFailed)
+        deferred(self._open()).addCallbacks(self._onConnected, self._connectFailed)
 
     async def _open(self):
         await self._client.connect(
@@ -243,9 +318,32 @@ class JetStreamPresence(Service):
             error_cb=self._onError,
             disconnected_cb=self._onDisconnected,
             reconnected_cb=self._onReconnected,
-            closed_cb=self._onClosed,
+            closed_cb=self._closedCallback(self._client),
         )
-        await self._openBucket()
+
+    def _onConnected(self, ignored):
+        self._connectAttempts = 0
+        self._openBucketNow()
+
+    def _connectFailed(self, failure):
+        if self._stopping:
+            return
+        self._connectAttempts += 1
+        self._say("Presence: connecting to NATS failed ({error}); presence requests get 503 "
+                  "until it works; trying again with a backoff up to {most}s",
+                  failure.value)
+        client = self._client
+        delay = self._backoff(self._connectAttempts)
+
+        def again(ignored=None):
+            self._reactor.callLater(delay, self._connect)
+
+        if client is not None and not client.is_closed:
+            # The next connection only once this one is closed.
+            self._abandoned = client
+            deferred(client.close()).addBoth(again)
+        else:
+            again()
 
     async def _openBucket(self):
         """
@@ -260,28 +358,56 @@ class JetStreamPresence(Service):
             info.config.max_age = self.ttl
             await js.update_stream(info.config)
             kv = await js.key_value(self.bucket)
+        self._js = js
         self._kv = kv
 
+    def _openBucketNow(self):
+        retry, self._retry = self._retry, None
+        if retry is not None and retry.active():
+            retry.cancel()
+        client = self._client
+        if self._opening or self._stopping or client is None or not client.is_connected:
+            # Opened once (re)connected.
+            return
+        self._opening = True
+        d = deferred(self._openBucket())
+        d.addBoth(self._openEnded)
+        d.addCallbacks(self._opened, self._bucketFailed)
+
+    def _openEnded(self, result):
+        self._opening = False
+        return result
+
     def _opened(self, ignored):
+        self._bucketAttempts = 0
         self._complained = False
-        self.log.info("Presence in JetStream bucket {bucket} (TTL {ttl}s) at {url}",
-                      bucket=self.bucket, ttl=self.ttl, url=self._connectedURL())
+        if self._problem is not None or not self._announced:
+            self._announced = True
+            self.log.info("Presence in JetStream bucket {bucket} (TTL {ttl}s) at {url}",
+                          bucket=self.bucket, ttl=self.ttl, url=self._connectedURL())
+        self._problem = None
         self._refreshNow()
 
-    def _connectFailed(self, failure):
+    def _bucketFailed(self, failure):
         if self._stopping:
             return
-        self.log.error("Presence: connecting to NATS JetStream failed ({error}); trying again",
-                       error=_redactedError(failure.value, self.servers))
-        client = self._client
-        if client is not None and not client.is_closed:
-            deferred(client.close()).addErrback(lambda f: None)
-        self._reactor.callLater(self._reconnectWait, self._connect)
+        self._bucketAttempts += 1
+        self._say("Presence: the JetStream bucket cannot be opened ({error}): is JetStream "
+                  "on (nats-server -js)? Presence requests get 503 until it is; trying again "
+                  "with a backoff up to {most}s", failure.value)
+        if self._retry is None or not self._retry.active():
+            self._retry = self._reactor.callLater(
+                self._backoff(self._bucketAttempts), self._openBucketNow)
 
-    def _bucketFailed(self, failure):
-        self._broken = True
-        self.log.warn("Presence: the JetStream bucket is not available ({error})",
-                      error=_redactedError(failure.value, self.servers))
+    def _say(self, text, error):
+        """
+        Log a problem once: again only when it changes (or once it was
+        solved and came back).
+        """
+        problem = _redactedError(error, self.servers)
+        if problem != self._problem:
+            self._problem = problem
+            self.log.error(text, error=problem, most=self._maxBackoff)
 
     def _connectedURL(self):
         client = self._client
@@ -305,13 +431,19 @@ class JetStreamPresence(Service):
         self._complained = False
         # The server may have lost the bucket (no file store): make sure
         # of it, then write every entry again.
-        self._broken = True
-        self._reactor.callLater(0, self.refresh)
+        self._kv = None
+        self._reactor.callLater(0, self._openBucketNow)
 
-    async def _onClosed(self):
-        if not self._stopping:
+    def _closedCallback(self, client):
+        async def closed():
+            # Not one this service closed itself (stopping, or a failed
+            # connect), nor an older one: nats-py gave up on it.
+            if self._stopping or client is not self._client or client is self._abandoned:
+                return
             self.log.error("Presence: the NATS connection closed for good; starting a new one")
             self._reactor.callLater(self._reconnectWait, self._connect)
+
+        return closed
 
     def stopService(self):
         """
@@ -319,8 +451,17 @@ class JetStreamPresence(Service):
         then leave NATS.
         """
         Service.stopService(self)
+        # Its clients leave first (their entries deleted, their leaves
+        # published while the broker, stopped after this, still runs).
+        for hook in self.beforeStop:
+            try:
+                hook()
+            except Exception:
+                self.log.failure("Presence: before stopping")
         if self._refresher.running:
             self._refresher.stop()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
         client = self._client
         if client is None or client.is_closed:
             self._stopping = True

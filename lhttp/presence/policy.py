@@ -7,7 +7,8 @@ import itertools
 import os
 import re
 
-from lhttp.history import checkPattern, matches
+from lhttp.history import checkPattern
+from lhttp.patterns import PatternTable
 
 _BUCKET = re.compile(r"[A-Za-z0-9_-]+").fullmatch
 _KEY_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
@@ -32,23 +33,20 @@ class PresencePolicy:
     def __init__(self, tracked=(), announced=()):
         self.tracked = tuple(checkPattern(p, "--presence") for p in tracked)
         self.announced = tuple(checkPattern(p, "--presence-events") for p in announced)
-        self._cache = {}
+        # Compiled, with a bounded LRU of answers: a lookup costs one
+        # match over the channel's name at most, whatever channels others
+        # named before.
+        self._tracked = PatternTable(self.tracked)
+        self._announced = PatternTable(self.announced)
 
     def __bool__(self):
         return bool(self.tracked or self.announced)
 
     def _lookup(self, channel):
-        try:
-            return self._cache[channel]
-        except KeyError:
-            pass
-        found = (
-            any(matches(p, channel) for p in self.tracked),
-            any(matches(p, channel) for p in self.announced),
+        return (
+            self._tracked.lookup(channel) is not None,
+            self._announced.lookup(channel) is not None,
         )
-        if len(self._cache) < 10000:
-            self._cache[channel] = found
-        return found
 
     def tracks(self, channel):
         """

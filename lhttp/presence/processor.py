@@ -88,7 +88,7 @@ class PresenceProcessor(Processor):
         channel = names[0]
         if not self._filter.policy.tracks(channel):
             raise NoPresence(f"channel {channel!r} does not track its subscribers (--presence)")
-        if channel not in connection.subscriptions:
+        if not connection.isSubscribed(channel):
             raise Forbidden(f"subscribe to {channel!r} to see who is subscribed to it")
         command = message.command
         return self._filter.engine.members(channel).addCallback(

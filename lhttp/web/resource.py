@@ -176,22 +176,26 @@ class HealthResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, broker):
+    def __init__(self, broker, presence=None):
         """
         @param broker: the node's L{lhttp.interfaces.IBroker}.
+        @param presence: the node's presence engine, if it says how it is
+            (a C{describe()}, shown as C{presence}; not ready there does
+            not make the node unready: it takes publishes).
         """
         Resource.__init__(self)
         self._broker = broker
+        self._presence = presence
 
     def render_GET(self, request):
         ready = bool(self._broker.ready)
         if request.postpath and request.postpath[0] == b"live":
             return _json(request, 200, {"live": True, "ready": ready})
-        return _json(
-            request,
-            200 if ready else 503,
-            {"live": True, "ready": ready, "broker": self._broker.describe()},
-        )
+        document = {"live": True, "ready": ready, "broker": self._broker.describe()}
+        describe = getattr(self._presence, "describe", None)
+        if describe is not None:
+            document["presence"] = describe()
+        return _json(request, 200 if ready else 503, document)
 
 
 @implementer(IBodyLimit)

@@ -41,6 +41,12 @@
   var CRLF = "\r\n";
   // Close codes that mean the server refused something we sent (RFC 6455).
   var ERROR_CLOSE_CODES = [1002, 1003, 1007, 1008, 1009, 1010, 1011];
+  // Headers a re-subscription does not repeat: what routes the message or
+  // resumes a channel (it has its own), the body's framing, and the node's
+  // own mark.
+  var ROUTING_HEADERS = new Set([
+    "subscribe", "unsubscribe", "publish", "since", "epoch", "multipart", "lhttp-node",
+  ]);
 
   var utf8Encoder = new TextEncoder();
   var utf8Decoder = new TextDecoder("utf-8");
@@ -533,6 +539,7 @@
       this._everOpened = false;
       this._queue = [];            // [{data, subscribes: [channels]}]
       this._channels = new Set();  // what the application wants subscribed
+      this._subscribedWith = new Map(); // channel -> the other headers it was subscribed with
       this._positions = new Map(); // channel -> {offset, epoch}: the last seen
       this._requests = [];         // history() requests waiting for a reply
       this.duplicates = 0;         // messages dropped as already seen
@@ -743,14 +750,20 @@
       var sub = findHeader(headers, "subscribe");
       var unsub = findHeader(headers, "unsubscribe");
       var channels = this._channels;
+      var subscribedWith = this._subscribedWith;
       if (sub !== null) {
         subscribes = channelList(sub);
-        subscribes.forEach(function (c) { channels.add(c); });
+        // Sent again with the re-subscription (a filter may read them: the
+        // user presence lists, say), but not what routes or resumes.
+        var kept = headers.filter(function (h) { return !ROUTING_HEADERS.has(h[0].toLowerCase()); });
+        subscribes.forEach(function (c) { channels.add(c); subscribedWith.set(c, kept); });
       }
       if (unsub !== null) {
         // A channel subscribed to again later starts afresh.
         var positions = this._positions;
-        channelList(unsub).forEach(function (c) { channels.delete(c); positions.delete(c); });
+        channelList(unsub).forEach(function (c) {
+          channels.delete(c); positions.delete(c); subscribedWith.delete(c);
+        });
       }
       return subscribes;
     }
@@ -815,12 +828,24 @@
       var pending = new Set();
       queue.forEach(function (item) { item.subscribes.forEach(function (c) { pending.add(c); }); });
       var again = this.getChannels().filter(function (c) { return !pending.has(c); });
-      for (var i = 0; i < again.length; i += this.options.resubscribeBatch) {
-        // History channels resume after the last message seen.
-        var batch = again.slice(i, i + this.options.resubscribeBatch);
-        var headers = [["subscribe", batch.join(" ")]].concat(this._resumeHeaders(batch));
-        ws.send(encode("subscribe", headers, ""));
-      }
+      // With the headers each was subscribed with: channels that had the
+      // same ones go together.
+      var groups = new Map();
+      var subscribedWith = this._subscribedWith;
+      again.forEach(function (c) {
+        var kept = subscribedWith.get(c) || [];
+        var key = JSON.stringify(kept);
+        if (!groups.has(key)) groups.set(key, { headers: kept, channels: [] });
+        groups.get(key).channels.push(c);
+      });
+      groups.forEach(function (group) {
+        for (var i = 0; i < group.channels.length; i += self.options.resubscribeBatch) {
+          // History channels resume after the last message seen.
+          var batch = group.channels.slice(i, i + self.options.resubscribeBatch);
+          var headers = [["subscribe", batch.join(" ")]].concat(group.headers, self._resumeHeaders(batch));
+          ws.send(encode("subscribe", headers, ""));
+        }
+      });
       for (var j = 0; j < queue.length; j++) {
         ws.send(queue[j].data);
         if (queue[j].request) queue[j].request.ws = ws;

@@ -185,6 +185,28 @@ test("many channels are re-subscribed in batches", () => {
   assert.deepEqual(sentMessages(sockets[1]).map((m) => m.getHeader("subscribe")), ["c1 c2", "c3 c4", "c5"]);
 });
 
+test("channels are re-subscribed with the headers they were subscribed with", () => {
+  // The demo names its user with a nick header: without it after a
+  // reconnect, "who is here" listed a guest instead of bob.
+  const { client, clock, sockets } = makeClient();
+  sockets[0].serverOpen();
+  client.send("join", [["subscribe", "room.a"], ["since", "0"], ["publish", "room.a"], ["nick", "bob"]], "");
+  client.subscribe("room.b room.c", "enter", [["nick", "bob"]]);
+  client.subscribe("plain");
+  client.subscribe("room.c", "enter", [["nick", "robert"]]);
+  sockets[0].serverClose(1006);
+  clock.advance(clock.pendingDelays()[0]);
+  sockets[1].serverOpen();
+  const again = sentMessages(sockets[1]).map((m) => [
+    m.command, m.getHeader("subscribe"), m.getHeader("nick"), m.getHeader("publish"),
+  ]);
+  assert.deepEqual(again, [
+    ["subscribe", "room.a room.b", "bob", null],
+    ["subscribe", "room.c", "robert", null],
+    ["subscribe", "plain", null, null],
+  ]);
+});
+
 test("an error reply is surfaced to on_error as an LhttpError, not as a message", () => {
   const { last, events } = makeClient();
   last().serverOpen();
