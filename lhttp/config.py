@@ -139,7 +139,8 @@ class Config:
         "before exposing a node).", kind=int, short="p", group="service",
         validator=_positive, show="none",
     )
-    demo = _field(False, "--demo", "Serve the chat-room demo and the JavaScript SDK at /demo/.",
+    demo = _field(False, "--demo", "Serve the chat-room demo and the JavaScript SDK at /demo/ "
+                  "(its rooms, room.*, get join/leave events unless --presence-events is given).",
                   group="service")
     accessLog = _field(None, "--access-log", "Write an HTTP access log to this file.", kind=str,
                        show="none", group="service")

@@ -99,10 +99,10 @@ class LHTTPServer:
             self.dispatcher.addProcessor(
                 "history", HistoryProcessor(history, self.pubsub.checkChannels), builtin=True
             )
-        # Who is subscribed (--presence, --presence-events): the
-        # lhttp.presence.PresenceFilter, or None.
+        # Who is subscribed (--presence, --presence-events; --demo's
+        # rooms announce joins): the lhttp.presence.PresenceFilter, or None.
         self.presence = None
-        if config.presence or config.presenceEvents:
+        if config.presence or config.presenceEvents or config.demo:
             from lhttp.presence import install
 
             self.presence = install(self, presence)

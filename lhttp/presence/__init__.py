@@ -29,6 +29,21 @@ __all__ = [
 ]
 
 
+# The chat-room demo's rooms: with --demo and no --presence-events of the
+# operator's, their subscribers get join and leave events (the demo shows
+# them; a join is not a chat message and is kept in no history).
+DEMO_ROOMS = ("room.*",)
+
+
+def eventPatterns(config):
+    """
+    The channel patterns whose subscribers get join and leave events.
+    """
+    if config.presenceEvents or not config.demo:
+        return config.presenceEvents
+    return DEMO_ROOMS
+
+
 def install(server, engine=None, clientIds=None):
     """
     Add presence to a node, as its L{lhttp.config.Config} says: the
@@ -42,7 +57,7 @@ def install(server, engine=None, clientIds=None):
     @return: the L{PresenceFilter}.
     """
     config = server.config
-    policy = PresencePolicy(config.presence, config.presenceEvents)
+    policy = PresencePolicy(config.presence, eventPatterns(config))
     if engine is None:
         engine = MemoryPresence()
     if clientIds is None:

@@ -203,14 +203,15 @@
       rooms.set(name, {
         entries: [], unread: 0, history: null, replayed: null, people: null, presence: "asking",
       });
-      // One message: the server subscribes before it publishes, so we see
-      // our own join, and after a reconnect the SDK subscribes us again,
-      // from the last message seen. since:0 asks for the room's history
-      // (what the server kept) first; a server without history for the
-      // channel says so and the subscription is live at once.
+      // The server announces the join itself (--demo turns on join/leave
+      // events for room.*, with our nick as the user): joins are not chat
+      // messages and are not kept in the room's history. After a reconnect
+      // the SDK subscribes us again, with the same nick, from the last
+      // message seen. since:0 asks for the room's history (what the server
+      // kept) first; a server without history for the channel says so and
+      // the subscription is live at once.
       var channel = ROOM_PREFIX + name;
-      client.send("join", [["subscribe", channel], ["since", "0"], ["publish", channel]]
-        .concat(headersFor(randomId())), "");
+      client.send("join", [["subscribe", channel], ["since", "0"]].concat(headersFor(randomId())), "");
       askPresence(name);
     }
     show(name);
@@ -218,9 +219,9 @@
 
   function leave(name) {
     if (!rooms.has(name)) return;
-    // publish runs before unsubscribe: the others see us leave.
+    // The server tells the others (a leave event).
     var channel = ROOM_PREFIX + name;
-    client.send("leave", [["publish", channel], ["unsubscribe", channel]].concat(headersFor(randomId())), "");
+    client.send("leave", [["unsubscribe", channel]].concat(headersFor(randomId())), "");
     rooms.delete(name);
     var names = Array.from(rooms.keys());
     show(names.length ? names[names.length - 1] : null);
@@ -246,7 +247,9 @@
 
   function roomOf(ctx) {
     // A history channel's messages say which channel delivered them.
-    var stamped = Lhttp.nodeKind(ctx.message) === "position" ? roomOfChannel(ctx.getHeader("channel")) : null;
+    // (The node's own messages name the channel; a client's may say anything.)
+    var kind = Lhttp.nodeKind(ctx.message);
+    var stamped = kind === "position" || kind === "event" ? roomOfChannel(ctx.getHeader("channel")) : null;
     if (stamped) return stamped;
     var channels = (ctx.getHeader("publish") || "").split(/[ \t]+/);
     for (var i = 0; i < channels.length; i++) {
@@ -318,12 +321,12 @@
         kind: "chat", nick: sender, text: body, time: time, id: id,
         own: history && sender === nick, history: history,
       }, position));
-    } else if (command === "join" || command === "leave") {
+    } else if ((command === "join" || command === "leave") && kind === "event") {
+      // The node's event: who came or went is its word, not a sender's.
+      var who = cleanNick(ctx.getHeader("user") || "") || "guest " + (ctx.getHeader("client") || "");
       var verb = command === "join" ? " joined #" : " left #";
-      addEntry(name, Object.assign({
-        kind: "system", nick: sender, text: sender + verb + name, time: time, history: history,
-      }, position));
-      if (!history) askPresence(name);
+      addEntry(name, { kind: "system", nick: who, text: who + verb + name, time: new Date() });
+      askPresence(name);
     }
   };
 
