@@ -57,12 +57,15 @@ class PubSub:
             )
         return names
 
-    def publishBytes(self, channels, payload, onFailure=None):
+    def publishBytes(self, channels, payload, onFailure=None, key=None, onConfirmed=None):
         names = self.checkPublishChannels(channels)
         broker = self.broker
         if not broker.ready:
             raise BrokerUnavailable("the message broker is not connected; publish refused")
-        broker.publish(names, payload, onFailure)
+        if key is None and onConfirmed is None:
+            broker.publish(names, payload, onFailure)
+        else:
+            broker.publish(names, payload, onFailure, key, onConfirmed)
         self._metrics.publishes += 1
         return names
 
