@@ -233,3 +233,59 @@ async def test_cutLink(startNode, jetstream):
     run.check()
     print(run.figures("NATS killed and restarted"))
     await stop(run)
+
+
+def cli(*args):
+    """
+    C{lhttp ARGS} as a user runs it, in the background.
+    """
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "lhttp.cli", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest_twisted.ensureDeferred
+async def test_cliRetriesWithTheSameKey(startNode, jetstream):
+    """
+    C{lhttp publish} while nats-server is stopped: its first attempt is not
+    confirmed (503), it sends again with the same key until the link is
+    back, and exits 0; the message is stored and delivered once. With no
+    retries left it exits 3 and says which key to publish again with.
+    """
+    nodes = [startNode("--nats", jetstream.url, "--history", HISTORY) for _ in range(2)]
+    for node in nodes:
+        await untilHealth(node, 200)
+    subscribers = []
+    for node in nodes:
+        protocol = await client(node.url)
+        protocol.subscribe(CHANNELS)
+        await barrier(protocol)
+        subscribers.append(Counter(protocol))
+
+    jetstream.signal(signal.SIGSTOP)
+    try:
+        given = cli("publish", nodes[1].publishURL, CHANNELS, "gave-up", "--command", "m",
+                    "--retries", "0", "--idempotency-key", "cli-1")
+        patient = cli("publish", nodes[1].publishURL, CHANNELS, "patient", "--command", "m",
+                      "--retries", "20", "--idempotency-key", "cli-2")
+        await eventually(lambda: given.poll() is not None, timeout=15, what="lhttp publish to give up")
+        await deferLater(reactor, 1.0)
+    finally:
+        jetstream.signal(signal.SIGCONT)
+    assert given.returncode == 3, given.stderr.read()
+    assert b"--idempotency-key cli-1" in given.stderr.read()
+    await eventually(lambda: patient.poll() is not None, timeout=40, what="lhttp publish to finish")
+    err = patient.stderr.read()
+    assert patient.returncode == 0, err
+    assert b"sending again with the same key" in err
+    await eventually(lambda: all(s.delivered("patient") == [1, 1] for s in subscribers),
+                     timeout=15, what="the patient publish delivered")
+    await deferLater(reactor, 1.0)
+    for s in subscribers:
+        assert s.delivered("patient") == [1, 1]
+        # Not known to be stored: delivered once or not at all, never twice.
+        assert max(s.delivered("gave-up")) <= 1
+    for s in subscribers:
+        s.protocol.sendClose(1000)
