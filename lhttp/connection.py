@@ -11,7 +11,7 @@ L{lhttp.interfaces.IPubSub}.
 from autobahn.exception import Disconnected
 from zope.interface import implementer
 
-from lhttp.acks import ACK_HEADER, ackReply, publishOptions, withoutPrivateHeaders
+from lhttp.acks import ACK_HEADER, KEY_HEADER, ackReply, withoutPrivateHeaders
 from lhttp.codec import Message, errorReply, isText, serialize
 from lhttp.errors import TooManySubscriptions
 from lhttp.history import recoveryPlan, recoveryReply
@@ -208,7 +208,8 @@ class Connection:
     def relay(self, channels):
         message = self._message
         command = message.command
-        ackId, key = publishOptions(message)
+        ackId = message.getHeader(ACK_HEADER)
+        key = message.getHeader(KEY_HEADER)
         if ackId is None and key is None:
             self._pubsub.publishBytes(
                 channels, self.getRelayed().toBytes(), lambda error: self.sendError(error, command)

@@ -54,12 +54,15 @@ class PublishFilter(HeaderFilter):
 
     def beforeRequest(self, connection, message):
         value = message.getHeader("publish")
-        ackId, key = publishOptions(message)
+        getHeader = message.getHeader
+        if getHeader(ACK_HEADER) is not None or getHeader(KEY_HEADER) is not None:
+            # Rare: checked only when asked for.
+            publishOptions(message)
+            if value is None:
+                name = ACK_HEADER if getHeader(ACK_HEADER) is not None else KEY_HEADER
+                raise BadHeader(f"'{name}' is for a publish; this message has no 'publish' header")
         if value is not None:
             connection.checkPublishChannels(value, message)
-        elif ackId is not None or key is not None:
-            name = ACK_HEADER if ackId is not None else KEY_HEADER
-            raise BadHeader(f"'{name}' is for a publish; this message has no 'publish' header")
 
     def afterRequest(self, connection, message):
         value = message.getHeader("publish")
