@@ -233,3 +233,126 @@ class HTTPPublishTests(SynchronousTestCase):
         chats = [m for m in subscriber.messages() if m.command == "chat"]
         self.assertEqual(len(chats), 1)
         self.assertIsNone(chats[0].getHeader("idempotency-key"))
+
+
+class PythonClientTests(SynchronousTestCase):
+    """
+    L{lhttp.client.ReconnectingClient.publish} with C{ack=True}, on a node
+    in memory: the Deferred fires on the node's ack only, a 503 is sent
+    again with the same key, a dropped connection too.
+    """
+
+    def setUp(self):
+        from twisted.application.internet import backoffPolicy
+        from twisted.internet.testing import MemoryReactorClock
+
+        from lhttp.client import ReconnectingClient
+        from test_client import MemoryNode
+
+        self.clock = MemoryReactorClock()
+        self.broker = RecordingBroker()
+        self.node = MemoryNode(self.clock, lambda: memoryServer(broker=self.broker,
+                                                                 reactor=self.clock))
+        self.client = ReconnectingClient(
+            self.clock, "ws://node/", endpoint=self.node,
+            retryPolicy=backoffPolicy(initialDelay=1.0, factor=2.0, maxDelay=8.0, jitter=lambda: 0),
+        )
+        self.client.startService()
+        d = self.client.whenConnected()
+        self.node.flush()
+        self.successResultOf(d)
+
+    def published(self):
+        from lhttp.codec import parse
+
+        return [parse(payload) for _, payload in self.broker.published]
+
+    def test_ackFiresTheDeferred(self):
+        d = self.client.publish("room", "chat", [("nick", "ann")], "hi", ack=True, key="k")
+        self.node.flush()
+        ack = self.successResultOf(d)
+        self.assertEqual((ack.duplicate, ack.attempts, ack.positions), (False, 1, {}))
+        [message] = self.published()
+        self.assertEqual(message.headers, [("publish", "room"), ("nick", "ann")])
+
+    def test_503SentAgainWithTheSameKey(self):
+        self.broker.ready = False
+        d = self.client.publish("room", "chat", [], "hi", ack=True)
+        self.node.flush()
+        self.assertNoResult(d)
+        self.broker.ready = True
+        self.clock.advance(0.25)
+        self.node.flush()
+        ack = self.successResultOf(d)
+        self.assertEqual(ack.attempts, 2)
+        self.assertEqual(len(self.published()), 1)
+
+    def test_otherErrorsFailAtOnce(self):
+        from lhttp.client import ErrorReply
+
+        d = self.client.publish("bad*", "chat", [], "hi", ack=True)
+        self.node.flush()
+        self.assertEqual(self.failureResultOf(d, ErrorReply).value.status, 400)
+
+    def test_retriesRunOut(self):
+        from lhttp.client import ErrorReply
+
+        self.broker.ready = False
+        d = self.client.publish("room", "chat", [], "hi", ack=True, retries=2)
+        for _ in range(4):
+            self.node.flush()
+            self.clock.advance(4)
+        self.assertEqual(self.failureResultOf(d, ErrorReply).value.status, 503)
+
+    def test_droppedConnectionSentAgainAfterReconnect(self):
+        from lhttp.codec import parse
+
+        from lhttp.client import LHTTPClientProtocol
+
+        keys = []
+        send = LHTTPClientProtocol.send
+
+        def recording(protocol, command, headers=(), body=b""):
+            keys.extend(value for name, value in headers if name == "idempotency-key")
+            return send(protocol, command, headers, body)
+
+        self.patch(LHTTPClientProtocol, "send", recording)
+        d = self.client.publish("room", "chat", [], "hi", ack=True)
+        self.node.cut()
+        self.assertNoResult(d)
+        for _ in range(4):
+            self.clock.advance(1)
+            self.node.flush()
+        self.assertEqual(self.successResultOf(d).attempts, 2)
+        self.assertEqual(len(set(keys)), 1)
+        self.assertTrue(keys[0])
+
+    def test_lookAlikeAckNotTaken(self):
+        """
+        An C{ack} another client published (the node takes any
+        C{publish-ack} header off it) is an ordinary message; one carrying
+        the pending id without the node's mark is not taken either.
+        """
+        from lhttp.codec import Message
+
+        self.client.subscribe("room")
+        self.node.flush()
+        protocol = self.client.protocol
+        d = protocol.publish("other", "chat", [], "hi", ack=True)
+        [ackId] = list(protocol._acks)
+        FakeClient(self.node.server).receive(Message("ack", [
+            ("publish", "room"), ("publish-ack", ackId), ("status", "200"), ("duplicate", "true"),
+        ]).toBytes())
+        protocol.onMessage(Message("ack", [
+            ("publish-ack", ackId), ("status", "200"), ("duplicate", "true"),
+            ("lhttp-node", "reply"),
+        ]).toBytes(), False)
+        self.assertNoResult(d)
+        self.node.flush()
+        self.assertFalse(self.successResultOf(d).duplicate)
+        forged = self.successResultOf(self.client.nextMessage())
+        self.assertEqual((forged.command, forged.getHeader("publish-ack")), ("ack", ackId))
+        relayed = self.successResultOf(self.client.nextMessage())
+        self.assertEqual((relayed.command, relayed.getHeader("publish-ack")), ("ack", None))
+        for message in (relayed, forged):
+            self.assertIsNone(kindOf(message))
