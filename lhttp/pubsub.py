@@ -61,7 +61,10 @@ class PubSub:
         names = self.checkPublishChannels(channels)
         broker = self.broker
         if not broker.ready:
-            raise BrokerUnavailable("the message broker is not connected; publish refused")
+            raise BrokerUnavailable(
+                "not known to be stored: the message broker is not connected (nothing was "
+                "sent); publish it again with the same idempotency-key"
+            )
         if key is None and onConfirmed is None:
             broker.publish(names, payload, onFailure)
         else:

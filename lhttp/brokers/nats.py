@@ -258,7 +258,10 @@ class NATSBroker:
     def publish(self, channels, payload, onFailure=None, key=None, onConfirmed=None):
         if not self.ready:
             self.refused += 1
-            raise BrokerUnavailable("not connected to NATS; publish refused, nothing was sent")
+            raise BrokerUnavailable(
+                "not known to be stored: not connected to NATS (nothing was sent); publish it "
+                "again with the same idempotency-key"
+            )
         if len(payload) > self._client.max_payload:
             raise MessageTooLarge(
                 f"the message is {len(payload)} bytes; NATS takes at most {self._client.max_payload}"
@@ -432,7 +435,8 @@ class NATSBroker:
             error=str(reason) or type(reason).__name__,
         )
         error = BrokerUnavailable(
-            "NATS did not confirm this publish; it may not have reached other nodes"
+            "not known to be stored: NATS did not confirm this publish (it may have reached "
+            "some or all subscribers, or none); publish it again with the same idempotency-key"
         )
         for onFailure in batch.failureCallbacks:
             try:
