@@ -221,7 +221,7 @@ class HTTPPublishTests(SynchronousTestCase):
         server = memoryServer(history=("room.*=100",))
         subscriber = FakeClient(server)
         subscriber.receive(subscribe("room.1"))
-        message = publish("room.1", "hi", ("idempotency-key", "k9"))
+        message = publish("room.1", "hi", ("idempotency-key", "k9"), ("publish-ack", "x"))
         code, first = self.post(server, message)
         self.assertEqual(code, 200)
         epoch = server.broker.history.epoch
@@ -233,6 +233,13 @@ class HTTPPublishTests(SynchronousTestCase):
         chats = [m for m in subscriber.messages() if m.command == "chat"]
         self.assertEqual(len(chats), 1)
         self.assertIsNone(chats[0].getHeader("idempotency-key"))
+        self.assertIsNone(chats[0].getHeader("publish-ack"))
+
+    def test_badKeyRefused(self):
+        server = memoryServer()
+        code, answer = self.post(server, publish("room", "hi", ("idempotency-key", "a b")))
+        self.assertEqual(code, 400)
+        self.assertIn("idempotency-key", answer["detail"])
 
 
 class PythonClientTests(SynchronousTestCase):
