@@ -131,6 +131,12 @@ class Run:
             twice = [k for k, v in s.counts.items() if v > 1 and k[1].startswith("a")]
             assert not twice, f"delivered twice: {twice[:10]}"
 
+    def controlDuplicates(self):
+        return sum(
+            1 for s in self.subscribers for (channel, body), count in s.counts.items()
+            if body.startswith("c") and count > 1
+        )
+
     def figures(self, name):
         retried = [a for a in self.acked.values() if a.attempts > 1]
         duplicates = sum(1 for a in self.acked.values() if a.duplicate)
@@ -209,6 +215,8 @@ async def test_stalledLink(startNode, jetstream):
     await deferLater(reactor, 1.0)
     run.check()
     print(run.figures("NATS stalled 4 s (SIGSTOP)"))
+    # The control shows what a retry without a key did (and still does).
+    assert run.controlDuplicates() > 0, "the stall made no retried publish a duplicate"
     await stop(run)
 
 
