@@ -154,8 +154,61 @@ class Run:
         )
 
 
-async def cluster(startNode, jetstream):
-    nodes = [startNode("--nats", jetstream.url, "--history", HISTORY) for _ in range(2)]
+class StallingProxy:
+    """
+    A TCP proxy to nats-server for one node's link that can stall: while
+    stalled it reads nothing from either side (new connections included),
+    as a congested or half-dead network path does; resumed, what waited
+    flows on.
+    """
+
+    def __init__(self, target):
+        from twisted.protocols import portforward
+
+        proxy = self
+        self.stalled = False
+        self.transports = []
+
+        class Client(portforward.ProxyClient):
+            def connectionMade(self):
+                portforward.ProxyClient.connectionMade(self)
+                proxy.transports += [self.transport, self.peer.transport]
+                if proxy.stalled:
+                    self.transport.pauseProducing()
+                    self.peer.transport.pauseProducing()
+
+        class ClientFactory(portforward.ProxyClientFactory):
+            protocol = Client
+
+        class Server(portforward.ProxyServer):
+            clientProtocolFactory = ClientFactory
+
+        host, port = target.rsplit("/", 1)[-1].split(":")
+        factory = portforward.ProxyFactory(host, int(port))
+        factory.protocol = Server
+        self.port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.url = f"nats://127.0.0.1:{self.port.getHost().port}"
+
+    def stall(self):
+        self.stalled = True
+        for transport in self.transports:
+            transport.pauseProducing()
+
+    def resume(self):
+        self.stalled = False
+        for transport in self.transports:
+            transport.resumeProducing()
+
+    def close(self):
+        self.resume()
+        for transport in self.transports:
+            transport.loseConnection()
+        return self.port.stopListening()
+
+
+async def cluster(startNode, jetstream, urls=None):
+    urls = urls or [jetstream.url, jetstream.url]
+    nodes = [startNode("--nats", url, "--history", HISTORY) for url in urls]
     for node in nodes:
         await untilHealth(node, 200)
     subscribers = []
@@ -218,6 +271,37 @@ async def test_stalledLink(startNode, jetstream):
     # The control shows what a retry without a key did (and still does).
     assert run.controlDuplicates() > 0, "the stall made no retried publish a duplicate"
     await stop(run)
+
+
+@pytest_twisted.ensureDeferred
+async def test_oneNodesLinkStalled(startNode, jetstream):
+    """
+    Only the publisher's node's link to NATS stalls, for 4 s (a proxy stops
+    reading), while the other node works on: what the stalled node took
+    is answered 503 (not confirmed) or refused, sent again with its key,
+    and every acknowledged publish reaches both nodes' subscribers once.
+    """
+    proxy = StallingProxy(jetstream.url)
+    try:
+        nodes, run = await cluster(startNode, jetstream, [jetstream.url, proxy.url])
+        n = await publishFor(run, 1.0, 0)
+        proxy.stall()
+        try:
+            n = await publishFor(run, 4.0, n)
+        finally:
+            proxy.resume()
+        n = await publishFor(run, 1.0, n)
+        await run.settle()
+        assert run.acked and not run.failed, f"not acknowledged: {list(run.failed.items())[:5]}"
+        assert any(a.attempts > 1 for a in run.acked.values()), "nothing needed a retry"
+        await eventually(run.allDelivered, timeout=30, what="every acknowledged publish delivered")
+        await deferLater(reactor, 1.0)
+        run.check()
+        print(run.figures("one node's NATS link stalled 4 s (proxy)"))
+        assert run.controlDuplicates() > 0, "the stall made no retried publish a duplicate"
+        await stop(run)
+    finally:
+        await proxy.close()
 
 
 @pytest_twisted.ensureDeferred
