@@ -41,7 +41,7 @@ from lhttp.word import isNodeWord
 
 TOKEN_VARIABLE = "LHTTP_PUBLISH_TOKEN"
 
-EXIT_OK, EXIT_FAILED, EXIT_UNREACHABLE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_UNREACHABLE, EXIT_UNKNOWN = 0, 1, 2, 3
 
 # Seconds C{send} waits for the answer to an upstream request: a node
 # sends the backend's response back only with --upstream-relay, so with
@@ -401,23 +401,48 @@ async def send(reactor, args, output):
 
 
 async def publishCommand(reactor, args, output):
+    """
+    Publish through C{/publish} with an idempotency key, sent again with
+    the same key after a 503 or a lost answer: exit 0 once the node
+    confirmed it, 3 if it is still not known to be stored.
+    """
+    import uuid
+
+    from twisted.internet.error import ConnectionRefusedError
+
     from lhttp.publisher import PublishRefused, publish
 
     body = sys.stdin.buffer.read() if args.body == "-" else args.body.encode("utf-8")
     token = args.token or os.environ.get(TOKEN_VARIABLE) or None
-    try:
-        answer = await publish(
-            args.channels, args.command, args.header, body, url=args.url, token=token
-        )
-    except PublishRefused as refused:
-        output.problem(f"refused: {refused.status} {refused.reason}: {refused.detail}")
-        return EXIT_FAILED
-    except LHTTPError as error:
-        output.problem(f"not published: {error.reason}: {error.detail}")
-        return EXIT_FAILED
-    except Exception as error:
-        output.problem(f"cannot publish to {args.url}: {error}")
-        return EXIT_UNREACHABLE
+    key = args.idempotency_key or uuid.uuid4().hex
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            answer = await publish(
+                args.channels, args.command, args.header, body, url=args.url, token=token, key=key
+            )
+            break
+        except PublishRefused as refused:
+            if refused.status != 503:
+                output.problem(f"refused: {refused.status} {refused.reason}: {refused.detail}")
+                return EXIT_FAILED
+            problem = f"{refused.status} {refused.reason}: {refused.detail}"
+        except LHTTPError as error:
+            output.problem(f"not published: {error.reason}: {error.detail}")
+            return EXIT_FAILED
+        except ConnectionRefusedError as error:
+            # Nothing was sent.
+            output.problem(f"cannot publish to {args.url}: {error}")
+            return EXIT_UNREACHABLE
+        except Exception as error:
+            problem = f"no answer from {args.url}: {error}"
+        if attempt > args.retries:
+            output.problem(f"not known to be stored after {attempt} attempt(s) ({problem}); "
+                           f"publish again with --idempotency-key {key}")
+            return EXIT_UNKNOWN
+        output.status(f"attempt {attempt}: {problem}; sending again with the same key")
+        await task.deferLater(reactor, min(0.25 * 2 ** (attempt - 1), 4.0))
     output._out.write(json.dumps(answer) + "\n")
     output._out.flush()
     return EXIT_OK
@@ -623,6 +648,12 @@ def parser():
                      help="a header for subscribers; repeatable")
     sub.add_argument("--token", default=None,
                      help=f"the publish token (default: the {TOKEN_VARIABLE} environment variable)")
+    sub.add_argument("--idempotency-key", default=None, metavar="KEY",
+                     help="the publish's idempotency key (default: a new random one); "
+                          "the node stores and delivers it once however often it is sent")
+    sub.add_argument("--retries", type=int, default=5,
+                     help="times to send it again, with the same key, after a 503 or a lost "
+                          "answer (default 5); exit 3 if it is still not known to be stored")
 
     sub = command(
         "shell", "type commands, see arrivals",

@@ -27,6 +27,7 @@ C{history(channel, limit)} reads a channel's last messages.
 import itertools
 import math
 import os
+import uuid
 from collections import deque
 
 import attr
@@ -34,7 +35,8 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from hyperlink import URL
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, TimeoutError, fail
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, ensureDeferred, fail
+from twisted.internet.task import deferLater
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import ConnectionDone
 from twisted.logger import Logger
@@ -42,7 +44,7 @@ from twisted.logger import Logger
 from lhttp.channels import isText
 from lhttp.codec import Message, parse, parseMultipart
 from lhttp.errors import LHTTPError
-from lhttp.word import POSITION, isNodeWord, kindOf
+from lhttp.word import POSITION, REPLY, isNodeWord, kindOf
 
 SYNC_COMMAND = "lhttp-sync"
 
@@ -50,6 +52,11 @@ SYNC_COMMAND = "lhttp-sync"
 RESUBSCRIBE_BATCH = 100
 
 _syncNames = itertools.count()
+_ackIds = itertools.count(1)
+
+# Statuses after which a publish is sent again, with the same key: the node
+# does not know whether it was stored (503), or could not take it now (429).
+RETRIED_STATUSES = frozenset((503, 429))
 
 
 class NotConnected(Exception):
@@ -95,6 +102,36 @@ def _offset(text, name="offset"):
     _log.warn("Ignored a malformed {name} header from the server: {value!r}",
               name=name, value=text[:40])
     return None
+
+
+class PublishAck:
+    """
+    The node's acknowledgement of a publish (C{LHTTP/1.0 ack}): it was
+    stored and delivered (once, whatever the retries).
+
+    @ivar positions: C{{channel: (offset, epoch)}} of the history channels.
+    @ivar duplicate: whether the node had it already (a retry).
+    @ivar attempts: how many times it was sent.
+    """
+
+    def __init__(self, message, attempts=1):
+        self.positions = {}
+        self.duplicate = message.getHeader("duplicate") == "true"
+        self.attempts = attempts
+        channel = offset = None
+        for name, value in message.headers:
+            if name == "channel":
+                channel, offset = value, None
+            elif name == "offset" and channel is not None:
+                offset = _offset(value)
+                if offset is not None:
+                    self.positions[channel] = (offset, None)
+            elif name == "epoch" and channel is not None and offset is not None:
+                self.positions[channel] = (offset, value)
+
+    def __repr__(self):
+        return f"<PublishAck {self.positions!r} duplicate={self.duplicate}>"
+
 
 
 @attr.s(frozen=True)
@@ -211,6 +248,8 @@ class LHTTPClientProtocol(WebSocketClientProtocol):
         self._syncs = {}
         # [channel, Deferred or None (given up on)] of history requests sent.
         self._histories = []
+        # publish-ack id -> Deferred of publishes waiting for their ack.
+        self._acks = {}
         self.opened = Deferred()
         self.closed = Deferred()
         self.closeCode = None
@@ -228,6 +267,8 @@ class LHTTPClientProtocol(WebSocketClientProtocol):
             if self._syncs and self._isSyncReply(message):
                 return
             if self._histories and self._isHistoryReply(message):
+                return
+            if self._acks and self._isAck(message):
                 return
             if self.onLHTTPMessage is not None:
                 self.onLHTTPMessage(message)
@@ -300,6 +341,23 @@ class LHTTPClientProtocol(WebSocketClientProtocol):
                     waiting.errback(e)
         return True
 
+    def _isAck(self, message):
+        """
+        Take the node's answer to a publish that asked for one: an C{ack}
+        or an C{error} in the node's word (never a client's look-alike)
+        with its C{publish-ack} id.
+        """
+        if message.command not in ("ack", "error") or kindOf(message) != REPLY:
+            return False
+        waiting = self._acks.pop(message.getHeader("publish-ack"), None)
+        if waiting is None:
+            return False
+        if message.command == "ack":
+            waiting.callback(PublishAck(message))
+        else:
+            waiting.errback(ErrorReply(message))
+        return True
+
     def onClose(self, wasClean, code, reason):
         self.closeCode = code
         if not self.opened.called:
@@ -313,6 +371,9 @@ class LHTTPClientProtocol(WebSocketClientProtocol):
         for _, waiting in histories:
             if waiting is not None:
                 waiting.errback(ConnectionDone(f"closed: {code} {reason}"))
+        acks, self._acks = self._acks, {}
+        for waiting in acks.values():
+            waiting.errback(ConnectionDone(f"closed: {code} {reason}"))
         self.closed.callback((wasClean, code, reason))
 
     def nextMessage(self, timeout=None):
@@ -397,8 +458,31 @@ class LHTTPClientProtocol(WebSocketClientProtocol):
     def unsubscribe(self, channels, command="unsubscribe"):
         self.send(command, [("unsubscribe", _joined(channels))])
 
-    def publish(self, channels, command, headers=(), body=b""):
-        self.send(command, [("publish", _joined(channels)), *headers], body)
+    def publish(self, channels, command, headers=(), body=b"", ack=False, key=None, timeout=None):
+        """
+        Publish a message.
+
+        @param ack: ask the node to acknowledge it (C{publish-ack}).
+        @param key: an idempotency key (C{idempotency-key}): the node
+            stores and delivers a repeat of it once, within its window.
+        @return: L{None} without C{ack}; with it, a L{Deferred} firing with
+            a L{PublishAck}, or failing with L{ErrorReply} (503: not known
+            to be stored; send it again with the same key),
+            L{TimeoutError} after C{timeout} or L{ConnectionDone}.
+        """
+        extra = []
+        d = None
+        if ack:
+            ackId = str(next(_ackIds))
+            d = Deferred(lambda d: self._acks.pop(ackId, None))
+            self._acks[ackId] = d
+            extra.append(("publish-ack", ackId))
+        if key is not None:
+            extra.append(("idempotency-key", key))
+        self.send(command, [("publish", _joined(channels)), *extra, *headers], body)
+        if d is not None and timeout is not None:
+            d.addTimeout(timeout, self.factory.reactor)
+        return d
 
 
 def _joined(channels):
@@ -718,8 +802,53 @@ class ReconnectingClient(Service):
     def sendLHTTP(self, message, isBinary=None):
         self._connected().sendLHTTP(message, isBinary)
 
-    def publish(self, channels, command, headers=(), body=b""):
-        self._connected().publish(channels, command, headers, body)
+    def publish(self, channels, command, headers=(), body=b"", ack=False, key=None,
+                retries=5, timeout=10.0):
+        """
+        Publish a message now (L{NotConnected} without a connection), or,
+        with C{ack}, until the node acknowledges it.
+
+        With C{ack} it carries an idempotency key (C{key}, or a new random
+        one), and it is sent again with the same key, after a reconnect if
+        need be, when the node answers 503 or 429, the connection drops or
+        no answer comes in C{timeout} seconds, up to C{retries} more times:
+        the node stores and delivers it once however many times it is sent.
+
+        @return: L{None} without C{ack}; with it, a L{Deferred} firing with
+            a L{PublishAck} or failing with the last L{ErrorReply} (any
+            status but 503 and 429 at once), L{TimeoutError} or
+            L{ConnectionDone}.
+        """
+        if not ack:
+            self._connected().publish(channels, command, headers, body, key=key)
+            return None
+        if key is None:
+            key = uuid.uuid4().hex
+        return ensureDeferred(
+            self._publishAcked(channels, command, headers, body, key, retries, timeout)
+        )
+
+    async def _publishAcked(self, channels, command, headers, body, key, retries, timeout):
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                protocol = self.protocol
+                if protocol is None:
+                    protocol = await self.whenConnected().addTimeout(timeout, self._reactor)
+                answer = await protocol.publish(
+                    channels, command, headers, body, ack=True, key=key, timeout=timeout
+                )
+                answer.attempts = attempt
+                return answer
+            except ErrorReply as error:
+                if error.status not in RETRIED_STATUSES or attempt > retries:
+                    raise
+            except (ConnectionDone, TimeoutError, NotConnected, CancelledError):
+                if attempt > retries:
+                    raise
+            # A little later: the cluster link comes back in seconds.
+            await deferLater(self._reactor, min(0.25 * 2 ** (attempt - 1), 4.0))
 
     def sync(self, timeout=None):
         """
@@ -735,6 +864,7 @@ class ReconnectingClient(Service):
 __all__ = [
     "ErrorReply",
     "HistoryMessages",
+    "PublishAck",
     "LHTTPClientProtocol",
     "NotConnected",
     "ReconnectingClient",

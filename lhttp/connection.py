@@ -11,6 +11,7 @@ L{lhttp.interfaces.IPubSub}.
 from autobahn.exception import Disconnected
 from zope.interface import implementer
 
+from lhttp.acks import ACK_HEADER, KEY_HEADER, ackReply, withoutPrivateHeaders
 from lhttp.codec import Message, errorReply, isText, serialize
 from lhttp.errors import TooManySubscriptions
 from lhttp.history import recoveryPlan, recoveryReply
@@ -141,8 +142,15 @@ class Connection:
             self._metrics.sent += 1
 
     def sendError(self, error, command=None, headers=()):
-        if command is None and self._message is not None:
-            command = self._message.command
+        message = self._message
+        if command is None and message is not None:
+            command = message.command
+        if not headers and message is not None:
+            # Any error answering a publish that asked for an
+            # acknowledgement carries its id, so the publisher can match it.
+            ackId = message.getHeader(ACK_HEADER)
+            if ackId is not None:
+                headers = [(ACK_HEADER, ackId)]
         if self.connected:
             self._metrics.errorSent(error.status)
         self.sendMessage(errorReply(error, command, headers))
@@ -216,10 +224,30 @@ class Connection:
         self._pubsub.publishBytes(channels, payload, lambda error: self.sendError(error, command))
 
     def relay(self, channels):
-        command = self._message.command
-        self._pubsub.publishBytes(
-            channels, self.getRelayed().toBytes(), lambda error: self.sendError(error, command)
-        )
+        message = self._message
+        command = message.command
+        ackId = message.getHeader(ACK_HEADER)
+        key = message.getHeader(KEY_HEADER)
+        if ackId is None and key is None:
+            self._pubsub.publishBytes(
+                channels, self.getRelayed().toBytes(), lambda error: self.sendError(error, command)
+            )
+            return
+        relayed = withoutPrivateHeaders(self.getRelayed())
+        if ackId is None:
+            self._pubsub.publishBytes(
+                channels, relayed.toBytes(), lambda error: self.sendError(error, command), key
+            )
+            return
+        ackHeaders = [(ACK_HEADER, ackId)]
+
+        def failed(error):
+            self.sendError(error, command, ackHeaders)
+
+        def confirmed(receipt):
+            self.sendMessage(ackReply(ackId, receipt))
+
+        self._pubsub.publishBytes(channels, relayed.toBytes(), failed, key, confirmed)
 
     # The rest.
 

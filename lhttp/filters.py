@@ -9,6 +9,8 @@ happens. (C{multipart} is split when the message is parsed, and
 C{upstream} is L{lhttp.upstream.filter.UpstreamFilter}.)
 """
 
+from lhttp.acks import ACK_HEADER, KEY_HEADER, publishOptions
+from lhttp.errors import BadHeader
 from lhttp.history import recoveryPlan
 from lhttp.processor import HeaderFilter
 
@@ -42,13 +44,23 @@ class SubscribeFilter(HeaderFilter):
 class PublishFilter(HeaderFilter):
     """
     C{publish: a b}: the message, as the processor left it, goes to every
-    subscriber of each channel.
+    subscriber of each channel. With C{publish-ack: <id>} the publisher is
+    answered C{LHTTP/1.0 ack} once it is confirmed; with
+    C{idempotency-key: <key>} a repeat is stored and delivered once
+    (L{lhttp.acks}).
     """
 
     headers = ("publish",)
 
     def beforeRequest(self, connection, message):
         value = message.getHeader("publish")
+        getHeader = message.getHeader
+        if getHeader(ACK_HEADER) is not None or getHeader(KEY_HEADER) is not None:
+            # Rare: checked only when asked for.
+            publishOptions(message)
+            if value is None:
+                name = ACK_HEADER if getHeader(ACK_HEADER) is not None else KEY_HEADER
+                raise BadHeader(f"'{name}' is for a publish; this message has no 'publish' header")
         if value is not None:
             connection.checkPublishChannels(value, message)
 

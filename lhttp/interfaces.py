@@ -280,12 +280,15 @@ class IPubSub(Interface):
             node that keeps history.
         """
 
-    def publishBytes(channels, payload, onFailure=None):
+    def publishBytes(channels, payload, onFailure=None, key=None, onConfirmed=None):
         """
         Publish serialized LHTTP bytes, verbatim, on every node.
 
         @param onFailure: called with an L{lhttp.errors.LHTTPError} if the
             broker took it but could not confirm it later.
+        @param key: an idempotency key (L{lhttp.acks}), or L{None}.
+        @param onConfirmed: called with an L{lhttp.acks.Receipt} once the
+            broker confirmed it, or L{None}.
         @return: the checked channel names.
         @raise lhttp.errors.LHTTPError: bad names, too many, or the broker
             cannot take it.
@@ -364,13 +367,20 @@ class IBroker(Interface):
         The node has no local subscriber to C{channel} any more.
         """
 
-    def publish(channels, payload, onFailure=None):
+    def publish(channels, payload, onFailure=None, key=None, onConfirmed=None):
         """
         Publish C{payload} (L{bytes}) to C{channels} (a sequence of
         validated names) on every node, this one included.
 
         @param onFailure: called with an L{lhttp.errors.LHTTPError} if the
             publish was taken but could not be confirmed afterwards.
+        @param key: an idempotency key: a publish repeating one within the
+            window (L{lhttp.acks}) is stored and delivered at most once per
+            channel. Callers that pass neither C{key} nor C{onConfirmed}
+            call C{publish(channels, payload, onFailure)}.
+        @param onConfirmed: called with an L{lhttp.acks.Receipt} (the
+            offsets given on history channels; whether it was a repeat)
+            once the publish is confirmed.
         @raise lhttp.errors.BrokerUnavailable: when it cannot be taken; a
             publish is refused, never silently dropped.
         """

@@ -32,7 +32,8 @@ class PublishRefused(LHTTPError):
         self.status = status
 
 
-def publish(channels, command="publish", headers=(), body=b"", url=DEFAULT_URL, token=None, treq=None):
+def publish(channels, command="publish", headers=(), body=b"", url=DEFAULT_URL, token=None, treq=None,
+            key=None):
     """
     Publish a new message through a node's C{/publish}.
 
@@ -44,17 +45,22 @@ def publish(channels, command="publish", headers=(), body=b"", url=DEFAULT_URL, 
     @param token: the publish token, if the node wants one.
     @param treq: a treq-like HTTP client (default: L{treq}; tests pass
         L{treq.testing.StubTreq}).
-    @return: a L{Deferred} firing with the node's JSON answer (a L{dict}),
-        or failing with L{PublishRefused}.
+    @param key: an idempotency key: publishing again with the same one
+        (after a 503, say) stores and delivers it once.
+    @return: a L{Deferred} firing with the node's JSON answer (a L{dict}:
+        C{positions} on history channels, C{duplicate} for a repeat), or
+        failing with L{PublishRefused} (503: not known to be stored; publish
+        again with the same key).
     """
     return ensureDeferred(
-        _publish(channels, command, headers, body, url, token, treq or _treq)
+        _publish(channels, command, headers, body, url, token, treq or _treq, key)
     )
 
 
-async def _publish(channels, command, headers, body, url, token, client):
+async def _publish(channels, command, headers, body, url, token, client, key=None):
     names = " ".join(channelList(channels))
-    message = Message(command, [("publish", names), *headers], body)
+    extra = [("idempotency-key", key)] if key is not None else []
+    message = Message(command, [("publish", names), *extra, *headers], body)
     requestHeaders = {"Content-Type": "text/plain; charset=utf-8"}
     if token:
         requestHeaders["Authorization"] = f"Bearer {token}"

@@ -57,12 +57,18 @@ class PubSub:
             )
         return names
 
-    def publishBytes(self, channels, payload, onFailure=None):
+    def publishBytes(self, channels, payload, onFailure=None, key=None, onConfirmed=None):
         names = self.checkPublishChannels(channels)
         broker = self.broker
         if not broker.ready:
-            raise BrokerUnavailable("the message broker is not connected; publish refused")
-        broker.publish(names, payload, onFailure)
+            raise BrokerUnavailable(
+                "not known to be stored: the message broker is not connected (nothing was "
+                "sent); publish it again with the same idempotency-key"
+            )
+        if key is None and onConfirmed is None:
+            broker.publish(names, payload, onFailure)
+        else:
+            broker.publish(names, payload, onFailure, key, onConfirmed)
         self._metrics.publishes += 1
         return names
 

@@ -215,12 +215,20 @@ class RecordingBroker:
         self.subscribed.discard(channel)
         self.events.append(("unsubscribe", channel))
 
-    def publish(self, channels, payload, onFailure=None):
+    def publish(self, channels, payload, onFailure=None, key=None, onConfirmed=None):
         if not self.ready:
             raise BrokerUnavailable("the recording broker is set not ready")
         self.published.append((list(channels), payload))
         self.failureCallbacks.append(onFailure)
         self._deliver(channels, payload)
+        if onConfirmed is not None:
+            # Confirmed when confirm() says so (a subclass may hold it).
+            from lhttp.acks import Receipt
+
+            self.confirm().addCallbacks(
+                lambda ignored: onConfirmed(Receipt()),
+                lambda failure: onFailure(failure.value) if onFailure is not None else None,
+            )
 
     def confirm(self):
         return succeed(None)
@@ -279,6 +287,8 @@ class FakeNATS:
         self.log = []
         self.subscriptions = []
         self.published = []
+        # (subject, headers) of the publishes that had NATS headers.
+        self.headers = []
         self.gate = None
         self.pauseWhen = lambda operation, subject: True
         self.is_connected = False
@@ -305,14 +315,16 @@ class FakeNATS:
         self.subscriptions.append(subscription)
         return subscription
 
-    async def publish(self, subject, payload):
+    async def publish(self, subject, payload, headers=None):
         await self._step("publish", subject)
         self.published.append((subject, payload))
+        if headers is not None:
+            self.headers.append((subject, headers))
 
     async def flush(self, timeout=None):
         await self._step("flush", None)
 
-    async def deliver(self, subject, data):
+    async def deliver(self, subject, data, headers=None):
         """
         Play NATS delivering a message to every subscription on C{subject}.
         """
@@ -320,7 +332,7 @@ class FakeNATS:
 
         for subscription in list(self.subscriptions):
             if subscription.subject == subject:
-                await subscription.cb(SimpleNamespace(subject=subject, data=data))
+                await subscription.cb(SimpleNamespace(subject=subject, data=data, headers=headers))
 
     async def drain(self):
         self.is_connected = False

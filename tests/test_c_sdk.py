@@ -769,3 +769,82 @@ def test_chatRejectsBadArgumentsAndUnreachableServers(sdkBuild):
     )
     assert result.returncode == 1, result
     assert result.stdout.startswith("* closed 1006"), result.stdout
+
+
+def publishAcked(build, url, channels, body, key, retries, count=1):
+    """
+    Start C{publish_acked} (sdk/c/tests/publish_acked.c): publishes with
+    C{lhttp_client_publish_acked} and prints what its callback is told.
+    """
+    return subprocess.Popen(
+        [build / "publish_acked", url, channels, body, key, str(retries), str(count)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def outcomes(process, timeout=30):
+    out, err = process.communicate(timeout=timeout)
+    lines = [dict(f.split("=", 1) for f in line.split()) for line in out.splitlines()
+             if line.startswith("status=")]
+    return process.returncode, lines, out + err
+
+
+@pytest_twisted.ensureDeferred
+async def test_publishAckedCallbackAndSameKey(sdkBuild, startNode):
+    """
+    The C SDK's acknowledged publish: its callback gets the node's ack with
+    the offset; the same key again is acknowledged as a duplicate with the
+    same offset and delivered once; a refused one gets its status.
+    """
+    build, _ = sdkBuild
+    node = startNode("--history", "room.*=100")
+    watcher = await client(node.url)
+    watcher.subscribe("room.1")
+    await barrier(watcher)
+    code, lines, output = outcomes(publishAcked(build, node.url, "room.1", "hi", "c-key-1", 0, 2))
+    assert code == 0, output
+    assert [(l["status"], l["duplicate"], l["offset"], l["key"]) for l in lines] == [
+        ("200", "0", "1", "c-key-1"), ("200", "1", "1", "c-key-1")]
+    assert "message" not in output, "the node's ack was also given to on_message"
+    code, lines, output = outcomes(publishAcked(build, node.url, "bad*", "hi", "-", 3))
+    assert code == 1 and [l["status"] for l in lines] == ["400"], output
+    assert re.fullmatch(r"[0-9a-f]{32}", lines[0]["key"])
+    received = await barrier(watcher)
+    assert [m.body for m in received if m.command == "chat"] == [b"hi"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_publishAckedRetriesA503WithTheSameKey(sdkBuild, startNode, natsServer):
+    """
+    nats-server stopped: the node answers 503; the C SDK sends the message
+    again with the same key after a pause, and its callback is told 200
+    once nats-server is back; a subscriber on another node gets it once.
+    With no retries left the callback gets the 503.
+    """
+    build, _ = sdkBuild
+    from lhttpclients import untilHealth
+
+    nodes = [startNode("--nats", natsServer.url) for _ in range(2)]
+    for node in nodes:
+        await untilHealth(node, 200)
+    watcher = await client(nodes[0].url)
+    watcher.subscribe("plain")
+    await barrier(watcher)
+    natsServer.signal(signal.SIGSTOP)
+    try:
+        await untilHealth(nodes[1], 503, timeout=10)
+        code, lines, output = outcomes(publishAcked(build, nodes[1].url, "plain", "gave-up", "-", 1))
+        assert code == 1 and lines[0]["status"] == "503" and lines[0]["attempts"] == "2", output
+        patient = publishAcked(build, nodes[1].url, "plain", "patient", "c-key-2", 20)
+        await deferLater(reactor, 2.0)
+    finally:
+        natsServer.signal(signal.SIGCONT)
+    code, lines, output = outcomes(patient, timeout=40)
+    assert code == 0, output
+    assert lines[0]["status"] == "200" and int(lines[0]["attempts"]) > 1, output
+    await eventually(lambda: watcher.pending() >= 1, timeout=10, what="the patient publish")
+    await deferLater(reactor, 1.0)
+    received = []
+    while watcher.pending():
+        received.append(await watcher.nextMessage(1))
+    assert [m.body for m in received if m.command == "chat"] == [b"patient"]

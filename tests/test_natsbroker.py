@@ -261,10 +261,10 @@ async def test_unacknowledgedHistoryPublishRetriedWithItsId():
     broker._client = fake
     broker.attach(lambda *args: None)
     acks = []
-    for body in (b"one", b"two"):
-        message = ("room.1", b"LHTTP/1.0 chat\r\n\r\n" + body, broker.history.messageId())
+    for index, body in enumerate((b"one", b"two")):
+        message = (index, "room.1", b"LHTTP/1.0 chat\r\n\r\n" + body, broker.history.messageId())
         acks.append((message, await deferred(
-            js.publish_async(message[0], message[1], headers={"Nats-Msg-Id": message[2]}))))
+            js.publish_async(message[1], message[2], headers={"Nats-Msg-Id": message[3]}))))
     await deferred(broker._confirm(fake, acks))
     sent = [(kind, headers["Nats-Msg-Id"], payload) for kind, _, payload, headers in js.published]
     assert [kind for kind, _, _ in sent] == ["async", "async", "retry", "retry"]

@@ -42,6 +42,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from lhttp.acks import NATS_ID_HEADER, Receipt, RecentKeys, messageId
 from lhttp.channels import checkChannel
 from lhttp.codec import missedNotice
 from lhttp.errors import BrokerUnavailable, MessageTooLarge
@@ -100,12 +101,15 @@ class _Batch:
     The publishes taken in one reactor turn, confirmed together.
     """
 
-    __slots__ = ("messages", "failureCallbacks", "waiters")
+    __slots__ = ("messages", "failureCallbacks", "waiters", "receipts")
 
     def __init__(self):
+        # (subject, payload, Nats-Msg-Id for JetStream or None, NATS headers)
         self.messages = []
         self.failureCallbacks = []
         self.waiters = []
+        # (onConfirmed, [(channel, index in messages)], duplicate here)
+        self.receipts = []
 
 
 @implementer(IBroker)
@@ -135,11 +139,14 @@ class NATSBroker:
         history=None,
         historyStream="LHTTP_HISTORY",
         historyMaxBytes=64 * 1024 * 1024,
+        recentKeys=None,
     ):
         """
         @param history: the L{lhttp.history.HistoryPolicy} of the channels
             that keep history in JetStream (L{lhttp.brokers.jetstream}), or
             L{None}.
+        @param recentKeys: the L{lhttp.acks.RecentKeys} window in which a
+            keyed publish on a plain channel is delivered once on this node.
         """
         self.servers = list(servers)
         self.prefix = checkPrefix(prefix) if prefix else ""
@@ -190,6 +197,8 @@ class NATSBroker:
         self.retried = 0
         self.forged = 0
         self._lastForgedNotice = -60.0
+        self._recent = recentKeys if recentKeys is not None else RecentKeys()
+        self.duplicates = 0
 
     # IBroker
 
@@ -221,6 +230,7 @@ class NATSBroker:
             "unconfirmed": self.unconfirmed,
             "retried": self.retried,
             "forged": self.forged,
+            "duplicates": self.duplicates,
             **({"history": self.history.describe()} if self.history is not None else {}),
         }
 
@@ -253,10 +263,13 @@ class NATSBroker:
         if self._connected() and (channel in self._subscriptions or self._syncing):
             self._sync()
 
-    def publish(self, channels, payload, onFailure=None):
+    def publish(self, channels, payload, onFailure=None, key=None, onConfirmed=None):
         if not self.ready:
             self.refused += 1
-            raise BrokerUnavailable("not connected to NATS; publish refused, nothing was sent")
+            raise BrokerUnavailable(
+                "not known to be stored: not connected to NATS (nothing was sent); publish it "
+                "again with the same idempotency-key"
+            )
         if len(payload) > self._client.max_payload:
             raise MessageTooLarge(
                 f"the message is {len(payload)} bytes; NATS takes at most {self._client.max_payload}"
@@ -267,23 +280,47 @@ class NATSBroker:
             self._reactor.callLater(0, self._sendBatch)
         prefix = self._subjectPrefix
         retentionFor = self._retentionFor
+        messages = batch.messages
+        kind = payloadKind(payload)
+        natsHeaders = None if kind is None else {NATS_HEADER: kind}
         plain = []
-        event = payloadKind(payload) == EVENT
+        event = kind == EVENT
+        stored = []
+        duplicate = False
         for channel in channels:
+            identifier = None if key is None else messageId(channel, key)
             if retentionFor(channel) is None:
-                plain.append(channel)
-                batch.messages.append((prefix + channel, payload, None))
+                headers = natsHeaders
+                if identifier is not None:
+                    # Every node delivers it once, this one included; it
+                    # is sent again all the same, in case the first one
+                    # never reached NATS.
+                    headers = {**(natsHeaders or {}), NATS_ID_HEADER: identifier}
+                    if self._recent.seen(identifier):
+                        duplicate = True
+                        self.duplicates += 1
+                    else:
+                        plain.append(channel)
+                else:
+                    plain.append(channel)
+                messages.append((prefix + channel, payload, None, headers))
             elif event:
                 # A join or leave on a history channel: to its subscribers,
                 # not into its history (a subject apart, see EVENTS).
                 plain.append(channel)
-                batch.messages.append((prefix + EVENTS + channel, payload, None))
+                messages.append((prefix + EVENTS + channel, payload, None, natsHeaders))
             else:
                 # Stored, then delivered here too by the history consumer,
-                # with its offset.
-                batch.messages.append((prefix + channel, payload, self.history.messageId()))
+                # with its offset. The same key is the same Nats-Msg-Id on
+                # every node: JetStream stores it once.
+                if identifier is None:
+                    identifier = self.history.messageId()
+                stored.append((channel, len(messages)))
+                messages.append((prefix + channel, payload, identifier, None))
         if onFailure is not None:
             batch.failureCallbacks.append(onFailure)
+        if onConfirmed is not None:
+            batch.receipts.append((onConfirmed, stored, duplicate))
         if plain:
             self._deliver(plain, payload)
 
@@ -316,16 +353,15 @@ class NATSBroker:
                 acks = []
                 js = self._jetstream(client) if self.history is not None else None
                 try:
-                    for subject, payload, messageId in batch.messages:
-                        if messageId is None:
-                            kind = payloadKind(payload)
-                            if kind is None:
+                    for index, (subject, payload, msgId, headers) in enumerate(batch.messages):
+                        if msgId is None:
+                            if headers is None:
                                 await client.publish(subject, payload)
                             else:
-                                await client.publish(subject, payload, headers={NATS_HEADER: kind})
+                                await client.publish(subject, payload, headers=headers)
                         else:
-                            acks.append(((subject, payload, messageId), await js.publish_async(
-                                subject, payload, headers={"Nats-Msg-Id": messageId}
+                            acks.append(((index, subject, payload, msgId), await js.publish_async(
+                                subject, payload, headers={"Nats-Msg-Id": msgId}
                             )))
                 except Exception as e:
                     self._unconfirmed(e, batch)
@@ -352,10 +388,13 @@ class NATSBroker:
         acknowledgement of each history message in it. A message not
         acknowledged in time is published once more with the same
         C{Nats-Msg-Id}: stored once, whether or not the first one was.
+
+        @return: the JetStream acknowledgements (C{PubAck}), by index in
+            the batch's messages.
         """
         await client.flush(self._flushTimeout)
         if not acks:
-            return
+            return {}
         done, pending = await asyncio.wait([ack for _, ack in acks], timeout=self._flushTimeout)
         for ack in done:
             if isinstance(ack.exception(), NoStreamResponseError):
@@ -364,14 +403,17 @@ class NATSBroker:
                 self._reactor.callLater(0, self._historyLost)
             if ack.exception() is not None:
                 raise ack.exception()
-        if pending:
-            js = self._jetstream(client)
-            for (subject, payload, messageId), ack in acks:
-                if ack in pending:
-                    ack.cancel()
-                    self.retried += 1
-                    await js.publish(subject, payload, timeout=self._flushTimeout,
-                                     headers={"Nats-Msg-Id": messageId})
+        results = {}
+        js = self._jetstream(client) if pending else None
+        for (index, subject, payload, msgId), ack in acks:
+            if ack in pending:
+                ack.cancel()
+                self.retried += 1
+                results[index] = await js.publish(subject, payload, timeout=self._flushTimeout,
+                                                  headers={"Nats-Msg-Id": msgId})
+            else:
+                results[index] = ack.result()
+        return results
 
     def _historyLost(self):
         history = self.history
@@ -381,8 +423,19 @@ class NATSBroker:
                       "(a new epoch: older offsets are not recovered)", stream=history.stream)
         self._startHistory()
 
-    def _confirmed(self, ignored, batch):
+    def _confirmed(self, results, batch):
         self.published += len(batch.messages)
+        epoch = self.history.epoch if self.history is not None else None
+        for onConfirmed, stored, duplicate in batch.receipts:
+            positions = []
+            for channel, index in stored:
+                ack = results[index]
+                duplicate = duplicate or bool(ack.duplicate)
+                positions.append((channel, epoch, ack.seq))
+            try:
+                onConfirmed(Receipt(positions, duplicate))
+            except Exception:
+                self.log.failure("Telling a publisher its publish is confirmed")
         for waiter in batch.waiters:
             waiter.callback(None)
 
@@ -396,7 +449,8 @@ class NATSBroker:
             error=str(reason) or type(reason).__name__,
         )
         error = BrokerUnavailable(
-            "NATS did not confirm this publish; it may not have reached other nodes"
+            "not known to be stored: NATS did not confirm this publish (it may have reached "
+            "some or all subscribers, or none); publish it again with the same idempotency-key"
         )
         for onFailure in batch.failureCallbacks:
             try:
@@ -470,10 +524,14 @@ class NATSBroker:
         async def received(message):
             self.received += 1
             payload = message.data
-            if (events or forgedPayload(payload)) and not (
-                    message.headers and NATS_HEADER in message.headers):
+            headers = message.headers
+            if (events or forgedPayload(payload)) and not (headers and NATS_HEADER in headers):
                 # On an events subject, only a node's own events count.
                 self._forged(channel)
+                return
+            if headers and NATS_ID_HEADER in headers and self._recent.seen(headers[NATS_ID_HEADER]):
+                # A keyed publish sent again: delivered here already.
+                self.duplicates += 1
                 return
             self._deliver(deliver, payload)
 

@@ -11,12 +11,14 @@ node by one of its names (L{lhttp.web.hosts}).
 import json
 
 from autobahn.twisted.resource import WebSocketResource
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
+from lhttp.acks import publishOptions, withoutPrivateHeaders
 from lhttp.errors import HostNotAllowed, LHTTPError, MessageTooLarge, MissingPublishHeader, errorFor
 from lhttp.interfaces import IBodyLimit
 from lhttp.metrics import MetricsResource
@@ -167,6 +169,18 @@ def errorResponse(request, error):
     return _json(request, error.status, _errorDocument(error))
 
 
+def _receiptDocument(channels, receipt):
+    document = {"status": 200, "channels": channels}
+    if receipt.positions:
+        document["positions"] = [
+            {"channel": channel, "offset": offset, "epoch": epoch}
+            for channel, epoch, offset in receipt.positions
+        ]
+    if receipt.duplicate:
+        document["duplicate"] = True
+    return document
+
+
 class HealthResource(Resource):
     """
     C{GET /health}: readiness, 200 while the broker takes publishes and 503
@@ -204,10 +218,13 @@ class PublishResource(Resource):
     C{POST /publish}: the body is an LHTTP message, published verbatim to
     each channel of its C{publish} header.
 
-    Answers (JSON): 200 accepted; 400 malformed or no C{publish} header or a
-    bad channel; 401/403 when a publish token is configured and the request
-    has none or a wrong one (C{Authorization: Bearer <token>}); 413 larger
-    than the message size limit; 503 when the broker cannot take it.
+    Answers (JSON): 200 once the broker confirmed it (with the offsets
+    given on history channels, and C{duplicate} for a repeated
+    C{idempotency-key}); 400 malformed or no C{publish} header or a bad
+    channel or header; 401/403 when a publish token is configured and the
+    request has none or a wrong one (C{Authorization: Bearer <token>}); 413
+    larger than the message size limit; 503 when it is not known to be
+    stored (retry with the same C{idempotency-key}: at most once).
 
     Under L{lhttp.web.site.LHTTPSite} the token and an announced size are
     checked as soon as the headers are in (L{bodyLimit}), before the body
@@ -234,16 +251,16 @@ class PublishResource(Resource):
         self._maxMessageSize = maxMessageSize
 
     def render_POST(self, request):
+        confirmed = Deferred()
         try:
-            channels = self._publish(request)
+            channels = self._publish(request, confirmed)
         except LHTTPError as error:
             self._metrics.httpPublishAnswered(error.status)
             return _json(request, error.status, _errorDocument(error))
         # Answer 200 only once the broker confirms the publish (at once for
         # the embedded broker; a NATS round trip in a cluster).
-        confirmed = self._pubsub.confirm()
         confirmed.addCallbacks(
-            lambda ignored: (200, {"status": 200, "channels": channels}),
+            lambda receipt: (200, _receiptDocument(channels, receipt)),
             lambda failure: (errorFor(failure).status, _errorDocument(errorFor(failure))),
         )
         confirmed.addCallback(self._finish, request)
@@ -269,7 +286,7 @@ class PublishResource(Resource):
         request.write(_json(request, status, document))
         request.finish()
 
-    def _publish(self, request):
+    def _publish(self, request, confirmed):
         self._authorize(request)
         body = request.content
         body.seek(0, 2)
@@ -285,7 +302,11 @@ class PublishResource(Resource):
         if value is None:
             raise MissingPublishHeader("the message has no 'publish' header")
         self._pubsub.checkPublishChannels(value, message)
-        return self._pubsub.publishBytes(value, message.raw)
+        _, key = publishOptions(message)
+        return self._pubsub.publishBytes(
+            value, withoutPrivateHeaders(message).toBytes(), confirmed.errback, key,
+            confirmed.callback,
+        )
 
     def _authorize(self, request):
         checkBearer(request, self._token, "publish")

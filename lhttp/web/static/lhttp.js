@@ -542,6 +542,8 @@
       this._subscribedWith = new Map(); // channel -> the other headers it was subscribed with
       this._positions = new Map(); // channel -> {offset, epoch}: the last seen
       this._requests = [];         // history() requests waiting for a reply
+      this._acks = new Map();      // publish-ack id -> publish waiting for its ack
+      this._ackIds = 0;
       this.duplicates = 0;         // messages dropped as already seen
       this._ws = null;
       this._timer = null;
@@ -686,8 +688,102 @@
       return this._transmit(encode(command, pairs, body), pairs);
     }
 
-    publish(channels, command, headers, body) {
-      return new Context(this).publish(channels, command, headers, body);
+    /**
+     * Publish a message to channels.
+     *
+     * Without options (or with options.ack false) it returns true if sent
+     * or queued, false if refused (see on_error), as before. With
+     * {ack: true} it returns a Promise: the publish carries an
+     * idempotency key (options.key, or a new random one) and asks the node
+     * for an acknowledgement; it is sent again with the same key, after a
+     * reconnect if need be, when the node answers 503 or 429, the
+     * connection drops or no answer comes within options.timeout ms
+     * (default: options.requestTimeout), up to options.retries (default 5)
+     * more times. The node stores and delivers it once however many times
+     * it is sent.
+     *
+     * @return {boolean|Promise<{positions, duplicate, attempts}>} with ack:
+     *   resolves once the node confirmed it: positions maps each history
+     *   channel to {offset, epoch}; duplicate is true when the node had it
+     *   already. Rejects with an LhttpError (the node's error reply, or the
+     *   last 503 after the retries) or an Error.
+     */
+    publish(channels, command, headers, body, options) {
+      if (!options || !options.ack) {
+        return new Context(this).publish(channels, command, headers, body);
+      }
+      return this._publishAcked(channels, command, headers, body, options);
+    }
+
+    _publishAcked(channels, command, headers, body, options) {
+      var self = this;
+      var names = channelList(channels);
+      if (!names.length) throw new TypeError("publish(): no channel given");
+      var key = options.key ? String(options.key) : newKey(this._random);
+      var retries = options.retries === undefined ? 5 : options.retries;
+      var timeout = options.timeout || this.options.requestTimeout;
+      var extra = [["publish", names.join(" ")], ["idempotency-key", key]].concat(headerPairs(headers));
+      var attempt = 0;
+      return new Promise(function (resolve, reject) {
+        function failed(error, retriable) {
+          if (retriable && attempt <= retries && self.state !== "closed") {
+            self._setTimeout(send, Math.min(250 * Math.pow(2, attempt - 1), 4000));
+          } else {
+            reject(error);
+          }
+        }
+        function send() {
+          attempt += 1;
+          var id = String(++self._ackIds);
+          var pending = { ws: null, done: false, timer: null };
+          pending.settle = function (error, retriable, ack) {
+            if (pending.done) return;
+            pending.done = true;
+            self._acks.delete(id);
+            if (pending.timer !== null) self._clearTimeout(pending.timer);
+            if (error) {
+              failed(error, retriable);
+            } else {
+              ack.attempts = attempt;
+              resolve(ack);
+            }
+          };
+          self._acks.set(id, pending);
+          pending.timer = self._setTimeout(function () {
+            pending.timer = null;
+            pending.settle(new Error("no acknowledgement within " + timeout + " ms"), true);
+          }, timeout);
+          var pairs = [["publish-ack", id]].concat(extra);
+          if (!self._transmit(encode(command || "publish", pairs, body), pairs, pending)) {
+            pending.settle(new Error("publish not sent"), false);
+          }
+        }
+        send();
+      });
+    }
+
+    // The node's answer to a publish that asked for one: an ack or error
+    // in its own word (first header lhttp-node:reply) with a publish-ack id.
+    _takeAck(message, binary) {
+      if (nodeKind(message) !== "reply") return false;
+      var pending = this._acks.get(message.getHeader("publish-ack"));
+      if (!pending) return false;
+      if (message.command === "ack") {
+        pending.settle(null, false, parseAck(message));
+      } else {
+        var body = typeof message.body === "string" ? message.body : utf8Decoder.decode(message.body);
+        var status = parseInt(message.getHeader("status"), 10);
+        var error = new LhttpError(isNaN(status) ? 0 : status, message.getHeader("reason") || "error", body);
+        pending.settle(error, status === 503 || status === 429);
+      }
+      return true;
+    }
+
+    // Publishes sent on `ws` get no answer once it is gone: sent again.
+    _dropAcks(ws, error) {
+      this._acks.forEach(function (pending) {
+        if (ws === undefined || (pending.ws === ws && ws !== null)) pending.settle(error, ws !== undefined);
+      });
     }
 
     subscribe(channels, command, headers, body) {
@@ -712,6 +808,7 @@
         try { ws.close(code || 1000, reason || ""); } catch (e) { /* already closing */ }
       }
       this._dropRequests(undefined, new Error("client closed"));
+      this._dropAcks(undefined, new Error("client closed"));
       if (dropped) {
         this._fail(new Error("client closed with " + dropped + " unsent message(s)"));
       }
@@ -864,6 +961,10 @@
         this._fail(e, null, binary);
         return;
       }
+      if (this._acks.size && (message.command === "ack" || message.command === "error") &&
+          this._takeAck(message, binary)) {
+        return;
+      }
       var kind = nodeKind(message);
       var nodeWord = kind === "reply" || kind === "event";
       if (message.command === "error" && nodeWord) {
@@ -948,6 +1049,7 @@
       this._ws = null;
       this._clearTimers();
       this._dropRequests(ws, new Error("connection closed before the history reply"));
+      this._dropAcks(ws, new Error("connection closed before the acknowledgement"));
       if (this.state === "closed") return;
       var wasOpen = this.state === "open";
       if (ERROR_CLOSE_CODES.indexOf(code) >= 0) {
@@ -975,6 +1077,30 @@
       this.attempts += 1;
       return Math.round(base * (1 - o.jitter * this._random()));
     }
+  }
+
+  // What an ack says: {positions: {channel: {offset, epoch}}, duplicate}.
+  function parseAck(message) {
+    var positions = {};
+    var channel = null;
+    message.headers.forEach(function (h) {
+      var name = h[0].toLowerCase();
+      if (name === "channel") channel = h[1];
+      else if (name === "offset" && channel !== null) {
+        var offset = parseOffset(h[1]);
+        if (offset !== null) positions[channel] = { offset: offset, epoch: null };
+      } else if (name === "epoch" && channel !== null && positions[channel]) positions[channel].epoch = h[1];
+    });
+    return { positions: positions, duplicate: message.getHeader("duplicate") === "true" };
+  }
+
+  // A new idempotency key: 128 random bits as hex.
+  function newKey(random) {
+    var c = typeof globalThis !== "undefined" ? globalThis.crypto : undefined;
+    if (c && typeof c.randomUUID === "function") return c.randomUUID().replace(/-/g, "");
+    var key = "";
+    for (var i = 0; i < 32; i++) key += Math.floor(random() * 16).toString(16);
+    return key;
   }
 
   Lhttp.Lhttp = Lhttp;

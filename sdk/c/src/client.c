@@ -27,6 +27,21 @@ struct out_msg {
     unsigned char *data; /* points LWS_PRE bytes into the allocation */
 };
 
+/* A publish waiting for the node's ack (service thread only, once sent). */
+struct pending_ack {
+    struct pending_ack *next;
+    lws_sorted_usec_list_t sul;     /* the timer of its next attempt */
+    lhttp_client *client;
+    char id[24];
+    char key[65];
+    int attempts;
+    int retries;
+    lhttp_publish_cb done;
+    void *user;
+    size_t len;
+    char *data;                     /* the serialized message, sent again as is */
+};
+
 struct lhttp_client {
     lhttp_client_config config;
     lhttp_url url;
@@ -53,7 +68,13 @@ struct lhttp_client {
     size_t max_message;
     lhttp_header *headers;
     size_t max_headers;
+
+    struct pending_ack *acks;       /* guarded by `lock` */
+    unsigned long next_ack;
 };
+
+static void fail_acks(lhttp_client *c);
+static int take_ack(lhttp_client *c, const lhttp_message *msg);
 
 static void set_state(lhttp_client *c, enum client_state state)
 {
@@ -93,6 +114,7 @@ static void finish(lhttp_client *c, int code, const char *reason, int result)
         c->close_reason[sizeof c->close_reason - 1] = '\0';
     }
     c->result = (requested && result == LHTTP_E_CLOSED) ? LHTTP_OK : result;
+    fail_acks(c);
     if (!c->silent && c->config.on_close)
         c->config.on_close(c, c->close_code, c->close_reason, c->config.user);
 }
@@ -132,6 +154,10 @@ static int on_receive(lhttp_client *c, struct lws *wsi, const char *in, size_t l
         return 0;
 
     status = lhttp_parse(c->rx, c->rx_len, &msg, c->headers, c->max_headers);
+    if (status == LHTTP_OK && take_ack(c, &msg)) {
+        c->rx_len = 0;
+        return 0;
+    }
     if (c->config.on_message)
         c->config.on_message(c, status == LHTTP_OK ? &msg : NULL, c->rx,
                              c->rx_len, status, c->config.user);
@@ -500,6 +526,261 @@ long lhttp_client_publish(lhttp_client *client, const char *channels,
     return rc;
 }
 
+/* --- acknowledged publishes ------------------------------------------------ */
+
+static int str_is(lhttp_str s, const char *text)
+{
+    size_t n = strlen(text);
+    return s.len == n && memcmp(s.ptr, text, n) == 0;
+}
+
+static int str_is_nocase(lhttp_str s, const char *text)
+{
+    size_t i, n = strlen(text);
+    if (s.len != n)
+        return 0;
+    for (i = 0; i < n; i++) {
+        char a = s.ptr[i];
+        if (a >= 'A' && a <= 'Z')
+            a = (char)(a - 'A' + 'a');
+        if (a != text[i])
+            return 0;
+    }
+    return 1;
+}
+
+static int valid_key(const char *key)
+{
+    size_t n = strlen(key), i;
+    if (n == 0 || n > 64)
+        return 0;
+    for (i = 0; i < n; i++)
+        if (key[i] < '!' || key[i] > '~')
+            return 0;
+    return 1;
+}
+
+/* 128 random bits as hex. */
+static void new_key(char out[33])
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char bytes[16];
+    size_t i, got = 0;
+    FILE *random = fopen("/dev/urandom", "rb");
+    if (random != NULL) {
+        got = fread(bytes, 1, sizeof bytes, random);
+        fclose(random);
+    }
+    for (i = got; i < sizeof bytes; i++)
+        bytes[i] = (unsigned char)(rand() & 0xff);
+    for (i = 0; i < sizeof bytes; i++) {
+        out[2 * i] = hex[bytes[i] >> 4];
+        out[2 * i + 1] = hex[bytes[i] & 15];
+    }
+    out[32] = '\0';
+}
+
+static void tell(lhttp_client *c, struct pending_ack *p, int status, int duplicate,
+                 const lhttp_message *reply)
+{
+    lhttp_publish_result result;
+    lws_sul_cancel(&p->sul);
+    if (!c->silent && p->done) {
+        result.status = status;
+        result.duplicate = duplicate;
+        result.attempts = p->attempts;
+        result.key = p->key;
+        result.reply = reply;
+        p->done(c, &result, p->user);
+    }
+    free(p->data);
+    free(p);
+}
+
+/* The connection is gone: every publish still waiting is told so. */
+static void fail_acks(lhttp_client *c)
+{
+    struct pending_ack *p;
+    pthread_mutex_lock(&c->lock);
+    p = c->acks;
+    c->acks = NULL;
+    pthread_mutex_unlock(&c->lock);
+    while (p != NULL) {
+        struct pending_ack *next = p->next;
+        tell(c, p, LHTTP_E_CLOSED, 0, NULL);
+        p = next;
+    }
+}
+
+static void send_again(lws_sorted_usec_list_t *sul)
+{
+    struct pending_ack *p = lws_container_of(sul, struct pending_ack, sul);
+    lhttp_client *c = p->client;
+    struct pending_ack **at;
+    long rc = lhttp_client_send_raw(c, p->data, p->len);
+    if (rc >= 0)
+        return;
+    pthread_mutex_lock(&c->lock);
+    for (at = &c->acks; *at != NULL && *at != p; at = &(*at)->next)
+        ;
+    if (*at == p)
+        *at = p->next;
+    pthread_mutex_unlock(&c->lock);
+    tell(c, p, (int)rc, 0, NULL);
+}
+
+/*
+ * The node's answer to one of our acknowledged publishes: an `ack` or an
+ * `error` in the node's own word (first header lhttp-node:reply; never a
+ * client's look-alike) with its publish-ack id.  Returns 1 if it was one.
+ */
+static int take_ack(lhttp_client *c, const lhttp_message *msg)
+{
+    const lhttp_str *id;
+    const lhttp_str *value;
+    struct pending_ack **at;
+    struct pending_ack *p = NULL;
+    int ack, status = 0;
+    size_t i;
+
+    ack = str_is(msg->command, "ack");
+    if (!ack && !str_is(msg->command, "error"))
+        return 0;
+    if (msg->header_count == 0 || !str_is_nocase(msg->headers[0].name, "lhttp-node") ||
+        !str_is(msg->headers[0].value, "reply"))
+        return 0;
+    id = lhttp_get_header(msg, "publish-ack");
+    if (id == NULL)
+        return 0;
+    pthread_mutex_lock(&c->lock);
+    for (at = &c->acks; *at != NULL; at = &(*at)->next) {
+        if (str_is(*id, (*at)->id)) {
+            p = *at;
+            *at = p->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (p == NULL)
+        return 0;
+    if (ack) {
+        value = lhttp_get_header(msg, "duplicate");
+        tell(c, p, 200, value != NULL && str_is(*value, "true"), msg);
+        return 1;
+    }
+    value = lhttp_get_header(msg, "status");
+    for (i = 0; value != NULL && i < value->len && i < 4; i++) {
+        if (value->ptr[i] < '0' || value->ptr[i] > '9')
+            break;
+        status = status * 10 + (value->ptr[i] - '0');
+    }
+    if ((status == 503 || status == 429) && p->attempts <= p->retries) {
+        lws_usec_t delay = 250000;
+        for (i = 1; (int)i < p->attempts && delay < 4000000; i++)
+            delay *= 2;
+        if (delay > 4000000)
+            delay = 4000000;
+        p->attempts++;
+        pthread_mutex_lock(&c->lock);
+        p->next = c->acks;
+        c->acks = p;
+        pthread_mutex_unlock(&c->lock);
+        lws_sul_schedule(c->context, 0, &p->sul, send_again, delay);
+        return 1;
+    }
+    tell(c, p, status, 0, msg);
+    return 1;
+}
+
+long lhttp_client_publish_acked(lhttp_client *client, const char *channels,
+                                const char *command, const lhttp_header *headers,
+                                size_t header_count, const char *body,
+                                size_t body_len, const char *key, int retries,
+                                lhttp_publish_cb done, void *user)
+{
+    struct pending_ack *p;
+    lhttp_header *all;
+    lhttp_message msg;
+    size_t len = 0, written = 0;
+    long rc;
+
+    if (client == NULL || channels == NULL || command == NULL || done == NULL ||
+        (headers == NULL && header_count > 0) || (body == NULL && body_len > 0) ||
+        retries < 0 || (key != NULL && !valid_key(key)))
+        return LHTTP_E_ARGUMENT;
+    p = (struct pending_ack *)calloc(1, sizeof *p);
+    all = (lhttp_header *)malloc((header_count + 3) * sizeof *all);
+    if (p == NULL || all == NULL) {
+        free(p);
+        free(all);
+        return LHTTP_E_NO_MEMORY;
+    }
+    p->client = client;
+    p->attempts = 1;
+    p->retries = retries;
+    p->done = done;
+    p->user = user;
+    if (key != NULL)
+        strcpy(p->key, key);
+    else
+        new_key(p->key);
+    pthread_mutex_lock(&client->lock);
+    snprintf(p->id, sizeof p->id, "c%lu", ++client->next_ack);
+    pthread_mutex_unlock(&client->lock);
+
+    all[0].name = lhttp_cstr("publish");
+    all[0].value = lhttp_cstr(channels);
+    all[1].name = lhttp_cstr("publish-ack");
+    all[1].value = lhttp_cstr(p->id);
+    all[2].name = lhttp_cstr("idempotency-key");
+    all[2].value = lhttp_cstr(p->key);
+    if (header_count > 0)
+        memcpy(all + 3, headers, header_count * sizeof *all);
+    msg.command = lhttp_cstr(command);
+    msg.headers = all;
+    msg.header_count = header_count + 3;
+    msg.body.ptr = body;
+    msg.body.len = body_len;
+    rc = lhttp_serialized_size(&msg, &len);
+    if (rc == LHTTP_OK) {
+        p->data = (char *)malloc(len ? len : 1);
+        rc = p->data == NULL ? LHTTP_E_NO_MEMORY
+                             : lhttp_serialize(&msg, p->data, len, &written);
+    }
+    free(all);
+    if (rc != LHTTP_OK) {
+        free(p->data);
+        free(p);
+        return rc;
+    }
+    p->len = len;
+    /* Listed before it is sent: the answer may come at once. */
+    pthread_mutex_lock(&client->lock);
+    p->next = client->acks;
+    client->acks = p;
+    pthread_mutex_unlock(&client->lock);
+    rc = lhttp_client_send_raw(client, p->data, p->len);
+    if (rc < 0) {
+        struct pending_ack **at;
+        int found = 0;
+        pthread_mutex_lock(&client->lock);
+        for (at = &client->acks; *at != NULL; at = &(*at)->next) {
+            if (*at == p) {
+                *at = p->next;
+                found = 1;
+                break;
+            }
+        }
+        pthread_mutex_unlock(&client->lock);
+        /* Not found: the connection ended meanwhile and `done` was told. */
+        if (found) {
+            free(p->data);
+            free(p);
+        }
+    }
+    return rc;
+}
+
 void lhttp_client_close(lhttp_client *client)
 {
     if (client == NULL)
@@ -515,6 +796,8 @@ void lhttp_client_free(lhttp_client *client)
     if (client == NULL)
         return;
     client->silent = 1;
+    /* Before the context goes: their timers are on its scheduler. */
+    fail_acks(client);
     if (client->context != NULL) {
         /* Destroying the context may run callbacks; they must find a live client. */
         lws_context_destroy(client->context);

@@ -111,6 +111,49 @@ long lhttp_client_publish(lhttp_client *client, const char *channels,
                           size_t body_len);
 
 /*
+ * What became of a publish sent with lhttp_client_publish_acked().
+ */
+typedef struct lhttp_publish_result {
+    /*
+     * 200: the node acknowledged it (stored and on its way to every
+     * subscriber, once however often it was sent).  Otherwise the status of
+     * the node's error reply (503 after the retries: not known to be
+     * stored), or LHTTP_E_CLOSED: the connection ended before an answer
+     * (not known to be stored either).  In both of those cases publish it
+     * again, on this or a new client, with the same `key`: it is stored and
+     * delivered at most once within the node's window (120 s).
+     */
+    int status;
+    int duplicate;              /* 1: the node had it already (a retry) */
+    int attempts;               /* times it was sent */
+    const char *key;            /* its idempotency key */
+    /*
+     * The node's reply (`LHTTP/1.0 ack` with a channel/offset/epoch triple
+     * per history channel, or the error), or NULL; valid during the call.
+     */
+    const lhttp_message *reply;
+} lhttp_publish_result;
+
+typedef void (*lhttp_publish_cb)(lhttp_client *client,
+                                 const lhttp_publish_result *result, void *user);
+
+/*
+ * lhttp_client_publish() asking the node for an acknowledgement
+ * (`publish-ack`) with an idempotency key (`key`, 1 to 64 printable ASCII
+ * characters without spaces; NULL: a new random one).  `done` is called
+ * once, on the service thread, with the outcome; after a 503 or 429 error
+ * reply the message is sent again with the same key, after 0.25 s, 0.5 s,
+ * ... (at most 4 s), up to `retries` more times.  The node's ack and error
+ * replies to it are not given to on_message.  Returns the first send's
+ * sequence number, or a negative status (then `done` is not called).
+ */
+long lhttp_client_publish_acked(lhttp_client *client, const char *channels,
+                                const char *command, const lhttp_header *headers,
+                                size_t header_count, const char *body,
+                                size_t body_len, const char *key, int retries,
+                                lhttp_publish_cb done, void *user);
+
+/*
  * Close after every message queued so far has been written (WebSocket close
  * code 1000).  Any thread; later sends fail with LHTTP_E_CLOSED.
  */
