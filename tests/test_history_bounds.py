@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from lhttp.codec import parse, parseMultipart
 from lhttp.history import HistoryPolicy, MemoryHistory, recoveryPlan
-from lhttp.errors import BadHeaderValue
+from lhttp.errors import BadHeader
 from lhttp.testing import FakeClient, memoryServer
 
 
@@ -84,7 +84,7 @@ class MalformedValueTests(SynchronousTestCase):
             self.assertRefused(historyRequest("room.1", before=before), "before")
 
     def test_recoveryPlanNamesTheHeader(self):
-        error = self.assertRaises(BadHeaderValue, recoveryPlan, ["a"], "\u00b2", None)
+        error = self.assertRaises(BadHeader, recoveryPlan, ["a"], "\u00b2", None)
         self.assertEqual(error.reason, "bad since header")
         self.assertEqual(recoveryPlan(["a"], str(2 ** 63 - 1), None), {"a": (2 ** 63 - 1, None)})
 
