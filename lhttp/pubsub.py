@@ -102,7 +102,8 @@ class PubSub:
             def write(recovery):
                 if channels.isRecovering(subscriber, name):
                     announce(name, recovery, since)
-                    channels.recovered(subscriber, name, recovery)
+                    # Paced by the client's reading: may take a while.
+                    return channels.recovered(subscriber, name, recovery)
 
             def failed(failure):
                 self.log.warn("Reading the history of {channel} failed: {error}",
