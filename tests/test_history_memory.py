@@ -54,3 +54,43 @@ async def test_budgetHoldsForRealMemory(startNode):
           f"RSS grew {grown / MiB:.1f} MiB (control without history {control / MiB:.1f} MiB): "
           f"{ratio:.2f}x the budget")
     assert ratio <= 1.5
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrentHistoryReadsOfLargeMessages(startNode):
+    """
+    The issue's case: a channel holding 60 x 1,000 KiB messages, 30
+    history requests at the default limit at once. Each used to get 500
+    (the reply was over the 1 MiB message limit) and RSS went from 120 to
+    291 MiB; now each gets a page that fits, and the node's memory grows
+    by a bounded amount per request.
+    """
+    from twisted.internet.defer import gatherResults
+
+    from lhttpclients import client
+
+    node = startNode("--history", "room.*=100")
+    pid = node.popen.pid
+    publisher = await client(node.url)
+    for i in range(60):
+        publisher.publish("room.big", "chat", body=b"%02d" % i + b"x" * (1000 * 1024 - 2))
+        if i % 10 == 9:
+            await publisher.sync(timeout=60)
+    readers = [await client(node.url) for _ in range(30)]
+    for reader in readers:
+        reader.send("chat", [("subscribe", "room.big")])
+        await reader.sync(timeout=30)
+    before = rss(pid)
+    peak = [before]
+    from twisted.internet import task, reactor
+
+    sampler = task.LoopingCall(lambda: peak.append(rss(pid)))
+    sampler.start(0.01)
+    pages = await gatherResults([reader.history("room.big", timeout=60) for reader in readers])
+    sampler.stop()
+    grown = max(peak) - before
+    print(f"\n30 history requests at once on 60 x 1,000 KiB: {len(pages)} pages of "
+          f"{sorted(set(len(p) for p in pages))} message(s), peak RSS +{grown / MiB:.1f} MiB")
+    assert all(len(p) == 1 and p[0].body[:2] == b"59" for p in pages)
+    # At most a few copies of one 1 MiB reply each, not the channel's 60 MB.
+    assert grown < 30 * 4 * MiB
