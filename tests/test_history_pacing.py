@@ -120,3 +120,40 @@ async def test_clientThatStopsReadingIsStillClosed(startNode):
     print(f"\na client that stopped reading its recovery was dropped after "
           f"{time.monotonic() - start:.2f} s (grace {grace} s)")
     stuck.close()
+
+
+def sendMalformed(port, count):
+    """
+    C{count} rounds of since:², a 5,000-digit since and limit:², each
+    answered (read back) before the next round.
+    """
+    raw = RawWebSocket(port, timeout=30)
+    requests = [
+        "LHTTP/1.0 chat\r\nsubscribe:room.m\r\nsince:\u00b2\r\n\r\n",
+        "LHTTP/1.0 chat\r\nsubscribe:room.m\r\nsince:" + "9" * 5000 + "\r\n\r\n",
+        "LHTTP/1.0 history\r\nchannel:room.m\r\nlimit:\u00b2\r\n\r\n",
+    ]
+    statuses = []
+    for _ in range(count):
+        for request in requests:
+            raw.sendall(RawWebSocket.frame(request.encode(), opcode=1))
+            message = parse(raw.readFrame()[1])
+            statuses.append((message.getHeader("status"), message.getHeader("reason")))
+    raw.close()
+    return statuses
+
+
+@pytest_twisted.ensureDeferred
+async def test_malformedValuesAre400AndLogNothing(startNode):
+    """
+    Each of these gave 500 and a critical traceback (about 900 B of log
+    per 50-byte message).
+    """
+    node = startNode("--history", "room.*=100")
+    before = len(node.log())
+    statuses = await deferToThread(sendMalformed, node.port, 100)
+    logged = len(node.log()) - before
+    print(f"\n300 malformed since/limit values: statuses {sorted(set(statuses))}, "
+          f"{logged} bytes of log")
+    assert set(statuses) == {("400", "bad since header"), ("400", "bad limit header")}
+    assert logged < 1000
