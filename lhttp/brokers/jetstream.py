@@ -291,9 +291,15 @@ class JetStreamHistory:
         request = {"multi_last": [subject], "batch": 1}
         if upTo is not None:
             request["up_to_seq"] = upTo
-        reply = await self._client.request(
-            f"$JS.API.DIRECT.GET.{self.stream}", json.dumps(request).encode(),
-            timeout=self.requestTimeout)
+        try:
+            reply = await self._client.request(
+                f"$JS.API.DIRECT.GET.{self.stream}", json.dumps(request).encode(),
+                timeout=self.requestTimeout)
+        except Exception as e:
+            # No responders (no stream, or one without direct gets), a
+            # timeout, a lost connection: the client is told 503.
+            raise BrokerUnavailable(
+                f"reading the history of {subject}: {type(e).__name__} {e}".strip()) from None
         headers = reply.headers or {}
         status = headers.get("Status")
         if status == "404" or status == "204":
