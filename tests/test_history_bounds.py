@@ -253,3 +253,87 @@ class SinceBeforeConnectingTests(SynchronousTestCase):
         case.node.flush()
         self.assertEqual(case.bodies(), ["kept 1", "kept 2"])
         self.assertTrue(case.client.recoveries["room.a"].recovered)
+
+
+class PacedSubscriber:
+    """
+    A subscriber whose transport takes C{room} messages, then asks to pause
+    until the test says it drained.
+    """
+
+    def __init__(self, room):
+        self.room = room
+        self.sent = []
+        self.waiting = None
+
+    @property
+    def writable(self):
+        return len(self.sent) < self.room
+
+    def whenWritable(self):
+        from twisted.internet.defer import Deferred
+
+        self.waiting = Deferred()
+        return self.waiting
+
+    def drain(self, room):
+        self.room += room
+        waiting, self.waiting = self.waiting, None
+        waiting.callback(True)
+
+    def sendPreparedMessage(self, prepared):
+        self.sent.append(prepared)
+
+
+class PacingTests(SynchronousTestCase):
+    """
+    L{lhttp.channels.Channels.recovered} writes only while the subscriber
+    takes bytes, then what was held live, then goes live.
+    """
+
+    def setUp(self):
+        from lhttp.brokers.embedded import EmbeddedBroker
+        from lhttp.channels import Channels
+        from lhttp.history import Recovery
+
+        self.channels = Channels(EmbeddedBroker(), lambda payload, isBinary: payload)
+        self.subscriber = PacedSubscriber(3)
+        self.channels.add(self.subscriber, ["r"])
+        self.channels.holdLive(self.subscriber, "r")
+        messages = tuple((i, b"LHTTP/1.0 c\r\n\r\n%d" % i) for i in range(1, 11))
+        self.recovery = Recovery("e", True, messages, 10)
+
+    def bodies(self):
+        return [parse(p).body for p in self.subscriber.sent]
+
+    def test_pausedThenResumed(self):
+        d = self.channels.recovered(self.subscriber, "r", self.recovery)
+        self.assertEqual(self.bodies(), [b"1", b"2", b"3"])
+        # Live messages meanwhile are held: one already recovered, two new.
+        for offset in (9, 11, 12):
+            self.channels.deliver(("r",), b"LHTTP/1.0 c\r\n\r\n%d" % offset, ("e", offset))
+        self.assertEqual(len(self.subscriber.sent), 3)
+        self.subscriber.drain(4)
+        self.assertEqual(len(self.subscriber.sent), 7)
+        self.assertNoResult(d)
+        self.subscriber.drain(100)
+        self.successResultOf(d)
+        self.assertEqual(self.bodies(), [b"%d" % i for i in range(1, 13)])
+        self.channels.deliver(("r",), b"LHTTP/1.0 c\r\n\r\n13", ("e", 13))
+        self.assertEqual(self.bodies()[-1], b"13")
+
+    def test_leftWhileWaiting(self):
+        d = self.channels.recovered(self.subscriber, "r", self.recovery)
+        self.channels.remove(self.subscriber, ["r"])
+        self.subscriber.drain(100)
+        self.successResultOf(d)
+        self.assertEqual(len(self.subscriber.sent), 3)
+        self.assertEqual(self.channels._recovering, {})
+
+    def test_closedWhileWaiting(self):
+        d = self.channels.recovered(self.subscriber, "r", self.recovery)
+        waiting, self.subscriber.waiting = self.subscriber.waiting, None
+        waiting.callback(False)
+        self.successResultOf(d)
+        self.assertEqual(len(self.subscriber.sent), 3)
+        self.assertNotIn((self.subscriber, "r"), self.channels._recovering)
