@@ -453,7 +453,8 @@ def offsetOf(text, header="since"):
     """
     if not isinstance(text, str) or not _isNumber(text) or int(text) > MAX_OFFSET:
         raise BadHeaderValue(
-            header, f"an offset is a non-negative integer (ASCII digits, below 2**63), not {str(text)[:40]!r}")
+            header,
+            f"an offset is a non-negative integer (ASCII digits, below 2**63), not {str(text)[:40]!r}")
     return int(text)
 
 

@@ -82,7 +82,7 @@ async def test_concurrentHistoryReadsOfLargeMessages(startNode):
         await reader.sync(timeout=30)
     before = rss(pid)
     peak = [before]
-    from twisted.internet import task, reactor
+    from twisted.internet import task
 
     sampler = task.LoopingCall(lambda: peak.append(rss(pid)))
     sampler.start(0.01)
