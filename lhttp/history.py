@@ -35,7 +35,7 @@ from twisted.internet.defer import succeed
 from zope.interface import Attribute, Interface, implementer
 
 from lhttp.codec import Part, serializeMultipart
-from lhttp.errors import BadHeader, BadHeaderValue, Forbidden, NoHistory
+from lhttp.errors import BadHeaderValue, Forbidden, NoHistory
 from lhttp.interfaces import IProcessor
 from lhttp.word import nodeMessage
 
@@ -621,10 +621,10 @@ class HistoryProcessor:
     def onMessage(self, connection, message):
         value = message.getHeader("channel")
         if value is None:
-            raise BadHeader("a history request names its channel in a channel header")
+            raise BadHeaderValue("channel", "a history request names its channel in a channel header")
         names = self._checkChannels(value)
         if len(names) != 1:
-            raise BadHeader("a history request names one channel")
+            raise BadHeaderValue("channel", "a history request names one channel")
         channel = names[0]
         if self._history.policy.retentionFor(channel) is None:
             raise NoHistory(f"{channel!r} keeps no history (see --history)")

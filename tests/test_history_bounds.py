@@ -79,6 +79,10 @@ class MalformedValueTests(SynchronousTestCase):
         for limit in ["\u00b2", "9" * 5000, "0", "1001", "x"]:
             self.assertRefused(historyRequest("room.1", limit=limit), "limit")
 
+    def test_channel(self):
+        self.assertRefused(b"LHTTP/1.0 history\r\n\r\n", "channel")
+        self.assertRefused(historyRequest("room.1 room.2"), "channel")
+
     def test_before(self):
         for before in ["\u00b2", "9" * 5000, "x"]:
             self.assertRefused(historyRequest("room.1", before=before), "before")
