@@ -148,7 +148,7 @@ class Channels:
             del subscribers[subscriber]
             self._snapshots.pop(channel, None)
             if self._recovering:
-                self._recovering.pop((subscriber, channel), None)
+                self._release(subscriber, channel)
             if not subscribers:
                 del self._subscribers[channel]
                 self.broker.unsubscribe(channel)
@@ -210,7 +210,13 @@ class Channels:
                     del recovering[(subscriber, channel)]
                     subscriber.sendPreparedMessage(prepared)
             else:
-                held.append((offset, prepared))
+                size = len(payload)
+                held.append((offset, prepared, size))
+                hold = getattr(subscriber, "hold", None)
+                if hold is not None and not hold(size):
+                    # More held for it than it may have waiting: a slow
+                    # consumer, being closed.
+                    self._release(subscriber, channel)
         count = len(subscribers)
         self.deliveries += count
         return count
@@ -231,6 +237,16 @@ class Channels:
         L{recovered}.
         """
         self._recovering[(subscriber, channel)] = deque()
+
+    def _release(self, subscriber, channel):
+        """
+        Stop holding C{subscriber}'s live messages of C{channel}: they are
+        dropped, and no longer count as waiting for it.
+        """
+        held = self._recovering.pop((subscriber, channel), None)
+        hold = getattr(subscriber, "hold", None)
+        if isinstance(held, deque) and held and hold is not None:
+            hold(-sum(entry[2] for entry in held))
 
     def isRecovering(self, subscriber, channel):
         """
@@ -262,6 +278,7 @@ class Channels:
         epoch = recovery.epoch
         recovering = self._recovering
         paced = getattr(subscriber, "whenWritable", None) is not None
+        hold = getattr(subscriber, "hold", None)
 
         def pump(writable=True):
             nonlocal last
@@ -280,7 +297,9 @@ class Channels:
                     subscriber.sendPreparedMessage(self._prepareAt(payload, channel, offset, epoch))
                     last = offset
                 elif held:
-                    offset, prepared = held.popleft()
+                    offset, prepared, size = held.popleft()
+                    if hold is not None:
+                        hold(-size)
                     if offset > last:
                         subscriber.sendPreparedMessage(prepared)
                         last = offset

@@ -265,10 +265,22 @@ class PacedSubscriber:
     until the test says it drained.
     """
 
-    def __init__(self, room):
+    def __init__(self, room, limit=10 ** 9):
         self.room = room
         self.sent = []
         self.waiting = None
+        self.limit = limit
+        self.held = 0
+        self.closed = False
+
+    def hold(self, size):
+        self.held += size
+        if self.held > self.limit and not self.closed:
+            self.closed = True
+            waiting, self.waiting = self.waiting, None
+            if waiting is not None:
+                waiting.callback(False)
+        return not self.closed
 
     @property
     def writable(self):
@@ -286,7 +298,10 @@ class PacedSubscriber:
         waiting.callback(True)
 
     def sendPreparedMessage(self, prepared):
-        self.sent.append(prepared)
+        # Once closed as a slow consumer nothing more is written (the
+        # protocol's exhausted send budget).
+        if not self.closed:
+            self.sent.append(prepared)
 
 
 class PacingTests(SynchronousTestCase):
@@ -326,9 +341,35 @@ class PacingTests(SynchronousTestCase):
         self.channels.deliver(("r",), b"LHTTP/1.0 c\r\n\r\n13", ("e", 13))
         self.assertEqual(self.bodies()[-1], b"13")
 
+    def test_heldCountsAndIsReleased(self):
+        d = self.channels.recovered(self.subscriber, "r", self.recovery)
+        live = b"LHTTP/1.0 c\r\n\r\n11"
+        self.channels.deliver(("r",), live, ("e", 11))
+        self.assertEqual(self.subscriber.held, len(live))
+        self.subscriber.drain(100)
+        self.successResultOf(d)
+        self.assertEqual(self.subscriber.held, 0)
+
+    def test_tooMuchHeldIsASlowConsumer(self):
+        """
+        A client that reads too slowly for the live messages piling up
+        behind its recovery is a slow consumer: nothing is held for it
+        beyond the limit.
+        """
+        self.subscriber.limit = 100
+        d = self.channels.recovered(self.subscriber, "r", self.recovery)
+        for offset in range(11, 30):
+            self.channels.deliver(("r",), b"LHTTP/1.0 c\r\n\r\n%d" % offset, ("e", offset))
+        self.successResultOf(d)
+        self.assertTrue(self.subscriber.closed)
+        self.assertEqual(self.channels._recovering, {})
+        self.assertEqual(len(self.subscriber.sent), 3)
+
     def test_leftWhileWaiting(self):
         d = self.channels.recovered(self.subscriber, "r", self.recovery)
+        self.channels.deliver(("r",), b"LHTTP/1.0 c\r\n\r\n11", ("e", 11))
         self.channels.remove(self.subscriber, ["r"])
+        self.assertEqual(self.subscriber.held, 0)
         self.subscriber.drain(100)
         self.successResultOf(d)
         self.assertEqual(len(self.subscriber.sent), 3)

@@ -151,6 +151,27 @@ class LHTTPServerProtocol(WebSocketServerProtocol):
                 self.factory.slowConsumerGrace, self._stalled)
         return d
 
+    _held = 0
+
+    def hold(self, size):
+        """
+        Count bytes the node keeps for this client (live messages waiting
+        behind its recovery; negative: written or dropped). Past
+        C{--max-send-buffer} it is a slow consumer, closed 1008.
+
+        @return: whether it is still served.
+        """
+        budget = self._budget
+        if budget is None or budget.exhausted:
+            return False
+        self._held += size
+        if self._held > self.factory.maxSendBuffer:
+            self._slowConsumer()
+            budget.exhausted = True
+            self._wake(False)
+            return False
+        return True
+
     def _stalled(self):
         self._stall = None
         if self._waiters and not self._budget.exhausted:
