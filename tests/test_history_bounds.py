@@ -382,3 +382,63 @@ class PacingTests(SynchronousTestCase):
         self.successResultOf(d)
         self.assertEqual(len(self.subscriber.sent), 3)
         self.assertNotIn((self.subscriber, "r"), self.channels._recovering)
+
+
+def docsSample(words):
+    """
+    The messages of the docs/history.rst sample block containing C{words},
+    as bytes (its lines, C{\\r\\n} written as escapes).
+    """
+    from docsnippets import blockWith
+
+    text = blockWith("::", words, ["docs/history.rst"])
+    return [line.encode().decode("unicode_escape").encode("latin-1") for line in text.splitlines()]
+
+
+def test_docsSamples():
+    """
+    docs/history.rst's samples are what a node sends, byte for byte (the
+    page sample up to its first part, its epoch the node's).
+    """
+    server = memoryServer(history=("room.*=100",), maxMessageSize=4096)
+    member, stranger = FakeClient(server), FakeClient(server)
+    member.receive(subscribe("room.1"))
+    pairs = docsSample("offset:3\\r\\n\\r\\nhi") + [
+        line for line in docsSample("reason:bad since header") if line]
+    assert len(pairs) == 6
+    for request, reply in zip(pairs[::2], pairs[1::2]):
+        member.flush()
+        member.clear()
+        member.receive(request)
+        assert member.payloads() == [reply], request
+    limitReply, forbiddenReply = docsSample("reason:bad limit header\\r\\n")
+    member.clear()
+    member.receive(historyRequest("room.1", limit=0))
+    assert member.payloads() == [limitReply]
+    stranger.receive(historyRequest("room.1"))
+    assert stranger.payloads() == [forbiddenReply]
+
+    for i in range(5):
+        FakeClient(server).receive(publish("room.1", "%d" % i * 1500))
+    request, reply, following = docsSample("before:4\\r\\n\\r\\n")
+    member.flush()
+    member.clear()
+    member.receive(request)
+    [got] = member.payloads()
+    epoch = server.broker.history.epoch.encode()
+    assert got.startswith(reply.replace(b"6b1123cee6ad1c", epoch).rstrip(b"."))
+    member.clear()
+    member.receive(following)
+    [older] = member.messages()
+    assert older.getHeader("count") == "2"
+    assert [parse(p.body).getHeader("offset")
+            for p in parseMultipart(older.body, older.getHeader("multipart"))] == ["2", "3"]
+
+    [asked] = docsSample("limit:50")
+
+    member.receive(subscribe("room.42"))
+    member.clear()
+    member.receive(asked)
+    [answer] = member.messages()
+    assert (answer.command, answer.getHeader("channel"), answer.getHeader("count")) == (
+        "history", "room.42", "0")
