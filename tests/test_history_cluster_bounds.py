@@ -10,7 +10,7 @@ from nats.aio.client import Client as NATS
 
 from lhttp.brokers.nats import deferred as future
 from lhttp.codec import parse, parseMultipart
-from lhttpclients import client, eventually
+from lhttpclients import client
 from test_history_cluster import node, publishMany, ready
 
 
@@ -95,4 +95,3 @@ async def test_largeMessagesArePaged(jetstream, startNode):
     assert got == [b.encode() for b in bodies]
     assert pages == 6
     assert reply.getHeader("complete") == "true"
-    await eventually(lambda: True)
