@@ -7,6 +7,7 @@ subscriber (C{sendPreparedMessage}): per delivery, the work is one write.
 """
 
 import re
+from collections import deque
 from functools import lru_cache
 
 from twisted.internet.defer import Deferred, gatherResults
@@ -147,7 +148,7 @@ class Channels:
             del subscribers[subscriber]
             self._snapshots.pop(channel, None)
             if self._recovering:
-                self._recovering.pop((subscriber, channel), None)
+                self._release(subscriber, channel)
             if not subscribers:
                 del self._subscribers[channel]
                 self.broker.unsubscribe(channel)
@@ -209,7 +210,13 @@ class Channels:
                     del recovering[(subscriber, channel)]
                     subscriber.sendPreparedMessage(prepared)
             else:
-                held.append((offset, prepared))
+                size = len(payload)
+                held.append((offset, prepared, size))
+                hold = getattr(subscriber, "hold", None)
+                if hold is not None and not hold(size):
+                    # More held for it than it may have waiting: a slow
+                    # consumer, being closed.
+                    self._release(subscriber, channel)
         count = len(subscribers)
         self.deliveries += count
         return count
@@ -229,33 +236,78 @@ class Channels:
         Hold C{subscriber}'s live messages of C{channel} until
         L{recovered}.
         """
-        self._recovering[(subscriber, channel)] = []
+        self._recovering[(subscriber, channel)] = deque()
+
+    def _release(self, subscriber, channel):
+        """
+        Stop holding C{subscriber}'s live messages of C{channel}: they are
+        dropped, and no longer count as waiting for it.
+        """
+        held = self._recovering.pop((subscriber, channel), None)
+        hold = getattr(subscriber, "hold", None)
+        if isinstance(held, deque) and held and hold is not None:
+            hold(-sum(entry[2] for entry in held))
 
     def isRecovering(self, subscriber, channel):
         """
         Whether C{subscriber}'s live messages of C{channel} are held (it
         did not leave meanwhile).
         """
-        return isinstance(self._recovering.get((subscriber, channel)), list)
+        return isinstance(self._recovering.get((subscriber, channel)), deque)
 
     def recovered(self, subscriber, channel, recovery):
         """
         Write the history read for C{subscriber} (L{lhttp.history.Recovery}),
         then what arrived live meanwhile past it, and go live.
+
+        The writing is paced by the client's reading: whenever its
+        transport asks to pause, it stops until the transport resumes
+        (C{subscriber.whenWritable}), so a client that reads gets all of
+        it however large, and one that stops reading is closed as a slow
+        consumer by its protocol.
+
+        @return: L{None} once all is written, else a L{Deferred} firing
+            then (or when the client is gone).
         """
-        held = self._recovering.pop((subscriber, channel), None)
-        if not isinstance(held, list):
-            return
-        last = 0
-        for offset, payload in recovery.messages:
-            subscriber.sendPreparedMessage(
-                self._prepareAt(payload, channel, offset, recovery.epoch))
-            last = offset
-        if not recovery.messages:
-            last = recovery.top
-        for offset, prepared in held:
-            if offset > last:
-                subscriber.sendPreparedMessage(prepared)
-                last = offset
-        if last and subscriber in self._subscribers.get(channel, ()):
-            self._recovering[(subscriber, channel)] = last
+        key = (subscriber, channel)
+        held = self._recovering.get(key)
+        if not isinstance(held, deque):
+            return None
+        messages = iter(recovery.messages)
+        last = 0 if recovery.messages else recovery.top
+        epoch = recovery.epoch
+        recovering = self._recovering
+        paced = getattr(subscriber, "whenWritable", None) is not None
+        hold = getattr(subscriber, "hold", None)
+
+        def pump(writable=True):
+            nonlocal last
+            while True:
+                if recovering.get(key) is not held:
+                    # It left the channel (or closed) meanwhile.
+                    return None
+                if not writable:
+                    del recovering[key]
+                    return None
+                if paced and not subscriber.writable:
+                    return subscriber.whenWritable().addCallback(pump)
+                item = next(messages, None)
+                if item is not None:
+                    offset, payload = item
+                    subscriber.sendPreparedMessage(self._prepareAt(payload, channel, offset, epoch))
+                    last = offset
+                elif held:
+                    offset, prepared, size = held.popleft()
+                    if hold is not None:
+                        hold(-size)
+                    if offset > last:
+                        subscriber.sendPreparedMessage(prepared)
+                        last = offset
+                else:
+                    break
+            del recovering[key]
+            if last and subscriber in self._subscribers.get(channel, ()):
+                recovering[key] = last
+            return None
+
+        return pump()

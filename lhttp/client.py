@@ -748,12 +748,12 @@ class ReconnectingClient(Service):
         names = [n for n in _names(channels) if n not in self._subscriptions]
         for name in names:
             self._subscriptions[name] = None
+            if since is not None:
+                # Asked for before the first connection too: the
+                # subscription made when it opens resumes from there.
+                self._positions[name] = (int(since), None)
         if names and self.protocol is not None:
-            if since is None:
-                headers = self._resumeHeaders(names)
-            else:
-                headers = [("since", str(since))]
-            self.protocol.subscribe(names, headers=headers)
+            self.protocol.subscribe(names, headers=self._resumeHeaders(names))
 
     def unsubscribe(self, channels):
         """

@@ -59,6 +59,18 @@ class BadHeader(LHTTPError):
     reason = "bad header"
 
 
+class BadHeaderValue(BadHeader):
+    """
+    A header of the node's own protocol (C{since}, C{epoch}, C{limit},
+    C{before}) holds a malformed value: the reason names the header,
+    C{bad since header}.
+    """
+
+    def __init__(self, name, detail):
+        BadHeader.__init__(self, f"{name}: {detail}", reason=f"bad {name} header")
+        self.header = name
+
+
 class ReservedHeader(LHTTPError):
     """
     A publish carries a header only the node may set (C{offset}, C{epoch}:

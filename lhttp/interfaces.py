@@ -255,6 +255,17 @@ class ISubscriber(Interface):
         Write a message framed once for every subscriber.
         """
 
+    # Optional (the channel table paces a recovery by them when present):
+    #
+    # writable: whether the client takes bytes now (its transport did not
+    #     ask to pause).
+    # whenWritable(): a Deferred firing with True once it does again, or
+    #     with False if the connection is closed first (a client that does
+    #     not read for --slow-consumer-grace seconds is closed 1008).
+    # hold(size): count bytes kept for it (live messages held behind its
+    #     recovery; negative once written or dropped); False once that is
+    #     past --max-send-buffer and it is closed as a slow consumer.
+
 
 class IPubSub(Interface):
     """

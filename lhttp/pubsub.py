@@ -44,17 +44,23 @@ class PubSub:
         return channelList(channels, self._maxChannelLength)
 
     def checkPublishChannels(self, channels, message=None):
-        if message is not None and self._positions:
-            for name in POSITION_HEADERS:
-                if message.getHeader(name) is not None:
-                    raise ReservedHeader(
-                        f"'{name}' is set by the node on history channels; a publish may not carry it"
-                    )
         names = channelList(channels, self._maxChannelLength)
         if len(names) > self._maxPublishChannels:
             raise TooManyChannels(
                 f"a publish names {len(names)} channels; at most {self._maxPublishChannels} are allowed"
             )
+        if message is not None and self._positions:
+            # Only on history channels: elsewhere they are the
+            # application's headers, as without --history.
+            retentionFor = self.broker.history.policy.retentionFor
+            for name in POSITION_HEADERS:
+                if message.getHeader(name) is not None:
+                    kept = next((c for c in names if retentionFor(c) is not None), None)
+                    if kept is not None:
+                        raise ReservedHeader(
+                            f"'{name}' is set by the node on history channels ({kept!r}); "
+                            "a publish to one may not carry it"
+                        )
         return names
 
     def publishBytes(self, channels, payload, onFailure=None, key=None, onConfirmed=None):
@@ -102,7 +108,8 @@ class PubSub:
             def write(recovery):
                 if channels.isRecovering(subscriber, name):
                     announce(name, recovery, since)
-                    channels.recovered(subscriber, name, recovery)
+                    # Paced by the client's reading: may take a while.
+                    return channels.recovered(subscriber, name, recovery)
 
             def failed(failure):
                 self.log.warn("Reading the history of {channel} failed: {error}",

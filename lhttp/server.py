@@ -97,7 +97,8 @@ class LHTTPServer:
         history = getattr(self.broker, "history", None)
         if history is not None:
             self.dispatcher.addProcessor(
-                "history", HistoryProcessor(history, self.pubsub.checkChannels), builtin=True
+                "history", HistoryProcessor(history, self.pubsub.checkChannels, config.maxMessageSize),
+                builtin=True,
             )
         # Who is subscribed (--presence, --presence-events; --demo's
         # rooms announce joins): the lhttp.presence.PresenceFilter, or None.

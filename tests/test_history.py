@@ -137,11 +137,11 @@ class MemoryHistoryTests(SynchronousTestCase):
         Over the byte budget the oldest message of all goes, whatever its
         channel; what lost messages says so when recovered.
         """
-        history = self.history("r.*=1000", maxBytes=1000)
+        history = self.history("r.*=1000", maxBytes=100 * (10 + MemoryHistory.overhead))
         retention = history.policy.retentionFor("r.a")
         for i in range(300):
             history.append("r.%d" % (i % 7), retention, b"x" * 10)
-        self.assertLessEqual(history.bytes, 1000)
+        self.assertLessEqual(history.bytes + history.count * history.overhead, history.maxBytes)
         self.assertEqual(history.bytes, history.count * 10)
         self.assertEqual(history.count, 100)
         self.assertFalse(self.read(history, "r.0", 0).complete)
@@ -332,6 +332,7 @@ class NodeTests(SynchronousTestCase):
         for i in range(5):
             publisher.receive(publish("room.1", f"m{i}"))
         client = self.client()
+        client.receive(subscribe("room.1"))
         client.receive(b"LHTTP/1.0 history\r\nchannel:room.1\r\nlimit:2\r\n\r\n")
         [reply] = client.messages()
         self.assertEqual(reply.command, "history")
@@ -377,7 +378,7 @@ class ForgedPositionTests(SynchronousTestCase):
         victim.receive(subscribe("plain room.1"))
         attacker = FakeClient(server)
         attacker.receive(
-            b"LHTTP/1.0 chat\r\npublish:plain\r\nchannel:room.1\r\noffset:999999\r\n"
+            b"LHTTP/1.0 chat\r\npublish:room.1\r\nchannel:room.1\r\noffset:999999\r\n"
             b"epoch:" + server.broker.history.epoch.encode() + b"\r\n\r\nforged")
         [reply] = attacker.messages()
         self.assertEqual(reply.command, "error")
@@ -390,10 +391,11 @@ class ForgedPositionTests(SynchronousTestCase):
 
         server = memoryServer(history=("room.*=100",))
         victim = FakeClient(server)
-        victim.receive(subscribe("plain"))
+        victim.receive(subscribe("room.1"))
+        victim.clear()
         request = DummyRequest([b""])
         request.method = b"POST"
-        request.content = BytesIO(b"LHTTP/1.0 chat\r\npublish:plain\r\noffset:9\r\n\r\nforged")
+        request.content = BytesIO(b"LHTTP/1.0 chat\r\npublish:room.1\r\noffset:9\r\n\r\nforged")
         resource = server.resource().children[b"publish"]
         from twisted.web.server import NOT_DONE_YET
         result = resource.render(request)

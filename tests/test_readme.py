@@ -118,6 +118,15 @@ CODE_BLOCKS = {
     ("docs/presence.rst", "clients:3"): ranBy("tests/test_presence.py::test_docsSamples"),
     ("docs/presence.rst", "reason:no presence"): ranBy("tests/test_presence.py::test_docsSamples"),
     ("docs/presence.rst", "LHTTP/1.0 leave"): ranBy("tests/test_presence.py::test_docsSamples"),
+    ("docs/history.rst", "offset:3\\r\\n\\r\\nhi"): ranBy(
+        "tests/test_history_bounds.py::test_docsSamples", "a node's replies compared byte for byte"),
+    ("docs/history.rst", "reason:bad since header"): ranBy("tests/test_history_bounds.py::test_docsSamples"),
+    ("docs/history.rst", "reason:bad limit header\\r\\n"): ranBy(
+        "tests/test_history_bounds.py::test_docsSamples"),
+    ("docs/history.rst", "before:4\\r\\n\\r\\n"): ranBy("tests/test_history_bounds.py::test_docsSamples"),
+    ("docs/history.rst", "limit:50"): ranBy("tests/test_history_bounds.py::test_docsSamples"),
+    ("docs/history.rst", "status:403  reason:forbidden"): notRunnable(
+        "a table of the history request's error statuses and reasons"),
     ("docs/protocol.rst", "<name>:<value>"): notRunnable("the message format, not a message"),
     ("docs/protocol.rst", "publish:channel_jack"): WIRE_SAMPLE,
     ("docs/protocol.rst", "subscribe:room42"): WIRE_SAMPLE,

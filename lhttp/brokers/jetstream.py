@@ -31,6 +31,7 @@ History on NATS JetStream, for L{lhttp.brokers.nats.NATSBroker}.
 import asyncio
 import datetime
 import itertools
+import json
 import os
 
 from nats.js.api import DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
@@ -58,6 +59,9 @@ class JetStreamHistory:
     # Messages one read gives at most (the per-pattern count limits are
     # smaller in practice).
     maxRead = 10000
+
+    # Seconds one request to JetStream may take.
+    requestTimeout = 5.0
 
     # Seconds a read waits for the history to be ready (connected, stream
     # and consumers in place) before it fails.
@@ -129,6 +133,9 @@ class JetStreamHistory:
             storage=StorageType.FILE,
             discard=DiscardPolicy.OLD,
             duplicate_window=120,
+            # History requests read backwards, one message a request
+            # (DIRECT.GET multi_last with up_to_seq, nats-server 2.11+).
+            allow_direct=True,
         )
 
     async def start(self, client, deliver):
@@ -204,8 +211,8 @@ class JetStreamHistory:
     def read(self, channel, since, epoch):
         return deferred(self._read(channel, since, epoch))
 
-    def last(self, channel, count):
-        return deferred(self._last(channel, count))
+    def last(self, channel, count, before=None, maxBytes=None):
+        return deferred(self._last(channel, count, before, maxBytes))
 
     async def _next(self, jsm, subject, sequence):
         try:
@@ -274,16 +281,102 @@ class JetStreamHistory:
             kept = kept[-retention.messages:]
         return tuple((m.seq, m.data or b"") for m in kept), len(kept) != len(found)
 
-    async def _last(self, channel, count):
+    async def _previous(self, subject, upTo):
+        """
+        The subject's newest message at or before stream sequence C{upTo}
+        (L{None}: the newest of all), in one request.
+
+        @return: C{(sequence, time, headers, payload)}, or L{None}.
+        """
+        request = {"multi_last": [subject], "batch": 1}
+        if upTo is not None:
+            request["up_to_seq"] = upTo
+        try:
+            reply = await self._client.request(
+                f"$JS.API.DIRECT.GET.{self.stream}", json.dumps(request).encode(),
+                timeout=self.requestTimeout)
+        except Exception as e:
+            # No responders (no stream, or one without direct gets), a
+            # timeout, a lost connection: the client is told 503.
+            raise BrokerUnavailable(
+                f"reading the history of {subject}: {type(e).__name__} {e}".strip()) from None
+        headers = reply.headers or {}
+        status = headers.get("Status")
+        if status == "404" or status == "204":
+            return None
+        if status is not None:
+            raise BrokerUnavailable(
+                f"reading the history of {subject}: {status} {headers.get('Description', '')}")
+        sequence = int(headers["Nats-Sequence"])
+        return sequence, _time(headers.get("Nats-Time-Stamp")), headers, reply.data or b""
+
+    async def _last(self, channel, count, before=None, maxBytes=None):
+        """
+        Read backwards from the newest message (or from C{before}), one
+        request a message, only as many as asked (C{count}, C{maxBytes}),
+        and the pattern's own limits.
+        """
         await self._untilReady()
-        jsm = self._client.jsm()
+        subject = self.subject(channel)
+        retention = self.policy.retentionFor(channel)
+        oldest = None
+        if retention is not None and retention.maxAge is not None:
+            oldest = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(
+                seconds=retention.maxAge)
+        # Beyond the pattern's count limit (known from the newest only).
+        depth = retention.messages if retention is not None and before is None else None
+        top = 0
+        if before is not None:
+            newest = await self._previous(subject, None)
+            top = newest[0] if newest is not None else 0
+            if before <= 1:
+                return Recovery(self.epoch, False, (), top, more=False)
         found = []
-        await self._readFrom(jsm, self.subject(channel), 1, found)
-        messages, trimmed = self._retained(channel, found)
-        complete = not trimmed and len(messages) <= count and await self._neverTrimmed(jsm)
-        messages = messages[-count:]
-        top = messages[-1][0] if messages else 0
-        return Recovery(self.epoch, complete, messages, top)
+        size = 0
+        more = False
+        trimmed = False
+        upTo = None if before is None else before - 1
+        seen = 0
+        while True:
+            message = await self._previous(subject, upTo)
+            if message is None:
+                break
+            sequence, stamp, headers, payload = message
+            if oldest is not None and stamp is not None and stamp < oldest:
+                trimmed = True
+                break
+            if depth is not None and seen >= depth:
+                trimmed = True
+                break
+            if len(found) == count or (maxBytes is not None and size > maxBytes):
+                more = True
+                break
+            seen += 1
+            if not top:
+                top = sequence
+            if not (forgedPayload(payload) and NATS_HEADER not in headers):
+                found.append((sequence, payload))
+                size += len(payload)
+            if sequence <= 1:
+                break
+            upTo = sequence - 1
+        complete = not more and not trimmed and await self._neverTrimmed(self._client.jsm())
+        return Recovery(self.epoch, complete, tuple(found[::-1]), top, more=more)
+
+
+def _time(text):
+    """
+    A C{Nats-Time-Stamp} (RFC 3339, nanoseconds) as an aware datetime, or
+    L{None}.
+    """
+    if not text:
+        return None
+    try:
+        head, _, fraction = text.rstrip("Z").partition(".")
+        return datetime.datetime.fromisoformat(
+            head + ("." + fraction[:6] if fraction else "")).replace(tzinfo=datetime.timezone.utc)
+    except ValueError:
+        return None
 
 
 def _epoch(created):

@@ -12,6 +12,7 @@ stopped reading may still be sent (L{lhttp.web.sendbuffer.SendBudget}).
 import autobahn
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -57,6 +58,8 @@ class LHTTPServerProtocol(WebSocketServerProtocol):
     pipeline = None
     _request = None
     _budget = None
+    _waiters = None
+    _stall = None
 
     def onConnect(self, request):
         if not self.factory.origins.allows(request):
@@ -83,6 +86,7 @@ class LHTTPServerProtocol(WebSocketServerProtocol):
         pipeline, self.pipeline = self.pipeline, None
         if pipeline is not None:
             pipeline.close()
+        self._wake(False)
 
     def sendClose(self, code=None, reason=None):
         """
@@ -116,6 +120,73 @@ class LHTTPServerProtocol(WebSocketServerProtocol):
     def resumeProducing(self):
         if self._budget is not None:
             self._budget.resume()
+        self._wake(True)
+
+    # Pacing what the node writes in bulk (a recovery) by the client's
+    # reading: the writer waits for resumeProducing rather than queue it.
+
+    @property
+    def writable(self):
+        budget = self._budget
+        return budget is not None and not budget.paused and not budget.exhausted
+
+    def whenWritable(self):
+        """
+        @return: a L{Deferred} firing with L{True} once the transport takes
+            this client's bytes again, or L{False} if the connection closes
+            first. A client that takes none for C{--slow-consumer-grace}
+            seconds meanwhile is a slow consumer, closed 1008.
+        """
+        budget = self._budget
+        if budget is None or budget.exhausted or self.pipeline is None:
+            return succeed(False)
+        if not budget.paused:
+            return succeed(True)
+        d = Deferred()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(d)
+        if self._stall is None:
+            self._stall = self.factory.reactor.callLater(
+                self.factory.slowConsumerGrace, self._stalled)
+        return d
+
+    _held = 0
+
+    def hold(self, size):
+        """
+        Count bytes the node keeps for this client (live messages waiting
+        behind its recovery; negative: written or dropped). Past
+        C{--max-send-buffer} it is a slow consumer, closed 1008.
+
+        @return: whether it is still served.
+        """
+        budget = self._budget
+        if budget is None or budget.exhausted:
+            return False
+        self._held += size
+        if self._held > self.factory.maxSendBuffer:
+            self._slowConsumer()
+            budget.exhausted = True
+            self._wake(False)
+            return False
+        return True
+
+    def _stalled(self):
+        self._stall = None
+        if self._waiters and not self._budget.exhausted:
+            # Its close frame may still be written, then nothing more.
+            self._slowConsumer()
+            self._budget.exhausted = True
+        self._wake(False)
+
+    def _wake(self, writable):
+        stall, self._stall = self._stall, None
+        if stall is not None and stall.active():
+            stall.cancel()
+        waiters, self._waiters = self._waiters, None
+        for d in waiters or ():
+            d.callback(writable)
 
     def stopProducing(self):
         self.resumeProducing()
