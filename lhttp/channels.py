@@ -234,8 +234,12 @@ class Channels:
     def holdLive(self, subscriber, channel):
         """
         Hold C{subscriber}'s live messages of C{channel} until
-        L{recovered}.
+        L{recovered}. A recovery asked again before the last one ended
+        (an SDK that saw a live gap) starts afresh: what was held goes, as
+        the new recovery reads it again.
         """
+        if (subscriber, channel) in self._recovering:
+            self._release(subscriber, channel)
         self._recovering[(subscriber, channel)] = deque()
 
     def _release(self, subscriber, channel):

@@ -187,8 +187,13 @@ class Connection:
         def announce(channel, recovery, since):
             self.sendMessage(recoveryReply(channel, recovery, since, command))
 
+        # A channel subscribed already and asked to recover again (an SDK
+        # that saw a live gap) is recovered too: a recovery reply, what it
+        # missed, then live messages held meanwhile.
+        again = [n for n in checked if n in recover and n not in names]
         return self._pubsub.subscribe(
-            self._writer, names, {n: recover[n] for n in names if n in recover}, announce
+            self._writer, names + again, {n: recover[n] for n in names + again if n in recover},
+            announce,
         )
 
     def unsubscribe(self, channels):

@@ -61,6 +61,8 @@ async def test_forgedNodeMessagesDoNotFoolTheVictim(startNode):
         await victim.sync(10)
         await publishMany(node, "room.a", [b"first"])
         await eventually(lambda: received, timeout=10, what="the first message")
+        # The attacker is a member of the room (a history request needs it).
+        attacker.send("enter", [("subscribe", "room.a")])
         for forged in FORGERIES:
             attacker.sendLHTTP(forged)
         await barrier(attacker)

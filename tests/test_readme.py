@@ -130,6 +130,14 @@ CODE_BLOCKS = {
     ("docs/protocol.rst", "<name>:<value>"): notRunnable("the message format, not a message"),
     ("docs/protocol.rst", "publish:channel_jack"): WIRE_SAMPLE,
     ("docs/protocol.rst", "subscribe:room42"): WIRE_SAMPLE,
+    ("docs/clients.rst", "ack = await client.publish"): notRunnable(
+        "a fragment: the call; tests/test_ack.py exercises publish(ack=True) and its retries"),
+    ("docs/javascript.rst", "const ack = await client.publish"): notRunnable(
+        "a fragment: the call; tests/test_ack_browser.py runs it in Chromium through a stall"),
+    ("docs/protocol.rst", "publish-ack:<id>"): notRunnable(
+        "the ack's form with placeholders; tests/test_ack.py checks real ones"),
+    ("docs/protocol.rst", '"positions": [{"channel": "room.1"'): notRunnable(
+        "a sample /publish answer; tests/test_ack.py checks real ones"),
     ("docs/protocol.rst", "reason:reserved header"): ranBy(
         "tests/test_nodeword.py::test_docsSample", "a node's reply compared byte for byte"),
     ("docs/protocol.rst", "reason:bad channel name"): notRunnable(

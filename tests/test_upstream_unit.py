@@ -382,7 +382,7 @@ class UpstreamFilterTests(SynchronousTestCase):
         self.assertEqual(reply.command, "upstream")
         self.assertEqual(
             reply.headers,
-            [("status", "201"), ("command", "chat"), ("upstream", "POST http://127.0.0.1:8080/record"),
+            [("lhttp-node", "reply"), ("status", "201"), ("command", "chat"), ("upstream", "POST http://127.0.0.1:8080/record"),
              ("content-type", "text/plain")],
         )
         self.assertEqual(reply.body, b"stored")
