@@ -550,6 +550,24 @@ class GapClientTests(ClientOnMemoryNodeCase):
         self.assertEqual((report.gap, report.recovered), (True, False))
         self.assertEqual((self.client.gapsRecovered, len(self.sent)), (0, 1))
 
+    def docsSample(self):
+        """
+        docs/protocol.rst, "Gaps: what a client does": the stamped message
+        (its prev past the last offset received, 5) makes the client send
+        the re-subscribe shown there, byte for byte.
+        """
+        from docsnippets import blockWith
+
+        text = blockWith("::", "since:room.1=5", ["docs/protocol.rst"])
+        stampedMessage, resubscribe = [line.encode().decode("unicode_escape").encode("latin-1")
+                                       for line in text.splitlines()]
+        self.client.subscribe("room.1")
+        self.client.startService()
+        protocol = self.connect()
+        self.inject(protocol, stampedPrev("room.1", 5, "5f1c2a", 3, "five"), stampedMessage)
+        self.assertEqual([m.toBytes() for m in self.sent], [resubscribe])
+        self.assertEqual((self.bodies(), self.client.gaps), (["five"], 1))
+
     def test_unsubscribeForgetsTheGap(self):
         self.client.subscribe("room.a")
         self.client.startService()
@@ -617,6 +635,15 @@ class GapClientTests(ClientOnMemoryNodeCase):
         self.assertEqual(self.bodies(), ["one", "two", "three", "four"])
         self.assertEqual((self.client.gaps, self.client.gapsRecovered, self.client.connections), (1, 1, 1))
         self.assertTrue(self.client.recoveries["room.a"].gap)
+
+
+def test_gapDocsSample():
+    """
+    docs/protocol.rst's gap sample (L{GapClientTests.docsSample}).
+    """
+    case = GapClientTests("docsSample")
+    case.setUp()
+    case.docsSample()
 
 
 class OfflineEndpoint:
