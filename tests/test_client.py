@@ -727,3 +727,54 @@ async def test_recoveryAcrossDisconnectAndRestart(startNode):
         assert client.recoveries["room.a"].epoch != report.epoch
     finally:
         await client.stopService()
+
+
+@pytest.mark.xfail(strict=True, reason="needs the node's side of issue 20 item 2: the prev header, and "
+                   "a subscribe with since on a channel already subscribed to answered with a recovery")
+@pytest_twisted.ensureDeferred
+async def test_liveGapsRecoveredFromARealNode(startNode):
+    """
+    Against a real node: one message in ten published by another client is
+    lost on its way to the subscriber (dropped in the subscriber's
+    protocol, the first time it comes). Each loss is seen from the next
+    message's prev and recovered on the same connection: every message
+    arrives once, in order.
+    """
+    node = startNode("--history", "room.*=2000")
+    received = []
+    client = ReconnectingClient(reactor, node.url, onMessage=received.append,
+                                retryPolicy=backoffPolicy(initialDelay=0.1, maxDelay=0.3))
+    client.subscribe("room.a", since=0)
+    client.startService()
+    try:
+        protocol = await client.whenConnected()
+        deliver = protocol.onLHTTPMessage
+        lost = set()
+
+        def lossy(message):
+            number = int(message.body.split()[-1]) if message.body.startswith(b"n ") else -1
+            if number % 10 == 5 and number < 290 and number not in lost:
+                lost.add(number)
+                return
+            deliver(message)
+
+        protocol.onLHTTPMessage = lossy
+        bodies = [b"n %d" % i for i in range(300)]
+        # In tens, each waited for: one loss, one gap, one recovery each.
+        publisher = await connect(reactor, node.url)
+        try:
+            for start in range(0, 300, 10):
+                for body in bodies[start:start + 10]:
+                    publisher.publish("room.a", "chat", (), body)
+                await eventually(lambda: len(received) >= start + 10, timeout=10,
+                                 what=f"messages up to {start + 9}, the lost one recovered")
+        finally:
+            publisher.sendClose(1000)
+            await publisher.closed
+        await publishMany(node, "room.a", [b"live"])
+        await eventually(lambda: len(received) >= 301, timeout=10, what="the live one")
+        assert [m.body for m in received] == [*bodies, b"live"]
+        assert len(lost) == 29
+        assert (client.gaps, client.gapsRecovered, client.connections, client.duplicates) == (29, 29, 1, 0)
+    finally:
+        await client.stopService()
