@@ -148,6 +148,10 @@ class RecoveryReport:
     @ivar since: the offset asked from.
     @ivar count: how many kept messages follow.
     @ivar offset: the channel's newest offset.
+    @ivar gap: whether it recovers a live gap (L{ReconnectingClient}
+        subscribed again without reconnecting), not a reconnect.
+    @ivar timedOut: whether no C{recovery} reply came for that gap in
+        time: then C{recovered} is false and C{count}/C{offset} are L{None}.
     """
 
     channel = attr.ib()
@@ -157,6 +161,8 @@ class RecoveryReport:
     since = attr.ib()
     count = attr.ib()
     offset = attr.ib()
+    gap = attr.ib(default=False)
+    timedOut = attr.ib(default=False)
 
     @classmethod
     def fromMessage(cls, message):
@@ -169,6 +175,24 @@ class RecoveryReport:
             count=_offset(message.getHeader("count"), "count"),
             offset=_offset(message.getHeader("offset")),
         )
+
+
+class _Gap:
+    """
+    A live gap being recovered: the position it is recovered from, the
+    messages held meanwhile, the timeout's call.
+    """
+
+    def __init__(self, since, epoch, held):
+        self.since = since
+        self.epoch = epoch
+        self.held = held
+        self.timer = None
+
+    def cancel(self):
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
 
 
 class HistoryMessages(list):
@@ -548,6 +572,17 @@ class ReconnectingClient(Service):
     messages: each goes to C{onRecovery} as a L{RecoveryReport}, and the
     latest per channel is kept in C{recoveries}.
 
+    A live gap is recovered without reconnecting: a history message whose
+    C{prev} (the offset of the message before it on the channel, stamped
+    by the node) is past the last offset seen in the same epoch means some
+    were lost on the way. The client subscribes to that channel again from
+    the last offset; the channel's messages are not delivered until the
+    node's C{recovery} reply, after which the node sends them again, in
+    order. The report has C{gap} set; C{gaps} and C{gapsRecovered} count
+    them. Without a reply within C{recoveryTimeout} seconds the report says
+    C{timedOut} (not recovered) and the messages held meanwhile are
+    delivered. A gap at a given offset is recovered once at most.
+
     @ivar protocol: the open L{LHTTPClientProtocol}, or L{None}.
     @ivar connections: how many times it has connected.
     @ivar onMessage: L{None}, or a callable given each received L{Message}.
@@ -558,13 +593,18 @@ class ReconnectingClient(Service):
     @ivar onRecovery: L{None}, or a callable given a L{RecoveryReport}.
     @ivar recoveries: C{{channel: RecoveryReport}}, the latest of each.
     @ivar duplicates: how many messages were dropped as already seen.
+    @ivar gaps: how many live gaps were seen.
+    @ivar gapsRecovered: how many of them the node's recovery filled.
     """
 
     protocolClass = LHTTPClientProtocol
+    # Messages of a channel kept while its gap is recovered (delivered only
+    # if no recovery reply comes).
+    maxHeld = 1000
 
     def __init__(
         self, reactor, url, headers=None, onMessage=None, retryPolicy=None,
-        timeout=30, endpoint=None,
+        timeout=30, endpoint=None, recoveryTimeout=10.0,
     ):
         """
         @param url: C{ws://host:port/path} or C{wss://...}.
@@ -575,6 +615,8 @@ class ReconnectingClient(Service):
         @param timeout: seconds for a TCP connection attempt.
         @param endpoint: the client endpoint to use instead of one made from
             C{url} (tests pass an in-memory one).
+        @param recoveryTimeout: seconds a live gap's re-subscribe waits for
+            the node's C{recovery} reply.
         """
         self.url = url
         self.protocol = None
@@ -585,6 +627,15 @@ class ReconnectingClient(Service):
         self.onRecovery = None
         self.recoveries = {}
         self.duplicates = 0
+        self.gaps = 0
+        self.gapsRecovered = 0
+        self.recoveryTimeout = recoveryTimeout
+        # channel -> _Gap: a live gap being recovered.
+        self._recovering = {}
+        # channel -> the offset a gap was last recovered from.
+        self._gapAt = {}
+        # Channels whose next message is not gap-checked (a loss reported).
+        self._unchecked = set()
         self._subscriptions = {}
         # channel -> (offset, epoch): the last message seen on a history channel.
         self._positions = {}
@@ -655,6 +706,11 @@ class ReconnectingClient(Service):
         return protocol
 
     def _closed(self, how, protocol):
+        # A gap being recovered: the reconnect's subscribe resumes from the
+        # same offset, and its recovery reply ends it.
+        for gap in self._recovering.values():
+            gap.held.clear()
+            gap.cancel()
         if self.protocol is protocol:
             self.protocol = None
             if self.onDisconnect is not None:
@@ -682,7 +738,17 @@ class ReconnectingClient(Service):
     def _recovery(self, message):
         report = RecoveryReport.fromMessage(message)
         channel = report.channel
+        gap = self._recovering.pop(channel, None)
+        if gap is not None:
+            # What was held comes again after this reply.
+            gap.cancel()
+            report = attr.evolve(report, gap=True)
+            if report.recovered:
+                self.gapsRecovered += 1
         if channel in self._subscriptions:
+            if not report.recovered:
+                # Lost for good: the next message is taken whatever its prev.
+                self._unchecked.add(channel)
             if not report.history:
                 self._positions.pop(channel, None)
             elif self._positions.get(channel, (0, None))[1] != report.epoch:
@@ -692,11 +758,13 @@ class ReconnectingClient(Service):
         if self.onRecovery is not None:
             self.onRecovery(report)
 
-    def _isDuplicate(self, message):
+    def _isWithheld(self, message):
         """
-        Whether a history channel's message was seen already; if not,
-        note its position. Only a position the node stamped
-        (C{lhttp-node:position}) counts.
+        Whether a history channel's message is not delivered now: seen
+        already (a duplicate), or behind a live gap being recovered. If it
+        is delivered, note its position. Only a position the node stamped
+        (C{lhttp-node:position}) counts, and only the node's C{prev} (its
+        headers come first).
         """
         if kindOf(message) != POSITION:
             return False
@@ -704,20 +772,75 @@ class ReconnectingClient(Service):
         channel = message.getHeader("channel")
         if offset is None or channel not in self._subscriptions:
             return False
+        gap = self._recovering.get(channel)
+        if gap is not None:
+            if len(gap.held) < self.maxHeld:
+                gap.held.append(message)
+            return True
         epoch = message.getHeader("epoch")
         seen = self._positions.get(channel)
-        if seen is not None and seen[1] == epoch and offset <= seen[0]:
-            return True
+        if seen is not None and seen[1] == epoch:
+            if offset <= seen[0]:
+                self.duplicates += 1
+                return True
+            prev = _offset(message.getHeader("prev"), "prev")
+            # A gap is recovered once per position: a node that keeps
+            # saying so (or a forged prev relayed by a node older than
+            # prev) cannot make it loop.
+            if (prev is not None and prev > seen[0] and channel not in self._unchecked
+                    and self._gapAt.get(channel) != seen[0]):
+                self._recoverGap(channel, seen, message)
+                return True
+        self._unchecked.discard(channel)
         self._positions[channel] = (offset, epoch)
         return False
+
+    def _recoverGap(self, channel, seen, message):
+        """
+        Subscribe to C{channel} again from the last offset seen: the node
+        answers with a C{recovery} reply, then the messages after it.
+        """
+        self.gaps += 1
+        self._gapAt[channel] = seen[0]
+        gap = self._recovering[channel] = _Gap(seen[0], seen[1], [message])
+        self.protocol.subscribe([channel], headers=self._resumeHeaders([channel]))
+        gap.timer = self._reactor.callLater(self.recoveryTimeout, self._giveUpGap, channel, gap)
+
+    def _giveUpGap(self, channel, gap):
+        """
+        No C{recovery} reply in time (a node that does not recover a
+        channel already subscribed to): reported as not recovered, and what
+        was held is delivered, in order.
+        """
+        gap.timer = None
+        if self._recovering.get(channel) is not gap:
+            return
+        del self._recovering[channel]
+        report = RecoveryReport(channel, False, True, gap.epoch, gap.since, None, None,
+                                gap=True, timedOut=True)
+        self.recoveries[channel] = report
+        if self.onRecovery is not None:
+            self.onRecovery(report)
+        for message in gap.held:
+            if channel in self._subscriptions and not self._isWithheld(message):
+                self._deliver(message)
+
+    def _forgetGap(self, channel):
+        gap = self._recovering.pop(channel, None)
+        if gap is not None:
+            gap.cancel()
+        self._gapAt.pop(channel, None)
+        self._unchecked.discard(channel)
 
     def _received(self, message):
         if message.command == "recovery" and isNodeWord(message):
             self._recovery(message)
             return
-        if self._isDuplicate(message):
-            self.duplicates += 1
+        if self._isWithheld(message):
             return
+        self._deliver(message)
+
+    def _deliver(self, message):
         if self.onMessage is not None:
             self.onMessage(message)
         else:
@@ -764,6 +887,7 @@ class ReconnectingClient(Service):
         for name in names:
             del self._subscriptions[name]
             self._positions.pop(name, None)
+            self._forgetGap(name)
         if names and self.protocol is not None:
             self.protocol.unsubscribe(names)
 

@@ -140,6 +140,11 @@ CODE_BLOCKS = {
         "a sample /publish answer; tests/test_ack.py checks real ones"),
     ("docs/protocol.rst", "reason:reserved header"): ranBy(
         "tests/test_nodeword.py::test_docsSample", "a node's reply compared byte for byte"),
+    ("docs/protocol.rst", "since:room.1=5"): ranBy(
+        "tests/test_client.py::test_gapDocsSample",
+        "the stamped message injected, the client's re-subscribe compared byte for byte"),
+    ("docs/c-sdk.rst", "lhttp_positions_check(positions"): notRunnable(
+        "a fragment of on_message; sdk/c/tests/test_positions.c exercises the calls"),
     ("docs/protocol.rst", "reason:bad channel name"): notRunnable(
         "an error reply, with a placeholder body; tests/test_server.py checks real ones"),
     ("docs/security.rst", "TokenAuthFilter"): ranBy("test_authFilterSnippet"),

@@ -24,8 +24,11 @@
  * last offset and epoch it saw on each channel, re-subscribes with since and
  * epoch after a reconnect so the server sends what was missed, drops any
  * message it has already seen (same epoch, offset not newer), and reports
- * each recovery to on_recovery. client.history(channel, limit) reads the
- * last messages of a channel.
+ * each recovery to on_recovery. A live gap (a message whose `prev`, the
+ * offset of the message before it on the channel, is past the last offset
+ * seen) is recovered without reconnecting: the channel is subscribed again
+ * from the last offset, and on_recovery gets ctx.gap = true.
+ * client.history(channel, limit) reads the last messages of a channel.
  */
 (function (root, factory) {
   "use strict";
@@ -473,6 +476,8 @@
     maxQueue: 1000,       // messages kept while not connected
     resubscribeBatch: 100, // channels per re-subscribe message
     requestTimeout: 15000, // ms a history() request waits for its reply
+    recoveryTimeout: 10000, // ms a live gap's re-subscribe waits for the node's recovery reply
+    maxHeld: 1000,        // messages of a channel kept while its gap is recovered
     WebSocket: null,      // the WebSocket class (default: the global one)
     setTimeout: null, clearTimeout: null, random: null,
   };
@@ -512,7 +517,9 @@
    * error reply, whose body/status/reason are also readable from the
    * context as for any message); on_recovery's (one per channel asked to
    * recover) has .channel, .recovered, .history, .epoch, .since, .count
-   * and .offset, read from the server's `recovery` reply.
+   * and .offset, read from the server's `recovery` reply, and .gap (true
+   * when it recovers a live gap) and .timedOut (true when no reply came
+   * within options.recoveryTimeout: then .recovered is false).
    */
   class Lhttp {
     constructor(url, options) {
@@ -545,6 +552,11 @@
       this._acks = new Map();      // publish-ack id -> publish waiting for its ack
       this._ackIds = 0;
       this.duplicates = 0;         // messages dropped as already seen
+      this.gaps = 0;               // live gaps seen (a message whose prev is past the last offset)
+      this.gapsRecovered = 0;      // of those, how many the node's recovery filled
+      this._recovering = new Map(); // channel -> {since, epoch, held, timer}: a live gap being recovered
+      this._gapAt = new Map();     // channel -> the offset a gap was last recovered from
+      this._unchecked = new Set(); // channels whose next message is not gap-checked (loss already reported)
       this._ws = null;
       this._timer = null;
       this._connectTimer = null;
@@ -809,6 +821,8 @@
       }
       this._dropRequests(undefined, new Error("client closed"));
       this._dropAcks(undefined, new Error("client closed"));
+      this._recovering.forEach(function (state) { state.held = []; });
+      this._stopRecoveryTimers();
       if (dropped) {
         this._fail(new Error("client closed with " + dropped + " unsent message(s)"));
       }
@@ -858,8 +872,10 @@
       if (unsub !== null) {
         // A channel subscribed to again later starts afresh.
         var positions = this._positions;
+        var self = this;
         channelList(unsub).forEach(function (c) {
           channels.delete(c); positions.delete(c); subscribedWith.delete(c);
+          self._forgetGap(c);
         });
       }
       return subscribes;
@@ -989,23 +1005,107 @@
           return;
         }
       }
-      if (kind === "position" && this._isDuplicate(message)) {
-        this.duplicates += 1;
-        return;
-      }
+      if (kind === "position" && this._isWithheld(message, binary)) return;
       this._emit("message", new Context(this, message, binary));
     }
 
-    // Whether a history channel's message was seen already; else note its position.
-    _isDuplicate(message) {
+    // A history channel's message (its position stamped by the node):
+    // false to deliver it, its position noted; true when it is not
+    // delivered now: seen already (a duplicate), or behind a live gap
+    // being recovered. A gap: the node's `prev` (the offset of the
+    // message before it on the channel) is past the last offset seen, in
+    // the same epoch. The channel is then subscribed again from that
+    // offset; until the node's recovery reply its messages are held, and
+    // after it they come again from the node, in order.
+    _isWithheld(message, binary) {
       var offset = parseOffset(message.getHeader("offset"));
       var channel = message.getHeader("channel");
       if (offset === null || channel === null || !this._channels.has(channel)) return false;
+      var recovering = this._recovering.get(channel);
+      if (recovering) {
+        if (recovering.held.length < this.options.maxHeld) recovering.held.push([message, binary]);
+        return true;
+      }
       var epoch = message.getHeader("epoch");
       var position = this._positions.get(channel);
-      if (position && position.epoch === epoch && offset <= position.offset) return true;
+      if (position && position.epoch === epoch) {
+        if (offset <= position.offset) {
+          this.duplicates += 1;
+          return true;
+        }
+        var prev = parseOffset(message.getHeader("prev"), "prev");
+        // A gap is recovered once per position: a node that keeps saying
+        // so (or a forged prev relayed by a node older than prev) cannot
+        // make it loop.
+        if (prev !== null && prev > position.offset && !this._unchecked.has(channel) &&
+            this._gapAt.get(channel) !== position.offset) {
+          this._recoverGap(channel, position, message, binary);
+          return true;
+        }
+      }
+      this._unchecked.delete(channel);
       this._positions.set(channel, { offset: offset, epoch: epoch });
       return false;
+    }
+
+    // Subscribe to `channel` again from the last offset seen: the node
+    // answers with a recovery reply, then the messages after it.
+    _recoverGap(channel, position, message, binary) {
+      this.gaps += 1;
+      this._gapAt.set(channel, position.offset);
+      var state = { since: position.offset, epoch: position.epoch, held: [[message, binary]], timer: null };
+      this._recovering.set(channel, state);
+      var headers = [["subscribe", channel]].concat(
+        this._subscribedWith.get(channel) || [], this._resumeHeaders([channel]));
+      this._ws.send(encode("subscribe", headers, ""));
+      var self = this;
+      state.timer = this._setTimeout(function () {
+        state.timer = null;
+        self._giveUpGap(channel, state);
+      }, this.options.recoveryTimeout);
+    }
+
+    // No recovery reply in time (a node that does not recover a channel
+    // already subscribed to): reported as not recovered, and what was
+    // held goes out, in order.
+    _giveUpGap(channel, state) {
+      if (this._recovering.get(channel) !== state) return;
+      this._recovering.delete(channel);
+      var ctx = new Context(this, null, false);
+      ctx.channel = channel;
+      ctx.recovered = false;
+      ctx.history = true;
+      ctx.epoch = state.epoch;
+      ctx.since = state.since;
+      ctx.count = 0;
+      ctx.offset = null;
+      ctx.gap = true;
+      ctx.timedOut = true;
+      this._emit("recovery", ctx);
+      for (var i = 0; i < state.held.length; i++) {
+        var held = state.held[i];
+        if (this._channels.has(channel) && !this._isWithheld(held[0], held[1])) {
+          this._emit("message", new Context(this, held[0], held[1]));
+        }
+      }
+    }
+
+    _forgetGap(channel) {
+      var state = this._recovering.get(channel);
+      if (state && state.timer !== null) this._clearTimeout(state.timer);
+      this._recovering.delete(channel);
+      this._gapAt.delete(channel);
+      this._unchecked.delete(channel);
+    }
+
+    // A closed connection: the reconnect's re-subscribe recovers from the
+    // same offset, and its recovery reply ends the gap.
+    _stopRecoveryTimers() {
+      var self = this;
+      this._recovering.forEach(function (state) {
+        if (state.timer !== null) self._clearTimeout(state.timer);
+        state.timer = null;
+      });
     }
 
     _onRecovery(message, binary) {
@@ -1017,7 +1117,18 @@
       ctx.since = parseOffset(message.getHeader("since"), "since");
       ctx.count = parseOffset(message.getHeader("count"), "count");
       ctx.offset = parseOffset(message.getHeader("offset"));
+      var gap = ctx.channel !== null ? this._recovering.get(ctx.channel) : undefined;
+      ctx.gap = !!gap;
+      ctx.timedOut = false;
+      if (gap) {
+        // What was held comes again after this reply.
+        if (gap.timer !== null) this._clearTimeout(gap.timer);
+        this._recovering.delete(ctx.channel);
+        if (ctx.recovered) this.gapsRecovered += 1;
+      }
       if (ctx.channel !== null && this._channels.has(ctx.channel)) {
+        // Lost for good: the next message is taken whatever its prev.
+        if (!ctx.recovered) this._unchecked.add(ctx.channel);
         var position = this._positions.get(ctx.channel);
         if (!ctx.history) {
           this._positions.delete(ctx.channel);
@@ -1050,6 +1161,8 @@
       this._clearTimers();
       this._dropRequests(ws, new Error("connection closed before the history reply"));
       this._dropAcks(ws, new Error("connection closed before the acknowledgement"));
+      this._recovering.forEach(function (state) { state.held = []; });
+      this._stopRecoveryTimers();
       if (this.state === "closed") return;
       var wasOpen = this.state === "open";
       if (ERROR_CLOSE_CODES.indexOf(code) >= 0) {
