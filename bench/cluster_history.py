@@ -15,17 +15,18 @@ nats-server through a TCP proxy of this program's (L{CuttableProxy}), so
 its link can be cut. Its parts, each choosable with C{--only}:
 
 - B{spread}: one subscriber per channel on C{--channels} channels, all on
-  node A; C{--messages} messages over those channels, posted to node A's
-  C{POST /publish} (a backend's way in; neither B nor C publishes, so
-  whatever B and C receive is history traffic they do not serve). Over
-  the run it reads nats-server's C{/connz} (per connection: C{out_msgs},
-  what nats-server sent the node; a node's connections are named
-  C{... pid=<pid>}) and each node's C{/proc/<pid>/stat} (utime + stime).
-  A's own count is taken less one JetStream publish ack per message it
-  posted (those are replies, not history messages), so the ratio compares
-  history messages with history messages. Targets: B and C each receive
-  at most 1 % of the messages A receives, and use at most 10 % of A's CPU
-  (A's CPU includes handling the posts).
+  node A; C{--messages} messages over those channels, posted to
+  C{POST /publish} (a backend's way in) of a fourth node, P, started for
+  this part only, which serves no one: so A's figures are the cost of
+  serving its subscribers alone, and whatever B and C receive is history
+  traffic they do not serve (C{--publisher a}, C{b} or C{c} posts to that
+  node instead; its CPU then includes the publishing, and a node's
+  figures leave out the JetStream publish acks it gets, one per post).
+  Over the part it reads nats-server's C{/connz} (per connection:
+  C{out_msgs}, what nats-server sent the node; a node's connections are
+  named C{... pid=<pid>}) and each node's C{/proc/<pid>/stat} (utime +
+  stime). Targets: B and C each receive at most 1 % of the messages A
+  receives, and use at most 10 % of A's CPU.
 - B{recovery}: for each of C{--recovery} sizes, a channel filled with
   that many messages (published on node C), then, C{--repeat} times, a
   new WebSocket client on node A subscribes with C{since:0}; the time
@@ -36,7 +37,7 @@ its link can be cut. Its parts, each choosable with C{--only}:
 - B{throughput}: C{bench/loadgen.py} with C{--subscribers} subscribers on
   node A and the publisher on node C, C{--throughput-messages} messages,
   history off (channel C{plain.bench}) and on (C{room.bench}) interleaved
-  C{--repeat} times (as C{bench/history.py} does); the median of each
+  C{--throughput-repeat} times (as C{bench/history.py} does); the median of each
   pair's on/off deliveries/s. Target: at least 0.9.
 - B{cut}: C{min(--channels, 10)} channels with one subscriber each on node
   B and on node A (the control), a publisher on node C sending C{--rate}
@@ -437,7 +438,7 @@ async def readResponse(reader):
 
 # -- the parts ---------------------------------------------------------------
 
-async def spread(args, nodes, monitorURL, report):
+async def spread(args, nodes, publisher, monitorURL, report):
     a, b, c = nodes
     gate = asyncio.Semaphore(64)
     channels = [b"room.spread%d" % i for i in range(args.channels)]
@@ -448,18 +449,15 @@ async def spread(args, nodes, monitorURL, report):
     # bodies 0, 1, 2, ... are stored in that order.
     plans = [[] for _ in range(min(POST_CONNECTIONS, args.channels))]
     for i, channel in enumerate(channels):
-        plans[i % len(plans)].append(channel)
-    work = []
-    for plan in plans:
-        messages = []
-        for seq in range(max(perChannel)):
-            messages += [(ch, b"%d" % seq) for ch in plan if seq < perChannel[channels.index(ch)]]
-        work.append(messages)
+        plans[i % len(plans)].append(i)
+    work = [[(channels[i], b"%d" % seq) for seq in range(max(perChannel)) for i in plan if seq < perChannel[i]]
+            for plan in plans]
 
     natsBefore, cpuBefore = natsCounts(monitorURL, pids), [cpuSeconds(pid) for pid in pids]
     started = time.monotonic()
     counts = {"posted": 0, "refused": 0, "failed": 0}
-    await asyncio.gather(*(post(a.url.replace("ws://", "http://"), messages, counts) for messages in work))
+    postURL = publisher.url.replace("ws://", "http://")
+    await asyncio.gather(*(post(postURL, messages, counts) for messages in work))
     posted = time.monotonic()
     done = await until(lambda: all(len(s.seen) >= n for s, n in zip(subs, perChannel)), 60 + args.messages / 500)
     delivered = time.monotonic()
@@ -479,24 +477,32 @@ async def spread(args, nodes, monitorURL, report):
 
     received = {pid: natsAfter[pid][1] - natsBefore[pid][1] for pid in pids}
     sent = {pid: natsAfter[pid][0] - natsBefore[pid][0] for pid in pids}
-    cpu = [after - before for before, after in zip(cpuBefore, cpuAfter)]
-    aHistory = max(received[pids[0]] - counts["posted"] - counts["refused"], 1)
+    cpu = dict(zip(pids, (after - before for before, after in zip(cpuBefore, cpuAfter))))
+    # The publishing node gets one JetStream publish ack per post: replies,
+    # not history messages.
+    acks = {pid: (counts["posted"] + counts["refused"]) if pid == publisher.process.pid else 0 for pid in pids}
+    history = {pid: max(received[pid] - acks[pid], 0) for pid in pids}
     missing = sum(s.missing(n) for s, n in zip(subs, perChannel))
     duplicates = sum(s.duplicates for s in subs)
     disorder = sum(s.disorder for s in subs)
-    report.raw("spread", messages=args.messages, channels=args.channels, publisher="POST /publish on node A",
+    report.raw("spread", messages=args.messages, channels=args.channels, subscribers_on="A",
+               publisher=f"POST /publish on node {args.publisher.upper()}",
                posted=counts["posted"], refused_503=counts["refused"], failed=counts["failed"],
                post_s=f"{posted - started:.2f}", delivered_s=f"{delivered - started:.2f}", complete=done,
                **{f"{name}_nats_out_msgs": received[pid] for name, pid in zip("abc", pids)},
                **{f"{name}_nats_in_msgs": sent[pid] for name, pid in zip("abc", pids)},
-               a_history_msgs=aHistory,
-               **{f"{name}_cpu_s": f"{seconds:.2f}" for name, seconds in zip("abc", cpu)})
-    for name, pid, seconds in zip("bc", pids[1:], cpu[1:]):
-        share = 100 * received[pid] / aHistory
+               **{f"{name}_history_msgs": history[pid] for name, pid in zip("abc", pids)},
+               **{f"{name}_cpu_s": f"{cpu[pid]:.2f}" for name, pid in zip("abc", pids)})
+    base = max(history[pids[0]], 1)
+    for name, pid in zip("bc", pids[1:]):
+        share = 100 * history[pid] / base
         report.target(f"spread_nats_msgs_{name}_vs_a", share, "<= 1%", share <= 1, "%")
-    for name, seconds in zip("bc", cpu[1:]):
-        share = 100 * seconds / cpu[0] if cpu[0] else None
-        report.target(f"spread_cpu_{name}_vs_a", share, "<= 10%", share is not None and share <= 10, "%")
+    for name, pid in zip("bc", pids[1:]):
+        share = 100 * cpu[pid] / cpu[pids[0]] if cpu[pids[0]] else None
+        if pid == publisher.process.pid:
+            report.target(f"spread_cpu_{name}_vs_a", share, "none: it publishes", None, "%")
+        else:
+            report.target(f"spread_cpu_{name}_vs_a", share, "<= 10%", share is not None and share <= 10, "%")
     report.counted("spread", missing, duplicates, disorder)
 
 
@@ -588,7 +594,7 @@ def throughput(args, nodes, driver, report):
     a, b, c = nodes
     shape = f"-subs {args.subscribers} -msgs {args.throughput_messages} -offsets"
     runs = {OFF: [], ON: []}
-    for run in range(args.repeat):
+    for run in range(args.throughput_repeat):
         for channel in (OFF, ON):
             fields = measure(driver, f"{shape} -channel {channel}", a.url, c.url, args.timeout)
             runs[channel].append(fields)
@@ -697,11 +703,15 @@ def main(argv=None):
         help="run only this part (repeatable; default all)")
     add("--messages", type=int, default=20000, help="spread: messages posted (default 20000)")
     add("--channels", type=int, default=50, help="spread: channels, one subscriber each on node A (default 50)")
+    add("--publisher", choices="pabc", default="p",
+        help="spread: the node whose POST /publish takes the messages: p, a fourth node that serves no "
+             "one (default), or a, b, c")
     add("--recovery", type=sizes, default=[1000, 10000],
         help="recovery: channel sizes, comma-separated (default 1000,10000)")
     add("--subscribers", type=int, default=100, help="throughput: subscribers on node A (default 100)")
     add("--throughput-messages", type=int, default=1000, help="throughput: messages published (default 1000)")
-    add("--repeat", type=int, default=3, help="recoveries per size and throughput pairs (default 3)")
+    add("--repeat", type=int, default=3, help="recoveries per size (default 3)")
+    add("--throughput-repeat", type=int, default=5, help="throughput: off/on pairs (default 5)")
     add("--seconds", type=float, default=6.0, help="cut: seconds of publishing (default 6)")
     add("--cut", type=float, default=2.0, help="cut: seconds node B's NATS link is down (default 2)")
     add("--rate", type=float, default=500.0, help="cut: messages/s published (default 500)")
@@ -731,11 +741,16 @@ def main(argv=None):
             nodes = [servers.node("node-a", "--nats", nats, *history),
                      servers.node("node-b", "--nats", proxy.url, *history),
                      servers.node("node-c", "--nats", nats, *history)]
+            publishing = None
+            if "spread" in parts and args.publisher == "p":
+                publishing = servers.node("node-p", "--nats", nats, *history)
             print(f"# {os.cpu_count()} CPUs; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
-                  f"nodes A B C: pids {' '.join(str(n.process.pid) for n in nodes)}; "
+                  f"nodes A B C: pids {' '.join(str(n.process.pid) for n in nodes)}"
+                  f"{f', P (publishing): {publishing.process.pid}' if publishing else ''}; "
                   f"--history '{PATTERN}={retention}'; node B's NATS link through a proxy", flush=True)
             if "spread" in parts:
-                asyncio.run(spread(args, nodes, monitorURL, report))
+                publisher = publishing if args.publisher == "p" else nodes["abc".index(args.publisher)]
+                asyncio.run(spread(args, nodes, publisher, monitorURL, report))
             if "recovery" in parts:
                 asyncio.run(recovery(args, nodes, report))
             if "throughput" in parts:
