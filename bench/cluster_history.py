@@ -128,14 +128,6 @@ def cpuSeconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def rss(pid):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def natsCounts(monitorURL, pids):
     """
     C{{pid: (in_msgs, out_msgs, connections)}}: nats-server's counts
@@ -349,7 +341,10 @@ class Subscriber:
         command, headers, body = parse(payload)
         if command != b"m" or headers.get(b"channel", self.channel) != self.channel:
             return
-        seq = int(body)
+        try:
+            seq = int(body)
+        except ValueError:
+            return
         if seq in self.seen:
             self.duplicates += 1
             return
@@ -609,8 +604,8 @@ def throughput(args, nodes, driver, report):
                            "with_offset", "elapsed_s", "error")})
     pairs = pairedRatios(runs[ON], runs[OFF], "deliveries_per_s")
     ratio = median(pairs)
-    report.raw("throughput", off_deliveries_per_s=f"{median(number(f, 'deliveries_per_s') for f in runs[OFF]) or 0:.0f}",
-               on_deliveries_per_s=f"{median(number(f, 'deliveries_per_s') for f in runs[ON]) or 0:.0f}",
+    rates = {channel: median(number(f, "deliveries_per_s") for f in runs[channel]) or 0 for channel in runs}
+    report.raw("throughput", off_deliveries_per_s=f"{rates[OFF]:.0f}", on_deliveries_per_s=f"{rates[ON]:.0f}",
                pairs=",".join(f"{p:.2f}" for p in pairs) or "?")
     report.target("throughput_on_off", ratio, ">= 0.9", ratio is not None and ratio >= 0.9)
     every = runs[OFF] + runs[ON]
@@ -681,7 +676,8 @@ async def cutLink(args, nodes, proxy, report):
     report.raw("cut", publisher_on="C", rate=args.rate, seconds=args.seconds, cut_s=cutFor,
                cut_at_s=f"{cutAt:.1f}", connections_cut=proxy.aborted,
                b_reconnected=proxy.accepted - acceptedBefore,
-               b_health_reconnects=f"{reconnectsBefore}->{reconnects(b)}", restored_at_s=f"{restoredAt - started:.2f}",
+               b_health_reconnects=f"{reconnectsBefore}->{reconnects(b)}",
+               restored_at_s=f"{restoredAt - started:.2f}",
                published_s=f"{published - started:.2f}", b_healthy_again=back,
                waited_after_publishing_s=f"{ended - published:.2f}")
     closedByNode = sum(s.client.closed for s in onB + onA)
@@ -691,10 +687,26 @@ async def cutLink(args, nodes, proxy, report):
                    sum(s.disorder for s in onB))
     report.counted("cut_a_control", sum(s.missing(n) for s, n in zip(onA, expected)),
                    sum(s.duplicates for s in onA), sum(s.disorder for s in onA))
-    return closedByNode == 0
+    # The clients do not reconnect: one the node closed lost what came after.
+    report.target("cut_clients_closed_by_node", closedByNode, "== 0", closedByNode == 0)
 
 
 # -- main --------------------------------------------------------------------
+
+def attempt(report, part, run):
+    """
+    Run one part; a part that fails (a timeout, a node that stopped
+    answering) is reported and the others still run.
+
+    @return: whether it ran to the end (L{False} if C{run} returned
+        L{False} or raised).
+    """
+    try:
+        return run() is not False
+    except (Exception, SystemExit) as error:
+        report.raw(part, error=" ".join(f"{type(error).__name__}: {error}".split())[:300])
+        return False
+
 
 def sizes(text):
     return [int(part) for part in text.split(",") if part]
@@ -754,14 +766,19 @@ def main(argv=None):
                   f"--history '{PATTERN}={retention}'; node B's NATS link through a proxy", flush=True)
             if "spread" in parts:
                 publisher = publishing if args.publisher == "p" else nodes["abc".index(args.publisher)]
-                asyncio.run(spread(args, nodes, publisher, monitorURL, report))
+                ran &= attempt(report, "spread",
+                               lambda: asyncio.run(spread(args, nodes, publisher, monitorURL, report)))
+                if publishing is not None:
+                    # It would read every later history message (on code
+                    # where every node does), loading the machine.
+                    servers.stop(publishing)
             if "recovery" in parts:
-                asyncio.run(recovery(args, nodes, report))
+                ran &= attempt(report, "recovery", lambda: asyncio.run(recovery(args, nodes, report)))
             if "throughput" in parts:
-                ran = throughput(args, nodes, driver, report) and ran
+                ran &= attempt(report, "throughput", lambda: throughput(args, nodes, driver, report))
             if "cut" in parts:
-                ran = asyncio.run(cutLink(args, nodes, proxy, report)) and ran
-            report.raw("rss", **{f"{name}_mib": f"{rss(n.process.pid) / 2**20:.1f}" for name, n in zip("abc", nodes)},
+                ran &= attempt(report, "cut", lambda: asyncio.run(cutLink(args, nodes, proxy, report)))
+            report.raw("rss", **{f"{name}_mib": f"{n.rss() / 2**20:.1f}" for name, n in zip("abc", nodes)},
                        load_average=" ".join(f"{x:.2f}" for x in os.getloadavg()),
                        elapsed_s=f"{time.monotonic() - began:.1f}")
             alive = all(n.process.poll() is None for n in nodes)

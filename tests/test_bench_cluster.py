@@ -13,11 +13,11 @@ import sys
 from test_bench import cleanClone
 
 SMOKE = ["--messages", "400", "--channels", "4", "--subscribers", "4", "--throughput-messages", "100",
-         "--recovery", "50,200", "--repeat", "1", "--throughput-repeat", "1", "--seconds", "3", "--cut", "1", "--rate", "200",
-         "--procs", "2"]
+         "--recovery", "50,200", "--repeat", "1", "--throughput-repeat", "1",
+         "--seconds", "3", "--cut", "1", "--rate", "200", "--procs", "2"]
 TARGETS = {
     "spread_nats_msgs_b_vs_a", "spread_nats_msgs_c_vs_a", "spread_cpu_b_vs_a", "spread_cpu_c_vs_a",
-    "recovery_50_ms", "recovery_200_ms", "throughput_on_off",
+    "recovery_50_ms", "recovery_200_ms", "throughput_on_off", "cut_clients_closed_by_node",
     *(f"{part}_{count}" for part in ("spread", "recovery", "throughput", "cut_b", "cut_a_control")
       for count in ("missing", "duplicates")),
 }
@@ -47,7 +47,7 @@ def test_clusterHistoryFromACleanClone(tmp_path):
     assert set(targets) == TARGETS, out
     for name, line in targets.items():
         assert line["result"] in ("PASS", "FAIL", "INFO"), line
-        if name.endswith(("_missing", "_duplicates")):
+        if name.endswith(("_missing", "_duplicates", "_closed_by_node")):
             assert (line["value"], line["result"]) == ("0", "PASS"), line
     # No target at smoke sizes: the recovery figures are shown for what they are.
     assert targets["recovery_50_ms"]["result"] == "INFO"
