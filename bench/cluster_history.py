@@ -44,7 +44,10 @@ its link can be cut. Its parts, each choosable with C{--only}:
   messages/s for C{--seconds} seconds; a third of the way in, the proxy
   cuts node B's NATS connection (closes it and refuses new ones) for
   C{--cut} seconds. The clients do not reconnect; every message is
-  counted at each subscriber.
+  counted at each subscriber (a client the node closes is a failed
+  target). A second control: the same messages on as many channels
+  without history (C{plain.cut*}), with subscribers on B: core NATS loses
+  what is published while the link is down, which shows the cut is real.
 
 Every part counts missing and duplicated messages (target 0 everywhere).
 At the end, each node's RSS. The output is one C{target ...} line per
@@ -620,8 +623,12 @@ async def cutLink(args, nodes, proxy, report):
     gate = asyncio.Semaphore(64)
     count = min(args.channels, CUT_CHANNELS)
     channels = [b"room.cut%d" % i for i in range(count)]
+    plain = [b"plain.cut%d" % i for i in range(count)]
     onB = await subscribers(b.url, channels, gate)
     onA = await subscribers(a.url, channels, gate)
+    # The control: the same messages on channels without history, through
+    # core NATS, lose what is published while the link is down.
+    plainOnB = await subscribers(b.url, plain, gate)
     publisher = await connect(c.url, gate, protocol=Client)
     total = int(args.rate * args.seconds)
     reconnectsBefore, acceptedBefore = reconnects(b), proxy.accepted
@@ -640,6 +647,7 @@ async def cutLink(args, nodes, proxy, report):
         if due > now:
             await asyncio.sleep(due - now)
         publisher.send(b"LHTTP/1.0 m\r\npublish:%s\r\n\r\n%d" % (channels[i % count], i // count))
+        publisher.send(b"LHTTP/1.0 m\r\npublish:%s\r\n\r\n%d" % (plain[i % count], i // count))
     if restoredAt is None:
         if proxy.cuts == 0:
             proxy.cut()
@@ -666,7 +674,7 @@ async def cutLink(args, nodes, proxy, report):
             break
         await asyncio.sleep(0.05)
     ended = time.monotonic()
-    for name, group in (("b", onB), ("a", onA)):
+    for name, group in (("b", onB), ("a", onA), ("b-plain", plainOnB)):
         report.raw("cut", node=name, channels=count, published=total,
                    received=sum(len(s.seen) for s in group),
                    missing=sum(s.missing(n) for s, n in zip(group, expected)),
@@ -680,13 +688,16 @@ async def cutLink(args, nodes, proxy, report):
                restored_at_s=f"{restoredAt - started:.2f}",
                published_s=f"{published - started:.2f}", b_healthy_again=back,
                waited_after_publishing_s=f"{ended - published:.2f}")
-    closedByNode = sum(s.client.closed for s in onB + onA)
-    for client in [s.client for s in onA + onB] + [publisher]:
+    closedByNode = sum(s.client.closed for s in onB + onA + plainOnB)
+    plainMissing = sum(s.missing(n) for s, n in zip(plainOnB, expected))
+    for client in [s.client for s in onA + onB + plainOnB] + [publisher]:
         client.transport.abort()
     report.counted("cut_b", sum(s.missing(n) for s, n in zip(onB, expected)), sum(s.duplicates for s in onB),
                    sum(s.disorder for s in onB))
     report.counted("cut_a_control", sum(s.missing(n) for s, n in zip(onA, expected)),
                    sum(s.duplicates for s in onA), sum(s.disorder for s in onA))
+    report.target("cut_b_plain_missing_control", plainMissing,
+                  "none: channels without history, to show the cut loses what it holds", None)
     # The clients do not reconnect: one the node closed lost what came after.
     report.target("cut_clients_closed_by_node", closedByNode, "== 0", closedByNode == 0)
 

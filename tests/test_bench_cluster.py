@@ -18,6 +18,7 @@ SMOKE = ["--messages", "400", "--channels", "4", "--subscribers", "4", "--throug
 TARGETS = {
     "spread_nats_msgs_b_vs_a", "spread_nats_msgs_c_vs_a", "spread_cpu_b_vs_a", "spread_cpu_c_vs_a",
     "recovery_50_ms", "recovery_200_ms", "throughput_on_off", "cut_clients_closed_by_node",
+    "cut_b_plain_missing_control",
     *(f"{part}_{count}" for part in ("spread", "recovery", "throughput", "cut_b", "cut_a_control")
       for count in ("missing", "duplicates")),
 }
@@ -79,9 +80,14 @@ def test_clusterHistoryFromACleanClone(tmp_path):
     assert int(summary["connections_cut"]) >= 1 and int(summary["b_reconnected"]) >= 1, summary
     before, after = summary["b_health_reconnects"].split("->")
     assert int(after) > int(before), summary
-    for node in [r for r in cut if "node" in r]:
-        assert (node["published"], node["received"]) == ("600", "600"), node
+    nodes = {r["node"]: r for r in cut if "node" in r}
+    for name in ("a", "b"):
+        assert (nodes[name]["published"], nodes[name]["received"]) == ("600", "600"), nodes[name]
+    for node in nodes.values():
         assert node["client_closed_by_node"] == "0", node
+    # Without history, what was published during the 1 s cut is lost on B.
+    assert int(nodes["b-plain"]["missing"]) >= 100, nodes["b-plain"]
+    assert targets["cut_b_plain_missing_control"]["result"] == "INFO"
 
     [memory] = [r for r in raw if r["part"] == "rss"]
     assert all(float(memory[f"{name}_mib"]) > 10 for name in "abc"), memory
