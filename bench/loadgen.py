@@ -243,10 +243,14 @@ class WebSocketClient(asyncio.Protocol):
             ledger.onComplete()
 
 
-async def connect(url, gate, **kwargs):
+async def connect(url, gate, protocol=None, **kwargs):
     """
     Open one WebSocket connection (five tries, as lhttpbench does).
+
+    @param protocol: the client class (default L{WebSocketClient}; a
+        subclass overrides C{message} to read what arrives).
     """
+    protocol = protocol or WebSocketClient
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "wss" else 80)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -255,11 +259,11 @@ async def connect(url, gate, **kwargs):
     async with gate:
         for attempt in range(5):
             try:
-                _, protocol = await loop.create_connection(
-                    lambda: WebSocketClient(host, path, **kwargs), parts.hostname, port,
+                _, client = await loop.create_connection(
+                    lambda: protocol(host, path, **kwargs), parts.hostname, port,
                     ssl=parts.scheme == "wss" or None,
                 )
-                return await asyncio.wait_for(protocol.upgraded, 20)
+                return await asyncio.wait_for(client.upgraded, 20)
             except (OSError, ConnectionError, asyncio.TimeoutError):
                 if attempt == 4:
                     raise
