@@ -138,7 +138,7 @@ class NATSConnection:
         @param onConnected: called with the client once it is connected (a
             new client, or nats-py reconnected it).
         @param onDisconnected: called when the connection is lost.
-        @param onSlowConsumer: called with nats-py's L{SlowConsumerError}.
+        @param onSlowConsumer: called with nats-py's C{SlowConsumerError}.
         """
         self._users.append(_User(name, ready, onConnected, onDisconnected, onSlowConsumer))
 
