@@ -17,8 +17,10 @@ from twisted.internet.task import deferLater
 from twisted.logger import capturedLogs, formatEvent
 
 from lhttp.brokers.connection import NATSConnection
+from lhttp.errors import BrokerUnavailable
 from lhttp.brokers.nats import NATSBroker
 from lhttp.history import HistoryPolicy
+from lhttp.presence.engine import Member
 from lhttp.presence.jetstream import JetStreamPresence
 from lhttp.testing import FakeNATS
 from lhttpclients import barrier, client, eventually, health, untilHealth
@@ -182,9 +184,22 @@ async def test_engineSharingOneConnectionMakeOneClient():
     connection, broker, presence, made = await sharedEngines(fake)
     assert len(made) == 1
     assert broker._client is fake and presence._client is fake
+
+    async def allReady():
+        return connection.describe()["ready"] == {"broker": True, "history": True,
+                                                  "presence": True}
+
+    await eventually(allReady, timeout=5, what="broker, history and presence ready")
     described = connection.describe()
     assert described["connected"] == "nats://alice:***@127.0.0.1:4222"
-    assert set(described["ready"]) == {"broker", "history", "presence"}
+    # Each writes on it: a presence entry, a stored history message.
+    await presence.join("room.1", Member("n-1", "ann"))
+    assert await presence.members("room.1") == [Member("n-1", "ann")]
+    broker.publish(["room.1"], b"LHTTP/1.0 chat\r\n\r\nhi")
+    await broker.confirm()
+    assert sorted(fake.js.streams) == ["KV_LHTTP_PRESENCE", "LHTTP_HISTORY"]
+    assert len(fake.js.streams["LHTTP_HISTORY"].messages) == 1
+    assert fake.connects == 1
     assert "s3cret" not in json.dumps(described)
     await presence.stopService()
     assert fake.is_connected and not fake.is_closed
@@ -215,3 +230,55 @@ async def test_aFailedConnectIsClosedBeforeTheNextAndSaidOnce():
     count = len(FailingNATS.made)
     await deferLater(reactor, 0.2)
     assert len(FailingNATS.made) == count, "attempts go on after stop"
+
+
+@pytest_twisted.ensureDeferred
+async def test_presenceWithoutJetStreamThenAfterAReconnectThatLostTheBucket():
+    """
+    On the shared connection: no JetStream yet, presence says so once, is
+    not ready and tries again (the broker is ready all along); JetStream
+    there, its entries are written; NATS back without the bucket
+    (a restart that lost its store), the bucket is made again and the
+    entries written again.
+    """
+    fake = FakeNATS()
+    fake.js.available = False
+    connection = NATSConnection([SECRET_URL], reactor, clientFactory=lambda: fake)
+    broker = NATSBroker([SECRET_URL], reactor, settle=0, connection=connection)
+    broker.attach(lambda channels, payload: None)
+    presence = JetStreamPresence([SECRET_URL], reactor, connection=connection,
+                                 reconnectWait=0.01, maxBackoff=0.05)
+    with capturedLogs() as events:
+        broker.start()
+        presence.startService()
+        await eventually(lambda: broker.ready, timeout=5, what="the broker ready")
+        # Not connected to the bucket: queued, nobody waits for it.
+        assert presence.join("room.1", Member("n-1", "ann")) is None
+        await deferLater(reactor, 0.3)
+        assert connection.describe()["ready"] == {"broker": True, "presence": False}
+        assert presence.describe()["problem"]
+        fake.js.available = True
+        await eventually(lambda: presence.describe()["ready"], timeout=5, what="presence ready")
+    said = [formatEvent(e) for e in events if "bucket cannot be opened" in formatEvent(e)]
+    assert len(said) == 1, said
+
+    async def listed():
+        try:
+            return await presence.members("room.1") == [Member("n-1", "ann")]
+        except BrokerUnavailable:
+            # The bucket not there yet: a presence request gets a 503.
+            return False
+
+    await eventually(listed, timeout=5, what="the entry written")
+    # NATS restarted without its store.
+    fake.is_connected = False
+    await fake.options["disconnected_cb"]()
+    fake.js.streams.clear()
+    fake.is_connected = True
+    fake.stats["reconnects"] += 1
+    await fake.options["reconnected_cb"]()
+    await eventually(listed, timeout=5, what="the entry written again")
+    assert connection.describe()["reconnects"] == 1
+    await presence.stopService()
+    await broker.stop()
+    assert fake.is_closed
