@@ -15,7 +15,7 @@ from twisted.logger import capturedLogs, formatEvent
 from zope.interface.verify import verifyObject
 
 from lhttp.interfaces import IBroker
-from lhttp.brokers.nats import NATSBroker, deferred, redactURL
+from lhttp.brokers.nats import NATSBroker, redactURL
 from lhttp.testing import FakeNATS
 from lhttpclients import eventually
 
