@@ -282,3 +282,27 @@ async def test_presenceWithoutJetStreamThenAfterAReconnectThatLostTheBucket():
     await presence.stopService()
     await broker.stop()
     assert fake.is_closed
+
+
+@pytest_twisted.ensureDeferred
+async def test_historyWithoutJetStreamSaidOnce():
+    """
+    C{--history} on a NATS without JetStream: the broker is not ready, it
+    says why once (it said it every second) and tries again with a
+    backoff; once JetStream is there it is ready.
+    """
+    fake = FakeNATS()
+    fake.js.available = False
+    broker = NATSBroker([SECRET_URL], reactor, settle=0, reconnectWait=0.01,
+                        clientFactory=lambda: fake, history=HistoryPolicy(["room.*=10"]))
+    broker.attach(lambda *args: None)
+    with capturedLogs() as events:
+        broker.start()
+        await deferLater(reactor, 2.5)
+        assert not broker.ready
+        fake.js.available = True
+        await eventually(lambda: broker.ready, timeout=10, what="the history ready")
+    said = [formatEvent(e) for e in events if "history not ready" in formatEvent(e)]
+    assert len(said) == 1, said
+    assert "s3cret" not in said[0]
+    await broker.stop()

@@ -166,6 +166,8 @@ class NATSBroker:
         self._outbox = deque()
         self._publishing = False
         self._stopping = False
+        self._historyProblem = None
+        self._historyAttempts = 0
         self._lastDropNotice = {}
         self.published = 0
         self.received = 0
@@ -573,14 +575,25 @@ class NATSBroker:
         history.ready = False
 
         def failed(failure):
-            self.log.error(
-                "JetStream history not ready ({error}): is nats-server running with -js? "
-                "Publishes are refused until it is; trying again",
-                error=str(failure.value) or type(failure.value).__name__,
-            )
-            self._reactor.callLater(max(self._reconnectWait, 1.0), self._startHistory)
+            # Said once per problem; tried again with a backoff (1 s
+            # doubling up to 5 s) while it lasts.
+            problem = self.connection.redacted(failure.value)
+            if problem != self._historyProblem:
+                self._historyProblem = problem
+                self.log.error(
+                    "JetStream history not ready ({error}): is nats-server running with -js? "
+                    "Publishes are refused until it is; trying again",
+                    error=problem,
+                )
+            self._historyAttempts += 1
+            delay = min(5.0, max(self._reconnectWait, 1.0) * 2 ** min(self._historyAttempts - 1, 8))
+            self._reactor.callLater(delay, self._startHistory)
 
-        deferred(history.start(self._client, self._deliver)).addErrback(failed)
+        def started(ignored):
+            self._historyProblem = None
+            self._historyAttempts = 0
+
+        deferred(history.start(self._client, self._deliver)).addCallbacks(started, failed)
 
     def _restored(self, ignored, settle):
         """
