@@ -27,6 +27,9 @@ buffer), and one writes publishes in the order they were taken. So NATS
 holds exactly one subscription per channel with local subscribers, and
 every publish reaches each subscriber once.
 
+The NATS connection is the node's one (L{NATSConnection}, shared with the
+presence engine): connects, reconnects, redaction and draining are there.
+
 It needs Twisted's asyncio reactor (nats-py is an asyncio library).
 """
 
