@@ -50,7 +50,8 @@ class LHTTPServer:
     @ivar connections: the open L{lhttp.connection.Connection}s.
     """
 
-    def __init__(self, config=None, broker=None, reactor=None, upstream=None, presence=None):
+    def __init__(self, config=None, broker=None, reactor=None, upstream=None, presence=None,
+                 nats=None):
         """
         @param config: the node's L{lhttp.config.Config} (default: the
             defaults).
@@ -62,7 +63,11 @@ class LHTTPServer:
             from the config); default: off, C{upstream} headers get a 403.
         @param presence: an L{lhttp.presence.IPresence} for the channels
             of C{config.presence}; default: in memory.
+        @param nats: the node's L{lhttp.brokers.connection.NATSConnection}
+            (the broker's and presence's), whose state C{/health} shows;
+            default: none.
         """
+        self.nats = nats
         self.config = config = config if config is not None else Config()
         self.metrics = Metrics()
         if broker is None:
@@ -236,7 +241,7 @@ class LHTTPServer:
             self.receive, self.pubsub, self.metrics, config.publishToken, config.maxMessageSize
         ))
         root.putChild(b"health", HealthResource(
-            self.broker, self.presence.engine if self.presence is not None else None))
+            self.broker, self.presence.engine if self.presence is not None else None, self.nats))
         if metrics:
             root.putChild(b"metrics", MetricsResource(self.metrics, config.metricsToken))
         return root

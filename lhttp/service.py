@@ -6,7 +6,8 @@ connection and a graceful shutdown.
 This is the one place that touches the global reactor.
 
 Services stop in reverse order: ports first, then clients (1001), then
-the broker (drained last, so closing clients can still publish).
+presence (its clients' entries deleted), then the broker; the node's one
+NATS connection is drained last, so closing clients can still publish.
 
 A port that cannot be opened (in use, no permission, a bad socket path)
 stops C{twistd lhttp} at startup with one line saying which and why,
@@ -250,27 +251,32 @@ def makeService(options):
     from lhttp.web.demo import DemoFiles, DemoNicknames, demoDirectory
 
     config = options.config
-    broker = None
+    broker = presence = connection = None
     if config.nats:
+        from lhttp.brokers.connection import NATSConnection
         from lhttp.brokers.nats import NATSBroker
         from lhttp.history import HistoryPolicy
 
+        # One connection for the broker, its history and presence.
+        connection = NATSConnection(
+            config.nats, reactor, name=f"lhttp {socket.gethostname()} pid={os.getpid()}"
+        )
         broker = NATSBroker(
-            config.nats, reactor, name=f"lhttp {socket.gethostname()} pid={os.getpid()}",
-            prefix=config.natsPrefix,
+            config.nats, reactor, prefix=config.natsPrefix,
             history=HistoryPolicy(config.history) if config.history else None,
             historyStream=config.historyStream, historyMaxBytes=config.historyMaxBytes,
+            connection=connection,
         )
-    presence = None
     if config.nats and config.presence:
         from lhttp.presence.jetstream import JetStreamPresence
 
         presence = JetStreamPresence(
             config.nats, reactor, bucket=config.presenceBucket, ttl=config.presenceTTL,
-            name=f"lhttp presence {socket.gethostname()} pid={os.getpid()}",
+            connection=connection,
         )
     server = LHTTPServer(config, broker=broker, reactor=reactor,
-                         upstream=makeUpstream(reactor, config), presence=presence)
+                         upstream=makeUpstream(reactor, config), presence=presence,
+                         nats=connection)
     registerProcessors(
         server, options.filters, options.processors,
         processorPlugins() if config.plugins else [],

@@ -18,6 +18,7 @@ L{RecordingBroker} and L{FakeNATS} stand in for the cluster,
 L{FakeUpstream} for the HTTP backends of the C{upstream} header.
 """
 
+import asyncio
 import itertools
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -279,6 +280,9 @@ class FakeNATS:
     @ivar gate: L{None}, or an C{asyncio.Event} that calls wait for.
     @ivar pauseWhen: which calls wait at the gate: a predicate given
         C{(operation, subject)}; default: every call.
+    @ivar js: its L{FakeJetStream} (what C{jetstream()} and C{jsm()}
+        return), whose streams and key-value buckets outlive reconnects
+        (C{connects} counts the C{connect} calls).
     """
 
     max_payload = 1024 * 1024
@@ -296,6 +300,8 @@ class FakeNATS:
         self.connected_url = None
         self.stats = {"reconnects": 0}
         self.options = {}
+        self.connects = 0
+        self.js = FakeJetStream(self)
 
     async def _step(self, operation, subject):
         self.log.append((operation, subject))
@@ -308,6 +314,14 @@ class FakeNATS:
         self.options = options
         self.connected_url = urlsplit(servers[0])
         self.is_connected = True
+        self.is_closed = False
+        self.connects += 1
+
+    def jetstream(self, **options):
+        return self.js
+
+    def jsm(self, **options):
+        return self.js
 
     async def subscribe(self, subject, cb):
         await self._step("subscribe", subject)
@@ -346,6 +360,281 @@ class FakeNATS:
             subscription (so a subject held twice shows twice).
         """
         return sorted(s.subject for s in self.subscriptions)
+
+
+def subjectMatches(pattern, subject):
+    """
+    Whether a NATS subject matches a subscription's subject, with its
+    C{*} (one token) and C{>} (the rest) wildcards.
+    """
+    wanted, tokens = pattern.split("."), subject.split(".")
+    for index, token in enumerate(wanted):
+        if token == ">":
+            return len(tokens) > index
+        if index >= len(tokens) or (token != "*" and token != tokens[index]):
+            return False
+    return len(tokens) == len(wanted)
+
+
+class FakeStream:
+    """
+    A JetStream stream of a L{FakeJetStream}.
+
+    @ivar config: its C{nats.js.api.StreamConfig}.
+    @ivar messages: C{(sequence, subject, payload, headers)}, oldest first
+        (trimmed to C{max_msgs_per_subject}).
+    """
+
+    def __init__(self, config, created):
+        self.config = config
+        self.created = created
+        self.messages = []
+        self.last = 0
+        self.ids = {}
+
+    def info(self):
+        from nats.js.api import StreamInfo, StreamState
+
+        first = self.messages[0][0] if self.messages else self.last + 1
+        state = StreamState(messages=len(self.messages), bytes=0, first_seq=first,
+                            last_seq=self.last, consumer_count=0)
+        return StreamInfo(config=self.config, state=state, created=self.created)
+
+    def store(self, subject, payload, headers):
+        """
+        @return: C{(sequence, duplicate)}.
+        """
+        identifier = (headers or {}).get("Nats-Msg-Id")
+        if identifier is not None and identifier in self.ids:
+            return self.ids[identifier], True
+        self.last += 1
+        if identifier is not None:
+            self.ids[identifier] = self.last
+        self.messages.append((self.last, subject, payload, dict(headers or {})))
+        limit = self.config.max_msgs_per_subject
+        if limit and limit > 0:
+            same = [m for m in self.messages if m[1] == subject]
+            for old in same[:-limit]:
+                self.messages.remove(old)
+        return self.last, False
+
+
+class FakeConsumer:
+    """
+    An ordered push consumer of a L{FakeJetStream}: what its C{subscribe}
+    returns.
+    """
+
+    def __init__(self, js, stream, subject, cb):
+        self._js = js
+        self.stream = stream
+        self.subject = subject
+        self.cb = cb
+        self.delivered = 0
+        self.pending = 0
+
+    def send(self, entry, pending=0):
+        from types import SimpleNamespace
+
+        sequence, subject, payload, headers = entry
+        self.delivered += 1
+        metadata = SimpleNamespace(
+            sequence=SimpleNamespace(stream=sequence, consumer=self.delivered),
+            num_pending=pending, stream=self.stream.config.name,
+        )
+        message = SimpleNamespace(subject=subject, data=payload, headers=headers or None,
+                                  metadata=metadata)
+        return asyncio.ensure_future(self.cb(message))
+
+    async def consumer_info(self):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(num_pending=self.pending,
+                               delivered=SimpleNamespace(consumer_seq=self.delivered))
+
+    async def unsubscribe(self):
+        if self in self._js.consumers:
+            self._js.consumers.remove(self)
+
+
+class FakeKeyValue:
+    """
+    A key-value bucket of a L{FakeJetStream}: a stream C{KV_<bucket>} on
+    subjects C{$KV.<bucket>.<key>}, as nats-server keeps one.
+    """
+
+    def __init__(self, js, bucket):
+        self._js = js
+        self.bucket = bucket
+
+    async def put(self, key, value):
+        return (await self._js.publish(f"$KV.{self.bucket}.{key}", value)).seq
+
+    async def delete(self, key):
+        await self._js.publish(f"$KV.{self.bucket}.{key}", b"", headers={"KV-Operation": "DEL"})
+        return True
+
+
+class FakeJetStream:
+    """
+    Enough of nats-py's JetStream (its context and its manager) for unit
+    tests of the history and presence engines against L{FakeNATS}:
+    streams that store what is published on their subjects once per
+    C{Nats-Msg-Id}, acknowledgements, ordered consumers, key-value buckets.
+
+    @ivar streams: name -> L{FakeStream}.
+    @ivar consumers: the L{FakeConsumer}s subscribed now.
+    @ivar loseAcks: while true, C{publish_async} stores the message but
+        its acknowledgement never comes back (lost on the way).
+    @ivar lostAcks: the futures of the acknowledgements lost.
+    @ivar available: while false, every call fails as against a
+        nats-server without JetStream.
+    """
+
+    def __init__(self, client):
+        self._client = client
+        self.streams = {}
+        self.consumers = []
+        self.loseAcks = False
+        self.lostAcks = []
+        self.available = True
+
+    def _check(self):
+        from nats.errors import NoRespondersError
+
+        if not self.available or not self._client.is_connected:
+            raise NoRespondersError()
+
+    # The manager
+
+    async def add_stream(self, config=None, **params):
+        import datetime
+
+        from nats.js.api import StreamConfig
+        from nats.js.errors import BadRequestError
+
+        self._check()
+        config = config if config is not None else StreamConfig(**params)
+        existing = self.streams.get(config.name)
+        if existing is not None:
+            if existing.config != config:
+                raise BadRequestError(description="stream name already in use")
+            return existing.info()
+        stream = FakeStream(config, datetime.datetime.now(datetime.timezone.utc))
+        self.streams[config.name] = stream
+        return stream.info()
+
+    async def update_stream(self, config=None, **params):
+        from nats.js.api import StreamConfig
+
+        self._check()
+        config = config if config is not None else StreamConfig(**params)
+        stream = self._stream(config.name)
+        stream.config = config
+        return stream.info()
+
+    async def stream_info(self, name, **options):
+        self._check()
+        return self._stream(name).info()
+
+    async def delete_stream(self, name):
+        self._check()
+        self._stream(name)
+        del self.streams[name]
+        return True
+
+    def _stream(self, name):
+        from nats.js.errors import NotFoundError
+
+        if name not in self.streams:
+            raise NotFoundError(description="stream not found")
+        return self.streams[name]
+
+    def _streamFor(self, subject):
+        for stream in self.streams.values():
+            if any(subjectMatches(pattern, subject) for pattern in stream.config.subjects or ()):
+                return stream
+        return None
+
+    # Publishing
+
+    def _store(self, subject, payload, headers):
+        from nats.js.api import PubAck
+        from nats.js.errors import NoStreamResponseError
+
+        self._check()
+        stream = self._streamFor(subject)
+        if stream is None:
+            raise NoStreamResponseError()
+        sequence, duplicate = stream.store(subject, payload, headers)
+        if not duplicate:
+            entry = stream.messages[-1]
+            for consumer in list(self.consumers):
+                if consumer.stream is stream and subjectMatches(consumer.subject, subject):
+                    consumer.send(entry)
+        return PubAck(stream=stream.config.name, seq=sequence, duplicate=duplicate or None)
+
+    async def publish(self, subject, payload=b"", timeout=None, stream=None, headers=None):
+        await self._client._step("js.publish", subject)
+        return self._store(subject, payload, headers)
+
+    async def publish_async(self, subject, payload=b"", wait_stall=None, stream=None,
+                            headers=None):
+        await self._client._step("js.publish_async", subject)
+        future = asyncio.get_running_loop().create_future()
+        try:
+            ack = self._store(subject, payload, headers)
+        except Exception as e:
+            future.set_exception(e)
+            return future
+        if self.loseAcks:
+            self.lostAcks.append(future)
+        else:
+            future.set_result(ack)
+        return future
+
+    # Consumers
+
+    async def subscribe(self, subject, cb=None, stream=None, deliver_policy=None, config=None,
+                        **options):
+        from nats.js.api import DeliverPolicy
+
+        self._check()
+        found = self._stream(stream) if stream is not None else self._streamFor(subject)
+        consumer = FakeConsumer(self, found, subject, cb)
+        matching = [m for m in found.messages if subjectMatches(subject, m[1])]
+        start = getattr(config, "opt_start_seq", None) if config is not None else None
+        if deliver_policy == DeliverPolicy.LAST_PER_SUBJECT:
+            last = {}
+            for entry in matching:
+                last[entry[1]] = entry
+            backlog = sorted(last.values())
+        elif deliver_policy == DeliverPolicy.BY_START_SEQUENCE or start:
+            backlog = [m for m in matching if m[0] >= (start or 0)]
+        elif deliver_policy in (None, DeliverPolicy.ALL):
+            backlog = matching
+        else:
+            backlog = []
+        consumer.pending = 0
+        for index, entry in enumerate(backlog):
+            consumer.send(entry, pending=len(backlog) - index - 1)
+        self.consumers.append(consumer)
+        return consumer
+
+    # Key-value
+
+    async def create_key_value(self, bucket, ttl=None, history=1, **options):
+        from nats.js.api import StreamConfig
+
+        await self.add_stream(StreamConfig(
+            name=f"KV_{bucket}", subjects=[f"$KV.{bucket}.>"], max_age=ttl,
+            max_msgs_per_subject=history,
+        ))
+        return FakeKeyValue(self, bucket)
+
+    async def key_value(self, bucket):
+        self._stream(f"KV_{bucket}")
+        return FakeKeyValue(self, bucket)
 
 
 @implementer(IUpstream)

@@ -1,5 +1,5 @@
 """
-L{lhttp.natsbroker.NATSBroker} against L{lhttp.testing.FakeNATS}: the
+L{lhttp.brokers.nats.NATSBroker} against L{lhttp.testing.FakeNATS}: the
 subscription state machine and the publish order while nats-py pauses,
 credentials kept out of C{/health} and logs, the subject prefix, and
 messages NATS dropped. No sockets; the asyncio reactor runs the coroutines.
@@ -15,7 +15,7 @@ from twisted.logger import capturedLogs, formatEvent
 from zope.interface.verify import verifyObject
 
 from lhttp.interfaces import IBroker
-from lhttp.brokers.nats import NATSBroker, deferred, redactURL
+from lhttp.brokers.nats import NATSBroker, redactURL
 from lhttp.testing import FakeNATS
 from lhttpclients import eventually
 
@@ -224,51 +224,39 @@ async def test_droppedMessagesAreReported():
     assert b"reason:messages may have been missed" in notices[0]
 
 
-class _SilentJetStream:
-    """
-    A JetStream whose asynchronous acknowledgements never come (lost on
-    the way back), and whose plain publish records what it is given.
-    """
-
-    def __init__(self):
-        self.published = []
-        self.pending = []
-
-    async def publish_async(self, subject, payload, headers=None):
-        ack = asyncio.get_event_loop().create_future()
-        self.pending.append(ack)
-        self.published.append(("async", subject, payload, dict(headers or {})))
-        return ack
-
-    async def publish(self, subject, payload, timeout=None, headers=None):
-        self.published.append(("retry", subject, payload, dict(headers or {})))
-
-
 @pytest_twisted.ensureDeferred
 async def test_unacknowledgedHistoryPublishRetriedWithItsId():
     """
-    A history message JetStream does not acknowledge in time is published
-    once more with the same Nats-Msg-Id (so JetStream stores it once
-    whether or not the first got through), and the batch is confirmed.
+    History messages JetStream stores but whose acknowledgements never
+    come back (lost on the way) are published once more with the same
+    Nats-Msg-Id: the stream holds each once, and the publishes are
+    confirmed with their positions.
     """
     from lhttp.history import HistoryPolicy
 
     fake = FakeNATS()
-    js = _SilentJetStream()
-    fake.jetstream = lambda: js
     broker = NATSBroker([SECRET_URL], reactor, settle=0, flushTimeout=0.2,
                         clientFactory=lambda: fake, history=HistoryPolicy(["room.*=10"]))
-    broker._client = fake
-    broker.attach(lambda *args: None)
-    acks = []
-    for index, body in enumerate((b"one", b"two")):
-        message = (index, "room.1", b"LHTTP/1.0 chat\r\n\r\n" + body, broker.history.messageId())
-        acks.append((message, await deferred(
-            js.publish_async(message[1], message[2], headers={"Nats-Msg-Id": message[3]}))))
-    await deferred(broker._confirm(fake, acks))
-    sent = [(kind, headers["Nats-Msg-Id"], payload) for kind, _, payload, headers in js.published]
-    assert [kind for kind, _, _ in sent] == ["async", "async", "retry", "retry"]
-    assert [(i, p) for _, i, p in sent[2:]] == [(i, p) for _, i, p in sent[:2]]
-    assert sent[0][1] != sent[1][1]
+    delivered = []
+    broker.attach(lambda channels, payload, *position: delivered.append((channels, payload)))
+    broker.start()
+    await eventually(lambda: broker.ready, timeout=5, what="the broker and its history ready")
+    fake.js.loseAcks = True
+    receipts = []
+    for body in (b"one", b"two"):
+        broker.publish(["room.1"], b"LHTTP/1.0 chat\r\n\r\n" + body,
+                       onConfirmed=receipts.append)
+    await broker.confirm()
+    sent = [(operation, subject) for operation, subject in fake.log if operation.startswith("js.")]
+    assert sent == [("js.publish_async", "room.1")] * 2 + [("js.publish", "room.1")] * 2
+    [stream] = fake.js.streams.values()
+    assert [payload for _, _, payload, _ in stream.messages] == [
+        b"LHTTP/1.0 chat\r\n\r\none", b"LHTTP/1.0 chat\r\n\r\ntwo"]
+    ids = [headers["Nats-Msg-Id"] for _, _, _, headers in stream.messages]
+    assert len(set(ids)) == 2
     assert broker.retried == 2
-    assert all(ack.cancelled() for ack in js.pending)
+    assert all(ack.cancelled() for ack in fake.js.lostAcks)
+    assert [[offset for _, _, offset in r.positions] for r in receipts] == [[1], [2]]
+    # And the history consumer delivered each here once.
+    await eventually(lambda: len(delivered) == 2, timeout=5, what="two deliveries")
+    assert [payload[-3:] for _, payload in delivered] == [b"one", b"two"]

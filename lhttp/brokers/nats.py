@@ -27,22 +27,23 @@ buffer), and one writes publishes in the order they were taken. So NATS
 holds exactly one subscription per channel with local subscribers, and
 every publish reaches each subscriber once.
 
+The NATS connection is the node's one (L{NATSConnection}, shared with the
+presence engine): connects, reconnects, redaction and draining are there.
+
 It needs Twisted's asyncio reactor (nats-py is an asyncio library).
 """
 
 import asyncio
-import time
 from collections import deque
-from urllib.parse import urlsplit, urlunsplit
 
 from nats.aio.client import Client as NATS
-from nats.errors import SlowConsumerError
 from nats.js.errors import NoStreamResponseError
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from lhttp.acks import NATS_ID_HEADER, Receipt, RecentKeys, messageId
+from lhttp.brokers.connection import NATSConnection, deferred, redactURL
 from lhttp.channels import checkChannel
 from lhttp.codec import missedNotice
 from lhttp.errors import BrokerUnavailable, MessageTooLarge
@@ -55,31 +56,6 @@ from lhttp.word import EVENT, NATS_HEADER, forgedPayload, payloadKind
 # local subscribers of a history channel subscribe to it; only messages
 # with the Lhttp-Node NATS header are delivered from it.
 EVENTS = "_lhttp_event."
-
-
-def deferred(coroutine):
-    """
-    Run an asyncio coroutine (nats-py's) on Twisted's asyncio reactor.
-
-    @return: a L{Deferred} of its result.
-    """
-    return Deferred.fromFuture(asyncio.ensure_future(coroutine))
-
-
-def redactURL(url):
-    """
-    A NATS URL fit for logs and C{/health}: a password or token in it is
-    replaced by C{***}.
-    """
-    if not isinstance(url, str):
-        return url
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user, colon, _ = userinfo.partition(":")
-    redacted = f"{user}:***" if colon else "***"
-    return urlunsplit(parts._replace(netloc=f"{redacted}@{hostport}"))
 
 
 def checkPrefix(prefix):
@@ -140,6 +116,7 @@ class NATSBroker:
         historyStream="LHTTP_HISTORY",
         historyMaxBytes=64 * 1024 * 1024,
         recentKeys=None,
+        connection=None,
     ):
         """
         @param history: the L{lhttp.history.HistoryPolicy} of the channels
@@ -147,8 +124,18 @@ class NATSBroker:
             L{None}.
         @param recentKeys: the L{lhttp.acks.RecentKeys} window in which a
             keyed publish on a plain channel is delivered once on this node.
+        @param connection: the node's L{NATSConnection}, shared with the
+            presence engine; default: one of its own, made with the
+            connection parameters above.
         """
         self.servers = list(servers)
+        if connection is None:
+            connection = NATSConnection(
+                servers, reactor, name=name, pingInterval=pingInterval,
+                maxOutstandingPings=maxOutstandingPings, connectTimeout=connectTimeout,
+                reconnectWait=reconnectWait, clientFactory=clientFactory,
+            )
+        self.connection = connection
         self.prefix = checkPrefix(prefix) if prefix else ""
         self._subjectPrefix = f"{prefix}." if prefix else ""
         self.history = None
@@ -161,16 +148,11 @@ class NATSBroker:
             )
             self._retentionFor = history.retentionFor
         self._reactor = reactor
-        self._name = name
-        self._pingInterval = pingInterval
-        self._maxOutstandingPings = maxOutstandingPings
-        self._connectTimeout = connectTimeout
         self._reconnectWait = reconnectWait
         self._flushTimeout = flushTimeout
         self._settle = settle
         self._readyAt = None
         self._interrupted = False
-        self._clientFactory = clientFactory
         self._client = None
         self._js = None
         self._deliver = None
@@ -187,8 +169,8 @@ class NATSBroker:
         self._outbox = deque()
         self._publishing = False
         self._stopping = False
-        self._failedAttempts = 0
-        self._lastComplaint = 0.0
+        self._historyProblem = None
+        self._historyAttempts = 0
         self._lastDropNotice = {}
         self.published = 0
         self.received = 0
@@ -199,6 +181,11 @@ class NATSBroker:
         self._lastForgedNotice = -60.0
         self._recent = recentKeys if recentKeys is not None else RecentKeys()
         self.duplicates = 0
+        connection.watch("broker", ready=lambda: self.ready, onConnected=self._onConnected,
+                         onDisconnected=self._onDisconnected,
+                         onSlowConsumer=lambda error: self._messagesDropped(error.subject))
+        if self.history is not None:
+            connection.watch("history", ready=lambda: self.history.ready)
 
     # IBroker
 
@@ -215,7 +202,6 @@ class NATSBroker:
         )
 
     def describe(self):
-        client = self._client
         return {
             "kind": "nats",
             "ready": self.ready,
@@ -223,7 +209,7 @@ class NATSBroker:
             "prefix": self.prefix,
             "connected": self._connectedURL(),
             "subscriptions": len(self._subscriptions),
-            "reconnects": client.stats["reconnects"] if client else 0,
+            "reconnects": self.connection.reconnects,
             "published": self.published,
             "received": self.received,
             "refused": self.refused,
@@ -235,10 +221,7 @@ class NATSBroker:
         }
 
     def _connectedURL(self):
-        client = self._client
-        if client is None or client.connected_url is None:
-            return None
-        return redactURL(client.connected_url.geturl())
+        return self.connection.connectedURL()
 
     def attach(self, deliver):
         self._deliver = deliver
@@ -558,38 +541,29 @@ class NATSBroker:
 
     def start(self):
         """
-        Connect in the background, retrying for ever; C{ready} turns true
-        once connected.
+        Connect in the background (the shared connection), retrying for
+        ever; C{ready} turns true once connected.
         """
         self._stopping = False
-        self._connect()
+        self.connection.start("broker")
 
-    def _connect(self):
-        self._client = self._clientFactory()
-        self._subscriptions = {}
-        d = deferred(self._client.connect(
-            servers=self.servers,
-            name=self._name,
-            no_echo=True,
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=self._reconnectWait,
-            connect_timeout=self._connectTimeout,
-            ping_interval=self._pingInterval,
-            max_outstanding_pings=self._maxOutstandingPings,
-            skip_subject_validation=True,
-            error_cb=self._onError,
-            disconnected_cb=self._onDisconnected,
-            reconnected_cb=self._onReconnected,
-            closed_cb=self._onClosed,
-        ))
-        d.addCallbacks(self._onConnected, self._connectFailed)
-
-    def _onConnected(self, ignored):
-        self.log.info("Connected to NATS at {url}", url=self._connectedURL())
-        self._failedAttempts = 0
+    def _onConnected(self, client):
+        """
+        The connection is up: a new client (the first, or one replacing a
+        client nats-py gave up on), or nats-py reconnected this one.
+        """
+        if client is not self._client:
+            self._client = client
+            self._subscriptions = {}
+            settle = 0
+        else:
+            self.log.info("Restoring subscriptions, taking publishes in {settle}s",
+                          settle=self._settle)
+            settle = self._settle
+        # The stream may be new (a new epoch); the consumers go on from
+        # the last message delivered.
         self._startHistory()
-        self._sync(wait=True).addCallback(self._restored, 0)
+        self._sync(wait=True).addCallback(self._restored, settle)
 
     def _startHistory(self):
         """
@@ -604,14 +578,25 @@ class NATSBroker:
         history.ready = False
 
         def failed(failure):
-            self.log.error(
-                "JetStream history not ready ({error}): is nats-server running with -js? "
-                "Publishes are refused until it is; trying again",
-                error=str(failure.value) or type(failure.value).__name__,
-            )
-            self._reactor.callLater(max(self._reconnectWait, 1.0), self._startHistory)
+            # Said once per problem; tried again with a backoff (1 s
+            # doubling up to 5 s) while it lasts.
+            problem = self.connection.redacted(failure.value)
+            if problem != self._historyProblem:
+                self._historyProblem = problem
+                self.log.error(
+                    "JetStream history not ready ({error}): is nats-server running with -js? "
+                    "Publishes are refused until it is; trying again",
+                    error=problem,
+                )
+            self._historyAttempts += 1
+            delay = min(5.0, max(self._reconnectWait, 1.0) * 2 ** min(self._historyAttempts - 1, 8))
+            self._reactor.callLater(delay, self._startHistory)
 
-        deferred(history.start(self._client, self._deliver)).addErrback(failed)
+        def started(ignored):
+            self._historyProblem = None
+            self._historyAttempts = 0
+
+        deferred(history.start(self._client, self._deliver)).addCallbacks(started, failed)
 
     def _restored(self, ignored, settle):
         """
@@ -627,36 +612,16 @@ class NATSBroker:
                 if not channel.startswith(EVENTS):
                     self._deliver((channel,), missedNotice(channel))
 
-    def _connectFailed(self, failure):
-        if self._stopping:
-            return
-        self.log.error(
-            "Connecting to NATS failed ({error}); trying again",
-            error=_redactedError(failure.value, self.servers),
-        )
-        self._reactor.callLater(self._reconnectWait, self._connect)
-
-    async def _onError(self, error):
-        if isinstance(error, SlowConsumerError):
-            self._messagesDropped(error.subject)
-            return
-        self._failedAttempts += 1
-        now = time.monotonic()
-        if self._failedAttempts == 1 or now - self._lastComplaint > 10:
-            self._lastComplaint = now
-            self.log.warn(
-                "NATS: {error} ({attempts} failed attempt(s) so far; still trying "
-                "{servers}; publishes are refused until connected)",
-                error=_redactedError(error, self.servers), attempts=self._failedAttempts,
-                servers=[redactURL(url) for url in self.servers],
-            )
-
     def _messagesDropped(self, subject):
         """
         nats-py dropped messages for a subscription whose queue was full:
         tell that channel's subscribers (at most once a second).
         """
         channel = subject[len(self._subjectPrefix):]
+        if not subject.startswith(self._subjectPrefix) or channel not in self._subscriptions:
+            # Not one of the broker's (presence's, say: the connection is
+            # shared).
+            return
         now = self._reactor.seconds()
         if now - self._lastDropNotice.get(channel, -1.0) < 1.0:
             return
@@ -665,60 +630,22 @@ class NATSBroker:
                       channel=channel)
         self._deliver((channel,), missedNotice(channel))
 
-    async def _onDisconnected(self):
+    def _onDisconnected(self):
         self._readyAt = None
         self._interrupted = True
-        if not self._stopping:
-            self.log.warn("Disconnected from NATS; publishes are refused until it is back")
-
-    async def _onReconnected(self):
-        self._failedAttempts = 0
-        self.log.info(
-            "Reconnected to NATS at {url}; restoring subscriptions, taking publishes in {settle}s",
-            url=self._connectedURL(), settle=self._settle,
-        )
-        def restore():
-            # The stream may be new (a new epoch); the consumers go on from
-            # the last message delivered.
-            self._startHistory()
-            self._sync(wait=True).addCallback(self._restored, self._settle)
-
-        self._reactor.callLater(0, restore)
-
-    async def _onClosed(self):
-        if not self._stopping:
-            self.log.error("The NATS connection closed for good; starting a new one")
-            self._reactor.callLater(self._reconnectWait, self._connect)
 
     def stop(self):
         """
-        Leave NATS cleanly: drain subscriptions and pending publishes.
+        Done with NATS: the connection is drained (subscriptions and
+        pending publishes) once its last user, this broker or presence,
+        stopped.
 
         @return: a L{Deferred} that fires when the connection is closed.
         """
         self._stopping = True
-        client = self._client
-        if client is None or client.is_closed:
-            return succeed(None)
-        if client.is_connected:
-            d = deferred(client.drain())
-        else:
-            d = deferred(client.close())
-        return d.addErrback(lambda f: self.log.warn("Leaving NATS: {e}", e=f.getErrorMessage()))
+        return self.connection.stop("broker")
 
 
 def _fire(waiters):
     for waiter in waiters:
         waiter.callback(None)
-
-
-def _redactedError(error, servers):
-    """
-    An error's text with any server URL in it redacted.
-    """
-    text = str(error) or type(error).__name__
-    for url in servers:
-        redacted = redactURL(url)
-        if redacted != url:
-            text = text.replace(url, redacted)
-    return text

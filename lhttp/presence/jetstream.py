@@ -10,12 +10,14 @@ writes its own entries again every third of it, so a node that crashed
 the TTL. A C{presence} request reads the channel's keys with an ordered
 consumer that stops at the message the server says is the last pending.
 
-It has a NATS connection of its own (nats-py, on Twisted's asyncio
-reactor), made and kept as the broker keeps its one: reconnects never
-stop, URLs are redacted in logs. Writes go out in order, one coroutine at
-a time; the latest write of a key replaces one still waiting, so what
-waits is bounded by the entries and while NATS is away nothing is lost
-that the next refresh does not put back.
+It uses the node's one NATS connection
+(L{lhttp.brokers.connection.NATSConnection}, shared with the broker and
+its history; made and kept there: reconnects never stop, URLs are
+redacted in logs), or one of its own when given none. Its writes are its
+own: they go out in order, one coroutine at a time, apart from the
+broker's publishes; the latest write of a key replaces one still waiting,
+so what waits is bounded by the entries and while NATS is away nothing is
+lost that the next refresh does not put back.
 """
 
 import asyncio
@@ -27,12 +29,12 @@ from nats.js.api import DeliverPolicy
 from nats.js.errors import BadRequestError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from lhttp.brokers.nats import _redactedError, deferred, redactURL
+from lhttp.brokers.connection import NATSConnection, deferred
 from lhttp.errors import BrokerUnavailable, LHTTPError
 from lhttp.presence.engine import IPresence, Member
 from lhttp.presence.policy import checkBucket, escapeChannel
@@ -55,8 +57,8 @@ def keyFor(channel, client):
 @implementer(IPresence)
 class JetStreamPresence(Service):
     """
-    A presence engine on JetStream key-value, and the service that keeps
-    its NATS connection and refreshes this node's entries.
+    A presence engine on JetStream key-value, and the service that opens
+    its bucket on the NATS connection and refreshes this node's entries.
 
     @ivar bucket: the bucket's name.
     @ivar ttl: seconds an entry lives unless written again.
@@ -67,23 +69,28 @@ class JetStreamPresence(Service):
 
     def __init__(self, servers, reactor, bucket="LHTTP_PRESENCE", ttl=15.0, name="lhttp presence",
                  connectTimeout=2, reconnectWait=0.5, timeout=5.0, clientFactory=NATS,
-                 maxBackoff=30.0):
+                 maxBackoff=30.0, connection=None):
         """
         @param servers: NATS URLs.
         @param timeout: seconds a JetStream request, or a write waited for
             by a subscribing client, may take.
         @param maxBackoff: the longest wait, in seconds, between attempts to
             connect or to open the bucket.
+        @param connection: the node's L{NATSConnection}, shared with the
+            broker; default: one of its own.
         """
         self.servers = list(servers)
+        if connection is None:
+            connection = NATSConnection(
+                servers, reactor, name=name, connectTimeout=connectTimeout,
+                reconnectWait=reconnectWait, maxBackoff=maxBackoff, clientFactory=clientFactory,
+            )
+        self.connection = connection
         self.bucket = checkBucket(bucket)
         self.ttl = ttl
         self._reactor = reactor
-        self._name = name
-        self._connectTimeout = connectTimeout
         self._reconnectWait = reconnectWait
         self._timeout = timeout
-        self._clientFactory = clientFactory
         self._client = None
         self._kv = None
         self._js = None
@@ -97,10 +104,8 @@ class JetStreamPresence(Service):
         self._complained = False
         self._opening = False
         self._retry = None
-        self._abandoned = None
         self._announced = False
         self._problem = None
-        self._connectAttempts = 0
         self._bucketAttempts = 0
         self._maxBackoff = maxBackoff
         # Called first when the service stops (the presence filter's
@@ -110,6 +115,8 @@ class JetStreamPresence(Service):
         self._refresher.clock = reactor
         self.written = 0
         self.failed = 0
+        connection.watch("presence", ready=self._connected, onConnected=self._onConnected,
+                         onDisconnected=self._onDisconnected)
 
     # IPresence
 
@@ -181,7 +188,7 @@ class JetStreamPresence(Service):
         if isinstance(failure.value, LHTTPError):
             return failure
         self.log.warn("Reading presence failed: {error}",
-                      error=_redactedError(failure.value, self.servers))
+                      error=self.connection.redacted(failure.value))
         raise BrokerUnavailable("the presence store (NATS JetStream) did not answer; try again")
 
     # Writes
@@ -246,7 +253,7 @@ class JetStreamPresence(Service):
             self._complained = True
             self.log.warn(
                 "Writing presence to JetStream failed ({error}); retrying every {every}s",
-                error=_redactedError(error, self.servers), every=self.ttl / 3,
+                error=self.connection.redacted(error), every=self.ttl / 3,
             )
 
     def refresh(self):
@@ -274,7 +281,7 @@ class JetStreamPresence(Service):
     def startService(self):
         Service.startService(self)
         self._stopping = False
-        self._connect()
+        self.connection.start("presence")
         self._refresher.start(self.ttl / 3, now=False)
 
     def describe(self):
@@ -283,67 +290,28 @@ class JetStreamPresence(Service):
         """
         description = {
             "kind": "jetstream", "ready": self._connected(), "bucket": self.bucket,
-            "connected": self._connectedURL(), "written": self.written, "failed": self.failed,
+            "connected": self.connection.connectedURL(), "written": self.written, "failed": self.failed,
         }
         if self._problem is not None:
             description["problem"] = self._problem
         return description
 
-    # One NATS connection at a time: nats-py reconnects it for ever; a
-    # new one is made only once the last is closed (it never connected,
-    # or nats-py gave up), after a backoff. The bucket is opened on it,
-    # again with a backoff while JetStream is not there (a nats-server
-    # without -js); each problem is said once, in one line.
+    # The bucket is opened on each connection (a new client, or nats-py
+    # reconnected: the server may have lost it), again with a backoff
+    # while JetStream is not there (a nats-server without -js); each
+    # problem is said once, in one line. The connection itself is
+    # L{NATSConnection}'s.
 
     def _backoff(self, attempts):
         return min(self._maxBackoff, self._reconnectWait * 2 ** min(attempts, 16))
 
-    def _connect(self):
-        if self._stopping:
-            return
-        self._client = self._clientFactory()
+    def _onConnected(self, client):
+        self._client = client
+        self._complained = False
+        # The server may have lost the bucket (no file store): make sure
+        # of it, then write every entry again.
         self._kv = None
-        deferred(self._open()).addCallbacks(self._onConnected, self._connectFailed)
-
-    async def _open(self):
-        await self._client.connect(
-            servers=self.servers,
-            name=self._name,
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=self._reconnectWait,
-            connect_timeout=self._connectTimeout,
-            ping_interval=1,
-            max_outstanding_pings=2,
-            error_cb=self._onError,
-            disconnected_cb=self._onDisconnected,
-            reconnected_cb=self._onReconnected,
-            closed_cb=self._closedCallback(self._client),
-        )
-
-    def _onConnected(self, ignored):
-        self._connectAttempts = 0
         self._openBucketNow()
-
-    def _connectFailed(self, failure):
-        if self._stopping:
-            return
-        self._connectAttempts += 1
-        self._say("Presence: connecting to NATS failed ({error}); presence requests get 503 "
-                  "until it works; trying again with a backoff up to {most}s",
-                  failure.value)
-        client = self._client
-        delay = self._backoff(self._connectAttempts)
-
-        def again(ignored=None):
-            self._reactor.callLater(delay, self._connect)
-
-        if client is not None and not client.is_closed:
-            # The next connection only once this one is closed.
-            self._abandoned = client
-            deferred(client.close()).addBoth(again)
-        else:
-            again()
 
     async def _openBucket(self):
         """
@@ -384,7 +352,7 @@ class JetStreamPresence(Service):
         if self._problem is not None or not self._announced:
             self._announced = True
             self.log.info("Presence in JetStream bucket {bucket} (TTL {ttl}s) at {url}",
-                          bucket=self.bucket, ttl=self.ttl, url=self._connectedURL())
+                          bucket=self.bucket, ttl=self.ttl, url=self.connection.connectedURL())
         self._problem = None
         self._refreshNow()
 
@@ -404,51 +372,23 @@ class JetStreamPresence(Service):
         Log a problem once: again only when it changes (or once it was
         solved and came back).
         """
-        problem = _redactedError(error, self.servers)
+        problem = self.connection.redacted(error)
         if problem != self._problem:
             self._problem = problem
             self.log.error(text, error=problem, most=self._maxBackoff)
 
-    def _connectedURL(self):
-        client = self._client
-        if client is None or client.connected_url is None:
-            return None
-        return redactURL(client.connected_url.geturl())
-
-    async def _onError(self, error):
-        if not self._complained:
-            self._complained = True
-            self.log.warn("Presence: NATS: {error}", error=_redactedError(error, self.servers))
-
-    async def _onDisconnected(self):
+    def _onDisconnected(self):
         # Nobody waits for a write while NATS is away: the writes stay
         # queued for the reconnect.
         for value, waiters in self._pending.values():
             _fire(waiters)
             del waiters[:]
 
-    async def _onReconnected(self):
-        self._complained = False
-        # The server may have lost the bucket (no file store): make sure
-        # of it, then write every entry again.
-        self._kv = None
-        self._reactor.callLater(0, self._openBucketNow)
-
-    def _closedCallback(self, client):
-        async def closed():
-            # Not one this service closed itself (stopping, or a failed
-            # connect), nor an older one: nats-py gave up on it.
-            if self._stopping or client is not self._client or client is self._abandoned:
-                return
-            self.log.error("Presence: the NATS connection closed for good; starting a new one")
-            self._reactor.callLater(self._reconnectWait, self._connect)
-
-        return closed
-
     def stopService(self):
         """
         Write what waits (the leaves of the clients closed at shutdown),
-        then leave NATS.
+        then leave NATS (the shared connection is drained once the broker
+        stopped too).
         """
         Service.stopService(self)
         # Its clients leave first (their entries deleted, their leaves
@@ -465,7 +405,7 @@ class JetStreamPresence(Service):
         client = self._client
         if client is None or client.is_closed:
             self._stopping = True
-            return succeed(None)
+            return self.connection.stop("presence")
         d = Deferred()
         deadline = self._reactor.seconds() + self._timeout
 
@@ -479,10 +419,9 @@ class JetStreamPresence(Service):
         check()
 
         def close(ignored):
+            # The connection is left once the broker is done with it too.
             self._stopping = True
-            if client.is_connected:
-                return deferred(client.drain())
-            return deferred(client.close())
+            return self.connection.stop("presence")
 
         return d.addCallback(close).addErrback(
             lambda f: self.log.warn("Presence: leaving NATS: {e}", e=f.getErrorMessage())

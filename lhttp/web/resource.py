@@ -190,22 +190,29 @@ class HealthResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, broker, presence=None):
+    def __init__(self, broker, presence=None, nats=None):
         """
         @param broker: the node's L{lhttp.interfaces.IBroker}.
         @param presence: the node's presence engine, if it says how it is
             (a C{describe()}, shown as C{presence}; not ready there does
             not make the node unready: it takes publishes).
+        @param nats: the node's NATS connection, if it has one
+            (L{lhttp.brokers.connection.NATSConnection}): shown as
+            C{nats}, the connected URL (redacted), its reconnects and the
+            readiness of each of its users (broker, history, presence).
         """
         Resource.__init__(self)
         self._broker = broker
         self._presence = presence
+        self._nats = nats
 
     def render_GET(self, request):
         ready = bool(self._broker.ready)
         if request.postpath and request.postpath[0] == b"live":
             return _json(request, 200, {"live": True, "ready": ready})
         document = {"live": True, "ready": ready, "broker": self._broker.describe()}
+        if self._nats is not None:
+            document["nats"] = self._nats.describe()
         describe = getattr(self._presence, "describe", None)
         if describe is not None:
             document["presence"] = describe()
