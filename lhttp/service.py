@@ -260,6 +260,7 @@ def makeService(options):
             prefix=config.natsPrefix,
             history=HistoryPolicy(config.history) if config.history else None,
             historyStream=config.historyStream, historyMaxBytes=config.historyMaxBytes,
+            historyUpdateStream=config.historyUpdateStream,
         )
     presence = None
     if config.nats and config.presence:
