@@ -196,7 +196,10 @@ class Channels:
         subscribers = self._subscribers.get(channel)
         if not subscribers:
             return 0
-        epoch, offset, prev = position
+        if len(position) == 3:
+            epoch, offset, prev = position
+        else:
+            (epoch, offset), prev = position, 0
         prepared = self._prepareAt(payload, channel, offset, epoch, prev)
         recovering = self._recovering
         for subscriber in tuple(subscribers):

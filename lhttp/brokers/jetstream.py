@@ -108,8 +108,9 @@ class JetStreamHistory:
         self._prefix = prefix
         self._client = None
         self._deliver = None
-        # Channel -> [the last offset seen, the last offset delivered], of
-        # the channels this node serves (subscribed to their live subject).
+        # The channels this node serves (subscribed to their live subject),
+        # and of each, [the last offset seen, the last offset delivered].
+        self._served = set()
         self._seen = {}
         # Channel -> messages held while a gap of it is filled.
         self._filling = {}
@@ -249,14 +250,22 @@ class JetStreamHistory:
         self.ready = True
         self.log.info("History in JetStream stream {stream} (epoch {epoch})",
                       stream=self.stream, epoch=self.epoch)
-        await self.check(list(self._seen))
+        await self.check(list(self._served))
 
     # Live messages of the channels this node serves.
+
+    def serve(self, channel):
+        """
+        This node serves C{channel} from now on: its live messages are
+        tracked (see L{check}).
+        """
+        self._served.add(channel)
 
     def forget(self, channel):
         """
         This node no longer serves C{channel}.
         """
+        self._served.discard(channel)
         self._seen.pop(channel, None)
         self._filling.pop(channel, None)
 
@@ -273,6 +282,9 @@ class JetStreamHistory:
             last = int(headers.get("Nats-Last-Sequence") or 0)
         except ValueError:
             self.forged += 1
+            return
+        if channel not in self._served:
+            # Left meanwhile: no one to deliver it to.
             return
         forged = forgedPayload(payload) and NATS_HEADER not in headers
         held = self._filling.get(channel)
@@ -362,10 +374,14 @@ class JetStreamHistory:
     async def check(self, channels):
         """
         Compare the channels' last offsets seen with the stream's newest of
-        each (after a reconnect, or messages dropped for a slow
-        consumer): what is missing is read and delivered.
+        each (when the node starts serving them, after a reconnect, or
+        messages dropped for a slow consumer), in one request per
+        L{checkSize} channels: what is missing is read and delivered. A
+        channel seen for the first time starts from the stream's newest.
         """
-        channels = [c for c in channels if c in self._seen]
+        channels = [c for c in channels if c in self._served]
+        if not channels or not self.ready:
+            return
         prefix = len(self._prefix)
         for start in range(0, len(channels), self.checkSize):
             subjects = [self.subject(c) for c in channels[start:start + self.checkSize]]
@@ -375,11 +391,17 @@ class JetStreamHistory:
                 self.log.warn("Could not check the channels served against the stream: {error}",
                               error=str(e) or type(e).__name__)
                 return
-            for sequence, _, headers, _ in newest:
-                channel = headers.get("Nats-Subject", "")[prefix:]
+            tops = {headers.get("Nats-Subject", "")[prefix:]: sequence
+                    for sequence, _, headers, _ in newest}
+            for channel in channels[start:start + self.checkSize]:
+                if channel not in self._served:
+                    continue
+                top = tops.get(channel, 0)
                 state = self._seen.get(channel)
-                if state is not None and sequence > state[0]:
-                    self._startFilling(channel, (sequence, sequence, None, False))
+                if state is None:
+                    self._seen[channel] = [top, top]
+                elif top > state[0]:
+                    self._startFilling(channel, (top, top, None, False))
 
     # Reading.
 

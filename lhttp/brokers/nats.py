@@ -262,6 +262,7 @@ class NATSBroker:
         if self._retentionFor(channel) is not None:
             # The stream re-publishes what it stores there, and the nodes
             # publish their events there.
+            self.history.serve(channel)
             channel = LIVE + channel
         self._wanted.add(channel)
         if not self._connected():
@@ -506,12 +507,19 @@ class NATSBroker:
                 client = self._client
                 for channel in [c for c in self._subscriptions if c not in self._wanted]:
                     await self._subscriptions.pop(channel).unsubscribe()
+                served = []
                 for channel in [c for c in self._wanted if c not in self._subscriptions]:
                     if channel in self._wanted:
                         self._subscriptions[channel] = await client.subscribe(
                             self._subject(channel), cb=self._receiver(channel)
                         )
+                        if channel.startswith(LIVE):
+                            served.append(channel[len(LIVE):])
                 await client.flush(self._flushTimeout)
+                if served:
+                    # Where each history channel stands: a message the
+                    # stream stored but this node missed is seen from then.
+                    await self.history.check(served)
                 _fire(waiters)
                 waiters = []
         except Exception as e:
