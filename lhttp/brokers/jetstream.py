@@ -232,12 +232,18 @@ class JetStreamHistory:
             differences = self.differences(info.config) or ["other settings"]
             line = (f"The JetStream stream {self.stream} differs from this node's --history "
                     f"settings: {'; '.join(differences)}")
-            if not self.updateStream:
+            if not self.updateStream and self.epoch is not None:
+                # Changed under this running node (by one started with
+                # --history-update-stream): it goes on with the stream as
+                # it is.
+                self.log.warn("{line}; going on with the stream as it is", line=line)
+            elif not self.updateStream:
                 raise StreamConflict(
                     f"{line}; not changing it: start every node with the same --history and "
                     f"--history-max-bytes, or once with --history-update-stream to change it")
-            self.log.warn("{line}; changing it (--history-update-stream)", line=line)
-            info = await jsm.update_stream(config)
+            else:
+                self.log.warn("{line}; changing it (--history-update-stream)", line=line)
+                info = await jsm.update_stream(config)
         created = info.created
         if created is None:
             created = (await jsm.stream_info(self.stream)).created
