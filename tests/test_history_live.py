@@ -25,7 +25,7 @@ from twisted.internet.task import deferLater
 
 from lhttp.brokers.nats import deferred as future
 from lhttpclients import barrier, client, health, untilHealth
-from procs import eventually
+from procs import LHTTPNode, eventually
 from test_ack_cluster import StallingProxy
 
 HISTORY = "hist.*=20000"
@@ -252,8 +252,12 @@ async def test_streamHasOneOwner(startNode, jetstream):
 
     first = startNode("--nats", jetstream.url, "--history", "hist.*=100")
     await untilHealth(first, 200, timeout=30)
-    other = startNode("--nats", jetstream.url, "--history", "hist.*=200")
-    await eventually(lambda: not other.alive(), timeout=30, what="the other node to exit")
+    # (Not startNode: it may exit before it accepts a connection.)
+    other = LHTTPNode("--nats", jetstream.url, "--history", "hist.*=200")
+    try:
+        await eventually(lambda: not other.alive(), timeout=30, what="the other node to exit")
+    finally:
+        other.stop()
     assert other.popen.returncode == 1, other.log()
     lines = [line for line in other.log().splitlines() if line.startswith("lhttp: ")]
     documented = blockWith("::", "lhttp: The JetStream stream", ["docs/history.rst"]).strip()
