@@ -93,7 +93,7 @@ class JetStreamHistory:
     readyTimeout = 10.0
 
     def __init__(self, policy, stream="LHTTP_HISTORY", maxBytes=64 * 1024 * 1024, prefix="",
-                 heartbeat=1.0, updateStream=False):
+                 updateStream=False):
         """
         @param updateStream: change an existing stream whose subjects or
             limits differ from this node's (else L{start} fails with
