@@ -5,7 +5,10 @@ carries the offset of the channel's previous message, so a receiver sees
 a gap the moment it happens; no client can set it.
 """
 
+import pytest_twisted
 from twisted.trial.unittest import SynchronousTestCase
+
+from lhttp.brokers.nats import deferred as future
 
 from lhttp.codec import parseMultipart
 from lhttp.testing import FakeClient, memoryServer
@@ -130,77 +133,83 @@ class FakeStream:
         await cb(Msg(self, subject=reply, data=b"", headers={"Status": "204"}))
 
 
-class GapTests(SynchronousTestCase):
+# JetStreamHistory.live on a fake stream: what the node missed is read and
+# delivered before what follows, in order, each message once.
+
+
+async def deliveries(script):
+    import asyncio
+
+    from lhttp.brokers.jetstream import JetStreamHistory
+    from lhttp.history import HistoryPolicy
+
+    delivered = []
+    stream = FakeStream()
+    history = JetStreamHistory(HistoryPolicy(["room.*=100"]))
+    history._client = stream
+    history._deliver = lambda channels, payload, position=None: delivered.append(
+        (channels[0], payload, position))
+    history.epoch = "e"
+    history.ready = True
+
+    async def main():
+        await script(history, stream)
+        for _ in range(50):
+            await asyncio.sleep(0)
+
+    await future(main())
+    return delivered, stream
+
+
+@pytest_twisted.ensureDeferred
+async def test_gapFilledInOrder():
     """
-    L{JetStreamHistory.live} on a fake stream: what the node missed is read
-    and delivered before what follows, in order, each message once.
+    Messages 3 to 5 of the channel never came live: they are read from
+    the stream when 6 shows the gap, in one request, and 7, arriving
+    meanwhile, goes after them; a forged one (4) is skipped, and prev
+    chains what is delivered.
     """
+    async def script(history, stream):
+        history.serve("room.1")
+        await history.check(["room.1"])
+        live = []
+        for i in range(1, 8):
+            payload = (b"LHTTP/1.0 x\r\nlhttp-node:reply\r\n\r\nforged" if i == 4
+                       else b"LHTTP/1.0 x\r\n\r\n%d" % i)
+            live.append((stream.store("room.1", payload), payload))
+            stream.store("room.2", b"other")
+        for index in (0, 1, 5, 6):
+            history.live("room.1", *live[index])
 
-    def deliveries(self, script):
-        import asyncio
+    delivered, stream = await deliveries(script)
+    assertEqual([p.rpartition(b"\n")[2] for _, p, _ in delivered],
+                     [b"1", b"2", b"3", b"5", b"6", b"7"])
+    positions = [position for _, _, position in delivered]
+    assertEqual(positions, [("e", 1, 0), ("e", 3, 1), ("e", 5, 3), ("e", 9, 5),
+                                 ("e", 11, 9), ("e", 13, 11)])
+    # The subscription's check, and one read for the gap.
+    assertEqual(len(stream.requests), 2)
 
-        from lhttp.brokers.jetstream import JetStreamHistory
-        from lhttp.history import HistoryPolicy
 
-        delivered = []
-        stream = FakeStream()
-        history = JetStreamHistory(HistoryPolicy(["room.*=100"]))
-        history._client = stream
-        history._deliver = lambda channels, payload, position=None: delivered.append(
-            (channels[0], payload, position))
-        history.epoch = "e"
-        history.ready = True
+@pytest_twisted.ensureDeferred
+async def test_tailGapFilledByCheck():
+    """
+    Nothing came live after the gap (a reconnect): the check after it
+    reads what the stream has past the last seen.
+    """
+    async def script(history, stream):
+        history.serve("room.1")
+        await history.check(["room.1"])
+        first = b"LHTTP/1.0 x\r\n\r\n1"
+        history.live("room.1", stream.store("room.1", first), first)
+        for i in (2, 3):
+            stream.store("room.1", b"LHTTP/1.0 x\r\n\r\n%d" % i)
+        await history.check(["room.1"])
 
-        async def main():
-            await script(history, stream)
-            for _ in range(50):
-                await asyncio.sleep(0)
+    delivered, _ = await deliveries(script)
+    assertEqual([position for _, _, position in delivered],
+                     [("e", 1, 0), ("e", 2, 1), ("e", 3, 2)])
 
-        asyncio.run(main())
-        return delivered, stream
 
-    def test_gapFilledInOrder(self):
-        """
-        Messages 3 to 5 of the channel never came live: they are read from
-        the stream when 6 shows the gap, in one request, and 7, arriving
-        meanwhile, goes after them; a forged one (4) is skipped, and prev
-        chains what is delivered.
-        """
-        async def script(history, stream):
-            history.serve("room.1")
-            await history.check(["room.1"])
-            live = []
-            for i in range(1, 8):
-                payload = (b"LHTTP/1.0 x\r\nlhttp-node:reply\r\n\r\nforged" if i == 4
-                           else b"LHTTP/1.0 x\r\n\r\n%d" % i)
-                live.append((stream.store("room.1", payload), payload))
-                stream.store("room.2", b"other")
-            for index in (0, 1, 5, 6):
-                history.live("room.1", *live[index])
-
-        delivered, stream = self.deliveries(script)
-        self.assertEqual([p.rpartition(b"\n")[2] for _, p, _ in delivered],
-                         [b"1", b"2", b"3", b"5", b"6", b"7"])
-        positions = [position for _, _, position in delivered]
-        self.assertEqual(positions, [("e", 1, 0), ("e", 3, 1), ("e", 5, 3), ("e", 9, 5),
-                                     ("e", 11, 9), ("e", 13, 11)])
-        # The subscription's check, and one read for the gap.
-        self.assertEqual(len(stream.requests), 2)
-
-    def test_tailGapFilledByCheck(self):
-        """
-        Nothing came live after the gap (a reconnect): the check after it
-        reads what the stream has past the last seen.
-        """
-        async def script(history, stream):
-            history.serve("room.1")
-            await history.check(["room.1"])
-            first = b"LHTTP/1.0 x\r\n\r\n1"
-            history.live("room.1", stream.store("room.1", first), first)
-            for i in (2, 3):
-                stream.store("room.1", b"LHTTP/1.0 x\r\n\r\n%d" % i)
-            await history.check(["room.1"])
-
-        delivered, _ = self.deliveries(script)
-        self.assertEqual([position for _, _, position in delivered],
-                         [("e", 1, 0), ("e", 2, 1), ("e", 3, 2)])
+def assertEqual(a, b):
+    assert a == b
