@@ -270,3 +270,30 @@ async def test_streamHasOneOwner(startNode, jetstream):
     await untilHealth(owner, 200, timeout=30)
     assert await streamLimit(jetstream) == 200
     assert "changing it (--history-update-stream)" in owner.log()
+
+
+@pytest_twisted.ensureDeferred
+async def test_prefixedLiveSubject(startNode, jetstream):
+    """
+    With --nats-prefix, a history channel's live subject is under the
+    prefix too, and only the serving node holds it.
+    """
+    a, b = startNodes(startNode, jetstream.url, 2, "--nats-prefix", "app")
+    for node in (a, b):
+        await untilHealth(node, 200, timeout=30)
+    subscriber = await client(b.url)
+    subscriber.subscribe("hist.p")
+    await barrier(subscriber)
+    publisher = await client(a.url)
+    for i in range(20):
+        publisher.send("chat", [("publish", "hist.p")], b"%d" % i)
+    await barrier(publisher)
+    got = await chats(subscriber, 20)
+    assert [m.body for m in got] == [b"%d" % i for i in range(20)]
+    assertContinuous(got, "hist.p")
+    response = await treq.get(jetstream.monitorURL + "/connz?subs=1")
+    document = json.loads(await response.content())
+    subjects = {int(c["name"].rpartition("pid=")[2]): c.get("subscriptions_list", [])
+                for c in document["connections"] if "pid=" in c.get("name", "")}
+    assert "_lhttp_live.app.hist.p" in subjects[b.popen.pid]
+    assert not any(s.startswith("_lhttp_live.") for s in subjects[a.popen.pid])
