@@ -184,8 +184,8 @@ async def test_cutLinkFilledByNode(startNode, jetstream):
 async def test_readsAreBatched(startNode, jetstream):
     """
     A recovery of 1,000 messages, and C{history limit:1}, cost a request
-    or two each (counted by nats-server: the messages the node sent it),
-    where they cost one a message.
+    or two each, C{history limit:1000} a few (counted by nats-server: the
+    messages the node sent it), where they cost one a message.
     """
     [node] = startNodes(startNode, jetstream.url, 1)
     await untilHealth(node, 200, timeout=30)
@@ -223,9 +223,17 @@ async def test_readsAreBatched(startNode, jetstream):
     reply = await again.nextMessage(10)
     assert (reply.command, reply.getHeader("count")) == ("history", "1")
     historyRequests = (await fromNATS(jetstream, node))[1] - before
+
+    before = (await fromNATS(jetstream, node))[1]
+    again.sendLHTTP(b"LHTTP/1.0 history\r\nchannel:hist.r\r\nlimit:1000\r\n\r\n")
+    reply = await again.nextMessage(10)
+    assert (reply.command, reply.getHeader("count")) == ("history", "1000")
+    pageRequests = (await fromNATS(jetstream, node))[1] - before
     print(f"\nrequests to NATS: recovery of {count} messages {recoveryRequests} "
           f"(subscribe, read; {took * 1000:.0f} ms to the client), history limit:1 "
-          f"{historyRequests}")
+          f"{historyRequests}, history limit:1000 {pageRequests}")
+    # Where the last 1,000 start, by bisection, then one read.
+    assert pageRequests <= 20
     # The subscription's check of where the channel stands, and one read.
     assert recoveryRequests <= 3
     assert historyRequests <= 2

@@ -82,6 +82,11 @@ class JetStreamHistory:
     # Messages one direct get request asks for.
     batchSize = 10000
 
+    # A history request for at most this many messages reads them one a
+    # request, newest first; for more, it finds where they start and reads
+    # them in batches.
+    stepLimit = 16
+
     # Subjects one "newest of each" request names.
     checkSize = 256
 
@@ -576,6 +581,64 @@ class JetStreamHistory:
         sequence = int(headers["Nats-Sequence"])
         return sequence, _time(headers.get("Nats-Time-Stamp")), headers, reply.data or b""
 
+    async def _newestFirst(self, subject, upTo, want):
+        """
+        The subject's messages at or before stream sequence C{upTo} (L{None}:
+        all), newest first: for more than L{stepLimit} of them, the newest
+        C{want + 1} in batches (L{_window}), then (or else) one request a
+        message.
+        """
+        if upTo is not None and want > self.stepLimit:
+            window = await self._window(subject, upTo, want + 1)
+            for message in reversed(window):
+                yield message
+            if len(window) < want + 1:
+                return
+            upTo = window[0][0] - 1
+        while upTo is None or upTo >= 1:
+            message = await self._previous(subject, upTo)
+            if message is None:
+                return
+            yield message
+            upTo = message[0] - 1
+
+    async def _countFrom(self, subject, sequence):
+        """
+        @return: C{(the subject's first sequence at or after C{sequence},
+            how many of its messages are there from it on)}, or
+            C{(None, 0)}: one request.
+        """
+        found = await self._batch({"seq": sequence, "next_by_subj": subject, "batch": 1})
+        if not found:
+            return None, 0
+        first, _, headers, _ = found[0]
+        return first, int(headers.get("Nats-Num-Pending") or 0) + 1
+
+    async def _window(self, subject, upTo, want):
+        """
+        The subject's last C{want} messages at or before stream sequence
+        C{upTo}, oldest first: their first sequence is found by bisection
+        on the subject's pending counts (a request per step, about
+        log2(upTo) of them), then they are read in batches.
+        """
+        _, after = await self._countFrom(subject, upTo + 1)
+        first, total = await self._countFrom(subject, 1)
+        if first is None or first > upTo:
+            return []
+        start = first
+        if total - after > want:
+            low, high = first, upTo
+            while low < high:
+                middle = (low + high) // 2
+                sequence, count = await self._countFrom(subject, middle)
+                inRange = count - after if sequence is not None and sequence <= upTo else 0
+                if inRange <= want:
+                    high = middle
+                else:
+                    low = middle + 1
+            start = low
+        return await self._range(subject, start, upTo, limit=want)
+
     async def _last(self, channel, count, before=None, maxBytes=None):
         """
         Read backwards from the newest message (or from C{before}), one
@@ -592,22 +655,20 @@ class JetStreamHistory:
         # Beyond the pattern's count limit (known from the newest only).
         depth = retention.messages if retention is not None and before is None else None
         top = 0
-        if before is not None:
+        want = min(count, depth) if depth is not None else count
+        if before is not None or want > self.stepLimit:
             newest = await self._previous(subject, None)
             top = newest[0] if newest is not None else 0
-            if before <= 1:
+            if before is not None and before <= 1:
                 return Recovery(self.epoch, False, (), top, more=False)
         found = []
         size = 0
         more = False
         trimmed = False
         prev = 0
-        upTo = None if before is None else before - 1
+        upTo = top if before is None else before - 1
         seen = 0
-        while True:
-            message = await self._previous(subject, upTo)
-            if message is None:
-                break
+        async for message in self._newestFirst(subject, upTo or None, want):
             sequence, stamp, headers, payload = message
             if oldest is not None and stamp is not None and stamp < oldest:
                 trimmed = True
@@ -625,9 +686,6 @@ class JetStreamHistory:
             if not (forgedPayload(payload) and NATS_HEADER not in headers):
                 found.append((sequence, payload))
                 size += len(payload)
-            if sequence <= 1:
-                break
-            upTo = sequence - 1
         complete = not more and not trimmed and await self._neverTrimmed(self._client.jsm())
         return Recovery(self.epoch, complete, tuple(found[::-1]), top, more=more, prev=prev)
 
