@@ -399,8 +399,12 @@ class JetStreamHistory:
             try:
                 newest = await self._batch({"multi_last": subjects, "batch": len(subjects)})
             except Exception as e:
-                self.log.warn("Could not check the channels served against the stream: {error}",
+                self.log.warn("Could not check the channels served against the stream: {error}; "
+                              "their subscribers are told messages may be missing",
                               error=str(e) or type(e).__name__)
+                for channel in channels:
+                    if channel in self._seen and self._deliver is not None:
+                        self._deliver((channel,), missedNotice(channel))
                 return
             tops = {headers.get("Nats-Subject", "")[prefix:]: sequence
                     for sequence, _, headers, _ in newest}
