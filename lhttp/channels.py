@@ -168,8 +168,8 @@ class Channels:
         per channel a subscriber is on, framed once.
 
         @param position: for a message of a history channel (then
-            C{channels} is that one channel), C{(epoch, offset)}: it goes
-            out with its position (L{lhttp.history.stamp}).
+            C{channels} is that one channel), C{(epoch, offset, prev)}: it
+            goes out with its position (L{lhttp.history.stamp}).
         @return: the number of deliveries.
         """
         if position is not None:
@@ -196,8 +196,11 @@ class Channels:
         subscribers = self._subscribers.get(channel)
         if not subscribers:
             return 0
-        epoch, offset = position
-        prepared = self._prepareAt(payload, channel, offset, epoch)
+        if len(position) == 3:
+            epoch, offset, prev = position
+        else:
+            (epoch, offset), prev = position, 0
+        prepared = self._prepareAt(payload, channel, offset, epoch, prev)
         recovering = self._recovering
         for subscriber in tuple(subscribers):
             held = recovering.get((subscriber, channel)) if recovering else None
@@ -221,11 +224,11 @@ class Channels:
         self.deliveries += count
         return count
 
-    def _prepareAt(self, payload, channel, offset, epoch):
+    def _prepareAt(self, payload, channel, offset, epoch, prev):
         """
         A history channel's message framed once, with its position.
         """
-        stamped = stamp(payload, channel, offset, epoch)
+        stamped = stamp(payload, channel, offset, epoch, prev)
         return self._prepare(stamped, not isText(stamped))
 
     # Recovery: live messages are held while the history is read, then the
@@ -279,13 +282,15 @@ class Channels:
             return None
         messages = iter(recovery.messages)
         last = 0 if recovery.messages else recovery.top
+        # Each recovered message's predecessor in the channel.
+        prev = recovery.prev
         epoch = recovery.epoch
         recovering = self._recovering
         paced = getattr(subscriber, "whenWritable", None) is not None
         hold = getattr(subscriber, "hold", None)
 
         def pump(writable=True):
-            nonlocal last
+            nonlocal last, prev
             while True:
                 if recovering.get(key) is not held:
                     # It left the channel (or closed) meanwhile.
@@ -298,8 +303,9 @@ class Channels:
                 item = next(messages, None)
                 if item is not None:
                     offset, payload = item
-                    subscriber.sendPreparedMessage(self._prepareAt(payload, channel, offset, epoch))
-                    last = offset
+                    subscriber.sendPreparedMessage(
+                        self._prepareAt(payload, channel, offset, epoch, prev))
+                    last = prev = offset
                 elif held:
                     offset, prepared, size = held.popleft()
                     if hold is not None:

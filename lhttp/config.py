@@ -256,12 +256,18 @@ class Config:
     )
     historyStream = _field(
         "LHTTP_HISTORY", "--history-stream", "The JetStream stream of the history, with "
-        "--nats (made or updated at startup).",
+        "--nats (made at startup; see --history-update-stream).",
     )
     historyMaxBytes = _field(
         64 * MiB, "--history-max-bytes", "Bytes of history kept, in memory or in the "
         "stream; the oldest go first.", show="64 MiB",
         validator=_positive,
+    )
+    historyUpdateStream = _field(
+        False, "--history-update-stream", "With --nats: change the history stream's "
+        "subjects and limits to this node's --history and --history-max-bytes when they "
+        "differ; without it a node whose settings differ from the stream's refuses to start.",
+        kind=bool,
     )
 
     # Presence.

@@ -241,6 +241,15 @@ class GatewayTimeout(LHTTPError):
     reason = "gateway timeout"
 
 
+class StreamConflict(Exception):
+    """
+    The history stream exists with subjects or limits other than this
+    node's C{--history} settings, and the node may not change them (no
+    C{--history-update-stream}): it does not start. Never sent to a
+    client.
+    """
+
+
 def errorFor(failure):
     """
     Map any exception to the L{LHTTPError} the client sees: L{LHTTPError}s

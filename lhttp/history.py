@@ -161,23 +161,27 @@ class HistoryPolicy:
 
 
 # What stamp adds, and only the node may set on a published message.
-POSITION_HEADERS = ("offset", "epoch")
+POSITION_HEADERS = ("offset", "epoch", "prev")
 
 
-def stamp(payload, channel, offset, epoch):
+def stamp(payload, channel, offset, epoch, prev=0):
     """
     A published message as a history channel's subscribers get it: the
     node's mark C{lhttp-node:position} first (L{lhttp.word}), then the
-    C{channel}, C{offset} and C{epoch} headers, before the message's own
-    (which a client cannot use to fake a position: a header is looked up
-    by its first occurrence, and only the mark says the position is the
-    node's).
+    C{channel}, C{offset}, C{epoch} and C{prev} headers, before the
+    message's own (which a client cannot use to fake a position: a header
+    is looked up by its first occurrence, and only the mark says the
+    position is the node's).
+
+    @param prev: the offset of the channel's previous message in the same
+        epoch (0: none, or not known): a receiver that last saw an offset
+        below it missed something.
     """
     end = payload.find(b"\r\n")
     if end < 0:
         return payload
-    head = b"lhttp-node:position\r\nchannel:%s\r\noffset:%d\r\nepoch:%s\r\n" % (
-        channel.encode(), offset, epoch.encode())
+    head = b"lhttp-node:position\r\nchannel:%s\r\noffset:%d\r\nepoch:%s\r\nprev:%d\r\n" % (
+        channel.encode(), offset, epoch.encode(), prev)
     return payload[: end + 2] + head + payload[end + 2 :]
 
 
@@ -211,6 +215,9 @@ class Recovery:
     # For L{IHistory.last}: older retained messages were left out (by the
     # count, C{maxBytes}, or C{before}'s page).
     more = attr.ib(default=False)
+    # The offset of the channel's message before the first of C{messages}
+    # (0: none, or not known).
+    prev = attr.ib(default=0)
 
 
 class IHistory(Interface):
@@ -319,6 +326,16 @@ class MemoryHistory:
             )
         return offset
 
+    def top(self, channel):
+        """
+        The newest offset a channel ever had in this epoch (0: none known):
+        the C{prev} of its next message.
+        """
+        kept = self._channels.get(channel)
+        if kept is not None:
+            return kept.top
+        return self._forgotten.get(channel, 0)
+
     def _drop(self, kept):
         offset, _, payload = kept.messages.popleft()
         kept.dropped = offset
@@ -374,8 +391,15 @@ class MemoryHistory:
         complete = sameEpoch and since >= self._droppedAfter(channel, kept)
         if kept is None:
             return succeed(Recovery(self.epoch, complete, (), 0))
-        messages = tuple((offset, payload) for offset, _, payload in kept.messages if offset > since)
-        return succeed(Recovery(self.epoch, complete, messages, kept.top))
+        prev = kept.dropped
+        messages = []
+        for offset, _, payload in kept.messages:
+            if offset > since:
+                messages.append((offset, payload))
+            else:
+                prev = offset
+        return succeed(Recovery(self.epoch, complete, tuple(messages), kept.top,
+                                prev=prev if complete else 0))
 
     def last(self, channel, count, before=None, maxBytes=None):
         kept = self._trim(channel)
@@ -387,15 +411,17 @@ class MemoryHistory:
         if before is not None:
             newest = itertools.dropwhile(lambda entry: entry[0] >= before, newest)
         more = False
+        prev = kept.dropped
         for offset, _, payload in newest:
             if len(found) == count or (maxBytes is not None and size > maxBytes):
                 more = True
+                prev = offset
                 break
             found.append((offset, payload))
             size += len(payload)
         messages = tuple(found[::-1])
         complete = not more and kept.dropped == 0
-        return succeed(Recovery(self.epoch, complete, messages, kept.top, more=more))
+        return succeed(Recovery(self.epoch, complete, messages, kept.top, more=more, prev=prev))
 
 
 class _Kept:
@@ -532,8 +558,11 @@ def historyReply(channel, recovery, command="history", maxSize=None):
     cut = recovery.more
     skipped = None
     oldest = None
-    for offset, payload in reversed(recovery.messages):
-        part = Part([("offset", str(offset))], stamp(payload, channel, offset, epoch))
+    messages = recovery.messages
+    for index in range(len(messages) - 1, -1, -1):
+        offset, payload = messages[index]
+        prev = messages[index - 1][0] if index else recovery.prev
+        part = Part([("offset", str(offset))], stamp(payload, channel, offset, epoch, prev))
         if budget is not None:
             size = len(part.body) + 2 * len(str(offset)) + 32
             if used + size > budget:

@@ -361,7 +361,9 @@ class IBroker(Interface):
         @param deliver: C{deliver(channels, payload, position=None)} fans a
             payload out to the local subscribers of each channel; a message
             of a history channel is delivered for that one channel with its
-            C{(epoch, offset)}.
+            C{(epoch, offset, prev)}, C{prev} the offset of the channel's
+            previous message (0: none or unknown), each message after the
+            one before it.
         """
 
     def subscribe(channel):

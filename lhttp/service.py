@@ -266,6 +266,7 @@ def makeService(options):
             history=HistoryPolicy(config.history) if config.history else None,
             historyStream=config.historyStream, historyMaxBytes=config.historyMaxBytes,
             connection=connection,
+            historyUpdateStream=config.historyUpdateStream,
         )
     if config.nats and config.presence:
         from lhttp.presence.jetstream import JetStreamPresence

@@ -8,7 +8,6 @@ same connection: the page shows every message once, in order, and never
 reconnects.
 """
 
-import pytest
 
 from test_browser import Watched, chatTexts, chromium, inThread, say, waitConnected, waitDelivered, waitText
 from test_browser_history import HISTORY, openRoom, waitLive
@@ -39,8 +38,6 @@ LOSSY = """
 """
 
 
-@pytest.mark.xfail(strict=True, reason="needs the node's side of issue 20 item 2: the prev header, and "
-                   "a subscribe with since on a channel already subscribed to answered with a recovery")
 def test_lostFrameRecoveredWithoutReconnecting(startNode):
     node = startNode("--demo", *HISTORY)
 

@@ -6,7 +6,6 @@ against a real node that restarts on the same port. History channels:
 recovery after a reconnect, duplicates dropped, C{history} requests.
 """
 
-import pytest
 import pytest_twisted
 import treq
 from twisted.application.internet import backoffPolicy
@@ -617,8 +616,6 @@ class GapClientTests(ClientOnMemoryNodeCase):
         self.assertEqual((report.gap, report.recovered, report.since, report.count), (True, True, 1, 3))
         self.assertEqual(self.client.gapsRecovered, 1)
 
-    @pytest.mark.xfail(strict=True, reason="needs the node's side of issue 20 item 2: the prev header, and "
-                       "a subscribe with since on a channel already subscribed to answered with a recovery")
     def test_gapRecoveredByTheNode(self):
         """
         End to end on the in-memory node: a message lost on the way to the
@@ -729,8 +726,6 @@ async def test_recoveryAcrossDisconnectAndRestart(startNode):
         await client.stopService()
 
 
-@pytest.mark.xfail(strict=True, reason="needs the node's side of issue 20 item 2: the prev header, and "
-                   "a subscribe with since on a channel already subscribed to answered with a recovery")
 @pytest_twisted.ensureDeferred
 async def test_liveGapsRecoveredFromARealNode(startNode):
     """

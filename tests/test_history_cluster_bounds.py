@@ -10,7 +10,7 @@ from nats.aio.client import Client as NATS
 
 from lhttp.brokers.nats import deferred as future
 from lhttp.codec import parse, parseMultipart
-from lhttpclients import client
+from lhttpclients import client, eventually
 from test_history_cluster import node, publishMany, ready
 
 
@@ -45,6 +45,14 @@ async def test_limitOneReadsOneMessage(jetstream, startNode):
 
     spy = NATS()
     await future(spy.connect(jetstream.url))
+
+    async def allStored():
+        info = await future(spy.jsm().stream_info("LHTTP_HISTORY"))
+        return info.state.messages >= 1000
+
+    # The barrier says the node took the publishes, not that JetStream
+    # stored them all.
+    await eventually(allStored, timeout=20, what="the 1,000 messages stored")
     requests = []
 
     async def counted(message):

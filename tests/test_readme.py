@@ -129,6 +129,10 @@ CODE_BLOCKS = {
         "tests/test_history_bounds.py::test_docsSamples"),
     ("docs/history.rst", "before:4\\r\\n\\r\\n"): ranBy("tests/test_history_bounds.py::test_docsSamples"),
     ("docs/history.rst", "limit:50"): ranBy("tests/test_history_bounds.py::test_docsSamples"),
+    ("docs/history.rst", "lhttp: The JetStream stream LHTTP_HISTORY differs"): ranBy(
+        "tests/test_history_live.py::test_streamHasOneOwner", "a refusing node's line, compared"),
+    ("docs/history.rst", "prev:12\npublish:room.1"): notRunnable(
+        "a relayed message's head, as a sample"),
     ("docs/history.rst", "status:403  reason:forbidden"): notRunnable(
         "a table of the history request's error statuses and reasons"),
     ("docs/protocol.rst", "<name>:<value>"): notRunnable("the message format, not a message"),

@@ -78,12 +78,14 @@ class EmbeddedBroker:
                 if identifier is not None:
                     recent.remember(identifier)
             else:
+                # The channel's previous offset: its messages' prev.
+                prev = history.top(channel)
                 offset = history.append(channel, retention, payload)
                 position = (history.epoch, offset)
                 if identifier is not None:
                     recent.remember(identifier, position)
                 positions.append((channel, *position))
-                self._deliver((channel,), payload, position)
+                self._deliver((channel,), payload, (*position, prev))
         if plain:
             self._deliver(plain, payload)
         if onConfirmed is not None:

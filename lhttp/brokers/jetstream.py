@@ -5,27 +5,41 @@ History on NATS JetStream, for L{lhttp.brokers.nats.NATSBroker}.
     history channel: its subjects are the C{--history} patterns (under the
     C{--nats-prefix}), its limits the largest of theirs (messages per
     subject, age) and C{--history-max-bytes}; a pattern with smaller limits
-    has them applied when its history is read. It is created, or updated
-    to those limits, when the node connects; file storage, so it survives a
-    nats-server restart.
+    has them applied when its history is read. File storage, so it
+    survives a nats-server restart.
+  - The stream has one owner: a node makes it when it is missing; when it
+    exists with other subjects or limits, the node says so in one line and
+    refuses to start (L{StreamConflict}), unless it was started with
+    C{--history-update-stream}, which changes the stream to its settings.
   - A message's offset is its stream sequence: increasing per channel (not
     by one), the same on every node. The epoch is the stream's creation
     time: it changes when the stream is deleted and made again, and then
     old offsets mean nothing.
   - Nodes publish to history channels with JetStream publishes (an
     acknowledgement per message, a C{Nats-Msg-Id} so a retried publish is
-    stored once) and receive them through one ordered consumer per
-    pattern, which resumes where it left off after a reconnect: a node
-    delivers a history channel's messages, its own included, in stream
-    order, with their offsets. Original Go nodes publishing plain NATS
-    messages on those subjects are stored too.
-  - A recovery reads the retained messages of one subject after an offset
-    (C{STREAM.MSG.GET} with C{next_by_subj}); it is complete when the
-    message at that offset is still retained, so nothing after it was
-    dropped. A read waits (up to C{readyTimeout} seconds) until the stream
-    and the consumers are in place: a client reconnecting the moment a
-    restarted node accepts connections would otherwise be read from before
-    the node knows the epoch, and told that messages may be missing.
+    stored once). The stream re-publishes every message it stores
+    (C{RePublish}) to the live subject C{_lhttp_live.<subject>}, with
+    C{Nats-Sequence} (its offset) and C{Nats-Last-Sequence} (the offset of
+    the previous message on the same subject, the C{prev} of its
+    subscribers). A node subscribes to a history channel's live subject
+    only while it has local subscribers on it (L{lhttp.brokers.nats}), as
+    for plain channels, so a node carries only the channels it serves.
+    Original Go nodes publishing plain NATS messages on those subjects are
+    stored and re-published too.
+  - Gaps are filled by the node (L{live}): it keeps the last offset it saw
+    of each channel it serves; a message whose previous offset is newer
+    than that is held while the missing ones are read from the stream,
+    then all go out in order. After a reconnect, each served channel is
+    checked against the stream's newest offset of its subject, so a gap
+    with no later message is filled too.
+  - Reads are batched direct gets (C{$JS.API.DIRECT.GET.<stream>} with
+    C{next_by_subj} and C{batch}, answered by the messages then a 204
+    C{EOB}): a recovery of N messages costs a request per
+    L{batchSize} of them, and reads no more than asked. A read waits (up
+    to C{readyTimeout} seconds) until the stream is in place: a client
+    reconnecting the moment a restarted node accepts connections would
+    otherwise be read from before the node knows the epoch, and told that
+    messages may be missing.
 """
 
 import asyncio
@@ -33,14 +47,16 @@ import datetime
 import itertools
 import json
 import os
+from collections import deque
 
-from nats.js.api import DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.api import DiscardPolicy, RePublish, StorageType, StreamConfig
+from nats.js.errors import BadRequestError
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from lhttp.brokers.nats import deferred
-from lhttp.errors import BrokerUnavailable
+from lhttp.brokers.nats import LIVE, deferred
+from lhttp.codec import missedNotice
+from lhttp.errors import BrokerUnavailable, StreamConflict
 from lhttp.history import IHistory, Recovery
 from lhttp.word import NATS_HEADER, forgedPayload
 
@@ -51,7 +67,10 @@ class JetStreamHistory:
     @ivar policy: the L{lhttp.history.HistoryPolicy}.
     @ivar stream: the stream's name.
     @ivar epoch: the stream's epoch, once connected (else L{None}).
-    @ivar ready: whether the stream and the consumers are in place.
+    @ivar ready: whether the stream is in place.
+    @ivar requests: the direct get requests made (reads and gap fills).
+    @ivar gaps: the gaps seen on live subjects (each filled from the
+        stream, or told to the channel's subscribers if it could not be).
     """
 
     log = Logger()
@@ -60,31 +79,54 @@ class JetStreamHistory:
     # smaller in practice).
     maxRead = 10000
 
+    # Messages one direct get request asks for.
+    batchSize = 10000
+
+    # A history request for at most this many messages reads them one a
+    # request, newest first; for more, it finds where they start and reads
+    # them in batches.
+    stepLimit = 16
+
+    # Subjects one "newest of each" request names.
+    checkSize = 256
+
     # Seconds one request to JetStream may take.
     requestTimeout = 5.0
 
     # Seconds a read waits for the history to be ready (connected, stream
-    # and consumers in place) before it fails.
+    # in place) before it fails.
     readyTimeout = 10.0
 
     def __init__(self, policy, stream="LHTTP_HISTORY", maxBytes=64 * 1024 * 1024, prefix="",
-                 heartbeat=1.0):
+                 updateStream=False):
+        """
+        @param updateStream: change an existing stream whose subjects or
+            limits differ from this node's (else L{start} fails with
+            L{StreamConflict}).
+        """
         self.policy = policy
         self.stream = stream
         self.maxBytes = maxBytes
+        self.updateStream = updateStream
         self.epoch = None
         self._ready = asyncio.Event()
         self._prefix = prefix
-        self._heartbeat = heartbeat
         self._client = None
-        self._consumers = []
-        # The last stream sequence delivered, per pattern: a consumer made
-        # again starts after it.
-        self._delivered = {}
+        self._deliver = None
+        # The channels this node serves (subscribed to their live subject),
+        # and of each, [the last offset seen, the last offset delivered].
+        self._served = set()
+        self._seen = {}
+        # Channel -> messages held while a gap of it is filled.
+        self._filling = {}
         self._ids = itertools.count(1)
         self._node = os.urandom(6).hex()
         self.forged = 0
         self.delivered = 0
+        self.requests = 0
+        self.gaps = 0
+        self.filled = 0
+        self.unfilled = 0
 
     @property
     def ready(self):
@@ -109,6 +151,12 @@ class JetStreamHistory:
     def subject(self, channel):
         return self._prefix + channel
 
+    def liveSubject(self, channel):
+        """
+        Where the stream re-publishes a channel's messages.
+        """
+        return LIVE + self._prefix + channel
+
     def messageId(self):
         """
         A C{Nats-Msg-Id} for one publish, unique across nodes.
@@ -117,7 +165,8 @@ class JetStreamHistory:
 
     def describe(self):
         return {"stream": self.stream, "epoch": self.epoch, "ready": self.ready,
-                "delivered": self.delivered, "forged": self.forged}
+                "delivered": self.delivered, "forged": self.forged, "requests": self.requests,
+                "gaps": self.gaps, "filled": self.filled, "unfilled": self.unfilled}
 
     # Setting up, on every (re)connect.
 
@@ -133,78 +182,312 @@ class JetStreamHistory:
             storage=StorageType.FILE,
             discard=DiscardPolicy.OLD,
             duplicate_window=120,
-            # History requests read backwards, one message a request
-            # (DIRECT.GET multi_last with up_to_seq, nats-server 2.11+).
+            # Reads are direct gets (batched, and backwards with
+            # multi_last and up_to_seq, nats-server 2.11+).
             allow_direct=True,
+            # Every stored message, to the nodes serving its channel.
+            republish=RePublish(src=">", dest=LIVE + ">"),
         )
+
+    def differences(self, existing):
+        """
+        What in an existing stream's config differs from this node's.
+
+        @return: a list of C{"name stream=... node=..."} texts.
+        """
+        wanted = self.streamConfig()
+        found = []
+
+        def compare(name, theirs, ours):
+            if theirs != ours:
+                found.append(f"{name} stream={theirs} node={ours}")
+
+        compare("subjects", ",".join(sorted(existing.subjects or ())),
+                ",".join(sorted(wanted.subjects)))
+        compare("max_msgs_per_subject", existing.max_msgs_per_subject,
+                wanted.max_msgs_per_subject)
+        compare("max_age", _seconds(existing.max_age), _seconds(wanted.max_age))
+        compare("max_bytes", existing.max_bytes, wanted.max_bytes)
+        republish = existing.republish
+        compare("republish", republish and f"{republish.src}->{republish.dest}",
+                f"{wanted.republish.src}->{wanted.republish.dest}")
+        compare("allow_direct", bool(existing.allow_direct), True)
+        return found
 
     async def start(self, client, deliver):
         """
-        Make or update the stream, read its epoch, and start the consumers
-        (again after a new connection). C{ready} is false until it is done
-        (the broker clears it when it calls this).
+        Make the stream (or check it is this node's), read its epoch, and
+        check the channels served against it (again after a new
+        connection). C{ready} is false until it is done (the broker clears
+        it when it calls this).
 
-        @param deliver: C{deliver(channels, payload, position)}.
+        @param deliver: C{deliver(channels, payload, position=None)}.
+        @raise StreamConflict: the stream differs from this node's settings
+            and C{updateStream} is false.
         """
         self._client = client
+        self._deliver = deliver
         jsm = client.jsm()
         config = self.streamConfig()
         try:
             info = await jsm.add_stream(config)
         except BadRequestError:
-            # It exists with other limits: the options win.
-            info = await jsm.update_stream(config)
+            # It exists with another configuration.
+            info = await jsm.stream_info(self.stream)
+            differences = self.differences(info.config) or ["other settings"]
+            line = (f"The JetStream stream {self.stream} differs from this node's --history "
+                    f"settings: {'; '.join(differences)}")
+            if not self.updateStream and self.epoch is not None:
+                # Changed under this running node (by one started with
+                # --history-update-stream): it goes on with the stream as
+                # it is.
+                self.log.warn("{line}; going on with the stream as it is", line=line)
+            elif not self.updateStream:
+                raise StreamConflict(
+                    f"{line}; not changing it: start every node with the same --history and "
+                    f"--history-max-bytes, or once with --history-update-stream to change it")
+            else:
+                self.log.warn("{line}; changing it (--history-update-stream)", line=line)
+                info = await jsm.update_stream(config)
         created = info.created
         if created is None:
             created = (await jsm.stream_info(self.stream)).created
         epoch = _epoch(created)
         if epoch != self.epoch:
             # A new stream: its sequences start again.
-            self._delivered.clear()
+            self._seen.clear()
+            self._filling.clear()
         self.epoch = epoch
-        js = client.jetstream()
-        for consumer in self._consumers:
-            try:
-                await consumer.unsubscribe()
-            except Exception:
-                pass
-        self._consumers = []
-        for retention in self.policy.retentions:
-            self._consumers.append(await self._consume(js, retention.pattern, deliver))
         self.ready = True
         self.log.info("History in JetStream stream {stream} (epoch {epoch})",
                       stream=self.stream, epoch=self.epoch)
+        await self.check(list(self._served))
 
-    async def _consume(self, js, pattern, deliver):
+    # Live messages of the channels this node serves.
+
+    def serve(self, channel):
+        """
+        This node serves C{channel} from now on: its live messages are
+        tracked (see L{check}).
+        """
+        self._served.add(channel)
+
+    def forget(self, channel):
+        """
+        This node no longer serves C{channel}.
+        """
+        self._served.discard(channel)
+        self._seen.pop(channel, None)
+        self._filling.pop(channel, None)
+
+    def live(self, channel, headers, payload):
+        """
+        A message of C{channel} the stream re-published: delivered with its
+        position once every message before it was.
+
+        @param headers: its NATS headers (C{Nats-Sequence},
+            C{Nats-Last-Sequence}).
+        """
+        try:
+            sequence = int(headers["Nats-Sequence"])
+            last = int(headers.get("Nats-Last-Sequence") or 0)
+        except ValueError:
+            self.forged += 1
+            return
+        if channel not in self._served:
+            # Left meanwhile: no one to deliver it to.
+            return
+        forged = forgedPayload(payload) and NATS_HEADER not in headers
+        held = self._filling.get(channel)
+        if held is not None:
+            held.append((sequence, last, payload, forged))
+            return
+        state = self._seen.get(channel)
+        if state is None:
+            # The first since this node serves it.
+            state = self._seen[channel] = [last, last]
+        if sequence <= state[0]:
+            # Delivered already (read while a gap was filled).
+            return
+        if last > state[0]:
+            self._startFilling(channel, (sequence, last, payload, forged))
+            return
+        self._emit(channel, state, sequence, payload, forged)
+
+    def _emit(self, channel, state, sequence, payload, forged):
+        state[0] = sequence
+        if forged:
+            # Stored from an original Go node's client: not delivered.
+            self.forged += 1
+            return
+        prev = state[1]
+        state[1] = sequence
+        self.delivered += 1
+        self._deliver((channel,), payload, (self.epoch, sequence, prev))
+
+    def _startFilling(self, channel, entry):
+        held = self._filling.get(channel)
+        if held is not None:
+            held.append(entry)
+            return
+        held = self._filling[channel] = deque([entry])
+        deferred(self._fill(channel, held)).addErrback(
+            lambda f: self.log.failure("Filling a gap of {channel}", f, channel=channel))
+
+    async def _fill(self, channel, held):
+        """
+        Deliver the held messages of C{channel} in order, each after the
+        messages before it, read from the stream.
+        """
+        subject = self.subject(channel)
+        try:
+            while held and self._filling.get(channel) is held:
+                sequence, last, payload, forged = held[0]
+                state = self._seen.get(channel)
+                if state is None:
+                    break
+                if sequence <= state[0]:
+                    held.popleft()
+                    continue
+                if last > state[0]:
+                    self.gaps += 1
+                    # A check (no payload) reads up to its offset included.
+                    upTo = sequence if payload is None else sequence - 1
+                    try:
+                        found = await self._range(subject, state[0] + 1, upTo)
+                    except Exception as e:
+                        self.unfilled += 1
+                        self.log.warn(
+                            "Could not read the messages of {channel} missed from NATS "
+                            "({error}); its subscribers are told",
+                            channel=channel, error=str(e) or type(e).__name__)
+                        state[0] = max(state[0], min(last, upTo))
+                        self._deliver((channel,), missedNotice(channel))
+                        continue
+                    if self._seen.get(channel) is not state:
+                        break
+                    for message in found:
+                        if message[0] > state[0]:
+                            self.filled += 1
+                            self._emit(channel, state, message[0], message[3],
+                                       forgedPayload(message[3])
+                                       and NATS_HEADER not in message[2])
+                    if state[0] < upTo:
+                        # Removed from the stream meanwhile (limits).
+                        state[0] = upTo
+                held.popleft()
+                if payload is not None and sequence > state[0]:
+                    self._emit(channel, state, sequence, payload, forged)
+        finally:
+            if self._filling.get(channel) is held:
+                del self._filling[channel]
+
+    async def check(self, channels):
+        """
+        Compare the channels' last offsets seen with the stream's newest of
+        each (when the node starts serving them, after a reconnect, or
+        messages dropped for a slow consumer), in one request per
+        L{checkSize} channels: what is missing is read and delivered. A
+        channel seen for the first time starts from the stream's newest.
+        """
+        channels = [c for c in channels if c in self._served]
+        if not channels or not self.ready:
+            return
         prefix = len(self._prefix)
-        last = self._delivered.get(pattern)
-        if last is None:
-            policy, start = DeliverPolicy.NEW, None
-        else:
-            policy, start = DeliverPolicy.BY_START_SEQUENCE, last + 1
-        delivered = self._delivered
+        for start in range(0, len(channels), self.checkSize):
+            subjects = [self.subject(c) for c in channels[start:start + self.checkSize]]
+            try:
+                newest = await self._batch({"multi_last": subjects, "batch": len(subjects)})
+            except Exception as e:
+                self.log.warn("Could not check the channels served against the stream: {error}; "
+                              "their subscribers are told messages may be missing",
+                              error=str(e) or type(e).__name__)
+                for channel in channels:
+                    if channel in self._seen and self._deliver is not None:
+                        self._deliver((channel,), missedNotice(channel))
+                return
+            tops = {headers.get("Nats-Subject", "")[prefix:]: sequence
+                    for sequence, _, headers, _ in newest}
+            for channel in channels[start:start + self.checkSize]:
+                if channel not in self._served:
+                    continue
+                top = tops.get(channel, 0)
+                state = self._seen.get(channel)
+                if state is None:
+                    self._seen[channel] = [top, top]
+                elif top > state[0]:
+                    self._startFilling(channel, (top, top, None, False))
+
+    # Reading.
+
+    async def _batch(self, request):
+        """
+        One batched direct get.
+
+        @return: the messages, as C{(sequence, time, headers, payload)}.
+        @raise BrokerUnavailable: no answer, or an error status.
+        """
+        client = self._client
+        self.requests += 1
+        found = []
+        done = asyncio.get_running_loop().create_future()
 
         async def received(message):
-            sequence = message.metadata.sequence.stream
-            if sequence <= delivered.get(pattern, 0):
-                # From a consumer this one replaced, after a reconnect.
-                return
-            delivered[pattern] = sequence
-            payload = message.data
-            if forgedPayload(payload) and not (message.headers and NATS_HEADER in message.headers):
-                # Stored from an original Go node's client: not delivered.
-                self.forged += 1
-                return
-            self.delivered += 1
-            deliver((message.subject[prefix:],), payload, (self.epoch, sequence))
+            headers = message.headers or {}
+            status = headers.get("Status")
+            if status is None:
+                found.append((int(headers["Nats-Sequence"]),
+                              _time(headers.get("Nats-Time-Stamp")), headers, message.data or b""))
+            elif not done.done():
+                if status in ("204", "404"):
+                    done.set_result(None)
+                else:
+                    done.set_exception(BrokerUnavailable(
+                        f"reading the history: {status} {headers.get('Description', '')}"))
 
-        from nats.js.api import ConsumerConfig
+        try:
+            inbox = client.new_inbox()
+            subscription = await client.subscribe(inbox, cb=received)
+            try:
+                await client.publish(f"$JS.API.DIRECT.GET.{self.stream}",
+                                     json.dumps(request).encode(), reply=inbox)
+                await asyncio.wait_for(done, self.requestTimeout)
+            finally:
+                await subscription.unsubscribe()
+        except BrokerUnavailable:
+            raise
+        except Exception as e:
+            # No responders (no stream, or one without direct gets), a
+            # timeout, a lost connection: the client is told 503.
+            raise BrokerUnavailable(
+                f"reading the history: {type(e).__name__} {e}".strip()) from None
+        return found
 
-        config = ConsumerConfig(opt_start_seq=start) if start else None
-        return await js.subscribe(
-            self._prefix + pattern, cb=received, stream=self.stream, ordered_consumer=True,
-            deliver_policy=policy, idle_heartbeat=self._heartbeat, config=config,
-        )
+    async def _range(self, subject, start, upTo=None, limit=None):
+        """
+        The subject's messages from stream sequence C{start} on (up to
+        C{upTo} included, at most C{limit}), in batches.
+        """
+        found = []
+        while True:
+            want = self.batchSize
+            if limit is not None:
+                want = min(want, limit - len(found))
+            if upTo is not None:
+                if start > upTo:
+                    break
+                want = min(want, upTo - start + 1)
+            if want <= 0:
+                break
+            batch = await self._batch({"seq": start, "next_by_subj": subject, "batch": want})
+            for message in batch:
+                if upTo is not None and message[0] > upTo:
+                    return found
+                found.append(message)
+            if len(batch) < want:
+                break
+            start = batch[-1][0] + 1
+        return found
 
     # IHistory
 
@@ -214,54 +497,45 @@ class JetStreamHistory:
     def last(self, channel, count, before=None, maxBytes=None):
         return deferred(self._last(channel, count, before, maxBytes))
 
-    async def _next(self, jsm, subject, sequence):
-        try:
-            return await jsm.get_msg(self.stream, seq=sequence, subject=subject, next=True)
-        except NotFoundError:
-            return None
-
     async def _read(self, channel, since, epoch):
+        """
+        The subject's retained messages after C{since}, in batches (the
+        first one also reads the message at C{since}: the recovery is
+        complete when it is still there).
+        """
         await self._untilReady()
-        jsm = self._client.jsm()
         subject = self.subject(channel)
         sameEpoch = epoch is None or epoch == self.epoch
         if not sameEpoch:
             since = 0
         complete = sameEpoch
-        found = []
+        prev = 0
         if since > 0:
-            first = await self._next(jsm, subject, since)
-            if first is None or first.seq != since:
+            found = await self._range(subject, since, limit=self.maxRead + 1)
+            if found and found[0][0] == since:
+                prev = since
+                found = found[1:]
+            else:
                 complete = False
-                if first is not None:
-                    found.append(first)
-            cursor = (found[-1].seq if found else since) + 1
+                found = found[:self.maxRead]
         else:
-            complete = complete and await self._neverTrimmed(jsm)
-            cursor = 1
-        await self._readFrom(jsm, subject, cursor, found)
-        messages, trimmed = self._retained(channel, found)
-        complete = complete and not trimmed
-        top = messages[-1][0] if messages else since
-        return Recovery(self.epoch, complete, messages, top)
-
-    async def _readFrom(self, jsm, subject, cursor, found):
-        """
-        Append the subject's retained messages from sequence C{cursor} on
-        to C{found}, up to L{maxRead} in all.
-        """
-        while len(found) < self.maxRead:
-            message = await self._next(jsm, subject, cursor)
-            if message is None:
-                return
-            found.append(message)
-            cursor = message.seq + 1
+            complete = complete and await self._neverTrimmed(self._client.jsm())
+            found = await self._range(subject, 1, limit=self.maxRead)
+        messages, cut = self._retained(channel, found)
+        if cut:
+            complete = False
+            prev = found[cut - 1][0]
+        messages = tuple((sequence, payload) for sequence, _, headers, payload in messages
+                         if not (forgedPayload(payload) and NATS_HEADER not in headers))
+        top = found[-1][0] if found else since
+        return Recovery(self.epoch, complete, messages, top, prev=prev if complete else 0)
 
     async def _neverTrimmed(self, jsm):
         """
         Whether nothing was ever removed from the stream: then all there
         ever was is there.
         """
+        self.requests += 1
         info = await jsm.stream_info(self.stream)
         return (info.state.first_seq or 1) <= 1
 
@@ -269,17 +543,17 @@ class JetStreamHistory:
         """
         The pattern's own limits, where they are smaller than the stream's.
 
-        @return: C{(messages, trimmed)}.
+        @return: C{(messages, how many were cut from the start)}.
         """
         retention = self.policy.retentionFor(channel)
         kept = found
         if retention is not None and retention.maxAge is not None:
             oldest = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(
                 seconds=retention.maxAge)
-            kept = [m for m in kept if m.time is None or m.time >= oldest]
+            kept = [m for m in kept if m[1] is None or m[1] >= oldest]
         if retention is not None and len(kept) > retention.messages:
             kept = kept[-retention.messages:]
-        return tuple((m.seq, m.data or b"") for m in kept), len(kept) != len(found)
+        return kept, len(found) - len(kept)
 
     async def _previous(self, subject, upTo):
         """
@@ -291,6 +565,7 @@ class JetStreamHistory:
         request = {"multi_last": [subject], "batch": 1}
         if upTo is not None:
             request["up_to_seq"] = upTo
+        self.requests += 1
         try:
             reply = await self._client.request(
                 f"$JS.API.DIRECT.GET.{self.stream}", json.dumps(request).encode(),
@@ -310,6 +585,64 @@ class JetStreamHistory:
         sequence = int(headers["Nats-Sequence"])
         return sequence, _time(headers.get("Nats-Time-Stamp")), headers, reply.data or b""
 
+    async def _newestFirst(self, subject, upTo, want):
+        """
+        The subject's messages at or before stream sequence C{upTo} (L{None}:
+        all), newest first: for more than L{stepLimit} of them, the newest
+        C{want + 1} in batches (L{_window}), then (or else) one request a
+        message.
+        """
+        if upTo is not None and want > self.stepLimit:
+            window = await self._window(subject, upTo, want + 1)
+            for message in reversed(window):
+                yield message
+            if len(window) < want + 1:
+                return
+            upTo = window[0][0] - 1
+        while upTo is None or upTo >= 1:
+            message = await self._previous(subject, upTo)
+            if message is None:
+                return
+            yield message
+            upTo = message[0] - 1
+
+    async def _countFrom(self, subject, sequence):
+        """
+        @return: C{(the subject's first sequence at or after C{sequence},
+            how many of its messages are there from it on)}, or
+            C{(None, 0)}: one request.
+        """
+        found = await self._batch({"seq": sequence, "next_by_subj": subject, "batch": 1})
+        if not found:
+            return None, 0
+        first, _, headers, _ = found[0]
+        return first, int(headers.get("Nats-Num-Pending") or 0) + 1
+
+    async def _window(self, subject, upTo, want):
+        """
+        The subject's last C{want} messages at or before stream sequence
+        C{upTo}, oldest first: their first sequence is found by bisection
+        on the subject's pending counts (a request per step, about
+        log2(upTo) of them), then they are read in batches.
+        """
+        _, after = await self._countFrom(subject, upTo + 1)
+        first, total = await self._countFrom(subject, 1)
+        if first is None or first > upTo:
+            return []
+        start = first
+        if total - after > want:
+            low, high = first, upTo
+            while low < high:
+                middle = (low + high) // 2
+                sequence, count = await self._countFrom(subject, middle)
+                inRange = count - after if sequence is not None and sequence <= upTo else 0
+                if inRange <= want:
+                    high = middle
+                else:
+                    low = middle + 1
+            start = low
+        return await self._range(subject, start, upTo, limit=want)
+
     async def _last(self, channel, count, before=None, maxBytes=None):
         """
         Read backwards from the newest message (or from C{before}), one
@@ -326,21 +659,20 @@ class JetStreamHistory:
         # Beyond the pattern's count limit (known from the newest only).
         depth = retention.messages if retention is not None and before is None else None
         top = 0
-        if before is not None:
+        want = min(count, depth) if depth is not None else count
+        if before is not None or want > self.stepLimit:
             newest = await self._previous(subject, None)
             top = newest[0] if newest is not None else 0
-            if before <= 1:
+            if before is not None and before <= 1:
                 return Recovery(self.epoch, False, (), top, more=False)
         found = []
         size = 0
         more = False
         trimmed = False
-        upTo = None if before is None else before - 1
+        prev = 0
+        upTo = top if before is None else before - 1
         seen = 0
-        while True:
-            message = await self._previous(subject, upTo)
-            if message is None:
-                break
+        async for message in self._newestFirst(subject, upTo or None, want):
             sequence, stamp, headers, payload = message
             if oldest is not None and stamp is not None and stamp < oldest:
                 trimmed = True
@@ -350,6 +682,7 @@ class JetStreamHistory:
                 break
             if len(found) == count or (maxBytes is not None and size > maxBytes):
                 more = True
+                prev = sequence
                 break
             seen += 1
             if not top:
@@ -357,11 +690,15 @@ class JetStreamHistory:
             if not (forgedPayload(payload) and NATS_HEADER not in headers):
                 found.append((sequence, payload))
                 size += len(payload)
-            if sequence <= 1:
-                break
-            upTo = sequence - 1
         complete = not more and not trimmed and await self._neverTrimmed(self._client.jsm())
-        return Recovery(self.epoch, complete, tuple(found[::-1]), top, more=more)
+        return Recovery(self.epoch, complete, tuple(found[::-1]), top, more=more, prev=prev)
+
+
+def _seconds(duration):
+    """
+    A stream's C{max_age} (seconds, nats-py) as a number people read.
+    """
+    return None if not duration else round(float(duration), 3)
 
 
 def _time(text):

@@ -34,6 +34,8 @@ It needs Twisted's asyncio reactor (nats-py is an asyncio library).
 """
 
 import asyncio
+import os
+import sys
 from collections import deque
 
 from nats.aio.client import Client as NATS
@@ -46,16 +48,19 @@ from lhttp.acks import NATS_ID_HEADER, Receipt, RecentKeys, messageId
 from lhttp.brokers.connection import NATSConnection, deferred, redactURL
 from lhttp.channels import checkChannel
 from lhttp.codec import missedNotice
-from lhttp.errors import BrokerUnavailable, MessageTooLarge
+from lhttp.errors import BrokerUnavailable, MessageTooLarge, StreamConflict
 from lhttp.interfaces import IBroker
 from lhttp.word import EVENT, NATS_HEADER, forgedPayload, payloadKind
 
-# The node's join and leave on a history channel go to this prefix and the
-# channel's name, so that the history stream, which keeps the channel's
-# subject, neither stores nor replays them (docs/presence.rst). Nodes with
-# local subscribers of a history channel subscribe to it; only messages
-# with the Lhttp-Node NATS header are delivered from it.
-EVENTS = "_lhttp_event."
+# A history channel's live subject: this prefix and the channel's subject.
+# The history stream re-publishes each message it stores there, with its
+# position in NATS headers (lhttp.brokers.jetstream); nodes with local
+# subscribers of the channel subscribe to it. The node's join and leave on
+# a history channel are published there directly, so the stream, which
+# keeps the channel's subject, neither stores nor replays them
+# (docs/presence.rst): on a live subject, only messages with a stream
+# position or the Lhttp-Node NATS header are delivered.
+LIVE = "_lhttp_live."
 
 
 def checkPrefix(prefix):
@@ -117,11 +122,19 @@ class NATSBroker:
         historyMaxBytes=64 * 1024 * 1024,
         recentKeys=None,
         connection=None,
+        historyUpdateStream=False,
+        onRefused=None,
     ):
         """
         @param history: the L{lhttp.history.HistoryPolicy} of the channels
             that keep history in JetStream (L{lhttp.brokers.jetstream}), or
             L{None}.
+        @param historyUpdateStream: change the history stream when its
+            subjects or limits differ from C{history}'s (else the node
+            refuses to start).
+        @param onRefused: called with the one-line reason when the node
+            must not go on (the history stream is another's); default: log
+            it, write it to standard error and exit with status 1.
         @param recentKeys: the L{lhttp.acks.RecentKeys} window in which a
             keyed publish on a plain channel is delivered once on this node.
         @param connection: the node's L{NATSConnection}, shared with the
@@ -144,10 +157,12 @@ class NATSBroker:
             from lhttp.brokers.jetstream import JetStreamHistory
 
             self.history = JetStreamHistory(
-                history, historyStream, historyMaxBytes, self._subjectPrefix
+                history, historyStream, historyMaxBytes, self._subjectPrefix,
+                updateStream=historyUpdateStream,
             )
             self._retentionFor = history.retentionFor
         self._reactor = reactor
+        self._onRefused = onRefused or self._refuse
         self._reconnectWait = reconnectWait
         self._flushTimeout = flushTimeout
         self._settle = settle
@@ -228,9 +243,10 @@ class NATSBroker:
 
     def subscribe(self, channel):
         if self._retentionFor(channel) is not None:
-            # The history consumers bring every message of these but the
-            # node's events, which come on a subject no stream keeps.
-            channel = EVENTS + channel
+            # The stream re-publishes what it stores there, and the nodes
+            # publish their events there.
+            self.history.serve(channel)
+            channel = LIVE + channel
         self._wanted.add(channel)
         if not self._connected():
             # Made once connected (see _restored).
@@ -241,7 +257,8 @@ class NATSBroker:
 
     def unsubscribe(self, channel):
         if self._retentionFor(channel) is not None:
-            channel = EVENTS + channel
+            self.history.forget(channel)
+            channel = LIVE + channel
         self._wanted.discard(channel)
         if self._connected() and (channel in self._subscriptions or self._syncing):
             self._sync()
@@ -289,12 +306,12 @@ class NATSBroker:
                 messages.append((prefix + channel, payload, None, headers))
             elif event:
                 # A join or leave on a history channel: to its subscribers,
-                # not into its history (a subject apart, see EVENTS).
+                # not into its history (its live subject, see LIVE).
                 plain.append(channel)
-                messages.append((prefix + EVENTS + channel, payload, None, natsHeaders))
+                messages.append((LIVE + prefix + channel, payload, None, natsHeaders))
             else:
-                # Stored, then delivered here too by the history consumer,
-                # with its offset. The same key is the same Nats-Msg-Id on
+                # Stored, then delivered here too from the live subject
+                # (if this node serves it), with its offset. The same key is the same Nats-Msg-Id on
                 # every node: JetStream stores it once.
                 if identifier is None:
                     identifier = self.history.messageId()
@@ -473,12 +490,19 @@ class NATSBroker:
                 client = self._client
                 for channel in [c for c in self._subscriptions if c not in self._wanted]:
                     await self._subscriptions.pop(channel).unsubscribe()
+                served = []
                 for channel in [c for c in self._wanted if c not in self._subscriptions]:
                     if channel in self._wanted:
                         self._subscriptions[channel] = await client.subscribe(
-                            self._subjectPrefix + channel, cb=self._receiver(channel)
+                            self._subject(channel), cb=self._receiver(channel)
                         )
+                        if channel.startswith(LIVE):
+                            served.append(channel[len(LIVE):])
                 await client.flush(self._flushTimeout)
+                if served:
+                    # Where each history channel stands: a message the
+                    # stream stored but this node missed is seen from then.
+                    await self.history.check(served)
                 _fire(waiters)
                 waiters = []
         except Exception as e:
@@ -498,18 +522,32 @@ class NATSBroker:
                 waiters, self._syncWaiters = self._syncWaiters, []
                 _fire(waiters)
 
+    def _subject(self, key):
+        """
+        The NATS subject of a channel in C{_wanted}: C{LIVE + channel} for
+        a history channel.
+        """
+        if key.startswith(LIVE):
+            return LIVE + self._subjectPrefix + key[len(LIVE):]
+        return self._subjectPrefix + key
+
     def _receiver(self, channel):
-        events = channel.startswith(EVENTS)
-        if events:
-            channel = channel[len(EVENTS):]
+        live = channel.startswith(LIVE)
+        if live:
+            channel = channel[len(LIVE):]
         deliver = (channel,)
+        history = self.history
 
         async def received(message):
             self.received += 1
             payload = message.data
             headers = message.headers
-            if (events or forgedPayload(payload)) and not (headers and NATS_HEADER in headers):
-                # On an events subject, only a node's own events count.
+            if live and headers and "Nats-Sequence" in headers:
+                # Stored: delivered in stream order, gaps filled.
+                history.live(channel, headers, payload)
+                return
+            if (live or forgedPayload(payload)) and not (headers and NATS_HEADER in headers):
+                # On a live subject, only a node's own events count.
                 self._forged(channel)
                 return
             if headers and NATS_ID_HEADER in headers and self._recent.seen(headers[NATS_ID_HEADER]):
@@ -578,6 +616,9 @@ class NATSBroker:
         history.ready = False
 
         def failed(failure):
+            if failure.check(StreamConflict):
+                self._onRefused(str(failure.value))
+                return
             # Said once per problem; tried again with a backoff (1 s
             # doubling up to 5 s) while it lasts.
             problem = self.connection.redacted(failure.value)
@@ -609,14 +650,34 @@ class NATSBroker:
         if self._interrupted:
             self._interrupted = False
             for channel in sorted(self._wanted):
-                if not channel.startswith(EVENTS):
+                # (A history channel's missed messages are read from the
+                # stream instead: JetStreamHistory.check.)
+                if not channel.startswith(LIVE):
                     self._deliver((channel,), missedNotice(channel))
+
+    def _refuse(self, line):
+        """
+        The node must not go on: say why in one line, and exit with
+        status 1.
+        """
+        self.log.critical("{line}; exiting", line=line)
+        stderr = sys.__stderr__
+        if stderr is not None:
+            stderr.write(f"lhttp: {line}\n")
+            stderr.flush()
+        self._reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+        self._reactor.stop()
 
     def _messagesDropped(self, subject):
         """
         nats-py dropped messages for a subscription whose queue was full:
         tell that channel's subscribers (at most once a second).
         """
+        if subject.startswith(LIVE) and self.history is not None:
+            # Read from the stream instead.
+            channel = subject[len(LIVE) + len(self._subjectPrefix):]
+            deferred(self.history.check([channel]))
+            return
         channel = subject[len(self._subjectPrefix):]
         if not subject.startswith(self._subjectPrefix) or channel not in self._subscriptions:
             # Not one of the broker's (presence's, say: the connection is
