@@ -21,7 +21,8 @@ The load is the project's own driver, C{bench/loadgen.py}: history off is
 its channel C{plain.bench}, which no pattern matches, history on is
 C{room.bench}, on the same processes. With history on, each message gets
 an offset and an epoch (embedded), or is published to JetStream, acked,
-read back by the node's ordered consumer and then fanned out (cluster).
+re-published by the stream to the channel's live subject (which only nodes
+with local subscribers hold) and then fanned out (cluster).
 Runs are interleaved (off, on, off, on, ...) so load from elsewhere on the
 machine hits both alike; medians are printed per shape and setup, with
 C{on/off}: the median, over the repeats, of each on run's figure divided by

@@ -276,6 +276,15 @@
     if (!name) return;
     var room = rooms.get(name);
     room.history = ctx.history;
+    if (ctx.gap) {
+      // A live gap the SDK filled without reconnecting: the messages
+      // follow in order, as live ones; say something only if some are gone.
+      if (!ctx.recovered) {
+        addEntry(name, { kind: "system recovery", nick: "", text:
+          "some messages of this room could not be recovered", time: new Date() });
+      }
+      return;
+    }
     if (ctx.history) room.replayed = { epoch: ctx.epoch, offset: ctx.offset };
     if (ctx.since > 0 && ctx.history) {
       // A reconnect: the SDK asked for what came after the last message seen.
