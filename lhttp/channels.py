@@ -13,7 +13,7 @@ from functools import lru_cache
 from twisted.internet.defer import Deferred, gatherResults
 
 from lhttp.codec import isText, splitList
-from lhttp.history import stamp
+from lhttp.history.wire import stamp
 from lhttp.errors import BadChannel
 
 DEFAULT_MAX_CHANNEL_LENGTH = 256

@@ -90,19 +90,19 @@ def _urls(text):
 
 
 def _retention(text):
-    from lhttp.history import parseRetention
+    from lhttp.history.policy import parseRetention
 
     return parseRetention(text)
 
 
 def _presencePattern(text):
-    from lhttp.history import checkPattern
+    from lhttp.patterns import checkPattern
 
     return checkPattern(text, "--presence")
 
 
 def _presencePatterns(instance, attribute, value):
-    from lhttp.history import checkPattern
+    from lhttp.patterns import checkPattern
 
     for pattern in value:
         checkPattern(pattern, attribute.metadata["flag"])

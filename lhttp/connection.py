@@ -14,7 +14,7 @@ from zope.interface import implementer
 from lhttp.acks import ACK_HEADER, KEY_HEADER, ackReply, withoutPrivateHeaders
 from lhttp.codec import Message, errorReply, isText, serialize
 from lhttp.errors import TooManySubscriptions
-from lhttp.history import recoveryPlan, recoveryReply
+from lhttp.history.wire import recoveryPlan, recoveryReply
 from lhttp.interfaces import IConnection
 
 

@@ -11,7 +11,7 @@ C{upstream} is L{lhttp.upstream.filter.UpstreamFilter}.)
 
 from lhttp.acks import ACK_HEADER, KEY_HEADER, publishOptions
 from lhttp.errors import BadHeader
-from lhttp.history import recoveryPlan
+from lhttp.history.wire import recoveryPlan
 from lhttp.processor import HeaderFilter
 
 

@@ -345,8 +345,9 @@ class IBroker(Interface):
 
     ready = Attribute("L{True} while the broker can take publishes.")
     history = Attribute(
-        "The L{lhttp.history.IHistory} of the channels that keep history, or L{None} "
-        "(no C{--history}; a broker that keeps none may leave it out)."
+        "The L{IHistory} of the channels that keep history, or L{None} (no "
+        "C{--history}). Always there: a broker that keeps no history sets it "
+        "to L{None}."
     )
 
     def describe():
@@ -402,6 +403,63 @@ class IBroker(Interface):
         """
         @return: a L{Deferred} that fires once every publish taken so far
             is confirmed, or fails with L{lhttp.errors.BrokerUnavailable}.
+        """
+
+
+class IHistory(Interface):
+    """
+    A history engine: keeps recent messages of history channels.
+    """
+
+    policy = Attribute("The L{lhttp.history.HistoryPolicy}: which channels keep history.")
+
+    def read(channel, since, epoch):
+        """
+        @param since: an offset (0: from the start of what is retained).
+        @param epoch: the epoch C{since} belongs to, or L{None}.
+        @return: a L{Deferred} firing with a L{lhttp.history.Recovery}.
+        """
+
+    def last(channel, count, before=None, maxBytes=None):
+        """
+        @param before: only messages with an offset below it (L{None}: up
+            to the newest).
+        @param maxBytes: stop reading once the payloads read pass this
+            many bytes (the message that passes it is among those given,
+            so a caller knows it did not fit).
+        @return: a L{Deferred} firing with a L{lhttp.history.Recovery} of the last
+            C{count} messages (C{complete} says whether they are all
+            there were, C{more} whether older ones are retained).
+        """
+
+
+class IPresence(Interface):
+    """
+    A presence engine: who is subscribed to the channels that track it.
+    """
+
+    def join(channel, member):
+        """
+        Record that C{member} (a L{lhttp.presence.Member}) is subscribed to C{channel}.
+
+        @return: L{None}, or a L{Deferred} that fires once the record is
+            visible to every node (it never fails: a record that could not
+            be written is retried or expires).
+        """
+
+    def leave(channel, client):
+        """
+        Forget client id C{client} on C{channel}.
+
+        @return: like L{join}.
+        """
+
+    def members(channel):
+        """
+        @return: a L{Deferred} firing with the L{lhttp.presence.Member}s of C{channel},
+            sorted by client id, or failing with an
+            L{lhttp.errors.LHTTPError} (503 while the store is out of
+            reach).
         """
 
 

@@ -1,6 +1,7 @@
 """
-L{PatternTable}: which of a list of NATS-style channel patterns a channel
-matches first, at a cost that does not depend on what others asked before.
+NATS-style channel patterns: L{checkPattern} reads one, L{matches} tests
+one, and L{PatternTable} tells which of a list of them a channel matches
+first, at a cost that does not depend on what others asked before.
 
 The patterns are compiled into one regular expression, so a lookup is one
 match over the channel's name, however many patterns there are; the
@@ -13,10 +14,48 @@ import re
 from collections import OrderedDict
 
 
+def checkPattern(text, flag):
+    """
+    A NATS-style channel pattern: dot-separated tokens, each a name, C{*}
+    (one token) or, last, C{>} (the rest).
+
+    @return: the pattern, stripped.
+    @raise ValueError: a malformed pattern.
+    """
+    pattern = text.strip()
+    tokens = pattern.split(".")
+    for i, token in enumerate(tokens):
+        last = i == len(tokens) - 1
+        if (
+            not token
+            or any(c.isspace() for c in token)
+            or (">" in token and (token != ">" or not last))
+            or ("*" in token and token != "*")
+        ):
+            raise ValueError(
+                f"{flag} pattern {text!r}: tokens are names, '*', or a final '>' (room.*, news.>)"
+            )
+    return pattern
+
+
+def matches(pattern, channel):
+    """
+    Whether a channel name matches a NATS-style pattern.
+    """
+    want = pattern.split(".")
+    have = channel.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or (token != "*" and token != have[i]):
+            return False
+    return len(want) == len(have)
+
+
 def patternRegex(pattern):
     """
     A regular expression source matching what
-    L{lhttp.history.matches} matches: C{*} one dot-separated token (it
+    L{matches} matches: C{*} one dot-separated token (it
     may be empty), a final C{>} one or more.
     """
     parts = []

@@ -14,7 +14,8 @@ from zope.interface import implementer
 from lhttp.channels import channelList
 from lhttp.codec import Message, serialize
 from lhttp.errors import BrokerUnavailable, ReservedHeader, TooManyChannels
-from lhttp.history import POSITION_HEADERS, Recovery
+from lhttp.history.recovery import Recovery
+from lhttp.history.wire import POSITION_HEADERS
 from lhttp.interfaces import IPubSub
 
 

@@ -140,7 +140,7 @@ class FakeStream:
 async def deliveries(script):
     import asyncio
 
-    from lhttp.brokers.jetstream import JetStreamHistory
+    from lhttp.history.jetstream import JetStreamHistory
     from lhttp.history import HistoryPolicy
 
     delivered = []

@@ -34,6 +34,17 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 
+# A history channel's live subject: this prefix and the channel's subject.
+# The history stream re-publishes each message it stores there, with its
+# position in NATS headers (lhttp.history.jetstream); nodes with local
+# subscribers of the channel subscribe to it. The node's join and leave on
+# a history channel are published there directly, so the stream, which
+# keeps the channel's subject, neither stores nor replays them
+# (docs/presence.rst): on a live subject, only messages with a stream
+# position or the Lhttp-Node NATS header are delivered.
+LIVE = "_lhttp_live."
+
+
 def deferred(coroutine):
     """
     Run an asyncio coroutine (nats-py's) on Twisted's asyncio reactor.

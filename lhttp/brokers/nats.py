@@ -45,22 +45,13 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from lhttp.acks import NATS_ID_HEADER, Receipt, RecentKeys, messageId
-from lhttp.brokers.connection import NATSConnection, deferred, redactURL
+from lhttp.brokers.connection import LIVE, NATSConnection, deferred, redactURL
 from lhttp.channels import checkChannel
 from lhttp.codec import missedNotice
 from lhttp.errors import BrokerUnavailable, MessageTooLarge, StreamConflict
 from lhttp.interfaces import IBroker
 from lhttp.word import EVENT, NATS_HEADER, forgedPayload, payloadKind
 
-# A history channel's live subject: this prefix and the channel's subject.
-# The history stream re-publishes each message it stores there, with its
-# position in NATS headers (lhttp.brokers.jetstream); nodes with local
-# subscribers of the channel subscribe to it. The node's join and leave on
-# a history channel are published there directly, so the stream, which
-# keeps the channel's subject, neither stores nor replays them
-# (docs/presence.rst): on a live subject, only messages with a stream
-# position or the Lhttp-Node NATS header are delivered.
-LIVE = "_lhttp_live."
 
 
 def checkPrefix(prefix):
@@ -127,7 +118,7 @@ class NATSBroker:
     ):
         """
         @param history: the L{lhttp.history.HistoryPolicy} of the channels
-            that keep history in JetStream (L{lhttp.brokers.jetstream}), or
+            that keep history in JetStream (L{lhttp.history.jetstream}), or
             L{None}.
         @param historyUpdateStream: change the history stream when its
             subjects or limits differ from C{history}'s (else the node
@@ -154,7 +145,7 @@ class NATSBroker:
         self.history = None
         self._retentionFor = lambda channel: None
         if history:
-            from lhttp.brokers.jetstream import JetStreamHistory
+            from lhttp.history.jetstream import JetStreamHistory
 
             self.history = JetStreamHistory(
                 history, historyStream, historyMaxBytes, self._subjectPrefix,

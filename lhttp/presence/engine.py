@@ -6,7 +6,9 @@ Where presence is kept (L{IPresence}): in memory for one node
 
 import attr
 from twisted.internet.defer import succeed
-from zope.interface import Interface, implementer
+from zope.interface import implementer
+
+from lhttp.interfaces import IPresence
 
 
 @attr.s(frozen=True, slots=True, order=True)
@@ -21,36 +23,6 @@ class Member:
 
     client = attr.ib()
     user = attr.ib(default=None, order=False)
-
-
-class IPresence(Interface):
-    """
-    A presence engine: who is subscribed to the channels that track it.
-    """
-
-    def join(channel, member):
-        """
-        Record that C{member} (a L{Member}) is subscribed to C{channel}.
-
-        @return: L{None}, or a L{Deferred} that fires once the record is
-            visible to every node (it never fails: a record that could not
-            be written is retried or expires).
-        """
-
-    def leave(channel, client):
-        """
-        Forget client id C{client} on C{channel}.
-
-        @return: like L{join}.
-        """
-
-    def members(channel):
-        """
-        @return: a L{Deferred} firing with the L{Member}s of C{channel},
-            sorted by client id, or failing with an
-            L{lhttp.errors.LHTTPError} (503 while the store is out of
-            reach).
-        """
 
 
 @implementer(IPresence)

@@ -36,7 +36,8 @@ from zope.interface import implementer
 
 from lhttp.brokers.connection import NATSConnection, deferred
 from lhttp.errors import BrokerUnavailable, LHTTPError
-from lhttp.presence.engine import IPresence, Member
+from lhttp.interfaces import IPresence
+from lhttp.presence.engine import Member
 from lhttp.presence.policy import checkBucket, escapeChannel
 
 # Writes sent together before their acknowledgements are awaited.

@@ -7,7 +7,7 @@ import itertools
 import os
 import re
 
-from lhttp.history import checkPattern
+from lhttp.patterns import checkPattern
 from lhttp.patterns import PatternTable
 
 _BUCKET = re.compile(r"[A-Za-z0-9_-]+").fullmatch

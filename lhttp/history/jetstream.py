@@ -54,10 +54,11 @@ from nats.js.errors import BadRequestError
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from lhttp.brokers.nats import LIVE, deferred
+from lhttp.brokers.connection import LIVE, deferred
 from lhttp.codec import missedNotice
 from lhttp.errors import BrokerUnavailable, StreamConflict
-from lhttp.history import IHistory, Recovery
+from lhttp.history.recovery import Recovery
+from lhttp.interfaces import IHistory
 from lhttp.word import NATS_HEADER, forgedPayload
 
 
