@@ -462,6 +462,12 @@ class IPresence(Interface):
             reach).
         """
 
+    def describe():
+        """
+        @return: a JSON-able L{dict} of the engine's state for C{/health}
+            (its kind, and whether it is ready).
+        """
+
 
 class IProcessorPlugin(Interface):
     """

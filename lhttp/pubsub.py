@@ -39,7 +39,7 @@ class PubSub:
         self._maxPublishChannels = maxPublishChannels
         # With history, clients may not forge positions: a subscriber's SDK
         # trusts them.
-        self._positions = getattr(broker, "history", None) is not None
+        self._positions = broker.history is not None
 
     def checkChannels(self, channels):
         return channelList(channels, self._maxChannelLength)
@@ -87,7 +87,7 @@ class PubSub:
     def subscribe(self, subscriber, names, recover=None, announce=None):
         if not recover:
             return self.channels.add(subscriber, names)
-        history = getattr(self.broker, "history", None)
+        history = self.broker.history
         channels = self.channels
         recovering = []
         for name in names:

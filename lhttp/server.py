@@ -99,7 +99,7 @@ class LHTTPServer:
         # was given): the clock upstream requests are timed with.
         self.dispatcher.addFilter(UpstreamFilter(self.upstream, self.factory.reactor, self.metrics))
         self._userFilters = 0
-        history = getattr(self.broker, "history", None)
+        history = self.broker.history
         if history is not None:
             self.dispatcher.addProcessor(
                 "history", HistoryProcessor(history, self.pubsub.checkChannels, config.maxMessageSize),

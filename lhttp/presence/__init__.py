@@ -12,7 +12,7 @@ Each connection gets a client id unique in the cluster (node id, counter);
 a filter or processor names its user with C{connection.data["user"]}
 before it subscribes.
 
-Engines (L{lhttp.presence.engine.IPresence}): in memory on the embedded
+Engines (L{lhttp.interfaces.IPresence}): in memory on the embedded
 broker; with C{--nats}, a JetStream key-value bucket whose entries expire
 after C{--presence-ttl} seconds unless their node refreshes them
 (L{lhttp.presence.jetstream}), so a crashed node's clients leave the lists.

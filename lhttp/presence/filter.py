@@ -67,7 +67,7 @@ class _Seen:
 class PresenceFilter(HeaderFilter):
     """
     @ivar policy: the L{lhttp.presence.policy.PresencePolicy}.
-    @ivar engine: the L{lhttp.presence.engine.IPresence}.
+    @ivar engine: the L{lhttp.interfaces.IPresence}.
     @cvar eventRate: C{join}/C{leave} messages one connection causes per
         second at most, after a burst of L{eventBurst}; beyond, what its
         subscribers are told is coalesced: they hear the net change of

@@ -213,9 +213,8 @@ class HealthResource(Resource):
         document = {"live": True, "ready": ready, "broker": self._broker.describe()}
         if self._nats is not None:
             document["nats"] = self._nats.describe()
-        describe = getattr(self._presence, "describe", None)
-        if describe is not None:
-            document["presence"] = describe()
+        if self._presence is not None:
+            document["presence"] = self._presence.describe()
         return _json(request, 200 if ready else 503, document)
 
 
