@@ -15,7 +15,6 @@ L{lhttp.interfaces.IPubSub}), not the node.
 
 from twisted.internet.defer import Deferred
 
-from lhttp.brokers.embedded import EmbeddedBroker
 from lhttp.channels import Channels
 from lhttp.codec import parse, parseMultipart
 from lhttp.word import refuseForged
@@ -24,7 +23,8 @@ from lhttp.connection import Connection
 from lhttp.dispatch import Dispatcher
 from lhttp.errors import LHTTPError
 from lhttp.filters import standardFilters
-from lhttp.history import HistoryPolicy, HistoryProcessor, MemoryHistory
+from lhttp.engines import memoryEngines
+from lhttp.history.processor import HistoryProcessor
 from lhttp.metrics import UNREGISTERED, Metrics, MetricsResource
 from lhttp.pubsub import PubSub
 from lhttp.upstream.agent import NoUpstream
@@ -55,13 +55,14 @@ class LHTTPServer:
         """
         @param config: the node's L{lhttp.config.Config} (default: the
             defaults).
-        @param broker: an L{lhttp.interfaces.IBroker}; default: a new
-            L{EmbeddedBroker} (one node, nothing else needed).
+        @param broker: an L{lhttp.interfaces.IBroker}; default: the
+            embedded one, with its history and presence in memory
+            (L{lhttp.engines.memoryEngines}: one node, nothing else needed).
         @param reactor: the reactor; default: the global one.
         @param upstream: an L{lhttp.interfaces.IUpstream} for the
             C{upstream} header (L{lhttp.upstream.makeUpstream} makes one
             from the config); default: off, C{upstream} headers get a 403.
-        @param presence: an L{lhttp.presence.IPresence} for the channels
+        @param presence: an L{lhttp.interfaces.IPresence} for the channels
             of C{config.presence}; default: in memory.
         @param nats: the node's L{lhttp.brokers.connection.NATSConnection}
             (the broker's and presence's), whose state C{/health} shows;
@@ -71,12 +72,10 @@ class LHTTPServer:
         self.config = config = config if config is not None else Config()
         self.metrics = Metrics()
         if broker is None:
-            history = None
-            if config.history:
-                history = MemoryHistory(
-                    HistoryPolicy(config.history), reactor, config.historyMaxBytes
-                )
-            broker = EmbeddedBroker(history)
+            engines = memoryEngines(config, reactor)
+            broker = engines.broker
+            if presence is None:
+                presence = engines.presence
         self.broker = broker
         self.hostPolicy = HostPolicy(config.allowHosts)
         self.connections = set()

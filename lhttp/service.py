@@ -245,38 +245,23 @@ def makeService(options):
     """
     from twisted.internet import reactor
 
+    from lhttp.engines import makeEngines
     from lhttp.plugin import processorPlugins
     from lhttp.server import LHTTPServer
     from lhttp.upstream.agent import makeUpstream
     from lhttp.web.demo import DemoFiles, DemoNicknames, demoDirectory
 
     config = options.config
-    broker = presence = connection = None
-    if config.nats:
-        from lhttp.brokers.connection import NATSConnection
-        from lhttp.brokers.nats import NATSBroker
-        from lhttp.history import HistoryPolicy
-
-        # One connection for the broker, its history and presence.
-        connection = NATSConnection(
-            config.nats, reactor, name=f"lhttp {socket.gethostname()} pid={os.getpid()}"
-        )
-        broker = NATSBroker(
-            config.nats, reactor, prefix=config.natsPrefix,
-            history=HistoryPolicy(config.history) if config.history else None,
-            historyStream=config.historyStream, historyMaxBytes=config.historyMaxBytes,
-            connection=connection,
-            historyUpdateStream=config.historyUpdateStream,
-        )
-    if config.nats and config.presence:
-        from lhttp.presence.jetstream import JetStreamPresence
-
-        presence = JetStreamPresence(
-            config.nats, reactor, bucket=config.presenceBucket, ttl=config.presenceTTL,
-            connection=connection,
-        )
-    server = LHTTPServer(config, broker=broker, reactor=reactor,
-                         upstream=makeUpstream(reactor, config), presence=presence,
+    engines = makeEngines(config, reactor, name=f"lhttp {socket.gethostname()} pid={os.getpid()}")
+    connection = engines.nats
+    broker = presence = None
+    if connection is not None:
+        # Services of their own, stopped in order (see the module's
+        # docstring); the embedded engines need none.
+        broker = engines.broker
+        presence = engines.presence if config.presence else None
+    server = LHTTPServer(config, broker=engines.broker, reactor=reactor,
+                         upstream=makeUpstream(reactor, config), presence=engines.presence,
                          nats=connection)
     registerProcessors(
         server, options.filters, options.processors,
