@@ -11,13 +11,12 @@ The public API::
     reactor.listenTCP(8080, server.site(root))
 """
 
-__version__ = "0.1.0"
-
 from lhttp.codec import Message, Part, parse, parseMultipart, serialize, serializeMultipart
 from lhttp.config import Config
 from lhttp.errors import LHTTPError
 from lhttp.processor import HeaderFilter, Processor
 from lhttp.server import LHTTPServer
+from lhttp.version import __version__
 
 __all__ = [
     "Config",

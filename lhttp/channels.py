@@ -6,7 +6,6 @@ Fan-out frames a payload once (C{prepare}) and writes the same frame to every
 subscriber (C{sendPreparedMessage}): per delivery, the work is one write.
 """
 
-import re
 from collections import deque
 from functools import lru_cache
 
@@ -15,31 +14,7 @@ from twisted.internet.defer import Deferred, gatherResults
 from lhttp.codec import isText, splitList
 from lhttp.history.wire import stamp
 from lhttp.errors import BadChannel
-
-DEFAULT_MAX_CHANNEL_LENGTH = 256
-
-# No spaces and no NATS wildcards; dots split tokens, none empty. (And
-# printable: str.isprintable refuses every control, format, separator,
-# private-use and unassigned code point but the ASCII space.)
-_isChannel = re.compile(r"[^\s*>.\x00-\x1f\x7f]+(?:\.[^\s*>.\x00-\x1f\x7f]+)*").fullmatch
-
-
-def checkChannel(name, maxLength=DEFAULT_MAX_CHANNEL_LENGTH):
-    """
-    @raise BadChannel: if C{name} is empty, longer than C{maxLength}, holds
-        a space, a character that is not printable (controls, C1 controls,
-        zero-width and bidi format characters, a BOM, line separators), a
-        wildcard (C{*}, C{>}), or an empty dot-separated token.
-    """
-    if len(name) > maxLength:
-        raise BadChannel(f"channel name longer than {maxLength} characters")
-    if not _isChannel(name) or not name.isprintable():
-        raise BadChannel(
-            f"bad channel name {name[:64]!r}: no spaces, control or invisible characters, "
-            "wildcards ('*', '>') or empty '.'-separated tokens"
-        )
-    return name
-
+from lhttp.names import DEFAULT_MAX_CHANNEL_LENGTH, checkChannel
 
 def channelList(channels, maxLength=DEFAULT_MAX_CHANNEL_LENGTH):
     """

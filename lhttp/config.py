@@ -16,7 +16,17 @@ import resource as _rlimit
 
 import attr
 
-from lhttp.channels import DEFAULT_MAX_CHANNEL_LENGTH
+from lhttp.history.policy import parseRetention
+from lhttp.names import DEFAULT_MAX_CHANNEL_LENGTH, checkBucket, checkPrefix
+from lhttp.patterns import checkPattern
+from lhttp.upstream.urls import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_RESPONSE,
+    DEFAULT_TIMEOUT,
+    AllowList,
+    parseStaticHeader,
+)
+from lhttp.web.hosts import checkHostPattern
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -90,33 +100,23 @@ def _urls(text):
 
 
 def _retention(text):
-    from lhttp.history.policy import parseRetention
-
     return parseRetention(text)
 
 
 def _presencePattern(text):
-    from lhttp.patterns import checkPattern
-
     return checkPattern(text, "--presence")
 
 
 def _presencePatterns(instance, attribute, value):
-    from lhttp.patterns import checkPattern
-
     for pattern in value:
         checkPattern(pattern, attribute.metadata["flag"])
 
 
 def _bucketName(instance, attribute, value):
-    from lhttp.presence.policy import checkBucket
-
     checkBucket(value, attribute.metadata["flag"])
 
 
 def _header(text):
-    from lhttp.upstream.agent import parseStaticHeader
-
     return parseStaticHeader(text)
 
 
@@ -304,15 +304,15 @@ class Config:
         (), "--upstream-header", "Add 'Name: value' to every upstream request (the backend's "
         "credentials). Repeatable.", repeat=_header, show="none",
     )
-    upstreamTimeout = _field(10.0, "--upstream-timeout", "Seconds an upstream request may "
+    upstreamTimeout = _field(DEFAULT_TIMEOUT, "--upstream-timeout", "Seconds an upstream request may "
                              "take, body included (over: 504).", show="10 s",
                              validator=_positive)
     upstreamRelay = _field(False, "--upstream-relay", "Send the backend's response back to "
                            "the sender (default: only failures are told).")
-    upstreamMaxResponse = _field(64 * KiB, "--upstream-max-response", "Largest upstream "
+    upstreamMaxResponse = _field(DEFAULT_MAX_RESPONSE, "--upstream-max-response", "Largest upstream "
                                  "response relayed, in bytes (over: 502).", show="64 KiB",
                                  validator=_positive)
-    upstreamConcurrency = _field(8, "--upstream-concurrency", "Upstream requests one "
+    upstreamConcurrency = _field(DEFAULT_CONCURRENCY, "--upstream-concurrency", "Upstream requests one "
                                  "connection may have in flight; its later messages wait.",
                                  validator=_positive)
 
@@ -348,15 +348,10 @@ def _checkPatterns(config):
     What one field's validator cannot see alone: names and URLs that must
     parse, checked once, so a node never starts with a bad one.
     """
-    from lhttp.upstream.urls import AllowList
-    from lhttp.web.hosts import checkHostPattern
-
     for pattern in config.allowHosts:
         checkHostPattern(pattern)
     AllowList(config.upstreamAllow, config.upstreamTargets)
     if config.natsPrefix:
-        from lhttp.brokers.nats import checkPrefix
-
         checkPrefix(config.natsPrefix)
 
 

@@ -9,10 +9,10 @@ import sys
 
 from twisted.python import usage
 
-from lhttp import __version__
 from lhttp.config import Config, options, showDefault
 from lhttp.plugin import addWorkingDirectory, loadFilter, loadProcessor
 from lhttp.service import checkEndpoint
+from lhttp.version import __version__
 
 
 def _name(field):

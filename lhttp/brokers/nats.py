@@ -46,26 +46,12 @@ from zope.interface import implementer
 
 from lhttp.acks import NATS_ID_HEADER, Receipt, RecentKeys, messageId
 from lhttp.brokers.connection import LIVE, NATSConnection, deferred, redactURL
-from lhttp.channels import checkChannel
 from lhttp.codec import missedNotice
 from lhttp.errors import BrokerUnavailable, MessageTooLarge, StreamConflict
 from lhttp.interfaces import IBroker
+from lhttp.names import checkPrefix
 from lhttp.word import EVENT, NATS_HEADER, forgedPayload, payloadKind
 
-
-
-def checkPrefix(prefix):
-    """
-    A subject prefix is a channel-like name: dot-separated tokens, no
-    wildcards. Subjects are then C{<prefix>.<channel>}.
-
-    @raise ValueError: if it is not.
-    """
-    try:
-        checkChannel(prefix)
-    except Exception as e:
-        raise ValueError(f"bad NATS subject prefix {prefix!r}: {e}") from None
-    return prefix
 
 
 class _Batch:

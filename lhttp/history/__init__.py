@@ -33,14 +33,7 @@ The parts, one module each:
 """
 
 from lhttp.history.memory import MemoryHistory
-from lhttp.history.policy import (
-    HistoryPolicy,
-    Retention,
-    checkPattern,
-    matches,
-    parseDuration,
-    parseRetention,
-)
+from lhttp.history.policy import HistoryPolicy, Retention, parseDuration, parseRetention
 from lhttp.history.processor import HistoryProcessor
 from lhttp.history.recovery import Recovery, newEpoch
 from lhttp.history.wire import (
@@ -55,6 +48,7 @@ from lhttp.history.wire import (
     stamp,
 )
 from lhttp.interfaces import IHistory
+from lhttp.patterns import checkPattern, matches
 
 __all__ = [
     "HistoryPolicy", "HistoryProcessor", "IHistory", "MAX_OFFSET", "MemoryHistory",

@@ -8,9 +8,7 @@ import re
 
 import attr
 
-from lhttp.patterns import PatternTable, checkPattern, matches
-
-__all__ = ["HistoryPolicy", "Retention", "checkPattern", "matches", "parseDuration", "parseRetention"]
+from lhttp.patterns import PatternTable, checkPattern
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}

@@ -38,7 +38,8 @@ from lhttp.brokers.connection import NATSConnection, deferred
 from lhttp.errors import BrokerUnavailable, LHTTPError
 from lhttp.interfaces import IPresence
 from lhttp.presence.engine import Member
-from lhttp.presence.policy import checkBucket, escapeChannel
+from lhttp.names import checkBucket
+from lhttp.presence.policy import escapeChannel
 
 # Writes sent together before their acknowledgements are awaited.
 BATCH = 64

@@ -5,23 +5,10 @@ name becomes a key-value key.
 
 import itertools
 import os
-import re
 
-from lhttp.patterns import checkPattern
-from lhttp.patterns import PatternTable
+from lhttp.patterns import PatternTable, checkPattern
 
-_BUCKET = re.compile(r"[A-Za-z0-9_-]+").fullmatch
 _KEY_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
-
-
-def checkBucket(name, flag="--presence-bucket"):
-    """
-    @raise ValueError: not a JetStream key-value bucket name (letters,
-        digits, C{_} and C{-}).
-    """
-    if not isinstance(name, str) or not _BUCKET(name):
-        raise ValueError(f"{flag} {name!r}: a bucket name is letters, digits, '_' and '-'")
-    return name
 
 
 class PresencePolicy:

@@ -24,7 +24,6 @@ reaches another host. Redirects are not followed.
 """
 
 import json
-import re
 
 import attr
 from treq import collect
@@ -38,13 +37,16 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent
 from zope.interface import implementer
 
-from lhttp.config import Config
 from lhttp.errors import BadGateway, Forbidden, GatewayTimeout, LHTTPError
 from lhttp.interfaces import IUpstream
-from lhttp.upstream.urls import BODYLESS, AllowList
+from lhttp.upstream.urls import (
+    BODYLESS,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_RESPONSE,
+    DEFAULT_TIMEOUT,
+    AllowList,
+)
 
-_DEFAULTS = attr.fields(Config)
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 @attr.s(frozen=True)
@@ -120,20 +122,6 @@ def requestHeaders(message, peer, static=()):
     return headers
 
 
-def parseStaticHeader(line):
-    """
-    C{"Name: value"} of an operator's C{--upstream-header}.
-
-    @raise ValueError: not a valid HTTP header line.
-    """
-    name, colon, value = line.partition(":")
-    value = value.strip()
-    if not colon or not _TOKEN.fullmatch(name) or re.search(r"[\x00-\x1f\x7f]", value):
-        raise ValueError(f"an upstream header is 'Name: value', not {line!r}")
-    value.encode("latin-1")
-    return name, value
-
-
 class _TooLarge(Exception):
     pass
 
@@ -173,10 +161,10 @@ class HTTPUpstream:
         allowList,
         client,
         clock,
-        timeout=_DEFAULTS.upstreamTimeout.default,
+        timeout=DEFAULT_TIMEOUT,
         relay=False,
-        maxResponse=_DEFAULTS.upstreamMaxResponse.default,
-        maxPending=_DEFAULTS.upstreamConcurrency.default,
+        maxResponse=DEFAULT_MAX_RESPONSE,
+        maxPending=DEFAULT_CONCURRENCY,
         staticHeaders=(),
     ):
         """

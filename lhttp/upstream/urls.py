@@ -22,6 +22,14 @@ import attr
 from lhttp.codec import splitList
 from lhttp.errors import BadUpstream, Forbidden
 
+# What an upstream request may take by default (C{--upstream-timeout},
+# C{--upstream-max-response}, C{--upstream-concurrency}).
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_MAX_RESPONSE = 64 * 1024
+DEFAULT_CONCURRENCY = 8
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 BODYLESS = frozenset({"GET", "HEAD"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -198,3 +206,15 @@ class AllowList:
         )
 
 
+def parseStaticHeader(line):
+    """
+    C{"Name: value"} of an operator's C{--upstream-header}.
+
+    @raise ValueError: not a valid HTTP header line.
+    """
+    name, colon, value = line.partition(":")
+    value = value.strip()
+    if not colon or not _TOKEN.fullmatch(name) or re.search(r"[\x00-\x1f\x7f]", value):
+        raise ValueError(f"an upstream header is 'Name: value', not {line!r}")
+    value.encode("latin-1")
+    return name, value

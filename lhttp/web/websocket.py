@@ -17,8 +17,8 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from lhttp import __version__
 from lhttp.interfaces import ISubscriber
+from lhttp.version import __version__
 from lhttp.web.origins import OriginPolicy
 from lhttp.web.sendbuffer import SendBudget
 
