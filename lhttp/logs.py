@@ -7,7 +7,7 @@ observer factory::
 Each event becomes one line on standard output::
 
     {"time": "2025-01-01T12:00:00.000000+00:00", "level": "info",
-     "namespace": "lhttp.tap", "text": "lhttp node listening on ...",
+     "namespace": "lhttp.service", "text": "lhttp node listening on ...",
      "listen": ["tcp:8081"], "broker": {"kind": "embedded", "ready": true}}
 
 C{time} (UTC, ISO 8601), C{level}, C{namespace} and C{text} (the formatted

@@ -2,7 +2,7 @@
 An echo server for the Autobahn TestSuite cases (RFC 6455 conformance):
 the project's own WebSocket stack, built exactly as a node builds it (an
 L{lhttp.server.LHTTPServer}, its factory's protocol options, its Resource
-tree in an L{lhttp.site.LHTTPSite}), with one change: the protocol echoes every WebSocket
+tree in an L{lhttp.web.site.LHTTPSite}), with one change: the protocol echoes every WebSocket
 message as it is, in the same frame type, instead of parsing LHTTP.
 
 What is tested is our protocol class and options (failByDrop, size limits,

@@ -1,6 +1,6 @@
 """
 The names a node answers to (the C{Host} header), against DNS rebinding
-(issue 12, item 7): L{lhttp.hosts} in memory, then a real node.
+(issue 12, item 7): L{lhttp.web.hosts} in memory, then a real node.
 """
 
 import json

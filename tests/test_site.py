@@ -1,5 +1,5 @@
 """
-L{lhttp.site} in memory: requests judged by their head before their body
+L{lhttp.web.site} in memory: requests judged by their head before their body
 is read, bodies kept in memory and bounded, the polite close after an
 early answer (issue 12, item 2).
 """
