@@ -6,12 +6,12 @@ Fan-out frames a payload once (C{prepare}) and writes the same frame to every
 subscriber (C{sendPreparedMessage}): per delivery, the work is one write.
 """
 
-from collections import deque
 from functools import lru_cache
 
 from twisted.internet.defer import Deferred, gatherResults
 
 from lhttp.codec import isText, splitList
+from lhttp.history.recovery import LiveHold
 from lhttp.history.wire import stamp
 from lhttp.errors import BadChannel
 from lhttp.names import DEFAULT_MAX_CHANNEL_LENGTH, checkChannel
@@ -74,8 +74,11 @@ class Channels:
         self._pending = {}
         # Every delivery ever made, for lhttp_deliveries_total.
         self.deliveries = 0
-        # (subscriber, channel) -> what arrived live while it recovers.
-        self._recovering = {}
+        # What arrives live while a subscriber recovers; its table
+        # ((subscriber, channel) -> what is held) is looked up here on
+        # every history delivery.
+        self.recovery = LiveHold(self._prepareAt, self._isSubscribed)
+        self._recovering = self.recovery.held
         broker.attach(self.deliver)
 
     def add(self, subscriber, names):
@@ -123,7 +126,7 @@ class Channels:
             del subscribers[subscriber]
             self._snapshots.pop(channel, None)
             if self._recovering:
-                self._release(subscriber, channel)
+                self.recovery.release(subscriber, channel)
             if not subscribers:
                 del self._subscribers[channel]
                 self.broker.unsubscribe(channel)
@@ -178,26 +181,16 @@ class Channels:
         prepared = self._prepareAt(payload, channel, offset, epoch, prev)
         recovering = self._recovering
         for subscriber in tuple(subscribers):
-            held = recovering.get((subscriber, channel)) if recovering else None
-            if held is None:
-                subscriber.sendPreparedMessage(prepared)
-            elif held.__class__ is int:
-                # Recovered up to that offset; a late live copy of what the
-                # history gave is not sent twice.
-                if offset > held:
-                    del recovering[(subscriber, channel)]
-                    subscriber.sendPreparedMessage(prepared)
+            if recovering and (subscriber, channel) in recovering:
+                self.recovery.offer(subscriber, channel, offset, prepared, len(payload))
             else:
-                size = len(payload)
-                held.append((offset, prepared, size))
-                hold = getattr(subscriber, "hold", None)
-                if hold is not None and not hold(size):
-                    # More held for it than it may have waiting: a slow
-                    # consumer, being closed.
-                    self._release(subscriber, channel)
+                subscriber.sendPreparedMessage(prepared)
         count = len(subscribers)
         self.deliveries += count
         return count
+
+    def _isSubscribed(self, subscriber, channel):
+        return subscriber in self._subscribers.get(channel, ())
 
     def _prepareAt(self, payload, channel, offset, epoch, prev):
         """
@@ -206,93 +199,23 @@ class Channels:
         stamped = stamp(payload, channel, offset, epoch, prev)
         return self._prepare(stamped, not isText(stamped))
 
-    # Recovery: live messages are held while the history is read, then the
-    # history goes out, then what was held and is newer.
+    # The recovery seam (L{lhttp.history.recovery.LiveHold}): hold live
+    # messages, write the history read, merge, go live.
 
     def holdLive(self, subscriber, channel):
         """
-        Hold C{subscriber}'s live messages of C{channel} until
-        L{recovered}. A recovery asked again before the last one ended
-        (an SDK that saw a live gap) starts afresh: what was held goes, as
-        the new recovery reads it again.
+        See L{lhttp.history.recovery.LiveHold.holdLive}.
         """
-        if (subscriber, channel) in self._recovering:
-            self._release(subscriber, channel)
-        self._recovering[(subscriber, channel)] = deque()
-
-    def _release(self, subscriber, channel):
-        """
-        Stop holding C{subscriber}'s live messages of C{channel}: they are
-        dropped, and no longer count as waiting for it.
-        """
-        held = self._recovering.pop((subscriber, channel), None)
-        hold = getattr(subscriber, "hold", None)
-        if isinstance(held, deque) and held and hold is not None:
-            hold(-sum(entry[2] for entry in held))
+        self.recovery.holdLive(subscriber, channel)
 
     def isRecovering(self, subscriber, channel):
         """
-        Whether C{subscriber}'s live messages of C{channel} are held (it
-        did not leave meanwhile).
+        See L{lhttp.history.recovery.LiveHold.isRecovering}.
         """
-        return isinstance(self._recovering.get((subscriber, channel)), deque)
+        return self.recovery.isRecovering(subscriber, channel)
 
     def recovered(self, subscriber, channel, recovery):
         """
-        Write the history read for C{subscriber} (L{lhttp.history.Recovery}),
-        then what arrived live meanwhile past it, and go live.
-
-        The writing is paced by the client's reading: whenever its
-        transport asks to pause, it stops until the transport resumes
-        (C{subscriber.whenWritable}), so a client that reads gets all of
-        it however large, and one that stops reading is closed as a slow
-        consumer by its protocol.
-
-        @return: L{None} once all is written, else a L{Deferred} firing
-            then (or when the client is gone).
+        See L{lhttp.history.recovery.LiveHold.recovered}.
         """
-        key = (subscriber, channel)
-        held = self._recovering.get(key)
-        if not isinstance(held, deque):
-            return None
-        messages = iter(recovery.messages)
-        last = 0 if recovery.messages else recovery.top
-        # Each recovered message's predecessor in the channel.
-        prev = recovery.prev
-        epoch = recovery.epoch
-        recovering = self._recovering
-        paced = getattr(subscriber, "whenWritable", None) is not None
-        hold = getattr(subscriber, "hold", None)
-
-        def pump(writable=True):
-            nonlocal last, prev
-            while True:
-                if recovering.get(key) is not held:
-                    # It left the channel (or closed) meanwhile.
-                    return None
-                if not writable:
-                    del recovering[key]
-                    return None
-                if paced and not subscriber.writable:
-                    return subscriber.whenWritable().addCallback(pump)
-                item = next(messages, None)
-                if item is not None:
-                    offset, payload = item
-                    subscriber.sendPreparedMessage(
-                        self._prepareAt(payload, channel, offset, epoch, prev))
-                    last = prev = offset
-                elif held:
-                    offset, prepared, size = held.popleft()
-                    if hold is not None:
-                        hold(-size)
-                    if offset > last:
-                        subscriber.sendPreparedMessage(prepared)
-                        last = offset
-                else:
-                    break
-            del recovering[key]
-            if last and subscriber in self._subscribers.get(channel, ()):
-                recovering[key] = last
-            return None
-
-        return pump()
+        return self.recovery.recovered(subscriber, channel, recovery)

@@ -25,7 +25,8 @@ in memory; a restart is a new epoch), L{lhttp.history.jetstream} on NATS.
 The parts, one module each:
 
   - L{lhttp.history.policy}: the C{--history} grammar and L{HistoryPolicy};
-  - L{lhttp.history.recovery}: what an engine answers (L{Recovery});
+  - L{lhttp.history.recovery}: what an engine answers (L{Recovery}), and
+    the seam between a recovery and the live messages (L{LiveHold});
   - L{lhttp.history.memory}: L{MemoryHistory};
   - L{lhttp.history.jetstream}: history in a JetStream stream;
   - L{lhttp.history.wire}: positions, C{since}/C{epoch}, the replies;
@@ -35,7 +36,7 @@ The parts, one module each:
 from lhttp.history.memory import MemoryHistory
 from lhttp.history.policy import HistoryPolicy, Retention, parseDuration, parseRetention
 from lhttp.history.processor import HistoryProcessor
-from lhttp.history.recovery import Recovery, newEpoch
+from lhttp.history.recovery import LiveHold, Recovery, newEpoch
 from lhttp.history.wire import (
     MAX_OFFSET,
     POSITION_HEADERS,
@@ -51,7 +52,7 @@ from lhttp.interfaces import IHistory
 from lhttp.patterns import checkPattern, matches
 
 __all__ = [
-    "HistoryPolicy", "HistoryProcessor", "IHistory", "MAX_OFFSET", "MemoryHistory",
+    "HistoryPolicy", "HistoryProcessor", "IHistory", "LiveHold", "MAX_OFFSET", "MemoryHistory",
     "POSITION_HEADERS", "Recovery", "Retention", "checkPattern", "epochOf",
     "historyReply", "matches", "newEpoch", "offsetOf", "parseDuration",
     "parseRetention", "parseSince", "recoveryPlan", "recoveryReply", "stamp",
