@@ -18,6 +18,17 @@ async def client(url):
     return await connect(reactor, url)
 
 
+async def subscribed(url, channels):
+    """
+    A client of the node at C{url} whose subscription to C{channels} has
+    reached the whole cluster.
+    """
+    c = await client(url)
+    c.subscribe(channels)
+    await barrier(c)
+    return c
+
+
 async def barrier(client, timeout=10):
     """
     Make sure the server has handled everything this client sent so far:

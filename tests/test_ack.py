@@ -312,8 +312,6 @@ class PythonClientTests(SynchronousTestCase):
         self.assertEqual(self.failureResultOf(d, ErrorReply).value.status, 503)
 
     def test_droppedConnectionSentAgainAfterReconnect(self):
-        from lhttp.codec import parse
-
         from lhttp.client import LHTTPClientProtocol
 
         keys = []

@@ -673,6 +673,19 @@ async def publishMany(node, channel, bodies):
         await publisher.closed
 
 
+async def publishWhileAway(client, endpoint, node, channel, bodies):
+    """
+    Cut C{client} off (its L{OfflineEndpoint} refuses to reconnect),
+    publish C{bodies} on C{channel} from another connection, and let it
+    reconnect.
+    """
+    endpoint.offline = True
+    client.protocol.transport.abortConnection()
+    await eventually(lambda: client.protocol is None, timeout=10, what="the disconnect")
+    await publishMany(node, channel, bodies)
+    endpoint.offline = False
+
+
 @pytest_twisted.ensureDeferred
 async def test_recoveryAcrossDisconnectAndRestart(startNode):
     """
@@ -697,12 +710,8 @@ async def test_recoveryAcrossDisconnectAndRestart(startNode):
         await publishMany(node, "room.a", [b"before"])
         await eventually(lambda: received, timeout=10, what="the first message")
 
-        endpoint.offline = True
-        client.protocol.transport.abortConnection()
-        await eventually(lambda: client.protocol is None, timeout=10, what="the disconnect")
         away = [b"away %d" % i for i in range(1000)]
-        await publishMany(node, "room.a", away)
-        endpoint.offline = False
+        await publishWhileAway(client, endpoint, node, "room.a", away)
         await eventually(lambda: len(received) >= 1001, timeout=30, what="the 1000 missed")
         await publishMany(node, "room.a", [b"live"])
         await eventually(lambda: len(received) >= 1002, timeout=10, what="the live one")

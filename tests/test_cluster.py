@@ -13,7 +13,7 @@ import treq
 from nats.aio.client import Client as NATS
 from twisted.internet.defer import Deferred
 
-from lhttpclients import barrier, client, eventually, health, untilHealth
+from lhttpclients import barrier, client, eventually, health, subscribed, untilHealth
 
 
 def future(coroutine):
@@ -26,16 +26,6 @@ def cluster(natsServer, startNode):
     Three nodes on one NATS.
     """
     return [startNode("--nats", natsServer.url) for _ in range(3)]
-
-
-async def subscribed(node, channels):
-    """
-    A client on C{node} whose subscription has reached the whole cluster.
-    """
-    c = await client(node.url)
-    c.subscribe(channels)
-    await barrier(c)
-    return c
 
 
 async def receiveUntil(c, done, timeout=10):
@@ -57,7 +47,7 @@ def endsWith(body):
 async def test_threeNodesExactlyOnce(cluster):
     for node in cluster:
         await untilHealth(node, 200)
-    subscribers = [await subscribed(node, "room other") for node in cluster]
+    subscribers = [await subscribed(node.url, "room other") for node in cluster]
     publishers = [await client(node.url) for node in cluster]
 
     sent = []
@@ -112,7 +102,7 @@ async def test_rawNATSInteropBothWays(natsServer, startNode):
     try:
         await future(goNode.subscribe("from_python", cb=onMessage))
         await future(goNode.flush())
-        alice = await subscribed(node, "from_go")
+        alice = await subscribed(node.url, "from_go")
 
         fromGo = b"LHTTP/1.0 chat\r\npublish:from_go\r\nnick:gopher\r\n\r\nhello from Go"
         await future(goNode.publish("from_go", fromGo))
@@ -142,8 +132,8 @@ async def test_oneNATSSubscriptionPerLocalChannel(natsServer, startNode):
     node = startNode("--nats", natsServer.url)
     await untilHealth(node, 200)
     pid = node.popen.pid
-    alice = await subscribed(node, "a b")
-    bob = await subscribed(node, "b c")
+    alice = await subscribed(node.url, "a b")
+    bob = await subscribed(node.url, "b c")
 
     async def natsHas(expected):
         return await natsSubscriptions(natsServer, pid) == expected
@@ -194,7 +184,7 @@ async def test_natsDownAtStartup(startNode):
     try:
         seconds = await untilHealth(node, 200, timeout=15)
         assert seconds < 10
-        alice = await subscribed(node, "room")
+        alice = await subscribed(node.url, "room")
         publisher.publish("room", "chat", body="now")
         assert (await alice.nextMessage(10)).body == b"now"
     finally:
@@ -214,7 +204,7 @@ async def test_credentialsNotShown(startNode):
         url = f"nats://alice:s3cret-pw@127.0.0.1:{nats.port}"
         node = startNode("--nats", url)
         await untilHealth(node, 200)
-        alice = await subscribed(node, "room")
+        alice = await subscribed(node.url, "room")
         alice.publish("room", "chat", body="hi")
         assert (await alice.nextMessage(10)).body == b"hi"
         code, document = await health(node)
@@ -253,8 +243,8 @@ async def test_subjectPrefix(natsServer, startNode):
     try:
         await future(watcher.subscribe(">", cb=onMessage))
         await future(watcher.flush())
-        alice = await subscribed(nodes[0], "room")
-        stranger = await subscribed(other, "room")
+        alice = await subscribed(nodes[0].url, "room")
+        stranger = await subscribed(other.url, "room")
         publisher = await client(nodes[1].url)
         publisher.publish("room", "chat", body="app1 only")
         assert (await alice.nextMessage(10)).body == b"app1 only"

@@ -15,15 +15,7 @@ from lhttp.codec import parse, parseMultipart
 from lhttp.history import HistoryPolicy, MemoryHistory, recoveryPlan
 from lhttp.errors import BadHeader
 from lhttp.testing import FakeClient, memoryServer
-
-
-def subscribe(channels, since=None, epoch=None):
-    head = f"LHTTP/1.0 chat\r\nsubscribe:{channels}\r\n"
-    if since is not None:
-        head += f"since:{since}\r\n"
-    if epoch is not None:
-        head += f"epoch:{epoch}\r\n"
-    return (head + "\r\n").encode()
+from test_history import subscribe
 
 
 def publish(channel, body, extra=""):

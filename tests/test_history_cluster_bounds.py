@@ -10,14 +10,8 @@ from nats.aio.client import Client as NATS
 
 from lhttp.brokers.nats import deferred as future
 from lhttp.codec import parse, parseMultipart
-from lhttpclients import client, eventually
+from lhttpclients import client, eventually, subscribed
 from test_history_cluster import node, publishMany, ready
-
-
-async def subscribed(url, channel):
-    c = await client(url)
-    c.send("chat", [("subscribe", channel)])
-    return c
 
 
 async def historyPage(c, channel, **headers):

@@ -24,7 +24,7 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from lhttp.brokers.nats import deferred as future
-from lhttpclients import barrier, client, health, untilHealth
+from lhttpclients import barrier, client, health, subscribed, untilHealth
 from procs import LHTTPNode, eventually
 from test_ack_cluster import StallingProxy
 
@@ -88,9 +88,7 @@ async def test_onlyServingNodesReceive(startNode, jetstream):
     for node in (a, b, c):
         await untilHealth(node, 200, timeout=30)
     channels = [f"hist.{i}" for i in range(10)]
-    subscriber = await client(a.url)
-    subscriber.subscribe(" ".join(channels))
-    await barrier(subscriber)
+    subscriber = await subscribed(a.url, " ".join(channels))
     publisher = await client(c.url)
     before = {n: await fromNATS(jetstream, n) for n in (a, b, c)}
     perChannel = 100
@@ -139,9 +137,7 @@ async def test_cutLinkFilledByNode(startNode, jetstream):
         [b] = startNodes(startNode, proxy.url, 1)
         for node in (a, b):
             await untilHealth(node, 200, timeout=30)
-        subscriber = await client(b.url)
-        subscriber.subscribe("hist.cut")
-        await barrier(subscriber)
+        subscriber = await subscribed(b.url, "hist.cut")
         publisher = await client(a.url)
         total = 400
         sent = 0
@@ -190,9 +186,7 @@ async def test_readsAreBatched(startNode, jetstream):
     [node] = startNodes(startNode, jetstream.url, 1)
     await untilHealth(node, 200, timeout=30)
     publisher = await client(node.url)
-    first = await client(node.url)
-    first.subscribe("hist.r")
-    await barrier(first)
+    first = await subscribed(node.url, "hist.r")
     publisher.send("chat", [("publish", "hist.r")], b"seen")
     [seen] = await chats(first, 1)
     since, epoch = seen.getHeader("offset"), seen.getHeader("epoch")
@@ -289,9 +283,7 @@ async def test_prefixedLiveSubject(startNode, jetstream):
     a, b = startNodes(startNode, jetstream.url, 2, "--nats-prefix", "app")
     for node in (a, b):
         await untilHealth(node, 200, timeout=30)
-    subscriber = await client(b.url)
-    subscriber.subscribe("hist.p")
-    await barrier(subscriber)
+    subscriber = await subscribed(b.url, "hist.p")
     publisher = await client(a.url)
     for i in range(20):
         publisher.send("chat", [("publish", "hist.p")], b"%d" % i)

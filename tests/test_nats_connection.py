@@ -23,7 +23,7 @@ from lhttp.history import HistoryPolicy
 from lhttp.presence.engine import Member
 from lhttp.presence.jetstream import JetStreamPresence
 from lhttp.testing import FakeNATS
-from lhttpclients import barrier, client, eventually, health, untilHealth
+from lhttpclients import eventually, health, subscribed, untilHealth
 
 SECRET_URL = "nats://alice:s3cret@127.0.0.1:4222"
 OPTIONS = ("--history", "room.*=100", "--presence", "room.*", "--presence-events", "room.*")
@@ -55,9 +55,7 @@ async def test_aNodeWithHistoryAndPresenceHoldsOneConnection(jetstream, startNod
     await eventually(presenceReady, timeout=20, what="presence ready")
     # All three at work: a subscriber (presence entry, history channel),
     # a publish stored in the stream, a presence list read back.
-    ann = await client(node.url)
-    ann.subscribe("room.1")
-    await barrier(ann)
+    ann = await subscribed(node.url, "room.1")
     ann.publish("room.1", "chat", body="hi")
     while (message := await ann.nextMessage(10)).command != "chat":
         pass
@@ -111,12 +109,8 @@ async def test_SIGTERMWritesLeavesBeforeTheSharedConnectionCloses(jetstream, sta
     stopping, staying = startNode(*options), startNode(*options)
     for node in (stopping, staying):
         await untilHealth(node, 200)
-    watcher = await client(staying.url)
-    watcher.subscribe("room.1")
-    await barrier(watcher)
-    leaver = await client(stopping.url)
-    leaver.subscribe("room.1")
-    await barrier(leaver)
+    watcher = await subscribed(staying.url, "room.1")
+    await subscribed(stopping.url, "room.1")  # the client whose leave is heard
     stopping.signal(signal.SIGTERM)
     heard = []
     while not [m for m in heard if m.command == "leave"]:

@@ -21,7 +21,7 @@ from lhttp.codec import parse
 from lhttp.word import kindOf
 from lhttpclients import barrier, client, health, untilHealth
 from procs import eventually
-from test_client import OfflineEndpoint, publishMany
+from test_client import OfflineEndpoint, publishMany, publishWhileAway
 
 HISTORY = ("--history", "room.*=1000")
 
@@ -80,12 +80,8 @@ async def test_forgedNodeMessagesDoNotFoolTheVictim(startNode):
         assert history[-1].toBytes().endswith(b"not the node")
 
         # Away: the ten messages said meanwhile come back, once each.
-        endpoint.offline = True
-        victim.protocol.transport.abortConnection()
-        await eventually(lambda: victim.protocol is None, timeout=10, what="the disconnect")
         away = [b"away %d" % i for i in range(10)]
-        await publishMany(node, "room.a", away)
-        endpoint.offline = False
+        await publishWhileAway(victim, endpoint, node, "room.a", away)
         await eventually(lambda: len(received) >= 1 + len(FORGERIES) + 10, timeout=20,
                          what="the ten missed")
         await victim.sync(10)

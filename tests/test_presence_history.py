@@ -9,7 +9,7 @@ import pytest_twisted
 from twisted.trial.unittest import SynchronousTestCase
 
 from lhttp.testing import FakeClient, memoryServer
-from lhttpclients import barrier, client, untilHealth
+from lhttpclients import barrier, client, subscribed, untilHealth
 
 
 def send(c, text):
@@ -46,14 +46,10 @@ async def test_onJetStreamEventsReachEveryNodeAndAreNotReplayed(jetstream, start
     here, there = startNode(*options), startNode(*options)
     for node in (here, there):
         await untilHealth(node, 200)
-    watcher = await client(there.url)
-    watcher.subscribe("room.1")
-    await barrier(watcher)
+    watcher = await subscribed(there.url, "room.1")
     joiners = []
     for i in range(2):
-        c = await client(here.url)
-        c.subscribe("room.1")
-        await barrier(c)
+        c = await subscribed(here.url, "room.1")
         joiners.append(c)
     joiners[0].publish("room.1", "chat", [], "hello")
     joiners[1].unsubscribe("room.1")

@@ -19,7 +19,7 @@ from lhttp.presence.jetstream import JetStreamPresence, keyFor
 from lhttp.presence.policy import escapeChannel
 from twisted.internet.task import deferLater
 
-from lhttpclients import barrier, client, eventually, health, untilHealth
+from lhttpclients import eventually, health, subscribed, untilHealth
 
 
 class EarlyMarkerBucket:
@@ -144,9 +144,7 @@ async def test_everyListHasEverySubscriber(jetstream, startNode):
         await untilHealth(node, 200)
     clients = []
     for i in range(4):
-        c = await client(nodes[i % 2].url)
-        c.subscribe("room.1")
-        await barrier(c)
+        c = await subscribed(nodes[i % 2].url, "room.1")
         clients.append(c)
     counts = await _listings(clients[0], 200) + await _listings(clients[3], 200)
     wrong = [n for n in counts if n != 4]
@@ -179,9 +177,7 @@ async def test_withoutJetStreamOneConnectionAndOneLogLine(natsServer, startNode)
         return presence.get("ready") is False and bool(presence.get("problem"))
 
     await eventually(presenceNotReady, timeout=20, what="/health to show presence not ready")
-    c = await client(node.url)
-    c.subscribe("room.1")
-    await barrier(c)
+    c = await subscribed(node.url, "room.1")
     c.send("presence", [("channel", "room.1")])
     refused = await c.nextMessage(10)
     assert (refused.command, refused.getHeader("status")) == ("error", "503"), refused.toBytes()
@@ -220,14 +216,10 @@ async def test_aNodeStoppedNormallyTellsItsClientsLeaves(jetstream, startNode):
     stopping, staying = startNode(*options), startNode(*options)
     for node in (stopping, staying):
         await untilHealth(node, 200)
-    watcher = await client(staying.url)
-    watcher.subscribe("room.1")
-    await barrier(watcher)
+    watcher = await subscribed(staying.url, "room.1")
     leavers = []
     for i in range(3):
-        c = await client(stopping.url)
-        c.subscribe("room.1 room.2")
-        await barrier(c)
+        c = await subscribed(stopping.url, "room.1 room.2")
         leavers.append(c)
     heard = []
 

@@ -4,17 +4,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import Lhttp from "../lhttp.js";
-import { Clock, fakeWebSocketClass } from "./fakes.mjs";
+import { fakeClient } from "./fakes.mjs";
 
 const { decode, encode, LhttpError } = Lhttp;
 
 function makeClient(options = {}) {
-  const clock = new Clock();
-  const { FakeWebSocket, sockets } = fakeWebSocketClass();
-  const client = new Lhttp("ws://example.test/", {
-    WebSocket: FakeWebSocket, setTimeout: clock.setTimeout, clearTimeout: clock.clearTimeout,
-    random: () => 0.5, minDelay: 100, requestTimeout: 5000, ...options,
-  });
+  const { client, clock, sockets } = fakeClient({ minDelay: 100, requestTimeout: 5000, ...options });
   const received = [];
   const errors = [];
   client.on_message = (ctx) => received.push(ctx.getCommand());

@@ -1,6 +1,7 @@
 // Test doubles shared by the SDK's tests: a manual clock and a WebSocket
 // class recording every socket made and every frame sent.
 import assert from "node:assert/strict";
+import Lhttp from "../lhttp.js";
 
 /** A manual clock: timers run only when the test advances time. */
 export class Clock {
@@ -45,4 +46,18 @@ export function fakeWebSocketClass() {
     serverError() { this.onerror({}); }
   }
   return { FakeWebSocket, sockets };
+}
+
+/**
+ * An Lhttp client on the fake WebSocket class and a manual clock, with no
+ * jitter: {client, clock, sockets, last}. `options` add to its options.
+ */
+export function fakeClient(options = {}) {
+  const clock = new Clock();
+  const { FakeWebSocket, sockets } = fakeWebSocketClass();
+  const client = new Lhttp("ws://example.test/", {
+    WebSocket: FakeWebSocket, setTimeout: clock.setTimeout, clearTimeout: clock.clearTimeout,
+    random: () => 0.5, ...options,
+  });
+  return { client, clock, sockets, last: () => sockets[sockets.length - 1] };
 }

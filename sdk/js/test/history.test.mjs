@@ -4,17 +4,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import Lhttp from "../lhttp.js";
-import { Clock, fakeWebSocketClass } from "./fakes.mjs";
+import { fakeClient } from "./fakes.mjs";
 
 const { decode, encode, buildMultipart, LhttpError } = Lhttp;
 
 function makeClient(options = {}) {
-  const clock = new Clock();
-  const { FakeWebSocket, sockets } = fakeWebSocketClass();
-  const client = new Lhttp("ws://example.test/", {
-    WebSocket: FakeWebSocket, setTimeout: clock.setTimeout, clearTimeout: clock.clearTimeout,
-    random: () => 0.5, minDelay: 100, ...options,
-  });
+  const { client, clock, sockets } = fakeClient({ minDelay: 100, ...options });
   const received = [];
   const errors = [];
   const recoveries = [];
