@@ -12,6 +12,7 @@ from autobahn.exception import Disconnected
 from zope.interface import implementer
 
 from lhttp.acks import ACK_HEADER, KEY_HEADER, ackReply, withoutPrivateHeaders
+from lhttp.auth.identity import ANONYMOUS
 from lhttp.codec import Message, errorReply, isText, serialize
 from lhttp.errors import TooManySubscriptions
 from lhttp.history.wire import recoveryPlan, recoveryReply
@@ -36,6 +37,8 @@ class Connection:
         """
         self.handshake = handshake
         self.data = {}
+        # Who it proved to be (lhttp.auth): anonymous until it does.
+        self.identity = ANONYMOUS
         self.connected = True
         self._writer = writer
         self._pubsub = pubsub
