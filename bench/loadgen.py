@@ -17,7 +17,9 @@ flag (C{true} when something is missing after C{-timeout}). It exits 1 on a
 missing or duplicated delivery. C{-channel} names the channel (C{bench});
 C{-offsets} adds C{with_offset}, how many deliveries carried an C{offset:}
 header (those on a history channel do). C{-idle N -hold 60s} keeps N more
-connections open that long, for memory per connection.
+connections open that long, for memory per connection. C{-token T} (or
+C{$LHTTP_TOKEN}) authenticates every connection first (C{LHTTP/1.0
+connect}, docs/authentication.rst), for nodes with C{--auth-*} options.
 
 The client is a raw asyncio protocol: the handshake once per connection,
 then pre-built frames. A publisher masks its frame once with its own key;
@@ -243,12 +245,15 @@ class WebSocketClient(asyncio.Protocol):
             ledger.onComplete()
 
 
-async def connect(url, gate, protocol=None, **kwargs):
+async def connect(url, gate, protocol=None, token=None, **kwargs):
     """
     Open one WebSocket connection (five tries, as lhttpbench does).
 
     @param protocol: the client class (default L{WebSocketClient}; a
         subclass overrides C{message} to read what arrives).
+    @param token: L{bytes}: authenticate first (C{LHTTP/1.0 connect} with
+        this C{token}). Its reply is not waited for: the node handles a
+        connection's messages in order, so what follows runs as the user.
     """
     protocol = protocol or WebSocketClient
     parts = urlsplit(url)
@@ -263,7 +268,10 @@ async def connect(url, gate, protocol=None, **kwargs):
                     lambda: protocol(host, path, **kwargs), parts.hostname, port,
                     ssl=parts.scheme == "wss" or None,
                 )
-                return await asyncio.wait_for(client.upgraded, 20)
+                await asyncio.wait_for(client.upgraded, 20)
+                if token:
+                    client.transport.write(clientFrame(b"LHTTP/1.0 connect\r\ntoken:" + token + b"\r\n\r\n"))
+                return client
             except (OSError, ConnectionError, asyncio.TimeoutError):
                 if attempt == 4:
                     raise
@@ -299,15 +307,18 @@ class Worker:
     async def run(self):
         c = self.config
         gate = asyncio.Semaphore(HANDSHAKES_AT_ONCE)
-        self.idlers = await asyncio.gather(*(connect(c.url, gate) for _ in range(self.idle)))
+        token = c.token
+        self.idlers = await asyncio.gather(*(connect(c.url, gate, token=token) for _ in range(self.idle)))
         self.subscribers = await asyncio.gather(*(
-            connect(c.url, gate, ledger=self.ledger, seen=bytearray(c.pubs * c.msgs))
+            connect(c.url, gate, token=token, ledger=self.ledger, seen=bytearray(c.pubs * c.msgs))
             for _ in range(self.subs)
         ))
         subscribe = b"LHTTP/1.0 " + c.cmd + b"\r\nsubscribe:" + c.channel + b"\r\n\r\n"
         for subscriber in self.subscribers:
             subscriber.transport.write(clientFrame(subscribe))
-        self.publisherConnections = await asyncio.gather(*(connect(c.puburl, gate) for _ in self.publishers))
+        self.publisherConnections = await asyncio.gather(
+            *(connect(c.puburl, gate, token=token) for _ in self.publishers)
+        )
         self.frames = [PublishFrames(c.cmd, c.channel, p, c.size) for p in self.publishers]
         self.loop.add_reader(self.pipe.fileno(), self.order)
         self.tell("ready")
@@ -554,10 +565,14 @@ def parse(argv):
     flag("hold", type=duration, default=0.0, help="hold connections open this long before exit")
     add("-offsets", "--offsets", dest="offsets", action="store_true",
         help="count deliveries that carry an offset: header (history channels) as with_offset")
+    flag("token", default=os.environ.get("LHTTP_TOKEN"),
+         help="authenticate every connection first with this token (LHTTP/1.0 connect; "
+              "default: $LHTTP_TOKEN, else none)")
     flag("procs", type=int, default=os.cpu_count() or 1, help="worker processes (default: one per CPU)")
     config = parser.parse_args(argv)
     config.puburl = config.puburl or config.url
     config.cmd, config.channel = config.cmd.encode(), config.channel.encode()
+    config.token = config.token.encode() if config.token else None
     if config.pubs < 1 or config.msgs < 0 or config.subs < 0:
         parser.error("-pubs must be at least 1, -subs and -msgs at least 0")
     if config.pubs > 9999 or config.msgs > 999_999_999:
