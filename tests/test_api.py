@@ -176,3 +176,42 @@ class ControlResourceTests(SynchronousTestCase):
         channel.dataReceived(b"POST /api/disconnect HTTP/1.1\r\nHost: localhost\r\n"
                              b"Content-Length: 100000\r\n\r\n")
         self.assertIn(b" 401 ", transport.value().split(b"\r\n")[0])
+
+
+def test_docsSamples():
+    """
+    The C{unsubscribed} samples of docs/protocol.rst and
+    docs/operations.rst are what a node sends, byte for byte.
+    """
+    from docsnippets import blockWith
+
+    tests = ControlResourceTests("test_unsubscribe")
+    tests.setUp()
+    alice = tests.client("alice")
+    alice.receive(b"LHTTP/1.0 s\r\nsubscribe:room.1\r\n\r\n")
+    alice.sent()
+    alice.clear()
+    assert tests.post("unsubscribe", {"user": "alice", "channel": "room.1"})[0] == 200
+    sent = alice.payloads()
+    for language, path in (("::", "docs/protocol.rst"), ("text", "docs/operations.rst")):
+        text = blockWith(language, "reason:unsubscribed by the server", [path])
+        sample = text.strip().encode().decode("unicode_escape").encode("latin-1")
+        assert sent == [sample], path
+
+
+def test_controlsProvideIControl():
+    from twisted.internet.testing import MemoryReactorClock
+    from zope.interface.verify import verifyObject
+
+    from lhttp.auth.control import LocalControl
+    from lhttp.auth.identity import Users
+    from lhttp.brokers.connection import NATSConnection
+    from lhttp.brokers.control import NATSControl
+    from lhttp.interfaces import IControl
+
+    local = LocalControl(Users())
+    clock = MemoryReactorClock()
+    cluster = NATSControl(local, NATSConnection(["nats://127.0.0.1:4222"], clock), clock, "app")
+    assert verifyObject(IControl, local) and verifyObject(IControl, cluster)
+    assert (local.cluster, cluster.cluster) == (False, True)
+    assert cluster.subject == "app_lhttp.control"
