@@ -1,10 +1,13 @@
 """
-The C{lhttp} command: listen, send, publish and an interactive shell::
+The C{lhttp} command: listen, send, publish, an interactive shell, and
+server-side control of a user's connections::
 
     lhttp listen ws://127.0.0.1:8081/ room lobby
     lhttp send ws://127.0.0.1:8081/ 'LHTTP/1.0 echo\\r\\n\\r\\nhi'
     lhttp publish http://127.0.0.1:8081/publish room 'hello' --header nick:ops
     lhttp shell ws://127.0.0.1:8081/
+    lhttp disconnect http://127.0.0.1:8081/ alice
+    lhttp unsubscribe http://127.0.0.1:8081/ alice room.1
 
 Output: one received message per line on standard output, flushed per line,
 in the I{line format}: the message's bytes with C{\\\\}, C{\\r}, C{\\n} and
@@ -448,6 +451,51 @@ async def publishCommand(reactor, args, output):
     return EXIT_OK
 
 
+async def controlCommand(reactor, args, output):
+    """
+    C{disconnect} and C{unsubscribe}: C{POST /api/...}, and one line on
+    standard output saying what was done. Exit 0 done, 1 refused, 2 the
+    node could not be reached, 3 not known to have reached every node
+    (send it again: it does no harm twice).
+    """
+    from twisted.internet.error import ConnectionRefusedError
+
+    from lhttp.publisher import ControlRefused, disconnect, unsubscribe
+
+    token = args.token or os.environ.get(TOKEN_VARIABLE) or None
+    try:
+        if args.name == "disconnect":
+            answer = await disconnect(args.user, args.reconnect, url=args.url, token=token)
+        else:
+            answer = await unsubscribe(args.user, args.channel, url=args.url, token=token)
+    except ControlRefused as refused:
+        output.problem(f"refused: {refused.status} {refused.reason}: {refused.detail}")
+        return EXIT_UNKNOWN if refused.status == 503 else EXIT_FAILED
+    except ConnectionRefusedError as error:
+        output.problem(f"cannot reach {args.url}: {error}")
+        return EXIT_UNREACHABLE
+    except Exception as error:
+        output.problem(f"no answer from {args.url} (it may or may not have been done): {error}")
+        return EXIT_UNKNOWN
+    output._out.write(controlLine(answer) + "\n")
+    output._out.flush()
+    return EXIT_OK
+
+
+def controlLine(answer):
+    """
+    The meaning of an C{/api} answer, in one line.
+    """
+    where = ("on this node; every node of the cluster was told" if answer.get("cluster")
+             else "(a node on its own)")
+    user = escape(str(answer.get("user", "")).encode("utf-8", "surrogateescape"))
+    if "closed" in answer:
+        return f"closed {answer['closed']} connection(s) of {user} {where}"
+    channel = escape(str(answer.get("channel", "")).encode("utf-8", "surrogateescape"))
+    return (f"unsubscribed {answer.get('unsubscribed')} connection(s) of {user} "
+            f"from {channel} {where}")
+
+
 SHELL_HELP = """\
 subscribe CHANNEL...      receive what is published to each
 unsubscribe CHANNEL...    stop receiving from each
@@ -582,7 +630,8 @@ def parser():
             '({"command", "headers": [[name, value]...], "body"} or "bodyBase64"). '
             "Status lines go to standard error ('* ...'; problems '! ...'). "
             "Exit status: 0 done, 1 refused or an error reply arrived, "
-            "2 the server could not be reached."
+            "2 the server could not be reached, 3 not known to be done (publish, "
+            "disconnect, unsubscribe: send it again)."
         ),
     )
     top.add_argument("--version", action="version", version=f"lhttp {version()}")
@@ -592,6 +641,13 @@ def parser():
         sub = commands.add_parser(name, help=help, description=description)
         sub.set_defaults(name=name)
         return sub
+
+    def controlOptions(sub):
+        sub.add_argument("url", metavar="URL",
+                         help="the node's HTTP URL, e.g. http://127.0.0.1:8081/ (/api/... is added)")
+        sub.add_argument("user", metavar="USER", help="the user id")
+        sub.add_argument("--token", default=None,
+                         help=f"the publish token (default: the {TOKEN_VARIABLE} environment variable)")
 
     def webSocketOptions(sub):
         sub.add_argument("url", metavar="URL", help="the server, e.g. ws://127.0.0.1:8081/")
@@ -656,6 +712,27 @@ def parser():
                           "answer (default 5); exit 3 if it is still not known to be stored")
 
     sub = command(
+        "disconnect", "close a user's connections (POST /api/disconnect)",
+        "Close every connection of USER, on every node of the cluster, with "
+        "close code 4403 (4000 with --reconnect), through the node's "
+        "POST /api/disconnect (it needs the publish token), and print what "
+        "was done.",
+    )
+    controlOptions(sub)
+    sub.add_argument("--reconnect", action="store_true",
+                     help="close with 4000: the client may reconnect (default 4403: it must not)")
+
+    sub = command(
+        "unsubscribe", "take a channel from a user (POST /api/unsubscribe)",
+        "Make every connection of USER, on every node, leave CHANNEL (each is "
+        "sent 'LHTTP/1.0 unsubscribed'), through the node's "
+        "POST /api/unsubscribe (it needs the publish token), and print what "
+        "was done.",
+    )
+    controlOptions(sub)
+    sub.add_argument("channel", metavar="CHANNEL", help="the channel to take from the user")
+
+    sub = command(
         "shell", "type commands, see arrivals",
         "An interactive client: each line you type is a command; arrivals are "
         "printed as they come. Commands:\n" + SHELL_HELP,
@@ -668,7 +745,8 @@ def parser():
     return top
 
 
-COMMANDS = {"listen": listen, "send": send, "publish": publishCommand, "shell": shell}
+COMMANDS = {"listen": listen, "send": send, "publish": publishCommand, "shell": shell,
+            "disconnect": controlCommand, "unsubscribe": controlCommand}
 
 
 def main(argv=None):

@@ -117,6 +117,16 @@ class MissingPublishHeader(LHTTPError):
     reason = "no publish header"
 
 
+class BadRequest(LHTTPError):
+    """
+    An HTTP request's body is not what the resource takes (C{/api}: not
+    a JSON object, or a field missing or of the wrong type).
+    """
+
+    status = 400
+    reason = "bad request"
+
+
 class Unauthorized(LHTTPError):
     """
     A credential is required and was not given.

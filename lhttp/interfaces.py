@@ -553,3 +553,37 @@ class IBodyLimit(Interface):
         @return: the response body (L{bytes}), having set the status and
             headers on C{request}.
         """
+
+
+class IControl(Interface):
+    """
+    Server-side control of a user's connections (C{POST /api/disconnect},
+    C{POST /api/unsubscribe}): what a trusted backend does to every
+    connection of one user, on this node and, in a cluster, on every node.
+
+    Each node applies a command to its own connections once, the node that
+    took it included.
+    """
+
+    cluster = Attribute("L{True} when commands reach every node of a cluster.")
+
+    def disconnect(user, reconnect=False):
+        """
+        Close every connection of C{user}: WebSocket close code 4403
+        (C{"disconnected by the server"}), or 4000 (C{"reconnect"}) when
+        C{reconnect} is true.
+
+        @return: a L{Deferred} firing with the number of connections
+            closed on this node, or failing with an
+            L{lhttp.errors.LHTTPError} (503: the other nodes may not have
+            been told).
+        """
+
+    def unsubscribe(user, channel):
+        """
+        Make every connection of C{user} leave C{channel} (presence
+        leave included) and tell it so with an C{unsubscribed} message.
+
+        @return: a L{Deferred} firing with the number of connections on
+            this node that left it, or failing as L{disconnect}.
+        """

@@ -5,9 +5,18 @@ Publishing from a backend: C{POST /publish} with treq::
 
     await publish(["room"], "notice", [("from", "billing")], "paid",
                   url="http://127.0.0.1:8081/publish")
+
+and server-side control, C{POST /api/disconnect} and
+C{POST /api/unsubscribe} (docs/operations.rst)::
+
+    from lhttp.publisher import disconnect, unsubscribe
+
+    await disconnect("alice", url="http://127.0.0.1:8081/", token=token)
+    await unsubscribe("alice", "room.1", url="http://127.0.0.1:8081/", token=token)
 """
 
 import json
+from urllib.parse import urlsplit, urlunsplit
 
 import treq as _treq
 from twisted.internet.defer import ensureDeferred
@@ -17,6 +26,7 @@ from lhttp.codec import Message, serialize
 from lhttp.errors import LHTTPError
 
 DEFAULT_URL = "http://127.0.0.1:8081/publish"
+DEFAULT_NODE_URL = "http://127.0.0.1:8081/"
 
 
 class PublishRefused(LHTTPError):
@@ -72,4 +82,79 @@ async def _publish(channels, command, headers, body, url, token, client, key=Non
         document = {"reason": "not an lhttp node", "detail": content[:200].decode("utf-8", "replace")}
     if not 200 <= response.code < 300:
         raise PublishRefused(response.code, document.get("reason", ""), document.get("detail", ""))
+    return document
+
+
+class ControlRefused(LHTTPError):
+    """
+    The node answered C{/api/...} with an error status: 400, 401, 403,
+    413, or 503 (the command may not have reached every node: send it
+    again, it does no harm twice).
+
+    @ivar status: the HTTP status.
+    """
+
+    def __init__(self, status, reason, detail):
+        LHTTPError.__init__(self, detail, reason)
+        self.status = status
+
+
+def apiURL(url, command):
+    """
+    The URL of C{/api/<command>} on the node at C{url}: its HTTP root
+    (C{http://127.0.0.1:8081/}, or where its tree is mounted), or the
+    command's URL itself.
+    """
+    parts = urlsplit(url)
+    path = parts.path
+    if path.rstrip("/").endswith(f"/api/{command}"):
+        return url
+    if not path.endswith("/"):
+        path += "/"
+    return urlunsplit(parts._replace(path=f"{path}api/{command}"))
+
+
+def disconnect(user, reconnect=False, url=DEFAULT_NODE_URL, token=None, treq=None):
+    """
+    Close every connection of C{user}, on every node of the cluster: close
+    code 4403, or 4000 (reconnect welcome) with C{reconnect}.
+
+    @param url: the node's HTTP root (see L{apiURL}).
+    @param token: the node's publish token.
+    @return: a L{Deferred} firing with the node's JSON answer
+        (C{{"user", "closed", "cluster"}}), or failing with
+        L{ControlRefused}.
+    """
+    return ensureDeferred(_control(
+        apiURL(url, "disconnect"), {"user": user, "reconnect": bool(reconnect)}, token,
+        treq or _treq))
+
+
+def unsubscribe(user, channel, url=DEFAULT_NODE_URL, token=None, treq=None):
+    """
+    Make every connection of C{user}, on every node, leave C{channel}.
+
+    @return: a L{Deferred} firing with the node's JSON answer
+        (C{{"user", "channel", "unsubscribed", "cluster"}}), or failing
+        with L{ControlRefused}.
+    """
+    return ensureDeferred(_control(
+        apiURL(url, "unsubscribe"), {"user": user, "channel": channel}, token, treq or _treq))
+
+
+async def _control(url, command, token, client):
+    requestHeaders = {"Content-Type": "application/json"}
+    if token:
+        requestHeaders["Authorization"] = f"Bearer {token}"
+    response = await client.post(url, data=json.dumps(command).encode("utf-8"),
+                                 headers=requestHeaders)
+    content = await response.content()
+    try:
+        document = json.loads(content)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        document = {"reason": "not an lhttp node", "detail": content[:200].decode("utf-8", "replace")}
+    if not 200 <= response.code < 300:
+        raise ControlRefused(response.code, document.get("reason", ""), document.get("detail", ""))
     return document

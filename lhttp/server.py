@@ -15,6 +15,8 @@ L{lhttp.interfaces.IPubSub}), not the node.
 
 from twisted.internet.defer import Deferred
 
+from lhttp.auth.control import LocalControl
+from lhttp.auth.identity import Users
 from lhttp.channels import Channels
 from lhttp.codec import parse, parseMultipart
 from lhttp.word import refuseForged
@@ -29,6 +31,7 @@ from lhttp.metrics import UNREGISTERED, Metrics, MetricsResource
 from lhttp.pubsub import PubSub
 from lhttp.upstream.agent import NoUpstream
 from lhttp.upstream.filter import UpstreamFilter
+from lhttp.web.api import ControlResource
 from lhttp.web.hosts import HostPolicy
 from lhttp.web.resource import HealthResource, LHTTPResource, PublishResource, metricsRoot
 from lhttp.web.site import LHTTPSite
@@ -48,6 +51,11 @@ class LHTTPServer:
     @ivar factory: the Autobahn WebSocket server factory.
     @ivar metrics: this node's L{lhttp.metrics.Metrics} (C{GET /metrics}).
     @ivar connections: the open L{lhttp.connection.Connection}s.
+    @ivar users: the L{lhttp.auth.identity.Users} registry: each
+        authenticated user's open connections here.
+    @ivar control: the L{lhttp.interfaces.IControl} behind C{/api}: this
+        node's connections, and the other nodes' through NATS in a
+        cluster.
     """
 
     def __init__(self, config=None, broker=None, reactor=None, upstream=None, presence=None,
@@ -79,6 +87,7 @@ class LHTTPServer:
         self.broker = broker
         self.hostPolicy = HostPolicy(config.allowHosts)
         self.connections = set()
+        self.users = Users()
         self.factory = LHTTPServerFactory(self._open, config, self.metrics, reactor=reactor)
         self.channels = Channels(self.broker, self.factory.prepareMessage)
         self.metrics.track(self.channels, self.broker)
@@ -98,6 +107,11 @@ class LHTTPServer:
         # was given): the clock upstream requests are timed with.
         self.dispatcher.addFilter(UpstreamFilter(self.upstream, self.factory.reactor, self.metrics))
         self._userFilters = 0
+        self.control = LocalControl(self.users)
+        if nats is not None:
+            from lhttp.brokers.control import NATSControl
+
+            self.control = NATSControl(self.control, nats, self.factory.reactor, config.natsPrefix)
         history = self.broker.history
         if history is not None:
             self.dispatcher.addProcessor(
@@ -157,7 +171,13 @@ class LHTTPServer:
             writer, self.pubsub, self.metrics, self.config.maxSubscriptions, peer, handshake
         )
         self.connections.add(connection)
-        return self.dispatcher.open(connection, writer, self.connections.discard)
+        return self.dispatcher.open(connection, writer, self._closed)
+
+    def _closed(self, connection):
+        self.connections.discard(connection)
+        user = connection.identity.user
+        if user is not None:
+            self.users.remove(user, connection)
 
     def closeAll(self, clock, code=1001, reason="server shutting down", timeout=5.0):
         """
@@ -228,7 +248,7 @@ class LHTTPServer:
     def resource(self, metrics=True):
         """
         The node's Resource tree: WebSocket upgrades on every path,
-        C{publish}, C{health} and C{metrics} for HTTP. Serve it with
+        C{publish}, C{api}, C{health} and C{metrics} for HTTP. Serve it with
         L{site}, or mount it with C{putChild} in your own tree.
 
         @param metrics: serve C{GET /metrics} in it (L{False} when it is
@@ -239,6 +259,8 @@ class LHTTPServer:
         root.putChild(b"publish", PublishResource(
             self.receive, self.pubsub, self.metrics, config.publishToken, config.maxMessageSize
         ))
+        root.putChild(b"api", ControlResource(
+            self.control, config.publishToken, config.maxMessageSize, config.maxChannelLength))
         root.putChild(b"health", HealthResource(
             self.broker, self.presence.engine if self.presence is not None else None, self.nats))
         if metrics:

@@ -104,6 +104,17 @@ CODE_BLOCKS = {
     ("docs/operations.rst", "/health"): ranBy("test_metricsAndHealthSnippet"),
     ("docs/operations.rst", "--metrics-listen"): ranBy("test_protectedMetricsSnippet"),
     ("docs/operations.rst", "lhttp.logs.jsonObserver"): ranBy("test_jsonLogsSnippet"),
+    ("docs/operations.rst", "POST /api/disconnect HTTP/1.1"): notRunnable(
+        "an HTTP request with a placeholder token; tests/test_api_cluster.py sends real ones"),
+    ("docs/operations.rst", '"closed": 2'): notRunnable(
+        "a sample answer; tests/test_api.py and tests/test_api_cluster.py check real ones"),
+    ("docs/operations.rst", "reason:unsubscribed by the server"): ranBy(
+        "tests/test_api.py::test_docsSamples", "a node's message compared byte for byte"),
+    ("docs/operations.rst", "lhttp unsubscribe http://"): notRunnable(
+        "usage lines with optional parts; tests/test_api_cluster.py::test_cliAgainstARealNode "
+        "runs the console script so against a real node"),
+    ("docs/protocol.rst", "reason:unsubscribed by the server"): ranBy(
+        "tests/test_api.py::test_docsSamples", "a node's message compared byte for byte"),
     ("docs/performance.rst", "python bench/run.py"): notRunnable(
         "a long benchmark; tests/test_bench.py runs run.py in a clean clone and loadgen.py as shown"),
     ("docs/performance.rst", "python bench/loadgen.py -url ws://127.0.0.1:8081/ -subs 100 "): ranBy(

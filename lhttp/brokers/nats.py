@@ -46,6 +46,7 @@ from zope.interface import implementer
 
 from lhttp.acks import NATS_ID_HEADER, Receipt, RecentKeys, messageId
 from lhttp.brokers.connection import LIVE, NATSConnection, deferred, redactURL
+from lhttp.brokers.control import CONTROL
 from lhttp.codec import missedNotice
 from lhttp.errors import BrokerUnavailable, MessageTooLarge, StreamConflict
 from lhttp.interfaces import IBroker
@@ -519,6 +520,11 @@ class NATSBroker:
             self.received += 1
             payload = message.data
             headers = message.headers
+            if headers and headers.get(NATS_HEADER) == CONTROL:
+                # A node's command on the control subject, which a channel
+                # of that name shares without --nats-prefix: not for its
+                # subscribers (lhttp.brokers.control).
+                return
             if live and headers and "Nats-Sequence" in headers:
                 # Stored: delivered in stream order, gaps filled.
                 history.live(channel, headers, payload)

@@ -1,7 +1,7 @@
 """
-Bearer tokens on the HTTP side: C{POST /publish} and C{GET /metrics} each
-take C{Authorization: Bearer <token>} once the operator sets a token for
-them.
+Bearer tokens on the HTTP side: C{POST /publish} (and C{POST /api/...},
+behind the same publish token) and C{GET /metrics} each take
+C{Authorization: Bearer <token>} once the operator sets a token for them.
 """
 
 import hmac
@@ -9,7 +9,7 @@ import hmac
 from lhttp.errors import Forbidden, Unauthorized
 
 
-def checkBearer(request, token, name):
+def checkBearer(request, token, name, where=None):
     """
     Refuse a request that does not carry C{token}.
 
@@ -20,6 +20,7 @@ def checkBearer(request, token, name):
     @param token: the token (L{str}), or L{None} or C{""}: no check.
     @param name: what the token protects, C{"publish"} or C{"metrics"}:
         names the realm and the errors.
+    @param where: the path the errors name (default: C{/<name>}).
     @raise lhttp.errors.Unauthorized: no C{Authorization} header (and
         C{WWW-Authenticate} is set on the response).
     @raise lhttp.errors.Forbidden: another scheme or a wrong token.
@@ -29,7 +30,8 @@ def checkBearer(request, token, name):
     given = request.getHeader(b"authorization")
     if given is None:
         request.setHeader(b"www-authenticate", f'Bearer realm="lhttp {name}"'.encode("ascii"))
-        raise Unauthorized(f"this server needs 'Authorization: Bearer <token>' on /{name}")
+        raise Unauthorized(
+            f"this server needs 'Authorization: Bearer <token>' on {where or '/' + name}")
     scheme, _, credential = given.partition(b" ")
     if scheme.lower() != b"bearer" or not hmac.compare_digest(
         credential.strip(), token.encode("utf-8")
