@@ -16,6 +16,7 @@ import resource as _rlimit
 
 import attr
 
+from lhttp.auth.permissions import checkRules, parseRule
 from lhttp.history.policy import parseRetention
 from lhttp.names import DEFAULT_MAX_CHANNEL_LENGTH, checkBucket, checkPrefix
 from lhttp.patterns import checkPattern
@@ -110,6 +111,10 @@ def _presencePattern(text):
 def _presencePatterns(instance, attribute, value):
     for pattern in value:
         checkPattern(pattern, attribute.metadata["flag"])
+
+
+def _channelRules(instance, attribute, value):
+    checkRules(value)
 
 
 def _bucketName(instance, attribute, value):
@@ -235,6 +240,16 @@ class Config:
     metricsToken = _field(None, "--metrics-token", "Require 'Authorization: Bearer T' on "
                           "GET /metrics.", kind=str, env="LHTTP_METRICS_TOKEN", show="none",
                           group="token")
+
+    # Channel permissions (docs/security.rst).
+    channels = _field(
+        (), "--channel", "Who may subscribe to (sub), publish to (pub), read the history "
+        "(history) or presence (presence) of channels matching PATTERN, as "
+        "'PATTERN=ACTION:WHO[|WHO...][,ACTION:WHO...]', WHO one of anyone, users, members, "
+        "owner, token, nobody (e.g. 'user.{sub}=sub:owner,pub:nobody'). Repeatable; the "
+        "first matching rule decides; once any is given, what no rule allows is refused (403).",
+        repeat=parseRule, show="none", validator=_channelRules, group="auth",
+    )
 
     # The cluster.
     nats = _field(
