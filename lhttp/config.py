@@ -247,7 +247,8 @@ class Config:
         "(history) or presence (presence) of channels matching PATTERN, as "
         "'PATTERN=ACTION:WHO[|WHO...][,ACTION:WHO...]', WHO one of anyone, users, members, "
         "owner, token, nobody (e.g. 'user.{sub}=sub:owner,pub:nobody'). Repeatable; the "
-        "first matching rule decides; once any is given, what no rule allows is refused (403).",
+        "first matching rule decides; once any is given, what no rule allows is refused (403; "
+        "docs/security.rst).",
         repeat=parseRule, show="none", validator=_channelRules, group="auth",
     )
 
@@ -401,8 +402,9 @@ def optionTable():
         if meta["kind"] is not bool:
             flag += " " + _metavar(field)
         env = f" Default from ${meta['env']}." if meta["env"] else ""
-        # reStructuredText: a bare * would start emphasis.
-        rows.append((f"``{flag}``", showDefault(field), (meta["help"] + env).replace("*", "\\*")))
+        # reStructuredText: a bare * would start emphasis, a | a substitution.
+        meaning = (meta["help"] + env).replace("*", "\\*").replace("|", "\\|")
+        rows.append((f"``{flag}``", showDefault(field), meaning))
     widths = [max(len(row[i]) for row in rows) for i in range(2)]
     rule = "  ".join(["=" * widths[0], "=" * widths[1], "=" * 72])
     lines = [rule]
@@ -431,6 +433,8 @@ def _metavar(field):
         return "C=NAME"
     if name in ("--upstream-target",):
         return "NAME=URL"
+    if name in ("--channel",):
+        return "RULE"
     if name in ("--upstream-header",):
         return "'NAME: VALUE'"
     kind = field.metadata["kind"]

@@ -496,3 +496,30 @@ def test_forbiddenIsAnLHTTPError():
     error = ChannelForbidden("user.bob", "history")
     assert (error.status, error.reason, error.detail) == (
         403, "forbidden", "read the history of 'user.bob' is not allowed")
+
+
+def test_docsSamples():
+    """
+    docs/security.rst's refusal samples are what a node sends: the error
+    reply byte for byte, the /publish answer as JSON.
+    """
+    from docsnippets import blockWith
+
+    text = blockWith("::", "reason:forbidden\\r\\ncommand:chat", ["docs/security.rst"])
+    request, reply = [line.encode().decode("unicode_escape").encode("latin-1")
+                      for line in text.splitlines()]
+    server = memoryServer(channels=RULES)
+    alice, bob = FakeClient(server), FakeClient(server)
+    alice.connection.identity, bob.connection.identity = ALICE, BOB
+    bob.receive(b"LHTTP/1.0 s\r\nsubscribe:user.bob\r\n\r\n")
+    alice.receive(request)
+    assert alice.payloads() == [reply]
+    assert bob.payloads() == []
+    assert alice.connection.subscriptions == frozenset()
+
+    sample = json.loads(blockWith("json", '"detail": "publish to', ["docs/security.rst"]))
+    http = StubTreq(server.resource())
+    response = http.post("http://localhost/publish", data=b"LHTTP/1.0 n\r\npublish:news.a\r\n\r\n")
+    answers = []
+    response.addCallback(lambda r: r.content()).addCallback(answers.append)
+    assert json.loads(answers[0]) == sample

@@ -12,6 +12,7 @@ authentication sets it; subscription tokens are real HS256 JWTs.
 """
 
 import json
+import shlex
 import time
 
 import jwt
@@ -272,3 +273,47 @@ async def test_noRulesNoAuthAsBefore(lhttpNode):
     response = await treq.post(lhttpNode.publishURL, b"LHTTP/1.0 n\r\npublish:user.b\r\n\r\nhttp")
     assert response.code == 200
     assert (await bob.nextMessage(10)).body == b"http"
+
+
+@pytest_twisted.ensureDeferred
+async def test_docsChatRules():
+    """
+    docs/security.rst's chat rules on a real node do what the page says.
+    """
+    from docsnippets import blockWith
+
+    words = shlex.split(blockWith("sh", "--channel 'user.{sub}", ["docs/security.rst"]).replace("\\\n", " "))
+    rules = [words[i + 1] for i, w in enumerate(words) if w == "--channel"]
+    assert len(rules) == 4
+    options = [o for rule in rules for o in ("--channel", rule)]
+    chat = LHTTPNode(*options, "--filter", "trusted_identity.TrustedIdentity",
+                     pythonPath=[ROOT / "tests" / "scaffold"]).waitReady()
+    try:
+        alice, bob, carol = [await connectAs(chat, u) for u in ("alice", "bob", "carol")]
+        anonymous = await client(chat.url)
+        alice.send("s", [("subscribe", "user.alice dialog.#alice,bob room.1")])
+        bob.send("s", [("subscribe", "dialog.#alice,bob")])
+        alice.send("chat", [("subscribe", "user.bob")])
+        await refused(alice, "chat", "user.bob")
+        alice.send("chat", [("publish", "user.alice")])
+        await refused(alice, "chat", "user.alice")
+        carol.send("chat", [("subscribe", "dialog.#alice,bob")])
+        await refused(carol, "chat", "dialog.#alice,bob")
+        anonymous.send("chat", [("publish", "room.1")])
+        await refused(anonymous, "chat", "room.1")
+        alice.send("chat", [("publish", "news.today")])
+        await refused(alice, "chat", "news.today")
+        bob.publish("dialog.#alice,bob", "chat", body=b"hi alice")
+        assert (await alice.nextMessage(10)).body == b"hi alice"
+        carol.publish("room.1", "chat", body=b"hello room")
+        assert (await alice.nextMessage(10)).body == b"hello room"
+        # Anonymous readers subscribe to the rooms and the news (a refusal
+        # would refuse both).
+        anonymous.send("s", [("subscribe", "news.today room.2")])
+        # Handled once the next message's refusal is in.
+        anonymous.send("chat", [("publish", "room.2")])
+        await refused(anonymous, "chat", "room.2")
+        carol.publish("room.2", "chat", body=b"hello readers")
+        assert (await anonymous.nextMessage(10)).body == b"hello readers"
+    finally:
+        chat.stop()

@@ -3,7 +3,7 @@ A stand-in verifier of subscription tokens: HMAC-signed JWTs (HS256,
 HS384, HS512) with the secret of C{LHTTP_AUTH_JWT_SECRET}.
 
 It lets channel permissions' C{token} work before the node's JWT
-verifier (L{lhttp.auth.jwt}, every key type, JWKS) is wired to
+verifier (C{lhttp.auth.jwt}, every key type, JWKS) is wired to
 L{lhttp.auth.guard.ChannelGuard}: the guard takes any
 C{verifySubscriptionToken(token) -> Deferred[claims]}, so replacing this
 is one line in L{lhttp.service}.
