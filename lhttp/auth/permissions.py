@@ -17,6 +17,7 @@ The decision (docs/security.rst, "Channel permissions"):
 """
 
 import unicodedata
+from functools import lru_cache
 
 import attr
 
@@ -37,6 +38,7 @@ GRAMMAR = "PATTERN=ACTION:WHO[|WHO...][,ACTION:WHO...] (e.g. 'user.{sub}=sub:own
 _SEPARATORS = frozenset("#,.*>")
 
 
+@lru_cache(maxsize=10000)
 def validUser(user):
     """
     Whether C{user} may be a member of a user-limited channel or the owner
@@ -75,17 +77,17 @@ class Rule:
     @ivar grants: action -> L{frozenset} of the C{WHO}s it allows; an
         action not listed: nobody.
     @ivar text: the rule as written.
+    @ivar ownerToken: the index of the C{{sub}} token in the pattern, or
+        L{None}.
     """
 
     pattern = attr.ib()
     grants = attr.ib()
     text = attr.ib(eq=False, default=None)
+    ownerToken = attr.ib(eq=False, init=False)
 
-    @property
-    def ownerToken(self):
-        """
-        @return: the index of the C{{sub}} token in the pattern, or L{None}.
-        """
+    @ownerToken.default
+    def _ownerToken(self):
         tokens = self.pattern.split(".")
         return tokens.index(SUB_TOKEN) if SUB_TOKEN in tokens else None
 
@@ -204,9 +206,8 @@ class ChannelPermissions:
         if "members" in whos and user in membersOf(channel):
             return True
         if "owner" in whos:
-            index = rule.ownerToken
-            tokens = channel.split(".")
-            if index < len(tokens) and tokens[index] == user:
+            tokens = channel.split(".", rule.ownerToken + 1)
+            if tokens[rule.ownerToken] == user:
                 return True
         return False
 
