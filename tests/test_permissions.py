@@ -366,7 +366,20 @@ class GuardOnNodeTests(SynchronousTestCase):
         # It grants history and presence too, until its exp.
         send(alice, "LHTTP/1.0 presence-stats\nchannel:private.x\n\n")
         self.assertEqual(last(alice).getHeader("clients"), "1")
+        # A later token extends the grant.
+        self.tokens.claims["later"] = {"sub": "alice", "channel": "private.x", "exp": 1200}
+        send(alice, "LHTTP/1.0 s\nsubscribe:private.x\nchannel-token:later\n\n")
         self.clock.advance(101)
+        send(alice, "LHTTP/1.0 presence-stats\nchannel:private.x\n\n")
+        self.assertEqual(last(alice).getHeader("clients"), "1")
+        # At its exp the grant ends, and with it the subscription only it
+        # allowed: the client is told.
+        alice.clear()
+        self.clock.advance(100)
+        self.assertEqual(alice.payloads(), [
+            b"LHTTP/1.0 unsubscribed\r\nlhttp-node:reply\r\nchannel:private.x\r\n"
+            b"reason:subscription token expired\r\n\r\n"])
+        self.assertEqual(alice.connection.subscriptions, {"room.1"})
         send(alice, "LHTTP/1.0 presence-stats\nchannel:private.x\n\n")
         self.assertEqual(forbidden(last(alice)), ("error", "403", "forbidden", "private.x"))
         # Another connection of the same user holds no grant.
@@ -431,6 +444,20 @@ class GuardOnNodeTests(SynchronousTestCase):
         alice.disconnect()
         self.assertEqual(self.server.guard.granted(connection), {})
         self.assertEqual(self.server.guard._grants, {})
+        self.assertEqual(self.clock.getDelayedCalls(), [
+            c for c in self.clock.getDelayedCalls() if c.func != self.server.guard._expire])
+
+    def test_subscriptionKeptWhenTheRulesAllowIt(self):
+        """
+        A token on a channel the rules open anyway: nothing ends at its exp.
+        """
+        alice = self.client(ALICE)
+        self.tokens.claims["room"] = {"sub": "alice", "channel": "room.1", "exp": 1010}
+        send(alice, "LHTTP/1.0 s\nsubscribe:room.1\nchannel-token:room\n\n")
+        alice.clear()
+        self.clock.advance(20)
+        self.assertEqual(alice.payloads(), [])
+        self.assertEqual(alice.connection.subscriptions, {"room.1"})
 
 
 class PublishResourceTests(SynchronousTestCase):
@@ -523,3 +550,24 @@ def test_docsSamples():
     answers = []
     response.addCallback(lambda r: r.content()).addCallback(answers.append)
     assert json.loads(answers[0]) == sample
+
+
+def test_subscriptionTokenExpirySample():
+    """
+    docs/security.rst's C{unsubscribed} sample is what a node sends when a
+    subscription token's exp passes.
+    """
+    from docsnippets import blockWith
+
+    text = blockWith("::", "reason:subscription token expired", ["docs/security.rst"])
+    sample = text.strip().encode().decode("unicode_escape").encode("latin-1")
+    clock = MemoryReactorClock()
+    tokens = Tokens()
+    tokens.claims["t"] = {"sub": "alice", "channel": "private.x", "exp": 10}
+    server = LHTTPServer(Config(channels=RULES), reactor=clock, verifySubscriptionToken=tokens.verify)
+    alice = FakeClient(server)
+    alice.connection.identity = ALICE
+    send(alice, "LHTTP/1.0 s\nsubscribe:private.x\nchannel-token:t\n\n")
+    assert alice.payloads() == []
+    clock.advance(10)
+    assert alice.payloads() == [sample]

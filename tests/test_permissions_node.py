@@ -207,6 +207,20 @@ async def test_subscriptionTokens(node):
     await stillWorks(alice)
     bob.publish("private.x", "chat", body=b"for both")
     assert (await alice.nextMessage(10)).body == b"for both"
+    assert (await bob.nextMessage(10)).body == b"for both"
+    # At its exp the subscription it allowed ends, and alice is told.
+    alice.send("join", [("subscribe", "private.brief"),
+                        ("channel-token", subscriptionToken("alice", "private.brief", ttl=2))])
+    await stillWorks(alice)
+    ended = await alice.nextMessage(10)
+    assert ended.headers == [("lhttp-node", "reply"), ("channel", "private.brief"),
+                             ("reason", "subscription token expired")]
+    assert ended.command == "unsubscribed"
+    bob.send("s", [("subscribe", "private.brief"),
+                   ("channel-token", subscriptionToken("bob", "private.brief"))])
+    bob.publish("private.brief", "chat", body=b"too late")
+    assert (await bob.nextMessage(10)).body == b"too late"
+    assert await barrier(alice) == []
     assert not any(token in node.log() for token in attempts.values() if len(token) > 20)
 
 

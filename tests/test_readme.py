@@ -166,6 +166,9 @@ CODE_BLOCKS = {
         "a JWT's claims; tests/test_permissions.py checks capabilities"),
     ("docs/security.rst", '"channel": "private.x", "exp"'): notRunnable(
         "a subscription token's claims; tests/test_permissions_node.py signs real ones"),
+    ("docs/security.rst", "reason:subscription token expired"): ranBy(
+        "tests/test_permissions.py::test_subscriptionTokenExpirySample",
+        "compared byte for byte with what a node sends at exp"),
     ("docs/security.rst", "channel-token:<JWT>"): notRunnable(
         "the header's form with a placeholder; tests/test_permissions_node.py sends real tokens"),
     ("docs/security.rst", '"detail": "publish to'): ranBy(

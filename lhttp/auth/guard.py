@@ -12,7 +12,13 @@ message.
 Subscription tokens (C{channel-token:<JWT> [<JWT>...]} on a subscribe
 message) are verified by the callable the guard is given
 (C{verifySubscriptionToken(token) -> Deferred[claims]}); a valid one
-grants C{token} for its channel on that connection until its C{exp}.
+grants C{token} for its channel on that connection until its C{exp}. Then
+a subscription that only the token allowed ends, and the client is told::
+
+    LHTTP/1.0 unsubscribed
+    lhttp-node:reply
+    channel:private.x
+    reason:subscription token expired
 """
 
 import jwt
@@ -22,8 +28,10 @@ from lhttp.auth.identity import ANONYMOUS
 from lhttp.auth.permissions import ChannelPermissions
 from lhttp.errors import BadHeader, ChannelForbidden
 from lhttp.processor import HeaderFilter
+from lhttp.word import nodeMessage
 
 TOKEN_HEADER = "channel-token"
+EXPIRED = "subscription token expired"
 
 
 def permissionsOn(config, authenticated=False):
@@ -64,6 +72,8 @@ class ChannelGuard(HeaderFilter):
         self._clock = clock
         # Connection -> {channel: the exp of the token that granted it}.
         self._grants = {}
+        # Connection -> {channel: the call that ends the grant}.
+        self._expiries = {}
 
     # Asking.
 
@@ -127,6 +137,31 @@ class ChannelGuard(HeaderFilter):
 
     def onClose(self, connection):
         self._grants.pop(connection, None)
+        for call in self._expiries.pop(connection, {}).values():
+            if call.active():
+                call.cancel()
+
+    def _expire(self, connection, channel):
+        """
+        A grant's C{exp} passed: it ends, and so does the subscription if
+        nothing else allows it.
+        """
+        self._expiries.get(connection, {}).pop(channel, None)
+        grants = self._grants.get(connection, {})
+        if grants.get(channel, 0) > self._clock.seconds():
+            return
+        grants.pop(channel, None)
+        if not grants:
+            self._grants.pop(connection, None)
+        if (
+            connection.connected
+            and connection.isSubscribed(channel)
+            and not self.permissions.allows(connection.identity, channel, "sub")
+        ):
+            connection.unsubscribe(channel)
+            connection.sendMessage(
+                nodeMessage("unsubscribed", [("channel", channel), ("reason", EXPIRED)])
+            )
 
     # Subscription tokens.
 
@@ -143,8 +178,18 @@ class ChannelGuard(HeaderFilter):
 
         def grant(ignored):
             grants = self._grants.setdefault(connection, {})
+            expiries = self._expiries.setdefault(connection, {})
+            now = self._clock.seconds()
             for channel, expires in found:
-                grants[channel] = max(expires, grants.get(channel, 0))
+                if expires <= grants.get(channel, 0):
+                    continue
+                grants[channel] = expires
+                call = expiries.get(channel)
+                if call is not None and call.active():
+                    call.reset(expires - now)
+                else:
+                    expiries[channel] = self._clock.callLater(
+                        expires - now, self._expire, connection, channel)
 
         return d.addCallback(grant)
 
