@@ -395,6 +395,20 @@ class GuardOnNodeTests(SynchronousTestCase):
         send(alice, "LHTTP/1.0 s\nsubscribe:private.x\n\n")
         self.assertEqual(forbidden(last(alice)), ("error", "403", "forbidden", "private.x"))
 
+    def test_aRefusedMessageGrantsNothing(self):
+        """
+        Good tokens on a message refused for another reason (a forbidden
+        publish) grant nothing.
+        """
+        alice = self.client(ALICE)
+        self.tokens.claims["x"] = {"sub": "alice", "channel": "private.x", "exp": 1100}
+        send(alice, "LHTTP/1.0 s\nsubscribe:private.x\nchannel-token:x\npublish:user.bob\n\n")
+        self.assertEqual(forbidden(last(alice)), ("error", "403", "forbidden", "user.bob"))
+        self.assertEqual(self.server.guard.granted(alice.connection), {})
+        send(alice, "LHTTP/1.0 s\nsubscribe:private.x\n\n")
+        self.assertEqual(forbidden(last(alice)), ("error", "403", "forbidden", "private.x"))
+        self.assertEqual(alice.connection.subscriptions, frozenset())
+
     def test_anonymousSubscriptionToken(self):
         anonymous = self.client(ANONYMOUS)
         self.tokens.claims["anon"] = {"channel": "private.x", "exp": 1100}

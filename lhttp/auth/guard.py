@@ -77,26 +77,32 @@ class ChannelGuard(HeaderFilter):
 
     # Asking.
 
-    def require(self, connection, channels, action):
+    def require(self, connection, channels, action, pending=None):
         """
         Refuse unless C{connection} may do C{action} on each of C{channels}.
 
         @param connection: an L{lhttp.interfaces.IConnection}, or L{None}
             for an anonymous caller (C{POST /publish} without a publish
             token).
+        @param pending: channels whose subscription token this message
+            shows (verified, not granted yet).
         @raise ChannelForbidden: naming the first channel refused.
         """
         if connection is None:
             self.permissions.require(ANONYMOUS, channels, action)
             return
-        self.permissions.require(connection.identity, channels, action, self._tokenCheck(connection))
+        self.permissions.require(
+            connection.identity, channels, action, self._tokenCheck(connection, pending)
+        )
 
-    def _tokenCheck(self, connection):
+    def _tokenCheck(self, connection, pending=None):
         grants = self._grants.get(connection)
-        if not grants:
+        if not grants and not pending:
             return None
+        grants = grants or {}
+        pending = pending or {}
         now = self._clock.seconds()
-        return lambda channel: grants.get(channel, 0) > now
+        return lambda channel: max(grants.get(channel, 0), pending.get(channel, 0)) > now
 
     def granted(self, connection):
         """
@@ -127,13 +133,20 @@ class ChannelGuard(HeaderFilter):
             )
         self._checkHeaders(None, connection, message)
 
-    def _checkHeaders(self, ignored, connection, message):
+    def _checkHeaders(self, pending, connection, message):
+        """
+        @param pending: channel -> exp of the message's verified
+            subscription tokens: granted only if the whole message is
+            allowed (a refused message changes nothing).
+        """
         subscribe = message.getHeader("subscribe")
         if subscribe is not None:
-            self.require(connection, connection.checkChannels(subscribe), "sub")
+            self.require(connection, connection.checkChannels(subscribe), "sub", pending)
         publish = message.getHeader("publish")
         if publish is not None:
-            self.require(connection, connection.checkChannels(publish), "pub")
+            self.require(connection, connection.checkChannels(publish), "pub", pending)
+        if pending:
+            self._grant(connection, pending)
 
     def onClose(self, connection):
         self._grants.pop(connection, None)
@@ -167,31 +180,41 @@ class ChannelGuard(HeaderFilter):
 
     def _verifyAll(self, connection, names, tokens):
         """
-        Verify every token; grant them only if all are good (a refused
-        message changes nothing).
+        Verify every token.
+
+        @return: a L{Deferred} firing with channel -> exp, or failing with
+            L{ChannelForbidden} if any token is refused.
         """
-        found = []
+        found = {}
+
+        def keep(verified):
+            channel, expires = verified
+            found[channel] = max(expires, found.get(channel, 0))
+
         d = succeed(None)
         for token in tokens:
             d.addCallback(lambda ignored, token=token: self._verifyOne(connection, names, token))
-            d.addCallback(found.append)
+            d.addCallback(keep)
+        return d.addCallback(lambda ignored: found)
 
-        def grant(ignored):
-            grants = self._grants.setdefault(connection, {})
-            expiries = self._expiries.setdefault(connection, {})
-            now = self._clock.seconds()
-            for channel, expires in found:
-                if expires <= grants.get(channel, 0):
-                    continue
-                grants[channel] = expires
-                call = expiries.get(channel)
-                if call is not None and call.active():
-                    call.reset(expires - now)
-                else:
-                    expiries[channel] = self._clock.callLater(
-                        expires - now, self._expire, connection, channel)
-
-        return d.addCallback(grant)
+    def _grant(self, connection, verified):
+        """
+        Grant C{token} on each channel of C{verified} (channel -> exp)
+        until its exp, and end it then.
+        """
+        grants = self._grants.setdefault(connection, {})
+        expiries = self._expiries.setdefault(connection, {})
+        now = self._clock.seconds()
+        for channel, expires in verified.items():
+            if expires <= grants.get(channel, 0):
+                continue
+            grants[channel] = expires
+            call = expiries.get(channel)
+            if call is not None and call.active():
+                call.reset(expires - now)
+            else:
+                expiries[channel] = self._clock.callLater(
+                    expires - now, self._expire, connection, channel)
 
     def _verifyOne(self, connection, names, token):
         """
