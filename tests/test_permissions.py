@@ -17,7 +17,7 @@ from twisted.internet.defer import fail, succeed
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from lhttp.auth.guard import ChannelGuard, permissionsOn
+from lhttp.auth.guard import permissionsOn
 from lhttp.auth.identity import ANONYMOUS, Identity
 from lhttp.auth.permissions import (
     ACTIONS, ChannelPermissions, membersOf, parseRule, validUser,
@@ -314,13 +314,14 @@ class GuardOnNodeTests(SynchronousTestCase):
 
     def test_historyAndPresence(self):
         attacker = self.client(ALICE)
-        for command, action in (("history", "history"), ("presence", "presence"),
-                                ("presence-stats", "presence")):
+        for command, verb in (("history", "read the history of"),
+                              ("presence", "read the presence of"),
+                              ("presence-stats", "read the presence of")):
             attacker.clear()
             send(attacker, f"LHTTP/1.0 {command}\nchannel:user.bob\n\n")
             self.assertEqual(forbidden(last(attacker)), ("error", "403", "forbidden", "user.bob"))
             self.assertEqual(last(attacker).getHeader("command"), command)
-            self.assertIn(f"'user.bob' is not allowed", last(attacker).body.decode())
+            self.assertEqual(last(attacker).body.decode(), f"{verb} 'user.bob' is not allowed")
         # Allowed, it answers as before.
         send(attacker, "LHTTP/1.0 s\nsubscribe:user.alice\n\n")
         send(attacker, "LHTTP/1.0 presence-stats\nchannel:user.alice\n\n")
