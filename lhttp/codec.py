@@ -346,7 +346,8 @@ def errorReply(error, command=None, headers=()):
     """
     The C{LHTTP/1.0 error} reply of SPEC section 7 for an
     L{lhttp.errors.LHTTPError}: C{status}, C{reason}, the C{command} of the
-    message it answers when known (clients match errors by it), then
+    message it answers when known (clients match errors by it), then the
+    error's own C{headers} (a refused channel's C{channel}), then
     C{headers}; the body is the human-readable detail.
 
     @rtype: L{Message}
@@ -358,6 +359,7 @@ def errorReply(error, command=None, headers=()):
         command = error.command
     if command is not None:
         replyHeaders.append(("command", command))
+    replyHeaders.extend(error.headers)
     replyHeaders.extend(headers)
     return Message("error", replyHeaders, str(error.detail))
 

@@ -16,6 +16,7 @@ import resource as _rlimit
 
 import attr
 
+from lhttp.auth.permissions import checkRules, parseRule
 from lhttp.history.policy import parseRetention
 from lhttp.names import DEFAULT_MAX_CHANNEL_LENGTH, checkBucket, checkPrefix
 from lhttp.patterns import checkPattern
@@ -110,6 +111,10 @@ def _presencePattern(text):
 def _presencePatterns(instance, attribute, value):
     for pattern in value:
         checkPattern(pattern, attribute.metadata["flag"])
+
+
+def _channelRules(instance, attribute, value):
+    checkRules(value)
 
 
 def _bucketName(instance, attribute, value):
@@ -235,6 +240,17 @@ class Config:
     metricsToken = _field(None, "--metrics-token", "Require 'Authorization: Bearer T' on "
                           "GET /metrics.", kind=str, env="LHTTP_METRICS_TOKEN", show="none",
                           group="token")
+
+    # Channel permissions (docs/security.rst).
+    channels = _field(
+        (), "--channel", "Who may subscribe to (sub), publish to (pub), read the history "
+        "(history) or presence (presence) of channels matching PATTERN, as "
+        "'PATTERN=ACTION:WHO[|WHO...][,ACTION:WHO...]', WHO one of anyone, users, members, "
+        "owner, token, nobody (e.g. 'user.{sub}=sub:owner,pub:nobody'). Repeatable; the "
+        "first matching rule decides; once any is given, what no rule allows is refused (403; "
+        "docs/security.rst).",
+        repeat=parseRule, show="none", validator=_channelRules, group="auth",
+    )
 
     # The cluster.
     nats = _field(
@@ -386,8 +402,9 @@ def optionTable():
         if meta["kind"] is not bool:
             flag += " " + _metavar(field)
         env = f" Default from ${meta['env']}." if meta["env"] else ""
-        # reStructuredText: a bare * would start emphasis.
-        rows.append((f"``{flag}``", showDefault(field), (meta["help"] + env).replace("*", "\\*")))
+        # reStructuredText: a bare * would start emphasis, a | a substitution.
+        meaning = (meta["help"] + env).replace("*", "\\*").replace("|", "\\|")
+        rows.append((f"``{flag}``", showDefault(field), meaning))
     widths = [max(len(row[i]) for row in rows) for i in range(2)]
     rule = "  ".join(["=" * widths[0], "=" * widths[1], "=" * 72])
     lines = [rule]
@@ -416,6 +433,8 @@ def _metavar(field):
         return "C=NAME"
     if name in ("--upstream-target",):
         return "NAME=URL"
+    if name in ("--channel",):
+        return "RULE"
     if name in ("--upstream-header",):
         return "'NAME: VALUE'"
     kind = field.metadata["kind"]

@@ -18,6 +18,9 @@ class LHTTPError(Exception):
     # The command of the message it is about, when known (the error reply
     # echoes it).
     command = None
+    # Headers the error reply carries after command (a refused channel's
+    # name).
+    headers = ()
 
     def __init__(self, detail=None, reason=None, command=None):
         Exception.__init__(self, detail or self.reason)
@@ -143,6 +146,38 @@ class Forbidden(LHTTPError):
 
     status = 403
     reason = "forbidden"
+
+
+class ChannelForbidden(Forbidden):
+    """
+    An action on a channel is not allowed (L{lhttp.auth.permissions}):
+    the error reply names the channel in a C{channel} header::
+
+        LHTTP/1.0 error
+        lhttp-node:reply
+        status:403
+        reason:forbidden
+        command:chat
+        channel:user.bob
+
+        subscribe to 'user.bob' is not allowed
+
+    @ivar channel: the channel.
+    @ivar action: C{"sub"}, C{"pub"}, C{"history"} or C{"presence"}.
+    """
+
+    _verbs = {
+        "sub": "subscribe to",
+        "pub": "publish to",
+        "history": "read the history of",
+        "presence": "read the presence of",
+    }
+
+    def __init__(self, channel, action, detail=None):
+        Forbidden.__init__(self, detail or f"{self._verbs[action]} {channel!r} is not allowed")
+        self.channel = channel
+        self.action = action
+        self.headers = (("channel", channel),)
 
 
 class HostNotAllowed(Forbidden):

@@ -16,6 +16,7 @@ L{lhttp.interfaces.IPubSub}), not the node.
 from twisted.internet.defer import Deferred
 
 from lhttp.auth.control import LocalControl
+from lhttp.auth.guard import ChannelGuard, permissionsOn
 from lhttp.auth.identity import Users
 from lhttp.channels import Channels
 from lhttp.codec import parse, parseMultipart
@@ -59,7 +60,7 @@ class LHTTPServer:
     """
 
     def __init__(self, config=None, broker=None, reactor=None, upstream=None, presence=None,
-                 nats=None):
+                 nats=None, verifySubscriptionToken=None):
         """
         @param config: the node's L{lhttp.config.Config} (default: the
             defaults).
@@ -75,6 +76,9 @@ class LHTTPServer:
         @param nats: the node's L{lhttp.brokers.connection.NATSConnection}
             (the broker's and presence's), whose state C{/health} shows;
             default: none.
+        @param verifySubscriptionToken: C{token -> Deferred[claims]}, for
+            the C{channel-token} header (L{lhttp.auth.guard}); default:
+            subscription tokens are refused.
         """
         self.nats = nats
         self.config = config = config if config is not None else Config()
@@ -98,6 +102,13 @@ class LHTTPServer:
         self.dispatcher = Dispatcher(
             self.receive, self.metrics, config.maxQueuedBytes, config.maxQueuedMessages
         )
+        # Channel permissions (docs/security.rst): the L{ChannelGuard}
+        # when on, before the built-in filters; None (no cost) when off.
+        self.guard = None
+        if permissionsOn(config):
+            self.guard = ChannelGuard(config.channels, verifySubscriptionToken,
+                                      clock=self.factory.reactor)
+            self.dispatcher.addFilter(self.guard)
         for headerFilter in standardFilters():
             self.dispatcher.addFilter(headerFilter)
         # Last, so its request follows unsubscribe (SPEC section 2); user
@@ -115,7 +126,8 @@ class LHTTPServer:
         history = self.broker.history
         if history is not None:
             self.dispatcher.addProcessor(
-                "history", HistoryProcessor(history, self.pubsub.checkChannels, config.maxMessageSize),
+                "history", HistoryProcessor(history, self.pubsub.checkChannels, config.maxMessageSize,
+                                            self.guard),
                 builtin=True,
             )
         # Who is subscribed (--presence, --presence-events; --demo's
@@ -257,7 +269,8 @@ class LHTTPServer:
         root = LHTTPResource(self.factory, self.hostPolicy)
         config = self.config
         root.putChild(b"publish", PublishResource(
-            self.receive, self.pubsub, self.metrics, config.publishToken, config.maxMessageSize
+            self.receive, self.pubsub, self.metrics, config.publishToken, config.maxMessageSize,
+            self.guard,
         ))
         root.putChild(b"api", ControlResource(
             self.control, config.publishToken, config.maxMessageSize, config.maxChannelLength))

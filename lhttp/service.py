@@ -245,6 +245,7 @@ def makeService(options):
     """
     from twisted.internet import reactor
 
+    from lhttp.auth import subscription as subscriptionTokens
     from lhttp.engines import makeEngines
     from lhttp.plugin import processorPlugins
     from lhttp.server import LHTTPServer
@@ -262,7 +263,8 @@ def makeService(options):
         presence = engines.presence if config.presence else None
     server = LHTTPServer(config, broker=engines.broker, reactor=reactor,
                          upstream=makeUpstream(reactor, config), presence=engines.presence,
-                         nats=connection)
+                         nats=connection,
+                         verifySubscriptionToken=subscriptionTokens.fromEnvironment(os.environ))
     registerProcessors(
         server, options.filters, options.processors,
         processorPlugins() if config.plugins else [],

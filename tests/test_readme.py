@@ -169,6 +169,23 @@ CODE_BLOCKS = {
     ("docs/protocol.rst", "reason:bad channel name"): notRunnable(
         "an error reply, with a placeholder body; tests/test_server.py checks real ones"),
     ("docs/security.rst", "TokenAuthFilter"): ranBy("test_authFilterSnippet"),
+    ("docs/security.rst", "PATTERN=ACTION:WHO[|WHO...]"): notRunnable("the --channel grammar"),
+    ("docs/security.rst", "--channel 'user.{sub}=sub:owner,pub:nobody,history:owner'"): ranBy(
+        "tests/test_permissions_node.py::test_docsChatRules",
+        "its --channel rules on a real node, attacked"),
+    ("docs/security.rst", '"caps": [{"channels"'): notRunnable(
+        "a JWT's claims; tests/test_permissions.py checks capabilities"),
+    ("docs/security.rst", '"channel": "private.x", "exp"'): notRunnable(
+        "a subscription token's claims; tests/test_permissions_node.py signs real ones"),
+    ("docs/security.rst", "reason:subscription token expired"): ranBy(
+        "tests/test_permissions.py::test_subscriptionTokenExpirySample",
+        "compared byte for byte with what a node sends at exp"),
+    ("docs/security.rst", "channel-token:<JWT>"): notRunnable(
+        "the header's form with a placeholder; tests/test_permissions_node.py sends real tokens"),
+    ("docs/security.rst", '"detail": "publish to'): ranBy(
+        "tests/test_permissions.py::test_docsSamples", "a node's /publish answer compared"),
+    ("docs/security.rst", "reason:forbidden\\r\\ncommand:chat"): ranBy(
+        "tests/test_permissions.py::test_docsSamples", "a node's reply compared byte for byte"),
     ("docs/upstream.rst", "examples/record_backend.py"): ranBy("test_upstreamScenarioSnippets"),
     ("docs/upstream.rst", "--upstream-allow"): ranBy("test_upstreamScenarioSnippets"),
     ("docs/upstream.rst", "mike = await connect"): ranBy("test_upstreamScenarioSnippets"),

@@ -21,13 +21,16 @@ class HistoryProcessor:
 
     maxLimit = 1000
 
-    def __init__(self, history, checkChannels, maxSize=1024 * 1024):
+    def __init__(self, history, checkChannels, maxSize=1024 * 1024, guard=None):
         """
         @param history: the L{IHistory}.
         @param checkChannels: L{lhttp.interfaces.IPubSub.checkChannels}.
         @param maxSize: the largest message the node sends
             (C{--max-message-size}).
+        @param guard: the node's L{lhttp.auth.guard.ChannelGuard} (the
+            C{history} permission), or L{None} when permissions are off.
         """
+        self._guard = guard
         self._history = history
         self._checkChannels = checkChannels
         self._maxSize = maxSize
@@ -46,6 +49,9 @@ class HistoryProcessor:
         if len(names) != 1:
             raise BadHeaderValue("channel", "a history request names one channel")
         channel = names[0]
+        if self._guard is not None:
+            # Before anything else is said about the channel.
+            self._guard.require(connection, names, "history")
         if self._history.policy.retentionFor(channel) is None:
             raise NoHistory(f"{channel!r} keeps no history (see --history)")
         limit = message.getHeader("limit")

@@ -73,8 +73,11 @@ def install(server, engine=None, clientIds=None):
     if policy.tracked:
         # The node's own: an application's processor for them replaces them.
         dispatcher = server.dispatcher
-        dispatcher.addProcessor("presence", PresenceProcessor(presenceFilter), builtin=True)
+        guard = server.guard
+        dispatcher.addProcessor("presence", PresenceProcessor(presenceFilter, guard=guard),
+                                builtin=True)
         dispatcher.addProcessor(
-            "presence-stats", PresenceProcessor(presenceFilter, stats=True), builtin=True
+            "presence-stats", PresenceProcessor(presenceFilter, stats=True, guard=guard),
+            builtin=True,
         )
     return presenceFilter

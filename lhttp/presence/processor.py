@@ -69,12 +69,15 @@ class PresenceProcessor(Processor):
     without presence is a 404.
     """
 
-    def __init__(self, presenceFilter, stats=False):
+    def __init__(self, presenceFilter, stats=False, guard=None):
         """
         @param presenceFilter: the node's
             L{lhttp.presence.filter.PresenceFilter} (its policy, engine and
             client ids).
+        @param guard: the node's L{lhttp.auth.guard.ChannelGuard} (the
+            C{presence} permission), or L{None} when permissions are off.
         """
+        self._guard = guard
         self._filter = presenceFilter
         self._stats = stats
 
@@ -86,6 +89,9 @@ class PresenceProcessor(Processor):
         if len(names) != 1:
             raise BadHeader(f"{message.command!r} names one channel, not {len(names)}")
         channel = names[0]
+        if self._guard is not None:
+            # Before anything else is said about the channel.
+            self._guard.require(connection, names, "presence")
         if not self._filter.policy.tracks(channel):
             raise NoPresence(f"channel {channel!r} does not track its subscribers (--presence)")
         if not connection.isSubscribed(channel):

@@ -118,7 +118,10 @@ def metricsRoot(metrics, token=None):
 
 
 def _errorDocument(error):
-    return {"status": error.status, "reason": error.reason, "detail": str(error.detail)}
+    document = {"status": error.status, "reason": error.reason, "detail": str(error.detail)}
+    # A refused channel's name (lhttp.errors.ChannelForbidden).
+    document.update(error.headers)
+    return document
 
 
 def _json(request, status, document):
@@ -240,7 +243,7 @@ class PublishResource(Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, receive, pubsub, metrics, token, maxMessageSize):
+    def __init__(self, receive, pubsub, metrics, token, maxMessageSize, guard=None):
         """
         @param receive: the node's ingress (L{lhttp.server.LHTTPServer.receive}):
             bytes to a checked L{lhttp.codec.Message}.
@@ -248,8 +251,13 @@ class PublishResource(Resource):
         @param metrics: the L{lhttp.metrics.Metrics} counting answers.
         @param token: the publish token, or L{None}.
         @param maxMessageSize: the largest body, in bytes.
+        @param guard: the node's L{lhttp.auth.guard.ChannelGuard}, or
+            L{None} when permissions are off. With a publish token the
+            caller is the trusted backend (everything allowed); without
+            one it is anonymous and needs C{pub:anyone}.
         """
         Resource.__init__(self)
+        self._guard = guard
         self._receive = receive
         self._pubsub = pubsub
         self._metrics = metrics
@@ -307,7 +315,9 @@ class PublishResource(Resource):
         value = message.getHeader("publish")
         if value is None:
             raise MissingPublishHeader("the message has no 'publish' header")
-        self._pubsub.checkPublishChannels(value, message)
+        names = self._pubsub.checkPublishChannels(value, message)
+        if self._guard is not None and not self._token:
+            self._guard.require(None, names, "pub")
         _, key = publishOptions(message)
         return self._pubsub.publishBytes(
             value, withoutPrivateHeaders(message).toBytes(), confirmed.errback, key,
