@@ -15,6 +15,7 @@ L{lhttp.interfaces.IPubSub}), not the node.
 
 from twisted.internet.defer import Deferred
 
+from lhttp.auth.identity import Users
 from lhttp.channels import Channels
 from lhttp.codec import parse, parseMultipart
 from lhttp.word import refuseForged
@@ -48,10 +49,14 @@ class LHTTPServer:
     @ivar factory: the Autobahn WebSocket server factory.
     @ivar metrics: this node's L{lhttp.metrics.Metrics} (C{GET /metrics}).
     @ivar connections: the open L{lhttp.connection.Connection}s.
+    @ivar users: the L{lhttp.auth.Users} registry: each authenticated
+        user's open connections here.
+    @ivar authFilter: the L{lhttp.auth.filter.AuthFilter} when
+        authentication is on, else L{None}.
     """
 
     def __init__(self, config=None, broker=None, reactor=None, upstream=None, presence=None,
-                 nats=None):
+                 nats=None, authenticator=None):
         """
         @param config: the node's L{lhttp.config.Config} (default: the
             defaults).
@@ -67,6 +72,9 @@ class LHTTPServer:
         @param nats: the node's L{lhttp.brokers.connection.NATSConnection}
             (the broker's and presence's), whose state C{/health} shows;
             default: none.
+        @param authenticator: an L{lhttp.interfaces.IAuthenticator};
+            default: the one C{config}'s C{--auth-*} options describe, or
+            none (authentication off).
         """
         self.nats = nats
         self.config = config = config if config is not None else Config()
@@ -97,7 +105,14 @@ class LHTTPServer:
         # Autobahn's factory resolves the reactor (the global one if none
         # was given): the clock upstream requests are timed with.
         self.dispatcher.addFilter(UpstreamFilter(self.upstream, self.factory.reactor, self.metrics))
-        self._userFilters = 0
+        # Authentication, first of all filters (user filters included):
+        # nothing else sees a message of a connection that has not
+        # authenticated.
+        from lhttp.auth.filter import install as installAuth
+
+        self.users = Users()
+        self.authFilter = installAuth(self, authenticator)
+        self._userFilters = 0 if self.authFilter is None else 1
         history = self.broker.history
         if history is not None:
             self.dispatcher.addProcessor(
@@ -111,6 +126,9 @@ class LHTTPServer:
             from lhttp.presence import install
 
             self.presence = install(self, presence)
+            # With authentication, presence names the authenticated user
+            # only, never what anything else put in data["user"].
+            self.presence.identified = self.authFilter is not None
 
     # The one ingress.
 
