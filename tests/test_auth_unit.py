@@ -547,3 +547,23 @@ class ProxyFilterTests(SynchronousTestCase):
 
 
 
+
+
+class AnonymousTests(SynchronousTestCase):
+    def test_anonymousConnectionsAreLetIn(self):
+        reactor = MemoryReactorClock()
+        server = memoryServer(reactor=reactor, authJwtSecret=SECRET, authAnonymous=True)
+        client = FakeClient(server)
+        client.receive(b"LHTTP/1.0 chat\r\nsubscribe:room.1\r\n\r\n")
+        self.assertEqual(client.messages(), [])
+        self.assertEqual(client.connection.subscriptions, frozenset({"room.1"}))
+        self.assertFalse(client.connection.identity.authenticated)
+        reactor.advance(60)
+        client.flush()
+        self.assertIsNone(client.closedWith)
+        client.receive(f"LHTTP/1.0 connect\r\ntoken:{makeToken(SECRET, 'alice')}\r\n\r\n".encode())
+        self.assertEqual(client.connection.identity.user, "alice")
+        # A bad token still ends the connection.
+        other = FakeClient(server)
+        other.receive(b"LHTTP/1.0 connect\r\ntoken:a.b.c\r\n\r\n")
+        self.assertEqual(other.closedWith[0], 4401)
