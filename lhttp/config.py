@@ -16,6 +16,7 @@ import resource as _rlimit
 
 import attr
 
+from lhttp.auth.keys import loadPublicKey
 from lhttp.history.policy import parseRetention
 from lhttp.names import DEFAULT_MAX_CHANNEL_LENGTH, checkBucket, checkPrefix
 from lhttp.patterns import checkPattern
@@ -142,8 +143,6 @@ def _publicKeyFile(path):
     """
     A PEM public key (or certificate) file, read and checked.
     """
-    from lhttp.auth.jwt import loadPublicKey
-
     pem = _readFile(path, "JWT public key file")
     loadPublicKey(pem, path)
     return pem
@@ -155,8 +154,6 @@ def _secretGiven(instance, attribute, value):
 
 
 def _publicKeys(instance, attribute, value):
-    from lhttp.auth.jwt import loadPublicKey
-
     for pem in value:
         loadPublicKey(pem, attribute.metadata["flag"])
 

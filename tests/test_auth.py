@@ -361,3 +361,76 @@ def test_twoMethodsRefuseToStart(secretFile):
         node.stop()
 
 
+
+
+# docs/authentication.rst's worked examples, as pasted (ports swapped).
+
+def _userEnv():
+    import os
+    import sys
+
+    return {"PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])}
+
+
+def _startShell(command, name):
+    from procs import ROOT, Process
+
+    from test_readme import keepPythonPath
+
+    return Process(["bash", "-c", keepPythonPath(command)], cwd=str(ROOT), env=_userEnv(), name=name)
+
+
+@pytest_twisted.ensureDeferred
+async def test_docsJWTExample(tmp_path):
+    import sys
+
+    from docsnippets import blockWith
+    from procs import Process, portAccepts
+
+    port = freePort()
+    node = _startShell(blockWith("sh", "LHTTP_AUTH_JWT_SECRET=change-me").replace("8081", str(port)),
+                       "auth-doc-node")
+    try:
+        await eventually(lambda: portAccepts(port) or not node.alive(), what="the node")
+        assert node.alive(), node.log()
+        script = tmp_path / "jwt_example.py"
+        script.write_text(blockWith("python", "def tokenFor(user)").replace("8081", str(port)))
+        example = Process([sys.executable, str(script)], name="jwt-example")
+        await eventually(lambda: not example.alive(), 30, what="the example to finish")
+        assert example.log().splitlines()[-2:] == ["connect 200 alice", "b'hi'"], example.log()
+        example.stop()
+        # And the node refuses a client without a token.
+        stranger = await client(f"ws://127.0.0.1:{port}/")
+        stranger.send("chat", [("publish", "room.1")])
+        assert (await stranger.nextMessage(10)).getHeader("status") == "401"
+    finally:
+        node.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_docsProxyExample(tmp_path):
+    import sys
+
+    from docsnippets import blockWith
+    from procs import Process, portAccepts
+
+    backendPort, port = freePort(), freePort()
+    script = tmp_path / "proxy_backend.py"
+    script.write_text(blockWith("python", "class ConnectProxy").replace("8000", str(backendPort)))
+    backend = Process([sys.executable, str(script)], name="proxy-backend")
+    node = _startShell(blockWith("sh", "--auth-proxy http://127.0.0.1:8000")
+                       .replace("8000", str(backendPort)).replace("8081", str(port)), "proxy-doc-node")
+    try:
+        await eventually(lambda: (portAccepts(port) and portAccepts(backendPort))
+                         or not node.alive() or not backend.alive(), what="the node and backend")
+        assert node.alive() and backend.alive(), node.log() + backend.log()
+        alice = await connect(reactor, f"ws://127.0.0.1:{port}/", {"Cookie": "session=s3cr3t-session-id"})
+        reply = await alice.nextMessage(10)
+        assert (reply.command, reply.getHeader("status"), reply.getHeader("user")) == ("connect", "200", "alice")
+        stranger = await connect(reactor, f"ws://127.0.0.1:{port}/", {"Cookie": "session=guess"})
+        reply = await stranger.nextMessage(10)
+        assert (reply.command, reply.getHeader("status")) == ("error", "401")
+        assert (await stranger.closed)[1] == 4401
+    finally:
+        node.stop()
+        backend.stop()

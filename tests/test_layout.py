@@ -123,7 +123,7 @@ def test_configImportsLeaves():
                 reached.add(target)
                 todo.append(target)
     assert reached == {
-        "lhttp.codec", "lhttp.errors", "lhttp.history.policy", "lhttp.names",
+        "lhttp.auth.keys", "lhttp.codec", "lhttp.errors", "lhttp.history.policy", "lhttp.names",
         "lhttp.patterns", "lhttp.upstream.urls", "lhttp.web.hosts",
     }
 

@@ -14,32 +14,19 @@ Nothing here logs or repeats a token.
 
 import json
 
-import attr
 import jwt
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from cryptography.x509 import load_pem_x509_certificate
 from treq import collect
 from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from lhttp.auth.identity import Identity
+from lhttp.auth.keys import Key, jwkKey, loadPublicKey, secretKey
 from lhttp.errors import AuthenticationUnavailable, LHTTPError, Unauthorized
 from lhttp.interfaces import IAuthenticator
 from lhttp.patterns import checkPattern
+from lhttp.upstream.agent import guardedClient
 from lhttp.upstream.urls import parseURL
-
-HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
-RSA_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
-EDDSA_ALGORITHMS = ("EdDSA",)
-# An EC key signs with the one algorithm of its curve.
-EC_ALGORITHMS = {
-    "secp256r1": ("ES256",),
-    "secp384r1": ("ES384",),
-    "secp521r1": ("ES512",),
-    "secp256k1": ("ES256K",),
-}
 
 # What a capability may allow (the C{caps} claim; lhttp.auth.permissions).
 CAPABILITY_ACTIONS = frozenset({"sub", "pub", "history", "presence"})
@@ -49,97 +36,6 @@ JWKS_TIMEOUT = 5.0
 JWKS_MAX_SIZE = 1024 * 1024
 JWKS_REFETCH_INTERVAL = 30.0
 JWKS_RETRY_INTERVAL = 1.0
-
-
-@attr.s(frozen=True)
-class Key:
-    """
-    One key the node trusts.
-
-    @ivar key: what PyJWT verifies with: the secret's L{bytes}, or a
-        C{cryptography} public key.
-    @ivar algorithms: the algorithms it may verify (its family only).
-    @ivar kid: its key id (JWKS keys), or L{None}.
-    """
-
-    key = attr.ib()
-    algorithms = attr.ib()
-    kid = attr.ib(default=None)
-
-
-def algorithmsOf(key):
-    """
-    The algorithm family of a public key.
-
-    @return: a L{tuple} of algorithm names, empty for a key of no
-        supported kind.
-    """
-    if isinstance(key, rsa.RSAPublicKey):
-        return RSA_ALGORITHMS
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return EC_ALGORITHMS.get(key.curve.name, ())
-    if isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
-        return EDDSA_ALGORITHMS
-    return ()
-
-
-def loadPublicKey(pem, where="a public key"):
-    """
-    A PEM public key (or an X.509 certificate's) as a L{Key}.
-
-    @param where: the file or option, for the error.
-    @raise ValueError: not a PEM public key of a supported kind.
-    """
-    if isinstance(pem, str):
-        pem = pem.encode("utf-8")
-    try:
-        if b"-----BEGIN CERTIFICATE-----" in pem:
-            key = load_pem_x509_certificate(pem).public_key()
-        else:
-            key = load_pem_public_key(pem)
-    except Exception:
-        raise ValueError(f"{where}: not a PEM public key (a private key is refused too)") from None
-    algorithms = algorithmsOf(key)
-    if not algorithms:
-        raise ValueError(f"{where}: an RSA, EC (P-256, P-384, P-521, secp256k1), Ed25519 or "
-                         "Ed448 public key is needed")
-    return Key(key, algorithms)
-
-
-def secretKey(secret):
-    """
-    An HMAC secret as a L{Key} (HS256, HS384, HS512 only).
-    """
-    if isinstance(secret, str):
-        secret = secret.encode("utf-8", "surrogateescape")
-    return Key(secret, HMAC_ALGORITHMS)
-
-
-def jwkKey(document):
-    """
-    One JWK of a JWKS document as a L{Key}, or L{None} for one the node
-    does not use (a secret, an encryption key, an unknown kind).
-    """
-    if not isinstance(document, dict) or document.get("kty") not in ("RSA", "EC", "OKP"):
-        return None
-    if document.get("use", "sig") != "sig":
-        return None
-    try:
-        key = jwt.PyJWK(document).key
-    except Exception:
-        return None
-    if not hasattr(key, "verify") and hasattr(key, "public_key"):
-        # A JWK with its private part: only the public one is needed.
-        key = key.public_key()
-    algorithms = algorithmsOf(key)
-    alg = document.get("alg")
-    if alg is not None:
-        # A key that names its algorithm verifies only that one.
-        algorithms = (alg,) if alg in algorithms else ()
-    kid = document.get("kid")
-    if not algorithms or (kid is not None and not isinstance(kid, str)):
-        return None
-    return Key(key, algorithms, kid)
 
 
 def parseCaps(value):
@@ -495,8 +391,10 @@ def makeVerifier(config, reactor, client=None):
     jwks = None
     if config.authJwksURL is not None:
         if client is None:
-            from lhttp.auth.proxy import guardedClient
-
             client = guardedClient(reactor, config.authJwksURL)
         jwks = JWKSKeys(parseURL(config.authJwksURL).url, client, reactor)
     return JWTVerifier(keys, jwks, config.authLeeway, config.authAudience, config.authIssuer)
+
+
+__all__ = ["JWKSKeys", "JWTVerifier", "Key", "identityOf", "loadPublicKey", "makeVerifier",
+           "parseCaps", "parseJWKS", "secretKey"]

@@ -22,9 +22,7 @@ cannot tell (503, close 4503).
 import json
 
 from treq import collect
-from treq.client import HTTPClient
 from twisted.internet.defer import ensureDeferred
-from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
@@ -32,20 +30,11 @@ from lhttp.auth.identity import Identity
 from lhttp.auth.jwt import parseCaps
 from lhttp.errors import AuthenticationUnavailable, LHTTPError, Unauthorized
 from lhttp.interfaces import IAuthenticator
-from lhttp.upstream.agent import GuardedAgent
+from lhttp.upstream.agent import guardedClient
 from lhttp.upstream.urls import parseURL
 
 DEFAULT_TIMEOUT = 5.0
 MAX_ANSWER = 64 * 1024
-
-
-def guardedClient(reactor, url):
-    """
-    A treq client that connects only to C{url}'s scheme, host and port
-    (L{lhttp.upstream.agent.GuardedAgent}), with persistent connections.
-    """
-    agent = Agent(reactor, pool=HTTPConnectionPool(reactor))
-    return HTTPClient(GuardedAgent(agent, [parseURL(url).origin]))
 
 
 def handshakeHeaders(handshake, names):
