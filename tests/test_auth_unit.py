@@ -567,3 +567,35 @@ class AnonymousTests(SynchronousTestCase):
         other = FakeClient(server)
         other.receive(b"LHTTP/1.0 connect\r\ntoken:a.b.c\r\n\r\n")
         self.assertEqual(other.closedWith[0], 4401)
+
+
+class ProxyExpiryTests(SynchronousTestCase):
+    def test_theProxyIsAskedAgainAtExpiry(self):
+        reactor = MemoryReactorClock()
+        reactor.advance(time.time())
+        backend = ProxyServer()
+        now = int(reactor.seconds())
+        backend.answer = {"user": "alice", "expires": now + 5}
+        server = memoryServer(reactor=reactor, authProxy="http://app.example/auth")
+        server.authFilter.authenticator = ConnectProxy("http://app.example/auth", StubTreq(backend),
+                                                       reactor)
+        client = FakeClient(server, headers={"Cookie": "session=abc"})
+        self.assertEqual(client.connection.identity.expires, now + 5)
+        client.clear()
+        backend.answer = {"user": "alice", "expires": now + 60}
+        reactor.advance(5)
+        client.flush()
+        self.assertEqual(backend.requests[-1][1]["refresh"], True)
+        [reply] = client.messages()
+        self.assertEqual(reply.toBytes(), (
+            f"LHTTP/1.0 refresh\r\nlhttp-node:reply\r\nstatus:200\r\nuser:alice\r\n"
+            f"expires:{now + 60}\r\n\r\n").encode())
+        # The session ended: closed as expired.
+        client.clear()
+        backend.code = 401
+        reactor.advance(55)
+        client.flush()
+        [refused] = client.messages()
+        self.assertEqual((refused.getHeader("status"), refused.getHeader("command")), ("401", "refresh"))
+        self.assertEqual(client.closedWith[0], 4419)
+        self.assertEqual(server.users.connectionsOf("alice"), [])

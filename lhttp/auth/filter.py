@@ -12,6 +12,7 @@ for the connect proxy pauses that connection's pipeline only.
 """
 
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from lhttp.codec import errorReply
 from lhttp.errors import (
     AlreadyConnected,
@@ -28,6 +29,8 @@ UNAUTHORIZED_CLOSE = 4401
 EXPIRED_CLOSE = 4419
 UNAVAILABLE_CLOSE = 4503
 
+log = Logger()
+
 BEFORE_CONNECT = "send 'LHTTP/1.0 connect' with a 'token' header first"
 
 
@@ -42,6 +45,9 @@ def _asAuthError(failure):
     error = failure.value
     if isinstance(error, LHTTPError):
         return error
+    # A bug, not a bad credential: logged (the traceback, never the
+    # message or its token), and the client may try again.
+    log.failure("Checking a credential failed", failure)
     return AuthenticationUnavailable("the server could not check this credential")
 
 
