@@ -16,6 +16,7 @@ import resource as _rlimit
 
 import attr
 
+from lhttp.auth.keys import loadPublicKey
 from lhttp.auth.permissions import checkRules, parseRule
 from lhttp.history.policy import parseRetention
 from lhttp.names import DEFAULT_MAX_CHANNEL_LENGTH, checkBucket, checkPrefix
@@ -24,8 +25,10 @@ from lhttp.upstream.urls import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_RESPONSE,
     DEFAULT_TIMEOUT,
+    HEADER_NAME as _HEADER_NAME,
     AllowList,
     parseStaticHeader,
+    parseURL,
 )
 from lhttp.web.hosts import checkHostPattern
 
@@ -48,7 +51,7 @@ def _atLeastZero(instance, attribute, value):
 
 
 def _field(default, flag, help, *, kind=None, show=None, env=None, short=None,
-           repeat=None, validator=None, group="node"):
+           repeat=None, validator=None, group="node", secret=False):
     """
     One option.
 
@@ -64,6 +67,7 @@ def _field(default, flag, help, *, kind=None, show=None, env=None, short=None,
     @param short: a one-letter flag.
     @param repeat: for a repeatable option, a function reading one
         command-line value into one item (raising L{ValueError}).
+    @param secret: it holds a secret: never in the L{Config}'s C{repr}.
     """
     metadata = {
         "flag": flag,
@@ -77,7 +81,7 @@ def _field(default, flag, help, *, kind=None, show=None, env=None, short=None,
     }
     validators = [validator] if validator else []
     return attr.ib(default=default, metadata=metadata, validator=validators, kw_only=True,
-                   converter=tuple if repeat else None)
+                   converter=tuple if repeat else None, repr=not secret)
 
 
 def _pair(what, example):
@@ -123,6 +127,55 @@ def _bucketName(instance, attribute, value):
 
 def _header(text):
     return parseStaticHeader(text)
+
+
+def _readFile(path, what):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ValueError(f"cannot read the {what} {path!r}: {e.strerror}") from None
+
+
+def _secretFile(path):
+    """
+    The HMAC secret in a file (a final line break is not part of it).
+    """
+    return _readFile(path, "JWT secret file").rstrip(b"\r\n").decode("utf-8", "surrogateescape")
+
+
+def _publicKeyFile(path):
+    """
+    A PEM public key (or certificate) file, read and checked.
+    """
+    pem = _readFile(path, "JWT public key file")
+    loadPublicKey(pem, path)
+    return pem
+
+
+def _secretGiven(instance, attribute, value):
+    if value is not None and not value:
+        raise ValueError(f"{attribute.metadata['flag']}: the JWT secret is empty")
+
+
+def _publicKeys(instance, attribute, value):
+    for pem in value:
+        loadPublicKey(pem, attribute.metadata["flag"])
+
+
+def _authURL(instance, attribute, value):
+    if value is not None:
+        try:
+            parseURL(value)
+        except ValueError as e:
+            raise ValueError(f"{attribute.metadata['flag']} {value!r}: {e}") from None
+
+
+def _headerName(text):
+    name = text.strip()
+    if not _HEADER_NAME.fullmatch(name):
+        raise ValueError(f"--auth-proxy-header wants a header name, not {text!r}")
+    return name
 
 
 @attr.s(frozen=True, slots=True)
@@ -210,7 +263,9 @@ class Config:
         validator=_positive,
     )
     handshakeTimeout = _field(10.0, "--handshake-timeout", "Seconds a request (a WebSocket "
-                              "handshake, a /publish body) has to arrive whole (over: 408).",
+                              "handshake, a /publish body) has to arrive whole (over: 408); "
+                              "with authentication, also seconds a WebSocket has to "
+                              "authenticate (over: close 4401).",
                               show="10 s", validator=_positive)
     pingInterval = _field(30.0, "--ping-interval", "Seconds between keep-alive pings "
                           "(0: none).", show="30 s", validator=_atLeastZero)
@@ -332,8 +387,65 @@ class Config:
                                  "connection may have in flight; its later messages wait.",
                                  validator=_positive)
 
+    # Authentication (docs/authentication.rst).
+    authJwtSecret = _field(
+        None, "--auth-jwt-secret-file", "Authenticate connections with JWTs signed with the "
+        "HMAC secret in this file (HS256, HS384, HS512); clients send 'LHTTP/1.0 connect' "
+        "with a 'token' header first.", kind=_secretFile, env="LHTTP_AUTH_JWT_SECRET",
+        show="none", validator=_secretGiven, group="auth", secret=True,
+    )
+    authJwtPublicKeys = _field(
+        (), "--auth-jwt-public-key", "Authenticate connections with JWTs signed with the "
+        "private key of this PEM public key (RSA: RS*, PS*; EC: ES*; Ed25519, Ed448: "
+        "EdDSA). Repeatable.", repeat=_publicKeyFile, show="none", validator=_publicKeys,
+        group="auth",
+    )
+    authJwksURL = _field(
+        None, "--auth-jwks-url", "Authenticate connections with JWTs signed with the keys "
+        "of this JWKS document (fetched, cached, fetched again for an unknown kid at most "
+        "every 30 s).", kind=str, show="none", validator=_authURL, group="auth",
+    )
+    authAudience = _field(None, "--auth-audience", "Accept only JWTs whose 'aud' names this "
+                          "audience.", kind=str, show="any", group="auth")
+    authIssuer = _field(None, "--auth-issuer", "Accept only JWTs whose 'iss' is this issuer.",
+                        kind=str, show="any", group="auth")
+    authLeeway = _field(5.0, "--auth-leeway", "Seconds of clock difference allowed on a "
+                        "JWT's exp, nbf and iat.", show="5 s", validator=_atLeastZero,
+                        group="auth")
+    authProxy = _field(
+        None, "--auth-proxy", "Authenticate connections by POSTing their handshake's cookies "
+        "(and --auth-proxy-header headers) to this URL of the application's backend.",
+        kind=str, show="none", validator=_authURL, group="auth",
+    )
+    authProxyHeaders = _field(
+        (), "--auth-proxy-header", "Also send this handshake header to the connect proxy "
+        "(Cookie always is). Repeatable.", repeat=_headerName, show="Cookie", group="auth",
+    )
+    authProxyTimeout = _field(5.0, "--auth-proxy-timeout", "Seconds the connect proxy has to "
+                              "answer (over: 503, close 4503).", show="5 s",
+                              validator=_positive, group="auth")
+    authRefreshGrace = _field(10.0, "--auth-refresh-grace", "Seconds a connection whose "
+                              "credential expired keeps working, waiting for a 'refresh' "
+                              "(then: close 4419).", show="10 s", validator=_atLeastZero,
+                              group="auth")
+    authAnonymous = _field(False, "--auth-anonymous", "With authentication on, let "
+                           "connections that never send 'connect' in, as anonymous, instead "
+                           "of refusing their messages.", group="auth")
+
     def __attrs_post_init__(self):
         _checkPatterns(self)
+
+    @property
+    def authMethod(self):
+        """
+        @return: how connections authenticate: C{"jwt"}, C{"proxy"}, or
+            L{None} (off).
+        """
+        if self.authProxy is not None:
+            return "proxy"
+        if self.authJwtSecret is not None or self.authJwtPublicKeys or self.authJwksURL:
+            return "jwt"
+        return None
 
     def endpoints(self):
         """
@@ -369,6 +481,16 @@ def _checkPatterns(config):
     AllowList(config.upstreamAllow, config.upstreamTargets)
     if config.natsPrefix:
         checkPrefix(config.natsPrefix)
+    if config.authProxy is not None and (
+        config.authJwtSecret is not None or config.authJwtPublicKeys or config.authJwksURL
+    ):
+        raise ValueError(
+            "--auth-proxy and --auth-jwt-*/--auth-jwks-url (or $LHTTP_AUTH_JWT_SECRET) are two "
+            "authentication methods; a node uses one"
+        )
+    if config.authAnonymous and config.authMethod is None:
+        raise ValueError("--auth-anonymous needs an authentication method (--auth-jwt-*, "
+                         "--auth-jwks-url or --auth-proxy)")
 
 
 def options():
@@ -437,6 +559,12 @@ def _metavar(field):
         return "RULE"
     if name in ("--upstream-header",):
         return "'NAME: VALUE'"
+    if name in ("--auth-jwt-secret-file", "--auth-jwt-public-key"):
+        return "PATH"
+    if name in ("--auth-jwks-url", "--auth-proxy"):
+        return "URL"
+    if name in ("--auth-proxy-header",):
+        return "NAME"
     kind = field.metadata["kind"]
     if kind is int:
         return "N"

@@ -321,6 +321,10 @@ class Dispatcher:
             )
         connection.sendError(error)
         connection.end()
+        if error.closeCode is not None:
+            # The error ends the connection (a failed authentication):
+            # the reply says why, the close code tells the client's SDK.
+            connection.close(error.closeCode, error.reason)
 
     def _guard(self, connection, hook):
         """

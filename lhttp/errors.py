@@ -22,6 +22,10 @@ class LHTTPError(Exception):
     # name).
     headers = ()
 
+    # A WebSocket close code: the connection is closed with it once the
+    # error reply is sent (a failed authentication: 4401, 4503).
+    closeCode = None
+
     def __init__(self, detail=None, reason=None, command=None):
         Exception.__init__(self, detail or self.reason)
         if reason is not None:
@@ -137,6 +141,26 @@ class Unauthorized(LHTTPError):
 
     status = 401
     reason = "unauthorized"
+
+
+class AlreadyConnected(LHTTPError):
+    """
+    A second C{connect} on a connection that is authenticated already
+    (C{refresh} renews its credential).
+    """
+
+    status = 400
+    reason = "already connected"
+
+
+class AuthenticationUnavailable(LHTTPError):
+    """
+    The node cannot tell whether a credential is good now: its JWKS
+    endpoint or its connect proxy is down, slow, or answered garbage.
+    """
+
+    status = 503
+    reason = "authentication unavailable"
 
 
 class Forbidden(LHTTPError):

@@ -521,6 +521,34 @@ class IUpstream(Interface):
         """
 
 
+class IAuthenticator(Interface):
+    """
+    How a node authenticates connections (docs/authentication.rst): from
+    a token a client sends (L{lhttp.auth.jwt.JWTVerifier}) or from its
+    WebSocket handshake (L{lhttp.auth.proxy.ConnectProxy}).
+    """
+
+    method = Attribute("Its name: C{\"jwt\"} or C{\"proxy\"} (L{lhttp.auth.Identity.method}).")
+    fromHandshake = Attribute(
+        "L{True} if it authenticates a connection as soon as it opens, from "
+        "its handshake; L{False} if it waits for a C{connect} message's token."
+    )
+
+    def authenticate(connection, token, refresh=False):
+        """
+        @param connection: the L{IConnection}.
+        @param token: the C{token} header of a C{connect} or C{refresh}
+            message, or L{None} (from the handshake).
+        @param refresh: the connection is authenticated already and its
+            credential is being renewed.
+        @return: a L{twisted.internet.defer.Deferred} firing with an
+            L{lhttp.auth.Identity}, or failing with
+            L{lhttp.errors.Unauthorized} (refused; the detail says why in
+            one line, never repeating the credential) or
+            L{lhttp.errors.AuthenticationUnavailable}.
+        """
+
+
 class IBodyLimit(Interface):
     """
     A resource that judges a request by its head (method, path, headers)

@@ -139,9 +139,12 @@ def _parameter(field):
     def coerce(text):
         try:
             return kind(text)
-        except ValueError:
-            raise ValueError(f"{meta['flag']} wants {'a number' if kind in (int, float) else 'a value'}, "
-                             f"not {text!r}") from None
+        except ValueError as e:
+            if kind in (int, float, str):
+                raise ValueError(f"{meta['flag']} wants {'a number' if kind is not str else 'a value'}, "
+                                 f"not {text!r}") from None
+            # A reader of its own (a file's contents): its reason.
+            raise ValueError(str(e)) from None
 
     coerce.coerceDoc = ""
     return [_name(field), meta["short"], None, _helpText(field), coerce]

@@ -39,6 +39,22 @@ from lhttp.web.site import LHTTPSite
 from lhttp.web.websocket import LHTTPServerFactory
 
 
+def subscriptionVerifier(authenticator):
+    """
+    How the node checks subscription tokens (C{channel-token}): with its
+    JWT verifier's keys, C{sub} optional (an anonymous connection's token
+    has none; the guard compares it with the connection's user).
+
+    @return: C{token -> Deferred[claims]}, or L{None} when the node does
+        not verify JWTs (the connect proxy): subscription tokens refused.
+    """
+    from lhttp.auth.jwt import JWTVerifier
+
+    if not isinstance(authenticator, JWTVerifier):
+        return None
+    return lambda token: authenticator.verify(token, requireSub=False)
+
+
 class LHTTPServer:
     """
     An LHTTP node.
@@ -52,15 +68,17 @@ class LHTTPServer:
     @ivar factory: the Autobahn WebSocket server factory.
     @ivar metrics: this node's L{lhttp.metrics.Metrics} (C{GET /metrics}).
     @ivar connections: the open L{lhttp.connection.Connection}s.
-    @ivar users: the L{lhttp.auth.identity.Users} registry: each
-        authenticated user's open connections here.
+    @ivar users: the L{lhttp.auth.Users} registry: each authenticated
+        user's open connections here.
+    @ivar authFilter: the L{lhttp.auth.filter.AuthFilter} when
+        authentication is on, else L{None}.
     @ivar control: the L{lhttp.interfaces.IControl} behind C{/api}: this
         node's connections, and the other nodes' through NATS in a
         cluster.
     """
 
     def __init__(self, config=None, broker=None, reactor=None, upstream=None, presence=None,
-                 nats=None, verifySubscriptionToken=None):
+                 nats=None, authenticator=None, verifySubscriptionToken=None):
         """
         @param config: the node's L{lhttp.config.Config} (default: the
             defaults).
@@ -76,8 +94,12 @@ class LHTTPServer:
         @param nats: the node's L{lhttp.brokers.connection.NATSConnection}
             (the broker's and presence's), whose state C{/health} shows;
             default: none.
+        @param authenticator: an L{lhttp.interfaces.IAuthenticator};
+            default: the one C{config}'s C{--auth-*} options describe, or
+            none (authentication off).
         @param verifySubscriptionToken: C{token -> Deferred[claims]}, for
             the C{channel-token} header (L{lhttp.auth.guard}); default:
+            the node's JWT verifier when it authenticates with JWTs, else
             subscription tokens are refused.
         """
         self.nats = nats
@@ -102,10 +124,19 @@ class LHTTPServer:
         self.dispatcher = Dispatcher(
             self.receive, self.metrics, config.maxQueuedBytes, config.maxQueuedMessages
         )
+        # Authentication, first of all filters (user filters included):
+        # nothing else sees a message of a connection that has not
+        # authenticated.
+        from lhttp.auth.filter import install as installAuth
+
+        self.authFilter = installAuth(self, authenticator)
+        self._userFilters = 0 if self.authFilter is None else 1
+        if verifySubscriptionToken is None and self.authFilter is not None:
+            verifySubscriptionToken = subscriptionVerifier(self.authFilter.authenticator)
         # Channel permissions (docs/security.rst): the L{ChannelGuard}
         # when on, before the built-in filters; None (no cost) when off.
         self.guard = None
-        if permissionsOn(config):
+        if permissionsOn(config, authenticated=self.authFilter is not None):
             self.guard = ChannelGuard(config.channels, verifySubscriptionToken,
                                       clock=self.factory.reactor)
             self.dispatcher.addFilter(self.guard)
@@ -117,7 +148,6 @@ class LHTTPServer:
         # Autobahn's factory resolves the reactor (the global one if none
         # was given): the clock upstream requests are timed with.
         self.dispatcher.addFilter(UpstreamFilter(self.upstream, self.factory.reactor, self.metrics))
-        self._userFilters = 0
         self.control = LocalControl(self.users)
         if nats is not None:
             from lhttp.brokers.control import NATSControl
@@ -137,6 +167,9 @@ class LHTTPServer:
             from lhttp.presence import install
 
             self.presence = install(self, presence)
+            # With authentication, presence names the authenticated user
+            # only, never what anything else put in data["user"].
+            self.presence.identified = self.authFilter is not None
 
     # The one ingress.
 

@@ -245,7 +245,6 @@ def makeService(options):
     """
     from twisted.internet import reactor
 
-    from lhttp.auth import subscription as subscriptionTokens
     from lhttp.engines import makeEngines
     from lhttp.plugin import processorPlugins
     from lhttp.server import LHTTPServer
@@ -263,8 +262,7 @@ def makeService(options):
         presence = engines.presence if config.presence else None
     server = LHTTPServer(config, broker=engines.broker, reactor=reactor,
                          upstream=makeUpstream(reactor, config), presence=engines.presence,
-                         nats=connection,
-                         verifySubscriptionToken=subscriptionTokens.fromEnvironment(os.environ))
+                         nats=connection)
     registerProcessors(
         server, options.filters, options.processors,
         processorPlugins() if config.plugins else [],

@@ -16,6 +16,7 @@ L{twisted.test.iosim}::
 
 L{RecordingBroker} and L{FakeNATS} stand in for the cluster,
 L{FakeUpstream} for the HTTP backends of the C{upstream} header.
+L{makeToken} and L{KeyPair} sign JWTs as an application's backend does.
 """
 
 import asyncio
@@ -660,3 +661,77 @@ class FakeUpstream:
         d = Deferred()
         self.calls.append((request, peer, message, d))
         return d
+
+
+# Tokens for tests of authentication (docs/authentication.rst).
+
+def makeToken(key, sub, algorithm="HS256", headers=None, expiresIn=None, **claims):
+    """
+    A signed JWT, as an application's backend issues one::
+
+        token = makeToken("s3cret", "alice", expiresIn=60, caps=[...])
+        token = makeToken(pair.privatePEM, "alice", "RS256", headers={"kid": "k1"})
+
+    @param key: the HMAC secret (L{str} or L{bytes}) or a PEM private key.
+    @param sub: the user (left out when L{None}).
+    @param algorithm: a PyJWT algorithm name.
+    @param headers: extra JOSE header fields (C{kid}).
+    @param expiresIn: seconds from now for C{exp} (none when L{None}).
+    @param claims: more claims (C{exp}, C{nbf}, C{aud}, C{caps}...).
+    @rtype: L{str}
+    """
+    import time
+
+    import jwt
+
+    payload = dict(claims)
+    if sub is not None:
+        payload["sub"] = sub
+    if expiresIn is not None:
+        payload["exp"] = int(time.time() + expiresIn)
+    return jwt.encode(payload, key, algorithm=algorithm, headers=headers)
+
+
+class KeyPair:
+    """
+    An asymmetric key pair for signing test tokens: C{privatePEM} signs
+    (L{makeToken}), C{publicPEM} is what C{--auth-jwt-public-key} reads,
+    L{jwk} is its entry in a JWKS document.
+    """
+
+    def __init__(self, kind="RSA"):
+        """
+        @param kind: C{"RSA"} (2048 bits), C{"EC"} (P-256) or C{"Ed25519"}.
+        """
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+        if kind == "RSA":
+            self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        elif kind == "EC":
+            self.key = ec.generate_private_key(ec.SECP256R1())
+        elif kind == "Ed25519":
+            self.key = ed25519.Ed25519PrivateKey.generate()
+        else:
+            raise ValueError(f"no {kind!r} keys here")
+        self.kind = kind
+        self.privatePEM = self.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        self.publicPEM = self.key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo,
+        )
+
+    def jwk(self, kid):
+        """
+        @return: the public key as a JWK (a L{dict}) with key id C{kid}.
+        """
+        import json
+
+        from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+        algorithm = {"RSA": RSAAlgorithm, "EC": ECAlgorithm, "Ed25519": OKPAlgorithm}[self.kind]
+        document = json.loads(algorithm.to_jwk(self.key.public_key()))
+        document["kid"] = kid
+        return document

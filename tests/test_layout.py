@@ -123,8 +123,8 @@ def test_configImportsLeaves():
                 reached.add(target)
                 todo.append(target)
     assert reached == {
-        "lhttp.auth.permissions", "lhttp.codec", "lhttp.errors", "lhttp.history.policy", "lhttp.names",
-        "lhttp.patterns", "lhttp.upstream.urls", "lhttp.web.hosts",
+        "lhttp.auth.keys", "lhttp.auth.permissions", "lhttp.codec", "lhttp.errors",
+        "lhttp.history.policy", "lhttp.names", "lhttp.patterns", "lhttp.upstream.urls", "lhttp.web.hosts",
     }
 
 

@@ -186,6 +186,26 @@ CODE_BLOCKS = {
         "tests/test_permissions.py::test_docsSamples", "a node's /publish answer compared"),
     ("docs/security.rst", "reason:forbidden\\r\\ncommand:chat"): ranBy(
         "tests/test_permissions.py::test_docsSamples", "a node's reply compared byte for byte"),
+    ("docs/authentication.rst", "LHTTP/1.0 connect\\r\\ntoken:<JWT>"): notRunnable(
+        "the connect message and reply, with a placeholder token; "
+        "tests/test_auth_unit.py compares real replies byte for byte"),
+    ("docs/authentication.rst", "\\r\\n\\r\\ntoken expired\n"): notRunnable(
+        "a refused connect; tests/test_auth.py checks real ones"),
+    ("docs/authentication.rst", "command:chat"): notRunnable(
+        "the reply before connect; tests/test_auth.py compares it byte for byte"),
+    ("docs/authentication.rst", "status:503"): notRunnable(
+        "the unavailable reply; tests/test_auth.py checks real ones"),
+    ("docs/authentication.rst", "grace:10"): notRunnable(
+        "the expiry notice; tests/test_auth.py compares one (grace:2) byte for byte"),
+    ("docs/authentication.rst", "LHTTP/1.0 refresh\\r\\ntoken:<JWT>"): notRunnable(
+        "refresh and its reply, with a placeholder token; tests/test_auth.py checks real ones"),
+    ("docs/authentication.rst", "POST /lhttp/connect HTTP/1.1"): notRunnable(
+        "an HTTP request as the connect proxy receives it; tests/test_auth_unit.py checks one"),
+    ("docs/authentication.rst", "LHTTP_AUTH_JWT_SECRET=change-me"): ranBy("tests/test_auth.py::test_docsJWTExample"),
+    ("docs/authentication.rst", "def tokenFor(user)"): ranBy("tests/test_auth.py::test_docsJWTExample"),
+    ("docs/authentication.rst", "class ConnectProxy"): ranBy("tests/test_auth.py::test_docsProxyExample"),
+    ("docs/authentication.rst", "--auth-proxy http://127.0.0.1:8000"): ranBy(
+        "tests/test_auth.py::test_docsProxyExample"),
     ("docs/upstream.rst", "examples/record_backend.py"): ranBy("test_upstreamScenarioSnippets"),
     ("docs/upstream.rst", "--upstream-allow"): ranBy("test_upstreamScenarioSnippets"),
     ("docs/upstream.rst", "mike = await connect"): ranBy("test_upstreamScenarioSnippets"),

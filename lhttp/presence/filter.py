@@ -68,6 +68,8 @@ class PresenceFilter(HeaderFilter):
     """
     @ivar policy: the L{lhttp.presence.policy.PresencePolicy}.
     @ivar engine: the L{lhttp.interfaces.IPresence}.
+    @ivar identified: authentication is on: a member's user is the one
+        its connection authenticated as (L{lhttp.presence.policy.userOf}).
     @cvar eventRate: C{join}/C{leave} messages one connection causes per
         second at most, after a burst of L{eventBurst}; beyond, what its
         subscribers are told is coalesced: they hear the net change of
@@ -79,6 +81,8 @@ class PresenceFilter(HeaderFilter):
 
     eventRate = 20.0
     eventBurst = 100
+    # Authentication is on: members are named by their identity only.
+    identified = False
 
     def __init__(self, policy, engine, pubsub, clientIds, clock=None):
         """
@@ -145,7 +149,7 @@ class PresenceFilter(HeaderFilter):
         for channel, subscribed in changed.items():
             if subscribed:
                 if channel not in members:
-                    member = members[channel] = Member(seen.client, userOf(connection))
+                    member = members[channel] = Member(seen.client, userOf(connection, self.identified))
                     waits.append(self._join(seen, channel, member))
             else:
                 member = members.pop(channel, None)

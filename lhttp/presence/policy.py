@@ -71,12 +71,16 @@ class ClientIds:
         return f"{self.node}-{next(self._counter)}"
 
 
-def userOf(connection):
+def userOf(connection, identified=False):
     """
     The user a filter or processor set on a connection
     (C{connection.data["user"]}), as one line of text, or L{None}.
+
+    @param identified: authentication is on: the user is the one the
+        connection authenticated as (C{connection.identity.user}), never
+        what anything else set.
     """
-    user = connection.data.get("user")
+    user = connection.identity.user if identified else connection.data.get("user")
     if user is None:
         return None
     text = " ".join(str(user).split())

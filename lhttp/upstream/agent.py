@@ -45,6 +45,7 @@ from lhttp.upstream.urls import (
     DEFAULT_MAX_RESPONSE,
     DEFAULT_TIMEOUT,
     AllowList,
+    parseURL,
 )
 
 
@@ -91,6 +92,15 @@ def httpClient(reactor, allowList):
     """
     agent = Agent(reactor, pool=HTTPConnectionPool(reactor))
     return HTTPClient(GuardedAgent(agent, allowList.origins))
+
+
+def guardedClient(reactor, url):
+    """
+    A treq client that connects only to C{url}'s scheme, host and port
+    (L{GuardedAgent}), with persistent connections.
+    """
+    agent = Agent(reactor, pool=HTTPConnectionPool(reactor))
+    return HTTPClient(GuardedAgent(agent, [parseURL(url).origin]))
 
 
 def peerText(peer):

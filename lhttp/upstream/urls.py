@@ -29,6 +29,8 @@ DEFAULT_MAX_RESPONSE = 64 * 1024
 DEFAULT_CONCURRENCY = 8
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# An HTTP header name (RFC 9110 token).
+HEADER_NAME = _TOKEN
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 BODYLESS = frozenset({"GET", "HEAD"})

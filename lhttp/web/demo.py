@@ -63,7 +63,8 @@ class DemoNicknames(HeaderFilter):
 
     def beforeRequest(self, connection, message):
         nick = message.getHeader("nick")
-        if nick is None:
+        if nick is None or connection.identity.authenticated:
+            # An authenticated connection is named by its credential only.
             return
         nick = "".join(c for c in nick if c.isprintable()).strip()[:32]
         if nick:
