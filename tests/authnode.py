@@ -190,6 +190,14 @@ class AuthNode:
             self.out.flush()
 
 
+def receivedBy(process):
+    """
+    @return: the messages the fake node running as C{process} received,
+        escaped as its log lines have them.
+    """
+    return [line[5:] for line in process.log().splitlines() if line.startswith("recv ")]
+
+
 def main(port):
     from twisted.internet import reactor
 

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from lhttp.cli import Output, escape, formatMessage, parser, terminalSafe, unescape
 from lhttp.codec import parse
+from authnode import receivedBy
 from procs import ROOT, freePort, waitFor
 
 CLI = [sys.executable, "-m", "lhttp.cli"]
@@ -529,30 +530,6 @@ def test_listenEscapesWhatATerminalWouldActOn(lhttpNode, command):
     assert r"\u202egnp.exe\u202c" in line and r"\u2028" in line and r"\u009b" in line
     assert unescape(line) == sent
     assert json.loads(asJSON.stdoutBytes())["body"] == HOSTILE
-
-
-@pytest.fixture
-def authNode():
-    """
-    The scripted fake node of C{tests/authnode.py} (the authentication wire
-    forms) on a free port: C{(url, process)}; its log has a C{recv} line
-    per message it received.
-    """
-    from procs import Process
-
-    port = freePort()
-    node = Process([sys.executable, str(ROOT / "tests" / "authnode.py"), str(port)],
-                   env={"PYTHONPATH": str(ROOT)}, name="authnode")
-    try:
-        waitFor(lambda: "listening" in node.log() or not node.alive(), 20, what="the fake node")
-        assert node.alive(), node.log()
-        yield f"ws://127.0.0.1:{port}/", node
-    finally:
-        node.stop()
-
-
-def receivedBy(node):
-    return [line[5:] for line in node.log().splitlines() if line.startswith("recv ")]
 
 
 def test_listenAndSendWithAToken(authNode, command):
