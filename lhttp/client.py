@@ -983,8 +983,8 @@ class ReconnectingClient(Service):
                     # The node closes it next; one that does not is dropped.
                     self._reactor.callLater(self.closeWait, _dropIfOpen, protocol)
             elif protocol.closeCode is None:
-                # getToken failed: told, and tried again later.
-                self._authFailures += 1
+                # getToken failed: told, and tried again later (its close
+                # counts for the backoff).
                 self._tellAuthError(failure.value)
                 protocol.sendClose(1000)
 

@@ -1006,3 +1006,21 @@ class AuthClientTests(ClientOnMemoryNodeCase):
         refused = protocol.refresh("alice-1")
         self.node.flush()
         self.assertEqual(self.failureResultOf(refused, ErrorReply).value.status, 403)
+
+    def test_getTokenFailureToldAndTriedAgain(self):
+        calls = []
+
+        def getToken():
+            calls.append(self.clock.seconds())
+            if len(calls) == 1:
+                raise RuntimeError("token backend down")
+            return "alice-1"
+
+        client = self.makeClient(getToken=getToken)
+        client.startService()
+        self.node.flush()
+        [error] = self.errors
+        self.assertIsInstance(error, RuntimeError)
+        self.clock.advance(2)
+        self.assertEqual(self.connected().user, "alice")
+        self.assertEqual(calls, [0, 2])
