@@ -8,6 +8,11 @@ server-side control of a user's connections::
     lhttp shell ws://127.0.0.1:8081/
     lhttp disconnect http://127.0.0.1:8081/ alice
     lhttp unsubscribe http://127.0.0.1:8081/ alice room.1
+    lhttp listen --token "$JWT" wss://chat.example/ user.alice
+
+C{--token} (or the C{LHTTP_TOKEN} environment variable) sends C{LHTTP/1.0
+connect} with the token first, for a node that authenticates; a refused
+token is one line on standard error and exit status 1.
 
 Output: one received message per line on standard output, flushed per line,
 in the I{line format}: the message's bytes with C{\\\\}, C{\\r}, C{\\n} and
@@ -37,12 +42,14 @@ from twisted.application.internet import backoffPolicy
 from twisted.internet import defer, stdio, task
 from twisted.protocols.basic import LineReceiver
 
-from lhttp.client import NotConnected, ReconnectingClient, connect
+from lhttp.client import ErrorReply, NotConnected, ReconnectingClient, Unauthorized, connect
 from lhttp.codec import Message, parse
 from lhttp.errors import LHTTPError
 from lhttp.word import isNodeWord
 
 TOKEN_VARIABLE = "LHTTP_PUBLISH_TOKEN"
+# The connection token (JWT) of listen, send and shell.
+CONNECT_TOKEN_VARIABLE = "LHTTP_TOKEN"
 
 EXIT_OK, EXIT_FAILED, EXIT_UNREACHABLE, EXIT_UNKNOWN = 0, 1, 2, 3
 
@@ -203,11 +210,42 @@ class Output:
         self._err.flush()
 
 
+def _connectToken(args):
+    """
+    @return: the connection token of C{--token} or C{LHTTP_TOKEN}, or L{None}.
+    """
+    return args.token or os.environ.get(CONNECT_TOKEN_VARIABLE) or None
+
+
+def refusal(error):
+    """
+    @return: one line saying why the node refused the connection's
+        token (an L{ErrorReply} to C{connect}, an L{Unauthorized} close),
+        or L{None} for any other error. Never the token itself.
+    """
+    if isinstance(error, Unauthorized):
+        if error.reply is not None:
+            error = error.reply
+        elif error.code == 4403:
+            return "disconnected by the server (close 4403)"
+        else:
+            return f"the node refused the token (close {error.code})"
+    if isinstance(error, ErrorReply) and error.message.command == "refresh":
+        grace = error.message.getHeader("grace") or "?"
+        return f"the token expired: the node closes the connection in {grace} s without a fresh one"
+    if isinstance(error, ErrorReply) and error.message.getHeader("command") == "connect":
+        detail = error.message.body.decode("utf-8", "replace")
+        what = "cannot check the token now" if error.status == 503 else "refused the token"
+        line = f"the node {what}: {error.status} {error.reason}"
+        return line + (f": {detail}" if detail else "")
+    return None
+
+
 def _reconnecting(reactor, args, output):
     client = ReconnectingClient(
         reactor, args.url, onMessage=output.message,
         retryPolicy=backoffPolicy(initialDelay=0.5, maxDelay=args.max_delay),
-        timeout=args.timeout,
+        timeout=args.timeout, token=_connectToken(args),
     )
 
     def disconnected(how):
@@ -233,13 +271,23 @@ async def _firstConnection(reactor, client, output):
     try:
         protocol = await client.whenConnected(failAfterFailures=1)
     except Exception as error:
-        output.problem(f"cannot connect to {client.url}: {error}")
+        output.problem(refusal(error) or f"cannot connect to {client.url}: {error}")
         # Not from inside the ClientService's own callback: it is not
         # reentrant.
         await task.deferLater(reactor, 0, client.stopService)
         return None
     output.status(f"connected to {client.url}")
     return protocol
+
+
+def _notConnected(client):
+    """
+    @return: the exit status when the first connection failed: 1 when the
+        node refused the token, 2 when it could not be reached.
+    """
+    if client.authError is not None or client.stopped is not None:
+        return EXIT_FAILED
+    return EXIT_UNREACHABLE
 
 
 async def listen(reactor, args, output):
@@ -254,12 +302,19 @@ async def listen(reactor, args, output):
         if args.count and seen[0] >= args.count and not done.called:
             done.callback(EXIT_OK)
 
+    def refused(error):
+        output.problem(refusal(error) or str(error))
+        if isinstance(error, Unauthorized) and not done.called:
+            done.callback(EXIT_FAILED)
+
     client.onMessage = counted
     client.subscribe(args.channels)
     names = " ".join(client.subscriptions)
     client.onConnect = lambda protocol: _reportSync(protocol.sync(args.timeout), output, f"subscribed {names}")
     if await _firstConnection(reactor, client, output) is None:
-        return EXIT_UNREACHABLE
+        return _notConnected(client)
+    # Once connected: a refusal later (a reconnect's) ends it.
+    client.onAuthError = refused
     result = await done
     await client.stopService()
     return result
@@ -357,8 +412,12 @@ async def _handled(protocol, syncs, args, output):
 
 async def send(reactor, args, output):
     try:
-        protocol = await connect(reactor, args.url, timeout=args.timeout)
+        protocol = await connect(reactor, args.url, timeout=args.timeout, token=_connectToken(args))
     except Exception as error:
+        refused = refusal(error)
+        if refused is not None:
+            output.problem(refused)
+            return EXIT_FAILED
         output.problem(f"cannot connect to {args.url}: {error}")
         return EXIT_UNREACHABLE
     replies = Replies(reactor, output)
@@ -581,7 +640,8 @@ async def shell(reactor, args, output):
     client = _reconnecting(reactor, args, output)
     protocol = await _firstConnection(reactor, client, output)
     if protocol is None:
-        return EXIT_UNREACHABLE
+        return _notConnected(client)
+    client.onAuthError = lambda error: output.problem(refusal(error) or str(error))
     client.onConnect = lambda protocol: output.status(f"connected to {client.url}")
     done = defer.Deferred()
     stdio.StandardIO(ShellInput(client, args, output, done), reactor=reactor)
@@ -654,6 +714,10 @@ def parser():
         sub.add_argument("--json", action="store_true", help="print messages as JSON lines")
         sub.add_argument("--timeout", type=_positiveFloat, default=10.0,
                          help="seconds for connecting and for the server to answer (default 10)")
+        sub.add_argument("--token", default=None,
+                         help="a connection token (JWT) for a node that authenticates: sent "
+                              "first, in 'LHTTP/1.0 connect' (default: the "
+                              f"{CONNECT_TOKEN_VARIABLE} environment variable)")
 
     sub = command(
         "listen", "print what is published to channels",

@@ -22,6 +22,16 @@ also remembers the last offset and epoch it saw on each channel, subscribes
 again with C{since}/C{epoch} so the node sends what was missed, drops
 messages it has already seen, and reports each recovery to C{onRecovery};
 C{history(channel, limit)} reads a channel's last messages.
+
+On a node that authenticates (C{--auth-*}; C{docs/protocol.rst},
+"Authentication") give it a token, or a C{getToken} callable that returns
+one (or a L{Deferred} or coroutine of one)::
+
+    client = ReconnectingClient(reactor, url, getToken=fetchToken)
+
+Each connection then starts with C{LHTTP/1.0 connect} and a C{token}
+header, and nothing else is sent before the node's reply; the token is
+refreshed shortly before it expires and on the node's refresh notice.
 """
 
 import itertools
@@ -35,7 +45,11 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from hyperlink import URL
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError, ensureDeferred, fail
+import inspect
+
+from twisted.internet.defer import (
+    CancelledError, Deferred, TimeoutError, ensureDeferred, fail, maybeDeferred, succeed,
+)
 from twisted.internet.task import deferLater
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import ConnectionDone
@@ -57,6 +71,83 @@ _ackIds = itertools.count(1)
 # Statuses after which a publish is sent again, with the same key: the node
 # does not know whether it was stored (503), or could not take it now (429).
 RETRIED_STATUSES = frozenset((503, 429))
+
+# Close codes of a node that authenticates (docs/protocol.rst).
+CLOSE_UNAUTHORIZED = 4401    # bad or missing credential: one more try, then stop
+CLOSE_DISCONNECTED = 4403    # /api/disconnect: do not reconnect
+CLOSE_RECONNECT = 4000       # /api/disconnect reconnect:true: reconnect, fresh token
+CLOSE_EXPIRED = 4419         # no refresh within the grace: reconnect, fresh token
+CLOSE_UNAVAILABLE = 4503     # keys or connect proxy unavailable: reconnect, backoff
+
+# Seconds before expires at most at which a token is refreshed (a quarter
+# of its time left when that is less).
+REFRESH_MARGIN = 30.0
+
+
+class Unauthorized(Exception):
+    """
+    L{ReconnectingClient} stopped: the node refused its credential (close
+    4401, after one more try with a fresh token) or disconnected it for
+    good (close 4403).
+
+    @ivar code: the close code.
+    @ivar reply: the node's L{ErrorReply} to the C{connect}, or L{None}.
+    """
+
+    def __init__(self, code, reason, reply=None):
+        self.code = code
+        self.reply = reply
+        detail = f": {reply}" if reply is not None else ""
+        Exception.__init__(self, f"{code} {reason}{detail}")
+
+
+@attr.s(frozen=True)
+class Credential:
+    """
+    What the node's reply to C{connect} or C{refresh} said.
+
+    @ivar user: the authenticated user.
+    @ivar expires: when the credential expires (Unix seconds), or L{None}.
+    """
+
+    user = attr.ib()
+    expires = attr.ib()
+
+    @classmethod
+    def fromMessage(cls, message):
+        return cls(message.getHeader("user"), _offset(message.getHeader("expires"), "expires"))
+
+
+def _call(function, *args):
+    """
+    @return: a L{Deferred} of what C{function} returns: a value, a
+        L{Deferred} or a coroutine.
+    """
+    d = maybeDeferred(function, *args)
+
+    def awaited(result):
+        return ensureDeferred(result) if inspect.isawaitable(result) else result
+
+    return d.addCallback(awaited)
+
+
+def _tokenHeader(names, token):
+    """
+    The C{channel-token} header for subscribing to C{names} with
+    C{token}: a string for one channel, a list in the channels' order or a
+    dict C{{channel: token}}, one token per channel.
+    """
+    if isinstance(token, str):
+        tokens = [token]
+    elif isinstance(token, dict):
+        tokens = [token.get(name) for name in names]
+    else:
+        tokens = list(token)
+    if len(tokens) != len(names) or not all(
+        isinstance(t, str) and t.split() == [t] for t in tokens
+    ):
+        raise ValueError("a subscription token per channel, without spaces")
+    return ("channel-token", " ".join(tokens))
 
 
 class NotConnected(Exception):
@@ -264,7 +355,10 @@ class LHTTPClientProtocol(WebSocketClientProtocol):
     """
 
     onLHTTPMessage = None
+    onRefreshNotice = None
     log = Logger()
+    user = None
+    expires = None
 
     def __init__(self):
         WebSocketClientProtocol.__init__(self)
@@ -274,6 +368,8 @@ class LHTTPClientProtocol(WebSocketClientProtocol):
         self._histories = []
         # publish-ack id -> Deferred of publishes waiting for their ack.
         self._acks = {}
+        # [command, Deferred] of connect and refresh messages sent.
+        self._credentials = []
         self.opened = Deferred()
         self.closed = Deferred()
         self.closeCode = None
@@ -288,6 +384,8 @@ class LHTTPClientProtocol(WebSocketClientProtocol):
             self.log.failure("The server sent a message that does not parse")
             return
         try:
+            if self._isCredentialReply(message):
+                return
             if self._syncs and self._isSyncReply(message):
                 return
             if self._histories and self._isHistoryReply(message):
@@ -303,6 +401,72 @@ class LHTTPClientProtocol(WebSocketClientProtocol):
             # that trips a bug here is logged and skipped.
             self.log.failure("Handling a message from the server failed: {message!r}",
                              message=message)
+
+    def _isCredentialReply(self, message):
+        """
+        Take the node's word about this connection's credential: its reply
+        to C{connect} or C{refresh} (C{user}, C{expires}), an error reply
+        to either, or the node's refresh notice (to C{onRefreshNotice} when
+        set). A reply to C{connect} that was not asked for (the connect
+        proxy's) sets C{user} and C{expires} too.
+
+        @return: whether C{message} was one.
+        """
+        command = message.command
+        if command not in ("connect", "refresh", "error") or kindOf(message) != REPLY:
+            return False
+        if command == "error":
+            command = message.getHeader("command")
+            if command not in ("connect", "refresh"):
+                return False
+            waiting = self._takeCredential(command)
+            if waiting is None:
+                return False
+            waiting.errback(ErrorReply(message))
+            return True
+        if message.getHeader("status") != "200":
+            # The refresh notice: the token expired, a grace follows.
+            if self.onRefreshNotice is None:
+                return False
+            self.onRefreshNotice(message)
+            return True
+        credential = Credential.fromMessage(message)
+        self.user, self.expires = credential.user, credential.expires
+        waiting = self._takeCredential(command)
+        if waiting is not None:
+            waiting.callback(credential)
+        return True
+
+    def _takeCredential(self, command):
+        for index, (sent, waiting) in enumerate(self._credentials):
+            if sent == command:
+                del self._credentials[index]
+                return waiting
+        return None
+
+    def authenticate(self, token, command="connect"):
+        """
+        Send C{LHTTP/1.0 connect} with C{token} (the first message on a
+        node that authenticates; nothing should be sent before its reply).
+
+        @return: a L{Deferred} firing with a L{Credential}, failing with
+            L{ErrorReply} (401: refused; 503: the node cannot check
+            credentials now; the node closes the connection next) or
+            L{ConnectionDone}.
+        """
+        d = Deferred()
+        self._credentials.append([command, d])
+        self.send(command, [("token", token)])
+        return d
+
+    def refresh(self, token):
+        """
+        Send C{LHTTP/1.0 refresh} with a fresh C{token}.
+
+        @return: L{authenticate}'s L{Deferred}: a refused one (401, or 403
+            for another user's token) leaves the connection as it was.
+        """
+        return self.authenticate(token, "refresh")
 
     def _isSyncReply(self, message):
         """
@@ -398,6 +562,9 @@ class LHTTPClientProtocol(WebSocketClientProtocol):
         acks, self._acks = self._acks, {}
         for waiting in acks.values():
             waiting.errback(ConnectionDone(f"closed: {code} {reason}"))
+        credentials, self._credentials = self._credentials, []
+        for _, waiting in credentials:
+            waiting.errback(ConnectionDone(f"closed: {code} {reason}"))
         self.closed.callback((wasClean, code, reason))
 
     def nextMessage(self, timeout=None):
@@ -476,8 +643,14 @@ class LHTTPClientProtocol(WebSocketClientProtocol):
     def send(self, command, headers=(), body=b""):
         self.sendLHTTP(Message(command, headers, body))
 
-    def subscribe(self, channels, command="subscribe", headers=()):
-        self.send(command, [("subscribe", _joined(channels)), *headers])
+    def subscribe(self, channels, command="subscribe", headers=(), token=None):
+        """
+        @param token: subscription tokens (C{channel-token}): a string for
+            one channel, a list in the channels' order or a dict
+            C{{channel: token}}.
+        """
+        extra = [] if token is None else [_tokenHeader(_names(channels), token)]
+        self.send(command, [("subscribe", _joined(channels)), *extra, *headers])
 
     def unsubscribe(self, channels, command="unsubscribe"):
         self.send(command, [("unsubscribe", _joined(channels))])
@@ -507,6 +680,11 @@ class LHTTPClientProtocol(WebSocketClientProtocol):
         if d is not None and timeout is not None:
             d.addTimeout(timeout, self.factory.reactor)
         return d
+
+
+def _dropIfOpen(protocol):
+    if protocol.closeCode is None:
+        protocol.dropConnection(abort=True)
 
 
 def _joined(channels):
@@ -539,18 +717,27 @@ def clientEndpoint(reactor, url, timeout=30):
     return clientFromString(reactor, f"{kind}:{host}:{port}:timeout={seconds}")
 
 
-def connect(reactor, url, headers=None, timeout=30):
+def connect(reactor, url, headers=None, timeout=30, token=None):
     """
     Open an LHTTP WebSocket client connection.
 
     @param url: C{ws://host:port/path} or C{wss://...}.
     @param headers: extra handshake headers (e.g. C{{"Origin": ...}}).
+    @param token: a connection token: sent first (C{LHTTP/1.0 connect}),
+        and the connection is given once the node accepted it.
     @return: a L{Deferred} firing with an L{LHTTPClientProtocol} once the
-        WebSocket is open.
+        WebSocket is open (and, with C{token}, authenticated: its C{user}
+        and C{expires} are set); failing with L{ErrorReply} when the node
+        refused the token.
     """
     factory = clientFactory(reactor, url, headers)
     connecting = clientEndpoint(reactor, url, timeout).connect(factory)
-    return connecting.addCallback(lambda protocol: protocol.opened)
+    connecting.addCallback(lambda protocol: protocol.opened)
+    if token is not None:
+        connecting.addCallback(
+            lambda protocol: protocol.authenticate(token).addCallback(lambda ignored: protocol)
+        )
+    return connecting
 
 
 class ReconnectingClient(Service):
@@ -595,16 +782,43 @@ class ReconnectingClient(Service):
     @ivar duplicates: how many messages were dropped as already seen.
     @ivar gaps: how many live gaps were seen.
     @ivar gapsRecovered: how many of them the node's recovery filled.
+
+    On a node that authenticates, with C{token} or C{getToken} every
+    connection starts with C{LHTTP/1.0 connect} and its token, and the
+    connection counts as made (L{whenConnected}, C{onConnect}, the
+    subscriptions sent again) once the node accepted it. A fresh token
+    comes from C{getToken} for the first connection without C{token},
+    after a close with code 4401 (once: a second 4401 stops the client),
+    4000 or 4419, and when the last one expires within 30 s; it is
+    refreshed (C{LHTTP/1.0 refresh}) shortly before C{expires} (30 s, or a
+    quarter of its time when less) and on the node's refresh notice. A
+    close with 4403 stops it; 4503 and other refusals before the node's
+    reply count as failed attempts for the backoff.
+
+    @ivar user: the user the node authenticated, or L{None}.
+    @ivar expires: when its credential expires (Unix seconds), or L{None}.
+    @ivar authError: the node's last L{ErrorReply} to a C{connect}, or L{None}.
+    @ivar stopped: L{None}, or the L{Unauthorized} it stopped with.
+    @ivar onAuthError: L{None}, or a callable given an L{Unauthorized} when
+        the client stops for it, or an L{ErrorReply} (a refused refresh,
+        the node's refresh notice without C{getToken}) or the failure of
+        C{getToken} when the connection goes on.
+    @ivar onUnsubscribed: L{None}, or a callable given C{(channel,
+        reason)} when the node unsubscribed it (C{LHTTP/1.0
+        unsubscribed}) or C{getSubscriptionToken} gave no token for it.
     """
 
     protocolClass = LHTTPClientProtocol
+    # Seconds to wait for the node's close after it refused a connect.
+    closeWait = 5.0
     # Messages of a channel kept while its gap is recovered (delivered only
     # if no recovery reply comes).
     maxHeld = 1000
 
     def __init__(
         self, reactor, url, headers=None, onMessage=None, retryPolicy=None,
-        timeout=30, endpoint=None, recoveryTimeout=10.0,
+        timeout=30, endpoint=None, recoveryTimeout=10.0, token=None, getToken=None,
+        getSubscriptionToken=None,
     ):
         """
         @param url: C{ws://host:port/path} or C{wss://...}.
@@ -617,6 +831,15 @@ class ReconnectingClient(Service):
             C{url} (tests pass an in-memory one).
         @param recoveryTimeout: seconds a live gap's re-subscribe waits for
             the node's C{recovery} reply.
+        @param token: a connection token (a JWT), sent first on every
+            connection.
+        @param getToken: a callable returning a fresh connection token (or
+            a L{Deferred} or coroutine of one).
+        @param getSubscriptionToken: a callable given a channel, returning
+            a fresh subscription token for it (or a L{Deferred} or
+            coroutine of one; L{None}: no longer allowed, the channel is
+            dropped), asked after a reconnect for the channels subscribed
+            with a token.
         """
         self.url = url
         self.protocol = None
@@ -639,13 +862,34 @@ class ReconnectingClient(Service):
         self._subscriptions = {}
         # channel -> (offset, epoch): the last message seen on a history channel.
         self._positions = {}
+        # channel -> the subscription token it was subscribed with.
+        self._channelTokens = {}
+        self._token = token
+        self._getToken = getToken
+        self._getSubscriptionToken = getSubscriptionToken
+        self._authenticates = token is not None or getToken is not None
+        self._freshToken = token is None
+        self._authRetried = False
+        # Connections refused or closed before the node's reply, in a row:
+        # they add to the backoff (a ClientService counts such a
+        # connection as made).
+        self._authFailures = 0
+        self._refreshCall = None
+        self._refreshing = False
+        self.user = None
+        self.expires = None
+        self.authError = None
+        self.stopped = None
+        self.onAuthError = None
+        self.onUnsubscribed = None
         self._reactor = reactor
         self._inbox = _Inbox()
         factory = clientFactory(reactor, url, headers, self.protocolClass)
+        policy = retryPolicy or backoffPolicy(initialDelay=0.5, maxDelay=30.0)
         self._service = ClientService(
             endpoint if endpoint is not None else clientEndpoint(reactor, url, timeout),
             factory,
-            retryPolicy=retryPolicy or backoffPolicy(initialDelay=0.5, maxDelay=30.0),
+            retryPolicy=lambda failed: policy(failed + max(0, self._authFailures - 1)),
             clock=reactor,
             prepareConnection=self._prepare,
         )
@@ -685,12 +929,200 @@ class ReconnectingClient(Service):
             (subscriptions sent) now or at the next connection; see
             L{ClientService.whenConnected}.
         """
-        return self._service.whenConnected(failAfterFailures).addCallback(
-            lambda proxy: self.protocol
-        )
+        def connected(proxy):
+            if self.protocol is not None:
+                return self.protocol
+            if self.stopped is not None:
+                raise self.stopped
+            if failAfterFailures is not None and self.authError is not None:
+                raise self.authError
+            # Refused by the node: the next connection, then (asked once
+            # the ClientService is out of its own callback).
+            return deferLater(self._reactor, 0, self.whenConnected, failAfterFailures)
+
+        def failed(failure):
+            if self.stopped is not None and failure.check(CancelledError):
+                raise self.stopped
+            return failure
+
+        return self._service.whenConnected(failAfterFailures).addCallbacks(connected, failed)
 
     def _prepare(self, proxy):
-        return proxy.opened.addCallback(self._opened)
+        opened = proxy.opened.addCallback(self._watch)
+        if not self._authenticates:
+            return opened.addCallback(self._opened)
+        return opened.addCallback(self._authenticated)
+
+    def _watch(self, protocol):
+        protocol.closed.addCallback(self._closedWith, protocol)
+        return protocol
+
+    def _authenticated(self, protocol):
+        """
+        Authenticate a new connection before it counts as made.
+
+        @return: a L{Deferred} that fires once the node accepted it (the
+            subscriptions sent again), refused it or it closed: never
+            later than its close (a L{ClientService} cannot take a close
+            while it prepares a connection).
+        """
+        done = Deferred()
+
+        def finish(ignored):
+            if not done.called:
+                done.callback(protocol)
+
+        def accepted(protocol):
+            if protocol.closeCode is None:
+                self._opened(protocol)
+
+        def refused(failure):
+            if failure.check(ErrorReply):
+                self.authError = failure.value
+                if protocol.closeCode is None:
+                    # The node closes it next; one that does not is dropped.
+                    self._reactor.callLater(self.closeWait, _dropIfOpen, protocol)
+            elif protocol.closeCode is None:
+                # getToken failed: told, and tried again later (its close
+                # counts for the backoff).
+                self._tellAuthError(failure.value)
+                protocol.sendClose(1000)
+
+        protocol.closed.addBoth(finish)
+        attempt = ensureDeferred(self._authenticate(protocol))
+        attempt.addCallbacks(accepted, refused).addBoth(finish)
+        return done
+
+    async def _authenticate(self, protocol):
+        if self._getToken is not None and (self._freshToken or self._tokenStale()):
+            token = await _call(self._getToken)
+            self._token, self._freshToken = token, False
+        protocol.onRefreshNotice = self._refreshNotice
+        credential = await protocol.authenticate(self._token)
+        self._authRetried = False
+        self._authFailures = 0
+        self.authError = None
+        if self._getSubscriptionToken is not None and self.connections:
+            await self._freshSubscriptionTokens()
+        self._noteCredential(credential)
+        return protocol
+
+    async def _freshSubscriptionTokens(self):
+        """
+        Ask C{getSubscriptionToken} for the channels subscribed with a
+        token: a failure keeps the last token (said to C{onAuthError}); no
+        token drops the channel.
+        """
+        for channel in [c for c in self._subscriptions if c in self._channelTokens]:
+            try:
+                token = await _call(self._getSubscriptionToken, channel)
+            except Exception as error:
+                self._tellAuthError(error)
+                continue
+            if channel not in self._subscriptions:
+                continue
+            if isinstance(token, str) and token:
+                self._channelTokens[channel] = token
+            else:
+                self._dropChannel(channel, "no subscription token")
+
+    def _tokenStale(self):
+        return self.expires is not None and self._reactor.seconds() >= self.expires - REFRESH_MARGIN
+
+    def _noteCredential(self, credential):
+        """
+        The node's reply to C{connect} or C{refresh}: the next refresh is
+        due shortly before C{expires}.
+        """
+        self.user, self.expires = credential.user, credential.expires
+        self._cancelRefresh()
+        if self.expires is None or self._getToken is None:
+            return
+        left = self.expires - self._reactor.seconds()
+        if left > 0:
+            # Already past by this clock: the node's notice says when.
+            self._refreshCall = self._reactor.callLater(
+                left - min(REFRESH_MARGIN, left / 4), self.refresh
+            )
+
+    def _cancelRefresh(self):
+        if self._refreshCall is not None and self._refreshCall.active():
+            self._refreshCall.cancel()
+        self._refreshCall = None
+
+    def refresh(self, token=None):
+        """
+        Send C{LHTTP/1.0 refresh} with C{token}, or one from C{getToken}
+        (the client does so by itself before C{expires}).
+
+        @return: a L{Deferred} firing with the node's L{Credential}, or
+            with L{None} when it was not sent (no connection, a refresh
+            already on its way, or refused: said to C{onAuthError}).
+        """
+        protocol = self.protocol
+        if protocol is None or self._refreshing or (token is None and self._getToken is None):
+            return succeed(None)
+        self._refreshing = True
+        return ensureDeferred(self._refresh(protocol, token))
+
+    async def _refresh(self, protocol, token):
+        try:
+            if token is None:
+                token = await _call(self._getToken)
+            if protocol is not self.protocol:
+                return None
+            credential = await protocol.refresh(token)
+        except ConnectionDone:
+            return None
+        except Exception as error:
+            self._tellAuthError(error)
+            return None
+        finally:
+            self._refreshing = False
+        self._token = token
+        self._noteCredential(credential)
+        return credential
+
+    def _refreshNotice(self, message):
+        if self._getToken is not None:
+            self.refresh()
+        else:
+            self._tellAuthError(ErrorReply(message))
+
+    def _tellAuthError(self, error):
+        if self.onAuthError is not None:
+            self.onAuthError(error)
+        else:
+            _log.warn("Authentication: {error}", error=str(error))
+
+    def _closedWith(self, how, protocol):
+        """
+        The close codes of a node that authenticates: stop (4403; 4401
+        after one more try), or a fresh token for the next connection.
+        """
+        wasClean, code, reason = how
+        self._cancelRefresh()
+        if self._authenticates and self.protocol is not protocol:
+            self._authFailures += 1
+        if code == CLOSE_DISCONNECTED:
+            self._stop(Unauthorized(code, reason or "disconnected by the server"))
+        elif code == CLOSE_UNAUTHORIZED:
+            if self._getToken is not None and not self._authRetried:
+                self._authRetried = True
+                self._freshToken = True
+            else:
+                self._stop(Unauthorized(code, reason or "unauthorized", self.authError))
+        elif code in (CLOSE_EXPIRED, CLOSE_RECONNECT):
+            self._freshToken = True
+        return how
+
+    def _stop(self, error):
+        if self.stopped is not None:
+            return
+        self.stopped = error
+        self._tellAuthError(error)
+        # Not from inside the ClientService's own callbacks.
+        self._reactor.callLater(0, self.stopService)
 
     def _opened(self, protocol):
         self.protocol = protocol
@@ -698,9 +1130,12 @@ class ReconnectingClient(Service):
         protocol.onLHTTPMessage = self._received
         protocol.closed.addCallback(self._closed, protocol)
         names = list(self._subscriptions)
-        for start in range(0, len(names), RESUBSCRIBE_BATCH):
-            batch = names[start:start + RESUBSCRIBE_BATCH]
-            protocol.subscribe(batch, headers=self._resumeHeaders(batch))
+        for withToken in (False, True):
+            group = [n for n in names if (n in self._channelTokens) == withToken]
+            for start in range(0, len(group), RESUBSCRIBE_BATCH):
+                batch = group[start:start + RESUBSCRIBE_BATCH]
+                protocol.subscribe(batch, headers=self._resumeHeaders(batch),
+                                   token=self._tokensOf(batch))
         if self.onConnect is not None:
             self.onConnect(protocol)
         return protocol
@@ -715,6 +1150,27 @@ class ReconnectingClient(Service):
             self.protocol = None
             if self.onDisconnect is not None:
                 self.onDisconnect(how)
+
+    def _tokensOf(self, names):
+        """
+        The subscription tokens of C{names} (all subscribed with one), or
+        L{None}.
+        """
+        if not names or names[0] not in self._channelTokens:
+            return None
+        return [self._channelTokens[name] for name in names]
+
+    def _dropChannel(self, channel, reason):
+        """
+        Forget C{channel} (the node unsubscribed it, or there is no token
+        for it any more) and tell C{onUnsubscribed}.
+        """
+        self._subscriptions.pop(channel, None)
+        self._positions.pop(channel, None)
+        self._channelTokens.pop(channel, None)
+        self._forgetGap(channel)
+        if self.onUnsubscribed is not None:
+            self.onUnsubscribed(channel, reason)
 
     def _resumeHeaders(self, names):
         """
@@ -803,7 +1259,8 @@ class ReconnectingClient(Service):
         self.gaps += 1
         self._gapAt[channel] = seen[0]
         gap = self._recovering[channel] = _Gap(seen[0], seen[1], [message])
-        self.protocol.subscribe([channel], headers=self._resumeHeaders([channel]))
+        self.protocol.subscribe([channel], headers=self._resumeHeaders([channel]),
+                                token=self._tokensOf([channel]))
         gap.timer = self._reactor.callLater(self.recoveryTimeout, self._giveUpGap, channel, gap)
 
     def _giveUpGap(self, channel, gap):
@@ -836,6 +1293,11 @@ class ReconnectingClient(Service):
         if message.command == "recovery" and isNodeWord(message):
             self._recovery(message)
             return
+        if message.command == "unsubscribed" and kindOf(message) == REPLY:
+            channel = message.getHeader("channel")
+            if channel is not None:
+                self._dropChannel(channel, message.getHeader("reason") or "")
+            return
         if self._isWithheld(message):
             return
         self._deliver(message)
@@ -860,23 +1322,36 @@ class ReconnectingClient(Service):
         """
         return self._inbox.get(timeout, self._reactor)
 
-    def subscribe(self, channels, since=None):
+    def subscribe(self, channels, since=None, token=None):
         """
         Subscribe now if connected, and after every reconnect.
 
         @param since: for history channels, the offset to receive kept
             messages after (C{0}: all it keeps) before live ones. Without
             it a channel with a known L{position} resumes from there.
+        @param token: subscription tokens (C{channel-token}): a string for
+            one channel, a list in the channels' order or a dict
+            C{{channel: token}}; sent again after a reconnect (or fresh
+            ones from C{getSubscriptionToken}).
         """
-        names = [n for n in _names(channels) if n not in self._subscriptions]
+        every = _names(channels)
+        tokens = {}
+        if token is not None:
+            _tokenHeader(every, token)
+            tokens = dict(zip(every, [token] if isinstance(token, str) else
+                              [token[n] for n in every] if isinstance(token, dict) else token))
+        names = [n for n in every if n not in self._subscriptions]
         for name in names:
             self._subscriptions[name] = None
+            if name in tokens:
+                self._channelTokens[name] = tokens[name]
             if since is not None:
                 # Asked for before the first connection too: the
                 # subscription made when it opens resumes from there.
                 self._positions[name] = (int(since), None)
         if names and self.protocol is not None:
-            self.protocol.subscribe(names, headers=self._resumeHeaders(names))
+            self.protocol.subscribe(names, headers=self._resumeHeaders(names),
+                                    token=[tokens[n] for n in names] if tokens else None)
 
     def unsubscribe(self, channels):
         """
@@ -887,6 +1362,7 @@ class ReconnectingClient(Service):
         for name in names:
             del self._subscriptions[name]
             self._positions.pop(name, None)
+            self._channelTokens.pop(name, None)
             self._forgetGap(name)
         if names and self.protocol is not None:
             self.protocol.unsubscribe(names)
@@ -986,6 +1462,7 @@ class ReconnectingClient(Service):
 
 
 __all__ = [
+    "Credential",
     "ErrorReply",
     "HistoryMessages",
     "PublishAck",
@@ -994,5 +1471,6 @@ __all__ = [
     "ReconnectingClient",
     "RecoveryReport",
     "TimeoutError",
+    "Unauthorized",
     "connect",
 ]

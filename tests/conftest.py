@@ -61,3 +61,25 @@ def jetstream():
     yield server
     server.stop()
     store.cleanup()
+
+
+@pytest.fixture
+def authNode():
+    """
+    The scripted fake node of C{tests/authnode.py} (the authentication wire
+    forms) on a free port: C{(url, process)}; its log has a C{recv} line
+    per message it received.
+    """
+    import sys
+
+    from procs import ROOT, Process, freePort, waitFor
+
+    port = freePort()
+    node = Process([sys.executable, str(ROOT / "tests" / "authnode.py"), str(port)],
+                   env={"PYTHONPATH": str(ROOT)}, name="authnode")
+    try:
+        waitFor(lambda: "listening" in node.log() or not node.alive(), 20, what="the fake node")
+        assert node.alive(), node.log()
+        yield f"ws://127.0.0.1:{port}/", node
+    finally:
+        node.stop()

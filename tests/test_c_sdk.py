@@ -860,3 +860,72 @@ async def test_publishAckedRetriesA503WithTheSameKey(sdkBuild, startNode, natsSe
     while watcher.pending():
         received.append(await watcher.nextMessage(1))
     assert [m.body for m in received if m.command == "chat"] == [b"patient"]
+
+
+def authClient(build, url, token, channel, *refreshTokens):
+    """
+    Run C{auth_client} (sdk/c/tests/auth_client.c) to its end: its event
+    lines.
+    """
+    result = subprocess.run(
+        [build / "auth_client", url, token, channel, *refreshTokens],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def test_tokenConnectsFirstAndRefreshes(sdkBuild, authNode):
+    """
+    With C{config.token} the connect message is written first and the
+    messages queued in on_open only after the node's reply, which goes to
+    on_auth (user, expires), not on_message; lhttp_client_refresh() sends
+    a refresh whose answers (accepted, 403 for another user's token, 401)
+    come to on_auth too. Against the scripted fake node of tests/authnode.py.
+    """
+    from authnode import receivedBy
+
+    build, _ = sdkBuild
+    url, node = authNode
+    lines = authClient(build, url, "alice-1", "room", "alice-2", "bob-1", "nope")
+    assert [line.split(" expires=")[0] for line in lines] == [
+        "auth connect status=200 user=alice",
+        "message chat hello",
+        "auth refresh status=200 user=alice",
+        "auth refresh status=403 user=",
+        "auth refresh status=401 user=",
+        "close 1000",
+    ]
+    assert lines[0].endswith("grace=0 detail=")
+    expires = int(lines[0].split("expires=")[1].split()[0])
+    assert abs(expires - (time.time() + 3600)) < 60
+    assert lines[3].endswith("detail=token is for another user")
+    assert receivedBy(node) == [
+        r"LHTTP/1.0 connect\r\ntoken:alice-1\r\n\r\n",
+        r"LHTTP/1.0 subscribe\r\nsubscribe:room\r\n\r\n",
+        r"LHTTP/1.0 chat\r\npublish:room\r\n\r\nhello",
+        r"LHTTP/1.0 refresh\r\ntoken:alice-2\r\n\r\n",
+        r"LHTTP/1.0 refresh\r\ntoken:bob-1\r\n\r\n",
+        r"LHTTP/1.0 refresh\r\ntoken:nope\r\n\r\n",
+    ]
+
+
+def test_refusedTokenReportedAndNothingElseSent(sdkBuild, authNode):
+    """
+    A refused token: on_auth gets the 401 and its reason, on_close the
+    4401; the messages queued before the reply are never written. The
+    node's refresh notice comes to on_auth with its grace; a 4403 to
+    on_close.
+    """
+    from authnode import receivedBy
+
+    build, _ = sdkBuild
+    url, node = authNode
+    assert authClient(build, url, "expired", "room") == [
+        "auth connect status=401 user= expires=-1 grace=0 detail=token expired",
+        "close 4401",
+    ]
+    assert receivedBy(node) == [r"LHTTP/1.0 connect\r\ntoken:expired\r\n\r\n"]
+    notice = authClient(build, url, "notice", "room")
+    assert notice[1] == "auth refresh status=401 user= expires=-1 grace=10 detail="
+    assert authClient(build, url, "kick", "room")[-1] == "close 4403"

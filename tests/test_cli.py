@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from lhttp.cli import Output, escape, formatMessage, parser, terminalSafe, unescape
 from lhttp.codec import parse
+from authnode import receivedBy
 from procs import ROOT, freePort, waitFor
 
 CLI = [sys.executable, "-m", "lhttp.cli"]
@@ -529,3 +530,53 @@ def test_listenEscapesWhatATerminalWouldActOn(lhttpNode, command):
     assert r"\u202egnp.exe\u202c" in line and r"\u2028" in line and r"\u009b" in line
     assert unescape(line) == sent
     assert json.loads(asJSON.stdoutBytes())["body"] == HOSTILE
+
+
+def test_listenAndSendWithAToken(authNode, command):
+    """
+    C{--token} (or C{LHTTP_TOKEN}) sends C{connect} with it first, before
+    the subscriptions and messages; the token shows in no output.
+    """
+    url, node = authNode
+    listener = command("listen", "--token", "alice-1", url, "room")
+    listener.waitErr("* subscribed room")
+    assert receivedBy(node)[:2] == [r"LHTTP/1.0 connect\r\ntoken:alice-1\r\n\r\n",
+                                    r"LHTTP/1.0 subscribe\r\nsubscribe:room\r\n\r\n"]
+    sent = run("send", url, r"LHTTP/1.0 chat\r\npublish:room\r\n\r\nhello",
+               env={"LHTTP_TOKEN": "alice-2"})
+    assert sent.returncode == 0, sent.stderr
+    listener.waitOut("hello")
+    assert r"LHTTP/1.0 connect\r\ntoken:alice-2\r\n\r\n" in receivedBy(node)
+    assert "alice-" not in listener.stdout() + listener.stderr() + sent.stdout.decode() + sent.stderr.decode()
+
+
+@pytest.mark.parametrize("name", ["listen", "send"])
+def test_refusedTokenIsOneLineAndExitOne(authNode, name):
+    """
+    A token the node refuses (401 reply, close 4401): one line on standard
+    error saying so with the node's reason, exit status 1; so does a node
+    that cannot check tokens (503, close 4503).
+    """
+    url, _ = authNode
+    last = ["room"] if name == "listen" else [r"LHTTP/1.0 chat\r\n\r\nx"]
+    for token, line in (
+        ("expired", "! the node refused the token: 401 unauthorized: token expired"),
+        ("unavailable", "! the node cannot check the token now: 503 authentication unavailable: "
+                        "keys unavailable"),
+    ):
+        result = run(name, "--token", token, url, *last)
+        assert result.returncode == 1, (token, result.stderr)
+        assert result.stderr.decode().splitlines() == [line], token
+        assert result.stdout == b""
+
+
+def test_listenStopsWhenDisconnectedForGood(authNode):
+    """
+    A close with 4403 (the server's disconnect) ends C{listen} with a line
+    saying so and exit status 1, instead of reconnecting.
+    """
+    url, node = authNode
+    result = run("listen", "--token", "kick", url, "room")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.decode().splitlines()[-1] == "! disconnected by the server (close 4403)"
+    assert receivedBy(node).count(r"LHTTP/1.0 connect\r\ntoken:kick\r\n\r\n") == 1

@@ -18,7 +18,7 @@ from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
 from lhttp import LHTTPServer
-from lhttp.client import ErrorReply, NotConnected, ReconnectingClient, connect
+from lhttp.client import Credential, ErrorReply, NotConnected, ReconnectingClient, Unauthorized, connect
 from lhttp.codec import Message
 from lhttp.testing import FakeClient, memoryServer
 from lhttpclients import eventually
@@ -782,3 +782,245 @@ async def test_liveGapsRecoveredFromARealNode(startNode):
         assert (client.gaps, client.gapsRecovered, client.connections, client.duplicates) == (29, 29, 1, 0)
     finally:
         await client.stopService()
+
+
+class AuthClientTests(ClientOnMemoryNodeCase):
+    """
+    L{ReconnectingClient} with C{token}/C{getToken} against the scripted
+    fake node of C{tests/authnode.py} (the wire forms of
+    C{docs/protocol.rst}, "Authentication").
+    """
+
+    def setUp(self):
+        from authnode import AuthNode
+
+        self.clock = MemoryReactorClock()
+        self.node = MemoryNode(self.clock, lambda: AuthNode(self.clock))
+        self.errors = []
+        self.given = []
+
+    def makeClient(self, tokens=None, **options):
+        """
+        A client whose C{getToken} gives C{tokens} in turn (when given).
+        """
+        if tokens is not None:
+            tokens = list(tokens)
+
+            def getToken():
+                self.given.append(tokens[0])
+                # A Deferred, as a web call would give.
+                return succeed(tokens.pop(0) if len(tokens) > 1 else tokens[0])
+
+            options["getToken"] = getToken
+        self.client = ReconnectingClient(
+            self.clock, "ws://node/", endpoint=self.node,
+            retryPolicy=backoffPolicy(initialDelay=1.0, factor=2.0, maxDelay=60.0, jitter=lambda: 0),
+            **options,
+        )
+        self.client.onAuthError = self.errors.append
+        return self.client
+
+    def received(self, index=-1):
+        """
+        What the node's connection C{index} received, as commands.
+        """
+        return [m.command for m in self.node.server.connections[index].received]
+
+    def test_connectFirstAndNothingBeforeTheReply(self):
+        client = self.makeClient(token="alice-1")
+        client.subscribe("room")
+        client.startService()
+        protocol = self.connected()
+        [connection] = self.node.server.connections
+        first = connection.received[0]
+        self.assertEqual(first.toBytes(), b"LHTTP/1.0 connect\r\ntoken:alice-1\r\n\r\n")
+        self.assertEqual(self.received(), ["connect", "subscribe"])
+        self.assertEqual((client.user, client.expires), ("alice", 3600))
+        self.assertEqual((protocol.user, protocol.expires), ("alice", 3600))
+        self.assertEqual(self.errors, [])
+
+    def test_withoutTokenTheBytesAreThoseOfBefore(self):
+        client = self.makeClient()
+        client.subscribe("room")
+        client.startService()
+        self.connected()
+        [connection] = self.node.server.connections
+        self.assertEqual(connection.received[0].toBytes(), b"LHTTP/1.0 subscribe\r\nsubscribe:room\r\n\r\n")
+
+    def test_getTokenAndRefreshBeforeExpires(self):
+        client = self.makeClient(["alice-short", "alice-1"])
+        client.startService()
+        self.connected()
+        self.assertEqual((self.given, client.expires), (["alice-short"], 40))
+        # 40 s left: refreshed a quarter of that before, at 30 s.
+        self.clock.advance(29.9)
+        self.node.flush()
+        self.assertEqual(self.received(), ["connect"])
+        self.clock.advance(0.1)
+        self.node.flush()
+        self.assertEqual(self.received(), ["connect", "refresh"])
+        self.assertEqual(self.node.server.connections[0].received[1].getHeader("token"), "alice-1")
+        self.assertEqual(client.expires, 30 + 3600)
+        self.assertEqual(self.given, ["alice-short", "alice-1"])
+
+    def test_refreshNoticeGetsAFreshToken(self):
+        client = self.makeClient(["notice", "alice-1"])
+        client.startService()
+        self.connected()
+        self.node.flush()
+        self.assertEqual(self.received(), ["connect", "refresh"])
+        # dave's connection refreshed with alice's token: 403, kept as it was.
+        [error] = self.errors
+        self.assertIsInstance(error, ErrorReply)
+        self.assertEqual((error.status, error.reason), (403, "forbidden"))
+        self.assertIsNotNone(client.protocol)
+
+    def test_refreshNoticeWithoutGetTokenIsReported(self):
+        self.makeClient(token="notice").startService()
+        self.connected()
+        [error] = self.errors
+        self.assertEqual((error.status, error.reason), (401, "token expired"))
+
+    def test_unauthorizedRetriedOnceWithAFreshTokenThenStops(self):
+        client = self.makeClient(["expired", "expired"])
+        waiting = client.whenConnected()
+        client.startService()
+        self.node.flush()
+        self.clock.advance(2)
+        self.node.flush()
+        self.assertEqual(self.given, ["expired", "expired"])
+        self.assertEqual(len(self.node.attempts), 2)
+        self.clock.advance(60)
+        self.node.flush()
+        self.assertEqual(len(self.node.attempts), 2, "stopped")
+        [error] = self.errors
+        self.assertIsInstance(error, Unauthorized)
+        self.assertEqual(error.code, 4401)
+        self.assertEqual(error.reply.status, 401)
+        self.assertIn("token expired", str(error))
+        self.assertIs(self.failureResultOf(waiting, Unauthorized).value, error)
+
+    def test_unauthorizedThenAFreshTokenConnects(self):
+        client = self.makeClient(["expired", "alice-1"])
+        client.startService()
+        self.node.flush()
+        self.clock.advance(2)
+        self.assertEqual(self.connected().user, "alice")
+        self.assertEqual(self.errors, [])
+
+    def test_firstFailureFailsWhenConnectedWithTheReply(self):
+        client = self.makeClient(token="expired")
+        waiting = client.whenConnected(failAfterFailures=1)
+        client.startService()
+        self.node.flush()
+        self.assertEqual(self.failureResultOf(waiting, ErrorReply).value.status, 401)
+
+    def test_disconnectedForGood(self):
+        client = self.makeClient(token="kick")
+        client.startService()
+        self.node.flush()
+        self.clock.advance(0)
+        self.clock.advance(60)
+        self.assertEqual(len(self.node.attempts), 1)
+        self.assertEqual([e.code for e in self.errors], [4403])
+        self.assertFalse(client.running)
+
+    def test_reconnectCodesGetAFreshToken(self):
+        for token, code in (("kick-reconnect", 4000), ("kick-expired", 4419)):
+            self.given = []
+            self.node = MemoryNode(self.clock, self.node.makeServer)
+            client = self.makeClient([token, "alice-1"])
+            client.startService()
+            self.node.flush()
+            self.clock.advance(0.2)
+            self.node.flush()
+            self.clock.advance(2)
+            self.assertEqual(self.connected().user, "alice", code)
+            # 4419 came after the notice, whose refresh took one more.
+            expected = [token, "alice-1"] + (["alice-1"] if code == 4419 else [])
+            self.assertEqual(self.given, expected, code)
+            client.stopService()
+            self.node.flush()
+
+    def test_unavailableBacksOff(self):
+        client = self.makeClient(token="unavailable")
+        client.startService()
+        for delay in (2, 4, 8, 16):
+            self.node.flush()
+            self.clock.advance(delay)
+        attempts = self.node.attempts
+        self.assertEqual([b - a for a, b in zip(attempts, attempts[1:])], [2, 4, 8, 16])
+        self.assertIsNone(client.protocol)
+
+    def test_subscriptionTokensSentAgainOrFresh(self):
+        asked = []
+
+        def fresh(channel):
+            asked.append(channel)
+            return None if channel == "gone" else f"sub-{channel}"
+
+        dropped = []
+        client = self.makeClient(token="alice-1", getSubscriptionToken=fresh)
+        client.onUnsubscribed = lambda channel, reason: dropped.append((channel, reason))
+        client.subscribe("private.x", token="sub-private.x")
+        client.subscribe(["a", "b"], token={"a": "sub-a", "b": "wrong"})
+        client.subscribe("gone plain")
+        self.assertRaises(ValueError, client.subscribe, "c d", token="one")
+        client.startService()
+        self.connected()
+        [connection] = self.node.server.connections
+        self.assertEqual(
+            [(m.getHeader("subscribe"), m.getHeader("channel-token")) for m in connection.received[1:]],
+            [("gone plain", None), ("private.x a b", "sub-private.x sub-a wrong")],
+        )
+        self.assertEqual(connection.channels, {"gone", "plain", "private.x", "a"})
+        self.node.cut()
+        self.clock.advance(2)
+        self.connected()
+        self.assertEqual(sorted(asked), ["a", "b", "private.x"])
+        connection = self.node.server.connections[-1]
+        self.assertEqual(connection.channels, {"gone", "plain", "private.x", "a", "b"})
+        self.assertEqual(dropped, [])
+
+    def test_unsubscribedByTheNode(self):
+        dropped = []
+        client = self.makeClient(token="alice-1")
+        client.onUnsubscribed = lambda channel, reason: dropped.append((channel, reason))
+        client.subscribe("room drop.me")
+        client.startService()
+        self.connected()
+        self.assertEqual(dropped, [("drop.me", "unsubscribed by the server")])
+        self.assertEqual(client.subscriptions, ["room"])
+        self.node.cut()
+        self.clock.advance(2)
+        self.connected()
+        self.assertEqual(self.node.server.connections[-1].received[1].getHeader("subscribe"), "room")
+
+    def test_protocolAuthenticate(self):
+        client = self.makeClient()
+        client.startService()
+        protocol = self.connected()
+        d = protocol.authenticate("bob-1")
+        self.node.flush()
+        self.assertEqual(self.successResultOf(d), Credential("bob", 3600))
+        refused = protocol.refresh("alice-1")
+        self.node.flush()
+        self.assertEqual(self.failureResultOf(refused, ErrorReply).value.status, 403)
+
+    def test_getTokenFailureToldAndTriedAgain(self):
+        calls = []
+
+        def getToken():
+            calls.append(self.clock.seconds())
+            if len(calls) == 1:
+                raise RuntimeError("token backend down")
+            return "alice-1"
+
+        client = self.makeClient(getToken=getToken)
+        client.startService()
+        self.node.flush()
+        [error] = self.errors
+        self.assertIsInstance(error, RuntimeError)
+        self.clock.advance(2)
+        self.assertEqual(self.connected().user, "alice")
+        self.assertEqual(calls, [0, 2])

@@ -94,6 +94,15 @@ CODE_BLOCKS = {
     ("docs/embedding.rst", 'putChild(b"lhttp"'): ranBy("test_embeddingSnippet"),
     ("docs/javascript.rst", "--demo"): notRunnable(
         "the run command with --demo; tests/test_browser.py starts nodes with --demo"),
+    ("docs/javascript.rst", "getSubscriptionToken: async"): notRunnable(
+        "needs a backend that signs tokens; sdk/js/test/auth.test.mjs makes the same calls "
+        "against a scripted node speaking the wire forms"),
+    ("docs/clients.rst", "getToken=fetchToken"): notRunnable(
+        "needs a backend that signs tokens; tests/test_client.py::AuthClientTests makes the "
+        "same calls against a scripted node speaking the wire forms"),
+    ("docs/c-sdk.rst", "config.on_auth = on_auth"): notRunnable(
+        "a fragment: the callback and the two fields, not a program; tests/test_c_sdk.py "
+        "runs sdk/c/tests/auth_client.c, which does the same, against a scripted node"),
     ("docs/javascript.rst", "<!doctype html>"): ranBy("tests/test_browser.py::test_readmeExampleAndModuleImport"),
     ("docs/javascript.rst", "// plain script"): notRunnable("three loaders side by side, not one program"),
     ("docs/javascript.rst", "client.on_recovery = (ctx)"): notRunnable(

@@ -29,6 +29,14 @@
  * seen) is recovered without reconnecting: the channel is subscribed again
  * from the last offset, and on_recovery gets ctx.gap = true.
  * client.history(channel, limit) reads the last messages of a channel.
+ *
+ * Authentication (a node run with --auth-*, docs/protocol.rst): with
+ * options.token or options.getToken the first message of every connection
+ * is `LHTTP/1.0 connect` with a `token` header, and nothing else is sent
+ * before the node's reply; the token is refreshed before its `expires`
+ * and on the node's refresh notice; close codes 4401, 4403, 4000, 4419
+ * and 4503 are acted on; subscribe(channels, {token}) sends subscription
+ * tokens; the node's `unsubscribed` drops a channel.
  */
 (function (root, factory) {
   "use strict";
@@ -47,9 +55,17 @@
   // Headers a re-subscription does not repeat: what routes the message or
   // resumes a channel (it has its own), the body's framing, and the node's
   // own mark.
+  // A channel's subscription token is its own (channel-token): kept apart.
   var ROUTING_HEADERS = new Set([
     "subscribe", "unsubscribe", "publish", "since", "epoch", "multipart", "lhttp-node",
+    "channel-token",
   ]);
+  // Close codes of an authenticating node (docs/protocol.rst).
+  var CLOSE_UNAUTHORIZED = 4401;    // bad or missing credential
+  var CLOSE_DISCONNECTED = 4403;    // /api/disconnect: do not reconnect
+  var CLOSE_RECONNECT = 4000;       // /api/disconnect reconnect:true
+  var CLOSE_EXPIRED = 4419;         // token expired, no refresh within the grace
+  var CLOSE_UNAVAILABLE = 4503;     // keys or connect proxy unavailable: back off
 
   var utf8Encoder = new TextEncoder();
   var utf8Decoder = new TextDecoder("utf-8");
@@ -367,6 +383,23 @@
     return trimSpaces(String(channels)).split(/[ \t]+/).filter(Boolean);
   }
 
+  // One subscription token per channel, in the channels' order.
+  function tokenList(names, token) {
+    var tokens;
+    if (typeof token === "string") {
+      if (names.length !== 1) throw new TypeError("one token string for " + names.length + " channels");
+      tokens = [token];
+    } else if (Array.isArray(token)) {
+      tokens = token.map(String);
+    } else {
+      tokens = names.map(function (c) { return token[c]; });
+    }
+    if (tokens.length !== names.length || !tokens.every(function (t) { return isToken(t); })) {
+      throw new TypeError("a subscription token per channel, without spaces");
+    }
+    return tokens;
+  }
+
   // ----------------------------------------------------------------- context
 
   /**
@@ -430,7 +463,7 @@
       return this.client._transmit(encode(command, headers, body, this.binary), headers);
     }
 
-    _channelMessage(header, channels, command, headers, body) {
+    _channelMessage(header, channels, command, headers, body, after) {
       var names = channelList(channels);
       if (!names.length) throw new TypeError(header + "(): no channel given");
       if (command) this.setCommand(command);
@@ -438,6 +471,7 @@
       var pairs = headerPairs(headers);
       for (var i = 0; i < pairs.length; i++) this.addHeader(pairs[i][0], pairs[i][1]);
       this.setHeader(header, names.join(" "));
+      for (var k = 0; after && k < after.length; k++) this.addHeader(after[k][0], after[k][1]);
       if (header === "subscribe" && findHeader(this._headers, "since") === null) {
         // Channels with a known position resume from it.
         var resume = this.client._resumeHeaders(names);
@@ -451,8 +485,20 @@
       return this._channelMessage("publish", channels, command, headers, body);
     }
 
-    /** Subscribe to channels; they are subscribed again after a reconnect. */
+    /**
+     * Subscribe to channels; they are subscribed again after a reconnect.
+     * Or subscribe(channels, {token, command, headers, body}): token is a
+     * subscription token (a string for one channel; an array in the
+     * channels' order, or an object channel -> token, for several), sent
+     * as the channel-token header.
+     */
     subscribe(channels, command, headers, body) {
+      if (command !== null && typeof command === "object") {
+        var o = command;
+        var token = o.token === undefined || o.token === null ? [] :
+          [["channel-token", tokenList(channelList(channels), o.token).join(" ")]];
+        return this._channelMessage("subscribe", channels, o.command, o.headers, o.body, token);
+      }
       return this._channelMessage("subscribe", channels, command, headers, body);
     }
 
@@ -478,11 +524,28 @@
     requestTimeout: 15000, // ms a history() request waits for its reply
     recoveryTimeout: 10000, // ms a live gap's re-subscribe waits for the node's recovery reply
     maxHeld: 1000,        // messages of a channel kept while its gap is recovered
+    token: null,          // a connection token (JWT), sent first in a connect message
+    getToken: null,       // async () -> a fresh connection token
+    getSubscriptionToken: null, // async (channel) -> a fresh subscription token
     WebSocket: null,      // the WebSocket class (default: the global one)
     setTimeout: null, clearTimeout: null, random: null,
+    now: null,            // () -> ms since the epoch (default Date.now), for expires
   };
 
   function noop() {}
+
+  // ms before a token's expiry at most at which it is refreshed (less for
+  // a token valid less than 2 minutes: a quarter of its time left).
+  var REFRESH_MARGIN = 30000;
+
+  // A callback's value as a Promise, whether it returns one or throws.
+  function callAsync(fn, args) {
+    return new Promise(function (resolve) { resolve(fn.apply(null, args)); });
+  }
+
+  function bodyText(message) {
+    return typeof message.body === "string" ? message.body : utf8Decoder.decode(message.body);
+  }
 
   // An offset or a count: ASCII digits, a safe integer; anything else is
   // ignored (with a line in the console: the node never sends one).
@@ -520,6 +583,15 @@
    * and .offset, read from the server's `recovery` reply, and .gap (true
    * when it recovers a live gap) and .timedOut (true when no reply came
    * within options.recoveryTimeout: then .recovered is false).
+   *
+   * With options.token (a string) or options.getToken (a function
+   * returning a token or a Promise of one), on_open comes once the node
+   * accepted the connect message; its context (and the client) has .user
+   * and .expires (Unix seconds, or null) from the node's reply. A 4401
+   * close gets one more try with a token from getToken, then the client
+   * stops and on_error gets an LhttpError with status 4401; 4403 stops it
+   * too. on_unsubscribed's context has .channel and .reason: the node (or
+   * a getSubscriptionToken that gave no token) dropped the channel.
    */
   class Lhttp {
     constructor(url, options) {
@@ -533,13 +605,15 @@
       this._setTimeout = opts.setTimeout || function (fn, ms) { return setTimeout(fn, ms); };
       this._clearTimeout = opts.clearTimeout || function (id) { clearTimeout(id); };
       this._random = opts.random || Math.random;
+      this._now = opts.now || function () { return Date.now(); };
 
       this.on_open = noop;
       this.on_message = noop;
       this.on_close = noop;
       this.on_error = noop;
       this.on_recovery = noop;
-      this._listeners = { open: [], message: [], close: [], error: [], recovery: [] };
+      this.on_unsubscribed = noop;
+      this._listeners = { open: [], message: [], close: [], error: [], recovery: [], unsubscribed: [] };
 
       this.state = "connecting";   // connecting | open | reconnecting | closed
       this.attempts = 0;           // reconnects since the last stable connection
@@ -557,6 +631,21 @@
       this._recovering = new Map(); // channel -> {since, epoch, held, timer}: a live gap being recovered
       this._gapAt = new Map();     // channel -> the offset a gap was last recovered from
       this._unchecked = new Set(); // channels whose next message is not gap-checked (loss already reported)
+      this._channelTokens = new Map(); // channel -> the subscription token it was subscribed with
+      // Authentication (options.token / options.getToken): the token the
+      // next connect sends, whether it must come fresh from getToken, and
+      // what the node's connect/refresh reply said.
+      this._auth = !!(opts.token || opts.getToken);
+      this._token = opts.token ? String(opts.token) : null;
+      this._freshToken = !this._token;
+      this._authRetried = false;   // a 4401 was retried with a fresh token
+      this._authError = null;      // the node's last 401/403/503 reply to connect, an LhttpError
+      this._authenticating = false; // connect sent, its reply not yet in
+      this._refreshing = false;
+      this._refreshTimer = null;
+      this._preparing = 0;         // which connect attempt is getting its tokens
+      this.user = null;            // the node's connect/refresh reply: user
+      this.expires = null;         // and expires (Unix seconds), or null
       this._ws = null;
       this._timer = null;
       this._connectTimer = null;
@@ -868,29 +957,113 @@
         // user presence lists, say), but not what routes or resumes.
         var kept = headers.filter(function (h) { return !ROUTING_HEADERS.has(h[0].toLowerCase()); });
         subscribes.forEach(function (c) { channels.add(c); subscribedWith.set(c, kept); });
+        // Subscription tokens, one per channel in order: sent again with
+        // the channel after a reconnect (or fresh from getSubscriptionToken).
+        var tokens = findHeader(headers, "channel-token");
+        var list = tokens === null ? [] : channelList(tokens);
+        var channelTokens = this._channelTokens;
+        subscribes.forEach(function (c, i) {
+          if (list.length === subscribes.length) channelTokens.set(c, list[i]);
+          else channelTokens.delete(c);
+        });
       }
       if (unsub !== null) {
         // A channel subscribed to again later starts afresh.
         var positions = this._positions;
         var self = this;
-        channelList(unsub).forEach(function (c) {
-          channels.delete(c); positions.delete(c); subscribedWith.delete(c);
-          self._forgetGap(c);
-        });
+        channelList(unsub).forEach(function (c) { self._forgetChannel(c); });
       }
       return subscribes;
     }
 
+    // A channel no longer wanted: nothing of it is kept.
+    _forgetChannel(channel) {
+      this._channels.delete(channel);
+      this._positions.delete(channel);
+      this._subscribedWith.delete(channel);
+      this._channelTokens.delete(channel);
+      this._forgetGap(channel);
+    }
+
     _clearTimers() {
       var self = this;
-      ["_timer", "_connectTimer", "_stableTimer"].forEach(function (name) {
+      ["_timer", "_connectTimer", "_stableTimer", "_refreshTimer"].forEach(function (name) {
         if (self[name] !== null) self._clearTimeout(self[name]);
         self[name] = null;
       });
     }
 
+    // A connect attempt: first the tokens it needs (a fresh connection
+    // token from getToken when the last one was refused, expired or is
+    // about to; fresh subscription tokens from getSubscriptionToken for a
+    // reconnect), then the socket.
     _connect() {
       this._timer = null;
+      var self = this;
+      var o = this.options;
+      var fetchToken = !!(this._auth && o.getToken && (this._freshToken || this._tokenStale()));
+      var channels = o.getSubscriptionToken && this._everOpened ?
+        this.getChannels().filter(function (c) { return self._channelTokens.has(c); }) : [];
+      if (!fetchToken && !channels.length) {
+        this._openSocket();
+        return;
+      }
+      var attempt = ++this._preparing;
+      var connectToken = fetchToken ? callAsync(o.getToken, []) : Promise.resolve(null);
+      var channelTokens = Promise.all(channels.map(function (c) {
+        return callAsync(o.getSubscriptionToken, [c]).then(
+          function (t) { return [c, t, null]; }, function (e) { return [c, null, e]; });
+      }));
+      Promise.all([connectToken, channelTokens]).then(function (got) {
+        if (self._preparing !== attempt || self.state === "closed") return;
+        if (fetchToken) {
+          if (typeof got[0] !== "string" || !isToken(got[0])) {
+            self._tokenFailed(new Error("getToken() gave no token"));
+            return;
+          }
+          self._token = got[0];
+          self._freshToken = false;
+        }
+        got[1].forEach(function (r) { self._gotSubscriptionToken(r[0], r[1], r[2]); });
+        self._openSocket();
+      }, function (e) {
+        if (self._preparing !== attempt || self.state === "closed") return;
+        self._tokenFailed(e);
+      });
+    }
+
+    // getToken failed: said to on_error, and tried again later (backoff).
+    _tokenFailed(error) {
+      this._fail(error instanceof Error ? error : new Error("getToken() failed: " + error));
+      this.state = this._everOpened ? "reconnecting" : "connecting";
+      var self = this;
+      this._timer = this._setTimeout(function () { self._connect(); }, this._nextDelay());
+    }
+
+    // What getSubscriptionToken(channel) gave for a reconnect: a token to
+    // subscribe with; nothing (null, ""): the channel is dropped (told to
+    // on_unsubscribed); an error: said, and the channel's last token kept.
+    _gotSubscriptionToken(channel, token, error) {
+      if (!this._channels.has(channel)) return;
+      if (error) {
+        this._fail(error instanceof Error ? error : new Error("getSubscriptionToken() failed: " + error));
+      } else if (typeof token === "string" && isToken(token)) {
+        this._channelTokens.set(channel, token);
+      } else {
+        this._forgetChannel(channel);
+        var ctx = new Context(this, null, false);
+        ctx.channel = channel;
+        ctx.reason = "no subscription token";
+        this._emit("unsubscribed", ctx);
+      }
+    }
+
+    // The token's expiry (from the node's last reply) is near or past.
+    _tokenStale() {
+      return this.expires !== null && this._now() >= this.expires * 1000 - REFRESH_MARGIN;
+    }
+
+    _openSocket() {
       var self = this;
       var ws;
       try {
@@ -920,7 +1093,20 @@
       };
     }
 
+    // The socket is open. With a token, the connect message goes first
+    // and nothing else until the node's reply (the connect timeout
+    // still runs); without one, the connection is ready at once.
     _onOpen(ws) {
+      if (!this._auth) {
+        this._ready(ws, null);
+        return;
+      }
+      this._authenticating = true;
+      this._authError = null;
+      ws.send(encode("connect", [["token", this._token]], ""));
+    }
+
+    _ready(ws, reply) {
       if (this._connectTimer !== null) this._clearTimeout(this._connectTimer);
       this._connectTimer = null;
       var reconnected = this._everOpened;
@@ -945,9 +1131,10 @@
       // same ones go together.
       var groups = new Map();
       var subscribedWith = this._subscribedWith;
+      var channelTokens = this._channelTokens;
       again.forEach(function (c) {
         var kept = subscribedWith.get(c) || [];
-        var key = JSON.stringify(kept);
+        var key = JSON.stringify(kept) + (channelTokens.has(c) ? "+token" : "");
         if (!groups.has(key)) groups.set(key, { headers: kept, channels: [] });
         groups.get(key).channels.push(c);
       });
@@ -955,7 +1142,8 @@
         for (var i = 0; i < group.channels.length; i += self.options.resubscribeBatch) {
           // History channels resume after the last message seen.
           var batch = group.channels.slice(i, i + self.options.resubscribeBatch);
-          var headers = [["subscribe", batch.join(" ")]].concat(group.headers, self._resumeHeaders(batch));
+          var headers = [["subscribe", batch.join(" ")]].concat(
+            group.headers, self._tokenHeaders(batch), self._resumeHeaders(batch));
           ws.send(encode("subscribe", headers, ""));
         }
       });
@@ -963,9 +1151,19 @@
         ws.send(queue[j].data);
         if (queue[j].request) queue[j].request.ws = ws;
       }
-      var ctx = new Context(this, null, false);
+      var ctx = new Context(this, reply, false);
       ctx.reconnected = reconnected;
+      ctx.user = this.user;
+      ctx.expires = this.expires;
       this._emit("open", ctx);
+    }
+
+    // The channel-token header of `channels` subscribed with one (all of
+    // them or none: they are grouped so).
+    _tokenHeaders(channels) {
+      var tokens = this._channelTokens;
+      if (!channels.length || !tokens.has(channels[0])) return [];
+      return [["channel-token", channels.map(function (c) { return tokens.get(c); }).join(" ")]];
     }
 
     _onMessage(data) {
@@ -983,6 +1181,7 @@
       }
       var kind = nodeKind(message);
       var nodeWord = kind === "reply" || kind === "event";
+      if (kind === "reply" && this._onAuthReply(message, binary)) return;
       if (message.command === "error" && nodeWord) {
         var body = message.body;
         if (typeof body !== "string") body = utf8Decoder.decode(body);
@@ -1056,7 +1255,8 @@
       var state = { since: position.offset, epoch: position.epoch, held: [[message, binary]], timer: null };
       this._recovering.set(channel, state);
       var headers = [["subscribe", channel]].concat(
-        this._subscribedWith.get(channel) || [], this._resumeHeaders([channel]));
+        this._subscribedWith.get(channel) || [], this._tokenHeaders([channel]),
+        this._resumeHeaders([channel]));
       this._ws.send(encode("subscribe", headers, ""));
       var self = this;
       state.timer = this._setTimeout(function () {
@@ -1141,6 +1341,119 @@
       this._emit("recovery", ctx);
     }
 
+    // The node's word about authentication (docs/protocol.rst): the reply
+    // to connect or refresh, the refresh notice, an error reply to either,
+    // a server-side unsubscribe. True when `message` was one.
+    _onAuthReply(message, binary) {
+      var command = message.command;
+      var status = command === "connect" || command === "refresh" || command === "error" ?
+        parseOffset(message.getHeader("status"), "status") : null;
+      if (command === "connect" && status === 200) {
+        this._noteCredential(message);
+        if (this._authenticating) {
+          this._authenticating = false;
+          this._authRetried = false;
+          this._ready(this._ws, message);
+        }
+        return true;
+      }
+      if (command === "refresh" && status === 200) {
+        this._refreshing = false;
+        this._noteCredential(message);
+        return true;
+      }
+      if (command === "refresh") {
+        // The notice: the token expired, the connection works for
+        // `grace` seconds more; a fresh token now keeps it.
+        if (this.options.getToken) {
+          this._refresh();
+        } else {
+          this._fail(new LhttpError(status === null ? 401 : status,
+            message.getHeader("reason") || "token expired",
+            "no getToken option to refresh it with"), message, binary);
+        }
+        return true;
+      }
+      if (command === "unsubscribed") {
+        var channel = message.getHeader("channel");
+        if (channel === null) return true;
+        this._forgetChannel(channel);
+        var ctx = new Context(this, message, binary);
+        ctx.channel = channel;
+        ctx.reason = message.getHeader("reason") || "";
+        this._emit("unsubscribed", ctx);
+        return true;
+      }
+      var about = command === "error" ? message.getHeader("command") : null;
+      if (about !== "connect" && about !== "refresh") return false;
+      var error = new LhttpError(status === null ? 0 : status,
+        message.getHeader("reason") || "error", bodyText(message));
+      if (about === "connect") {
+        // The node closes the connection next (4401, 4503): told with it.
+        this._authError = error;
+        return true;
+      }
+      // A refused refresh: the connection keeps its current token.
+      this._refreshing = false;
+      this._fail(error, message, binary);
+      return true;
+    }
+
+    // user and expires from the node's connect or refresh reply; the next
+    // refresh is due shortly before expires.
+    _noteCredential(message) {
+      this.user = message.getHeader("user");
+      this.expires = parseOffset(message.getHeader("expires"), "expires");
+      if (this._refreshTimer !== null) this._clearTimeout(this._refreshTimer);
+      this._refreshTimer = null;
+      if (this.expires === null || !this.options.getToken) return;
+      var left = this.expires * 1000 - this._now();
+      // Already past by this clock: the node's notice says when.
+      if (left <= 0) return;
+      var self = this;
+      this._refreshTimer = this._setTimeout(function () {
+        self._refreshTimer = null;
+        self._refresh();
+      }, left - Math.min(REFRESH_MARGIN, left / 4));
+    }
+
+    // A fresh token from getToken, sent in a refresh message.
+    _refresh() {
+      if (this._refreshing || !this.options.getToken) return;
+      this._refreshing = true;
+      var self = this;
+      var ws = this._ws;
+      callAsync(this.options.getToken, []).then(function (token) {
+        if (self._ws !== ws || self.state !== "open") {
+          self._refreshing = false;
+          return;
+        }
+        if (!self.refresh(token)) self._refreshing = false;
+      }, function (e) {
+        self._refreshing = false;
+        self._fail(e instanceof Error ? e : new Error("getToken() failed: " + e));
+      });
+    }
+
+    /**
+     * Send `LHTTP/1.0 refresh` with `token` now (the SDK does so by itself
+     * with options.getToken). The node answers with a refresh reply
+     * (client.expires is updated) or an error reply (to on_error).
+     *
+     * @return {boolean} false when not connected or not a token.
+     */
+    refresh(token) {
+      var ws = this._ws;
+      if (typeof token !== "string" || !isToken(token)) {
+        this._fail(new TypeError("refresh(): not a token"));
+        return false;
+      }
+      if (this.state !== "open" || !ws || ws.readyState !== 1) return false;
+      this._token = token;
+      ws.send(encode("refresh", [["token", token]], ""));
+      return true;
+    }
+
     _onHistory(request, reply) {
       var messages;
       try {
@@ -1163,16 +1476,20 @@
       this._dropAcks(ws, new Error("connection closed before the acknowledgement"));
       this._recovering.forEach(function (state) { state.held = []; });
       this._stopRecoveryTimers();
+      this._authenticating = false;
+      this._refreshing = false;
       if (this.state === "closed") return;
       var wasOpen = this.state === "open";
       if (ERROR_CLOSE_CODES.indexOf(code) >= 0) {
         this._fail(new LhttpError(code, reason || "connection closed by the server"));
       }
+      var stop = this._closedByNode(code, reason);
       var ctx = new Context(this, null, false);
       ctx.code = code;
       ctx.reason = reason || "";
       ctx.wasOpen = wasOpen;
-      ctx.willReconnect = !!this.options.reconnect;
+      ctx.error = this._authError;
+      ctx.willReconnect = !!this.options.reconnect && !stop;
       if (ctx.willReconnect) {
         this.state = "reconnecting";
         ctx.delay = this._nextDelay();
@@ -1182,6 +1499,28 @@
         this.state = "closed";
       }
       this._emit("close", ctx);
+    }
+
+    // An authenticating node's close codes: true to stop for good.
+    _closedByNode(code, reason) {
+      if (code === CLOSE_DISCONNECTED) {
+        this._fail(new LhttpError(code, reason || "disconnected by the server"));
+        return true;
+      }
+      if (code === CLOSE_UNAUTHORIZED) {
+        if (this.options.getToken && !this._authRetried) {
+          // Once more with a fresh token, then no more.
+          this._authRetried = true;
+          this._freshToken = true;
+          return false;
+        }
+        var refused = this._authError;
+        this._fail(new LhttpError(code, reason || (refused ? refused.reason : "unauthorized"),
+          refused ? refused.body : ""));
+        return true;
+      }
+      if (code === CLOSE_EXPIRED || code === CLOSE_RECONNECT) this._freshToken = true;
+      return false;
     }
 
     _nextDelay() {

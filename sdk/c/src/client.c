@@ -71,10 +71,16 @@ struct lhttp_client {
 
     struct pending_ack *acks;       /* guarded by `lock` */
     unsigned long next_ack;
+
+    char *token;                    /* config.token, copied */
+    struct out_msg *auth_msg;       /* the connect message, written first (service thread) */
+    int auth_waiting;               /* connect written, the node's reply not yet in */
 };
 
 static void fail_acks(lhttp_client *c);
 static int take_ack(lhttp_client *c, const lhttp_message *msg);
+static int take_auth(lhttp_client *c, const lhttp_message *msg);
+static struct out_msg *auth_message(const char *command, const char *token);
 
 static void set_state(lhttp_client *c, enum client_state state)
 {
@@ -154,7 +160,7 @@ static int on_receive(lhttp_client *c, struct lws *wsi, const char *in, size_t l
         return 0;
 
     status = lhttp_parse(c->rx, c->rx_len, &msg, c->headers, c->max_headers);
-    if (status == LHTTP_OK && take_ack(c, &msg)) {
+    if (status == LHTTP_OK && (take_ack(c, &msg) || take_auth(c, &msg))) {
         c->rx_len = 0;
         return 0;
     }
@@ -173,6 +179,17 @@ static int on_writeable(lhttp_client *c, struct lws *wsi)
     int n;
     long seq;
 
+    if (c->auth_msg != NULL) {
+        /* The connect message first; nothing else until the node's reply. */
+        m = c->auth_msg;
+        c->auth_msg = NULL;
+        c->auth_waiting = 1;
+        n = lws_write(wsi, m->data, m->len, LWS_WRITE_TEXT);
+        free(m);
+        return n < 0 ? -1 : 0;
+    }
+    if (c->auth_waiting && !c->close_requested)
+        return 0;
     pthread_mutex_lock(&c->lock);
     m = c->head;
     if (m != NULL) {
@@ -216,10 +233,15 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
     switch (reason) {
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
         c->wsi = wsi;
+        if (c->token != NULL) {
+            c->auth_msg = auth_message("connect", c->token);
+            if (c->auth_msg == NULL)
+                return -1;
+        }
         set_state(c, STATE_OPEN);
         if (c->config.on_open)
             c->config.on_open(c, c->config.user);
-        if (has_work(c))
+        if (c->auth_msg != NULL || has_work(c))
             lws_callback_on_writable(wsi);
         break;
     case LWS_CALLBACK_CLIENT_RECEIVE:
@@ -288,6 +310,21 @@ int lhttp_client_new(const lhttp_client_config *config, lhttp_client **out)
         free(c);
         return rc;
     }
+    if (config->token != NULL) {
+        struct out_msg *check = auth_message("connect", config->token);
+        if (check == NULL) {
+            free(c);
+            return LHTTP_E_ARGUMENT;
+        }
+        free(check);
+        c->token = (char *)malloc(strlen(config->token) + 1);
+        if (c->token != NULL)
+            strcpy(c->token, config->token);
+        if (c->token == NULL) {
+            free(c);
+            return LHTTP_E_NO_MEMORY;
+        }
+    }
 #if !defined(LWS_WITH_TLS)
     if (c->url.tls) {
         free(c);
@@ -300,6 +337,7 @@ int lhttp_client_new(const lhttp_client_config *config, lhttp_client **out)
     c->headers = (lhttp_header *)calloc(c->max_headers, sizeof *c->headers);
     if (c->headers == NULL || pthread_mutex_init(&c->lock, NULL) != 0) {
         free(c->headers);
+        free(c->token);
         free(c);
         return LHTTP_E_NO_MEMORY;
     }
@@ -781,6 +819,121 @@ long lhttp_client_publish_acked(lhttp_client *client, const char *channels,
     return rc;
 }
 
+/* --- authentication --------------------------------------------------------- */
+
+/* A token is sent as a header value: printable ASCII, no blanks. */
+static int valid_token(const char *token)
+{
+    size_t i;
+    if (token == NULL || token[0] == '\0')
+        return 0;
+    for (i = 0; token[i] != '\0'; i++)
+        if (token[i] < '!' || token[i] > '~')
+            return 0;
+    return 1;
+}
+
+/* `LHTTP/1.0 <command>\r\ntoken:<token>\r\n\r\n`, ready to write; NULL if not a token. */
+static struct out_msg *auth_message(const char *command, const char *token)
+{
+    struct out_msg *m;
+    size_t len;
+
+    if (!valid_token(token))
+        return NULL;
+    len = strlen(LHTTP_VERSION_STRING " ") + strlen(command) + strlen("\r\ntoken:") +
+          strlen(token) + strlen("\r\n\r\n");
+    m = (struct out_msg *)malloc(sizeof *m + LWS_PRE + len + 1);
+    if (m == NULL)
+        return NULL;
+    m->next = NULL;
+    m->seq = 0;
+    m->binary = 0;
+    m->len = len;
+    m->data = (unsigned char *)(m + 1) + LWS_PRE;
+    snprintf((char *)m->data, len + 1, LHTTP_VERSION_STRING " %s\r\ntoken:%s\r\n\r\n",
+             command, token);
+    return m;
+}
+
+long lhttp_client_refresh(lhttp_client *client, const char *token)
+{
+    struct out_msg *m;
+    long rc;
+
+    if (client == NULL)
+        return LHTTP_E_ARGUMENT;
+    m = auth_message("refresh", token);
+    if (m == NULL)
+        return valid_token(token) ? LHTTP_E_NO_MEMORY : LHTTP_E_ARGUMENT;
+    rc = lhttp_client_send_raw(client, (const char *)m->data, m->len);
+    free(m);
+    return rc;
+}
+
+static int header_number(const lhttp_message *msg, const char *name, long long *out)
+{
+    const lhttp_str *value = lhttp_get_header(msg, name);
+    unsigned long long n;
+    if (value == NULL || lhttp_parse_u64(*value, &n) != LHTTP_OK || n > 0x7fffffffffffffffULL)
+        return 0;
+    *out = (long long)n;
+    return 1;
+}
+
+static lhttp_str header_or_empty(const lhttp_message *msg, const char *name)
+{
+    const lhttp_str *value = lhttp_get_header(msg, name);
+    return value != NULL ? *value : lhttp_cstr(NULL);
+}
+
+/*
+ * The node's word about the credential: its reply to connect or refresh,
+ * an error reply to either, its refresh notice.  Given to on_auth, not to
+ * on_message (unless neither a token nor on_auth was configured).  A
+ * connect accepted lets the queued messages go.  Returns 1 if it was one.
+ */
+static int take_auth(lhttp_client *c, const lhttp_message *msg)
+{
+    lhttp_auth_result result;
+    const lhttp_str *about;
+    long long number;
+    int error;
+
+    if (c->token == NULL && c->config.on_auth == NULL)
+        return 0;
+    if (msg->header_count == 0 || !str_is_nocase(msg->headers[0].name, "lhttp-node") ||
+        !str_is(msg->headers[0].value, "reply"))
+        return 0;
+    memset(&result, 0, sizeof result);
+    error = str_is(msg->command, "error");
+    about = error ? lhttp_get_header(msg, "command") : &msg->command;
+    if (about == NULL)
+        return 0;
+    if (str_is(*about, "connect"))
+        result.command = "connect";
+    else if (str_is(*about, "refresh"))
+        result.command = "refresh";
+    else
+        return 0;
+    result.status = header_number(msg, "status", &number) && number < 1000 ? (int)number : 0;
+    result.expires = header_number(msg, "expires", &number) ? number : -1;
+    result.grace = !error && header_number(msg, "grace", &number) && number < 0x7fffffff
+                       ? (int)number : 0;
+    result.user = header_or_empty(msg, "user");
+    result.reason = header_or_empty(msg, "reason");
+    result.detail = error ? msg->body : lhttp_cstr(NULL);
+    result.reply = msg;
+    if (!error && result.status == 200 && c->auth_waiting && result.command[0] == 'c') {
+        c->auth_waiting = 0;
+        if (c->wsi != NULL && has_work(c))
+            lws_callback_on_writable(c->wsi);
+    }
+    if (c->config.on_auth)
+        c->config.on_auth(c, &result, c->config.user);
+    return 1;
+}
+
 void lhttp_client_close(lhttp_client *client)
 {
     if (client == NULL)
@@ -804,6 +957,8 @@ void lhttp_client_free(lhttp_client *client)
         client->context = NULL;
     }
     free_queue(client);
+    free(client->auth_msg);
+    free(client->token);
     free(client->rx);
     free(client->headers);
     pthread_mutex_destroy(&client->lock);

@@ -128,6 +128,15 @@ static void test_arguments(void)
     CHECK_EQ_INT(lhttp_client_send(NULL, NULL), LHTTP_E_ARGUMENT);
     CHECK_EQ_INT(lhttp_client_send_raw(NULL, "x", 1), LHTTP_E_ARGUMENT);
     CHECK_EQ_INT(lhttp_client_publish(NULL, "room", "chat", NULL, 0, "x", 1), LHTTP_E_ARGUMENT);
+    CHECK_EQ_INT(lhttp_client_refresh(NULL, "t"), LHTTP_E_ARGUMENT);
+    /* A token is one header value: no blanks, no line breaks. */
+    config.url = "ws://127.0.0.1:9/";
+    config.token = "a b";
+    CHECK_EQ_INT(lhttp_client_new(&config, &client), LHTTP_E_ARGUMENT);
+    config.token = "a\r\nx:y";
+    CHECK_EQ_INT(lhttp_client_new(&config, &client), LHTTP_E_ARGUMENT);
+    config.token = "";
+    CHECK_EQ_INT(lhttp_client_new(&config, &client), LHTTP_E_ARGUMENT);
     lhttp_client_close(NULL);
     lhttp_client_free(NULL);
 }

@@ -32,6 +32,34 @@ typedef struct lhttp_url {
 /* Parse `url` into `*out`.  Errors: LHTTP_E_URL, LHTTP_E_ARGUMENT. */
 int lhttp_url_parse(const char *url, lhttp_url *out);
 
+/*
+ * The node's word about the connection's credential (docs/protocol.rst,
+ * "Authentication"), given to on_auth:
+ *
+ *   - command "connect", status 200: the node accepted the token; `user`,
+ *     and `expires` (Unix seconds, -1 when the credential has none).
+ *     Messages queued meanwhile are written now.
+ *   - command "connect", status 401 (refused: the node closes with 4401
+ *     next) or 503 (the node cannot check tokens now: 4503 next; try again
+ *     later with a new client); `reason` and `detail` say why.
+ *   - command "refresh", status 200: a refresh was accepted (`expires`).
+ *     Status 401 or 403 with `detail`: it was refused; the connection
+ *     keeps its credential.
+ *   - command "refresh", status 401 and `grace` > 0: the notice, the token
+ *     expired: call lhttp_client_refresh() within `grace` seconds, or the
+ *     node closes with 4419.
+ */
+typedef struct lhttp_auth_result {
+    const char *command;        /* "connect" or "refresh" */
+    int status;                 /* 200, 401, 403, 503 (0 if missing) */
+    lhttp_str user;             /* on 200 */
+    long long expires;          /* Unix seconds, or -1 */
+    int grace;                  /* the notice's seconds, else 0 */
+    lhttp_str reason;           /* the error reply's or the notice's reason */
+    lhttp_str detail;           /* the error reply's body (one line) */
+    const lhttp_message *reply; /* the whole reply; all valid during the call only */
+} lhttp_auth_result;
+
 typedef struct lhttp_client_config {
     const char *url;            /* ws://host[:port]/path or wss://... (required) */
     const char *origin;         /* Origin header to send, or NULL */
@@ -60,6 +88,26 @@ typedef struct lhttp_client_config {
     void (*on_close)(lhttp_client *client, int code, const char *reason,
                      void *user);
     void *user;
+
+    /*
+     * A connection token (a JWT) for a node that authenticates, or NULL
+     * (copied).  When set, the first message written once the WebSocket
+     * opens is `LHTTP/1.0 connect` with `token:<token>`, and no other
+     * message is written before the node accepted it (on_auth, status
+     * 200).  One client is one connection: a program that connects again
+     * makes a new client, and so sends the connect message first again.
+     * The close codes after a refusal: 4401 (unauthorized: get a new token
+     * first), 4503 (try again later), 4403 (disconnected by the server: do
+     * not reconnect), 4000 (reconnect), 4419 (expired without a refresh).
+     */
+    const char *token;
+    /*
+     * The node's replies to connect and refresh, and its refresh notice
+     * (see lhttp_auth_result); never given to on_message.  Without a
+     * token and without on_auth they are ordinary messages, as before.
+     */
+    void (*on_auth)(lhttp_client *client, const lhttp_auth_result *result,
+                    void *user);
 } lhttp_client_config;
 
 /*
@@ -152,6 +200,14 @@ long lhttp_client_publish_acked(lhttp_client *client, const char *channels,
                                 size_t header_count, const char *body,
                                 size_t body_len, const char *key, int retries,
                                 lhttp_publish_cb done, void *user);
+
+/*
+ * Send `LHTTP/1.0 refresh` with `token:<token>`: a fresh token, before the
+ * last one's `expires` or after the node's notice.  The answer comes to
+ * on_auth (command "refresh").  Returns its sequence number or a negative
+ * status (LHTTP_E_ARGUMENT: no token, or blanks or controls in it).
+ */
+long lhttp_client_refresh(lhttp_client *client, const char *token);
 
 /*
  * Close after every message queued so far has been written (WebSocket close
