@@ -172,3 +172,41 @@ def test_historyOnAgainstOffInOneRun(tmp_path):
     table = result.stdout.split("## History off vs on")[1]
     assert table.count(" on/off ") == 4, table
     assert list(scratch.iterdir()) == [], "the scratch folder and the JetStream store are removed"
+
+
+def test_authOnAgainstOffInOneRun(tmp_path):
+    """
+    C{bench/auth.py} at smoke size, from a clean clone: fan-out with
+    authentication and a channel rule on against a node without, every
+    delivery once, and handshakes/s for each way a connection proves who
+    it is (none, HS256, RS256, the connect proxy), each connection
+    accepted by the node (its C{connect} reply says C{status:200}).
+    """
+    clone, env, scratch = cleanClone(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "bench/auth.py", "--repeat", "1", "--handshakes", "20",
+         "--shape", "-subs 5 -msgs 50 -procs 2"],
+        cwd=clone, env=env, capture_output=True, text=True, timeout=120,
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+
+    def linesOf(kind):
+        return [
+            dict(word.split("=", 1) for word in words[1:])
+            for words in map(shlex.split, result.stdout.splitlines())
+            if words[:1] == [kind]
+        ]
+
+    runs = linesOf("run")
+    assert [run["auth"] for run in runs] == ["off", "on"], out
+    for run in runs:
+        assert (run["missing"], run["duplicates"], run["delivered"]) == ("0", "0", "250/250"), run
+    [throughput] = linesOf("auth_throughput")
+    assert float(throughput["on_off"]) > 0, throughput
+    handshakes = linesOf("auth_handshakes")
+    assert [h["method"] for h in handshakes] == ["none", "hs256", "rs256", "proxy"], out
+    for h in handshakes:
+        assert (h["connections"], h["failures"]) == ("20", "0"), h
+        assert float(h["per_s"]) > 0, h
+    assert list(scratch.iterdir()) == [], "the scratch folder is removed"
