@@ -38,7 +38,10 @@ its link can be cut. Its parts, each choosable with C{--only}:
   node A and the publisher on node C, C{--throughput-messages} messages,
   history off (channel C{plain.bench}) and on (C{room.bench}) interleaved
   C{--throughput-repeat} times (as C{bench/history.py} does); the median of each
-  pair's on/off deliveries/s. Target: at least 0.9.
+  pair's on/off deliveries/s. Target: at least 0.9. Each run also shows
+  nodes A's and C's CPU (C{a_cpu_ms}, C{c_cpu_ms}; the summary line has
+  their medians on and off): on this shared machine, steadier than the
+  ratio.
 - B{cut}: C{min(--channels, 10)} channels with one subscriber each on node
   B and on node A (the control), a publisher on node C sending C{--rate}
   messages/s for C{--seconds} seconds; a third of the way in, the proxy
@@ -596,20 +599,31 @@ def throughput(args, nodes, driver, report):
     a, b, c = nodes
     shape = f"-subs {args.subscribers} -msgs {args.throughput_messages} -offsets"
     runs = {OFF: [], ON: []}
+    nodesCPU = {"a": a.process.pid, "c": c.process.pid}
     for run in range(args.throughput_repeat):
         for channel in (OFF, ON):
+            before = {name: cpuSeconds(pid) for name, pid in nodesCPU.items()}
             fields = measure(driver, f"{shape} -channel {channel}", a.url, c.url, args.timeout)
+            # Each node's CPU over the run (the driver's start and its
+            # connections included): steadier than deliveries/s on a
+            # shared machine, it shows what history costs each node.
+            for name, pid in nodesCPU.items():
+                fields[f"{name}_cpu_ms"] = f"{(cpuSeconds(pid) - before[name]) * 1000:.0f}"
             runs[channel].append(fields)
             report.raw("throughput", history="on" if channel == ON else "off", run=run + 1,
                        subscribers_on="A", publisher_on="C",
                        **{k: v for k, v in fields.items() if k in (
                            "delivered", "deliveries_per_s", "p50_ms", "p99_ms", "missing", "duplicates",
-                           "with_offset", "elapsed_s", "error")})
+                           "with_offset", "elapsed_s", "a_cpu_ms", "c_cpu_ms", "error")})
     pairs = pairedRatios(runs[ON], runs[OFF], "deliveries_per_s")
     ratio = median(pairs)
     rates = {channel: median(number(f, "deliveries_per_s") for f in runs[channel]) or 0 for channel in runs}
+    cpu = {(channel, name): median(number(f, f"{name}_cpu_ms") for f in runs[channel]) or 0
+           for channel in runs for name in nodesCPU}
     report.raw("throughput", off_deliveries_per_s=f"{rates[OFF]:.0f}", on_deliveries_per_s=f"{rates[ON]:.0f}",
-               pairs=",".join(f"{p:.2f}" for p in pairs) or "?")
+               pairs=",".join(f"{p:.2f}" for p in pairs) or "?",
+               **{f"{name}_cpu_ms_{'on' if channel == ON else 'off'}": f"{cpu[channel, name]:.0f}"
+                  for channel, name in cpu})
     report.target("throughput_on_off", ratio, ">= 0.9", ratio is not None and ratio >= 0.9)
     every = runs[OFF] + runs[ON]
     missing = sum(int(number(f, "missing") if number(f, "missing") is not None else 1) for f in every)

@@ -171,21 +171,29 @@ class Channels:
         return count
 
     def _deliverAt(self, channel, payload, position):
-        subscribers = self._subscribers.get(channel)
-        if not subscribers:
-            return 0
+        targets = self._snapshots.get(channel)
+        if targets is None:
+            subscribers = self._subscribers.get(channel)
+            if not subscribers:
+                return 0
+            targets = self._snapshots[channel] = tuple(subscribers)
         if len(position) == 3:
             epoch, offset, prev = position
         else:
             (epoch, offset), prev = position, 0
         prepared = self._prepareAt(payload, channel, offset, epoch, prev)
         recovering = self._recovering
-        for subscriber in tuple(subscribers):
-            if recovering and (subscriber, channel) in recovering:
-                self.recovery.offer(subscriber, channel, offset, prepared, len(payload))
-            else:
+        if recovering:
+            for subscriber in targets:
+                if (subscriber, channel) in recovering:
+                    self.recovery.offer(subscriber, channel, offset, prepared, len(payload))
+                else:
+                    subscriber.sendPreparedMessage(prepared)
+        else:
+            # No one recovers (the usual case): the plain fan-out's loop.
+            for subscriber in targets:
                 subscriber.sendPreparedMessage(prepared)
-        count = len(subscribers)
+        count = len(targets)
         self.deliveries += count
         return count
 

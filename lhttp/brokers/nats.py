@@ -38,14 +38,13 @@ import os
 import sys
 from collections import deque
 
-from nats.aio.client import Client as NATS
 from nats.js.errors import NoStreamResponseError
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from lhttp.acks import NATS_ID_HEADER, Receipt, RecentKeys, messageId
-from lhttp.brokers.connection import LIVE, NATSConnection, deferred, redactURL
+from lhttp.brokers.connection import LIVE, NATS, NATSConnection, deferred, redactURL
 from lhttp.brokers.control import CONTROL
 from lhttp.codec import missedNotice
 from lhttp.errors import BrokerUnavailable, MessageTooLarge, StreamConflict

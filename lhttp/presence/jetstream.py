@@ -24,7 +24,6 @@ import asyncio
 import json
 from collections import OrderedDict
 
-from nats.aio.client import Client as NATS
 from nats.js.api import DeliverPolicy
 from nats.js.errors import BadRequestError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
@@ -34,7 +33,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from lhttp.brokers.connection import NATSConnection, deferred
+from lhttp.brokers.connection import NATS, NATSConnection, deferred
 from lhttp.errors import BrokerUnavailable, LHTTPError
 from lhttp.interfaces import IPresence
 from lhttp.presence.engine import Member
