@@ -42,12 +42,14 @@ DEFAULT_MAX_CONNECTIONS = 10000
 
 def _positive(instance, attribute, value):
     if value is not None and value <= 0:
-        raise ValueError(f"{attribute.metadata['flag']} must be positive, not {value!r}")
+        raise ValueError(
+            f"{attribute.metadata['flag']} must be positive, not {value!r}: give a value above 0")
 
 
 def _atLeastZero(instance, attribute, value):
     if value < 0:
-        raise ValueError(f"{attribute.metadata['flag']} must be 0 or more, not {value!r}")
+        raise ValueError(
+            f"{attribute.metadata['flag']} must be 0 or more, not {value!r}: give 0 or a value above")
 
 
 def _field(default, flag, help, *, kind=None, show=None, env=None, short=None,
@@ -321,8 +323,8 @@ class Config:
     # History.
     history = _field(
         (), "--history", "Keep the last N messages (and none older than AGE: 90s, 15m, 1h, "
-        "7d) of channels matching PATTERN (room.*, news.>), as PATTERN=N[,AGE]; clients "
-        "recover them (docs/history.rst). Repeatable. In memory, or JetStream with --nats.",
+        "7d) of channels matching PATTERN (room.*, news.>), as PATTERN=N[,AGE] (or "
+        "PATTERN=AGE: the last 1000); clients recover them (docs/history.rst). Repeatable. In memory, or JetStream with --nats.",
         repeat=_retention, show="none",
     )
     historyStream = _field(

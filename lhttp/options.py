@@ -22,7 +22,7 @@ def _name(field):
 def _helpText(field):
     meta = field.metadata
     text = meta["help"]
-    if meta["kind"] is not bool:
+    if meta["kind"] is not bool and "Default:" not in text:
         text += f" Default: {showDefault(field)}."
     if meta["env"]:
         text += f" Read from ${meta['env']} when not given."
@@ -58,6 +58,20 @@ class Options(usage.Options):
         for field in options():
             if field.metadata["repeat"]:
                 self[_name(field)] = []
+
+    def parseOptions(self, options=None):
+        """
+        Read the options; under C{twistd}, a mistake is one line naming the
+        option and the fix, and a pointer to C{--help}, instead of twistd's
+        whole usage text followed by the error.
+        """
+        try:
+            usage.Options.parseOptions(self, options)
+        except usage.UsageError as e:
+            # Set by twistd (usage.Options) on a subcommand's options.
+            if getattr(self, "parent", None) is None:
+                raise
+            raise SystemExit(f"twistd lhttp: {e}\nRun 'twistd lhttp --help' for every option.") from None
 
     def opt_version(self):
         """Print lhttp's version and exit."""

@@ -1,6 +1,6 @@
 """
 Which channels keep history, and how much: the C{--history} grammar
-(C{PATTERN=N[,AGE]}) and the policy built from it. A leaf: it imports
+(C{PATTERN=N[,AGE]} or C{PATTERN=AGE}) and the policy built from it. A leaf: it imports
 only L{lhttp.patterns}, so L{lhttp.config} can check options with it.
 """
 
@@ -38,33 +38,52 @@ class Retention:
     maxAge = attr.ib(default=None)
 
 
+DEFAULT_MESSAGES = 1000
+_GRAMMAR = "PATTERN=N[,AGE] or PATTERN=AGE, e.g. 'room.*=100,1h'"
+
+
 def parseRetention(text):
     """
-    Read one C{--history} value: C{PATTERN=N}, C{PATTERN=N,AGE} or
-    C{PATTERN=AGE}, e.g. C{room.*=100,1h}. Patterns are NATS subject
-    patterns: C{*} matches one dot-separated token, C{>} the rest.
+    Read one C{--history} value: C{PATTERN=N}, C{PATTERN=N,AGE}, or
+    C{PATTERN=AGE} (the last 1000 messages, none older than AGE), e.g.
+    C{room.*=100,1h}. Patterns are NATS subject patterns: C{*} matches one
+    dot-separated token, C{>} the rest.
 
     @rtype: L{Retention}
-    @raise ValueError: a malformed value.
+    @raise ValueError: a malformed value, naming the part that is wrong.
     """
     pattern, sep, limits = text.partition("=")
     pattern = pattern.strip()
     if not sep or not pattern or not limits.strip():
-        raise ValueError(f"--history wants PATTERN=N[,AGE] (e.g. 'room.*=100,1h'), not {text!r}")
+        raise ValueError(f"--history wants {_GRAMMAR}, not {text!r}")
     checkPattern(pattern, "--history")
-    messages, maxAge = None, None
-    for item in limits.split(","):
-        item = item.strip()
-        if item.isdigit():
-            messages = int(item)
-        else:
-            maxAge = parseDuration(item)
-    if messages is None:
-        messages = 1000
+    items = [item.strip() for item in limits.split(",")]
+    if len(items) > 2:
+        raise ValueError(f"--history {text!r}: at most a count and an age ({_GRAMMAR})")
+    messages, maxAge = DEFAULT_MESSAGES, None
+    if len(items) == 2:
+        count, age = items
+        if not (count.isascii() and count.isdigit()):
+            raise ValueError(
+                f"--history {text!r}: {count!r} should be a message count such as 100 "
+                f"(the count comes first, then the age: {_GRAMMAR})")
+        messages = int(count)
+        maxAge = _age(text, age, "should be")
+    elif items[0].isascii() and items[0].isdigit():
+        messages = int(items[0])
+    else:
+        maxAge = _age(text, items[0], "is neither a message count (100) nor")
     if messages < 1 or (maxAge is not None and maxAge <= 0):
-        raise ValueError(f"--history {text!r}: limits must be positive")
+        raise ValueError(f"--history {text!r}: limits must be above 0")
     return Retention(pattern, messages, maxAge)
 
+
+def _age(text, item, what):
+    try:
+        return parseDuration(item)
+    except ValueError:
+        raise ValueError(
+            f"--history {text!r}: {item!r} {what} an age such as 90s, 15m, 1h or 7d") from None
 
 
 class HistoryPolicy:
