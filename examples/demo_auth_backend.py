@@ -51,6 +51,8 @@ class TokenHandler(BaseHTTPRequestHandler):
     """
 
     server_version = "demo-auth-backend"
+    # Keep-alive: every answer has a Content-Length.
+    protocol_version = "HTTP/1.1"
     secret = None
     origins = ()
     ttl = 600
@@ -85,7 +87,14 @@ class TokenHandler(BaseHTTPRequestHandler):
             return
         try:
             length = int(self.headers.get("Content-Length", "0"))
-            nick = json.loads(self.rfile.read(min(length, 4096)) or b"{}").get("nick")
+        except ValueError:
+            length = -1
+        if not 0 <= length <= 4096:
+            self.close_connection = True
+            self._answer(413, {"error": "a JSON body of at most 4096 bytes"})
+            return
+        try:
+            nick = json.loads(self.rfile.read(length) or b"{}").get("nick")
         except (ValueError, AttributeError):
             nick = None
         if not isinstance(nick, str) or not NICK.fullmatch(nick):
