@@ -7,6 +7,7 @@ clients that are not the victim.
 """
 
 import secrets
+import shlex
 import sys
 from urllib.parse import quote
 
@@ -15,17 +16,30 @@ import pytest_twisted
 import treq
 from twisted.internet import defer, reactor, threads
 
+from docsnippets import blockWith
 from lhttp.client import connect
 from procs import ROOT, Process, freePort, portAccepts, waitFor
 from test_browser import Watched, chatTexts, chromium, say, waitConnected, waitText
 from test_browser_history import waitPeople
 
 BACKEND = ROOT / "examples" / "demo_auth_backend.py"
-# The rules docs/javascript.rst gives for the demo's auth mode.
-RULES = (
-    "--channel", "room.*=sub:users,pub:users,history:users,presence:users",
-    "--channel", "user.{sub}=sub:owner,pub:users,history:owner",
-)
+
+
+def documentedNode():
+    """
+    The node options docs/javascript.rst gives for the demo's auth mode
+    (its C{twistd} command, without the port), and its backend's.
+    """
+    block = blockWith("::", "demo_auth_backend.py --port 8090")
+    commands = [shlex.split(line) for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+    [backend] = [c for c in commands if "examples/demo_auth_backend.py" in c]
+    [twistd] = [c for c in commands if "twistd" in c]
+    options = twistd[twistd.index("lhttp") + 1:]
+    at = options.index("--port")
+    del options[at:at + 2]
+    return options, backend[backend.index("examples/demo_auth_backend.py") + 1:]
+
+
 # Seconds a backend token is valid: short, so a page refreshes its token
 # during the test (the SDK refreshes when a quarter of it is left).
 TTL = 12
@@ -97,9 +111,11 @@ async def test_demoAuthModeInboxesAndNames(startNode):
     is shown as bob, and one with a token the backend did not sign is
     refused; alice's page refreshes its token and stays connected.
     """
+    options, backendOptions = documentedNode()
+    assert "--demo" in options and "user.{sub}=sub:owner,pub:users,history:owner" in options
+    assert backendOptions == ["--port", "8090", "--origin", "http://127.0.0.1:8081"]
     secret = secrets.token_hex(32)
-    node = startNode("--demo", "--presence", "room.*", *RULES,
-                     env={"LHTTP_AUTH_JWT_SECRET": secret})
+    node = startNode(*options, env={"LHTTP_AUTH_JWT_SECRET": secret})
     backend, tokenURL = startBackend(secret, node.httpURL.rstrip("/"))
 
     def inReactor(steps):
