@@ -19,7 +19,7 @@ from twisted.internet import defer, reactor, threads
 from docsnippets import blockWith
 from lhttp.client import connect
 from procs import ROOT, Process, freePort, portAccepts, waitFor
-from test_browser import Watched, chatTexts, chromium, say, waitConnected, waitText
+from test_browser import ARTIFACTS, Watched, chatTexts, chromium, say, waitConnected, waitText
 from test_browser_history import waitPeople
 
 BACKEND = ROOT / "examples" / "demo_auth_backend.py"
@@ -162,6 +162,18 @@ async def test_demoAuthModeInboxesAndNames(startNode):
             waitPeople(bob.page, ["alice", "bob"])
             assert alice.page.text_content("#inbox-channel") == "user.alice"
 
+            # Without a nick in its URL the page asks for one first.
+            carol = Watched(browser)
+            carol.page.goto(f"{node.httpURL}demo/?auth={quote(tokenURL, safe='')}&room=blue")
+            carol.page.wait_for_selector("#signin:not([hidden])")
+            assert carol.page.locator("#status").get_attribute("data-state") == "signin"
+            carol.page.fill("#signin-nick", "carol")
+            carol.page.click("#signin-button")
+            carol.page.wait_for_selector("#user[data-user=carol]")
+            waitText(alice.page, "carol joined #blue")
+            carol.page.close()
+            waitText(alice.page, "carol left #blue")
+
             say(bob.page, "hello alice")
             assert roomSender(alice.page, "hello alice") == "bob"
 
@@ -198,7 +210,12 @@ async def test_demoAuthModeInboxesAndNames(startNode):
             assert "from nobody" not in chatTexts(alice.page)
             waitPeople(alice.page, ["alice", "bob"])
 
-            for watched in (alice, bob):
+            ARTIFACTS.mkdir(exist_ok=True)
+            shot = ARTIFACTS / "chat-room-auth.png"
+            alice.page.screenshot(path=str(shot))
+            assert shot.stat().st_size > 10000
+
+            for watched in (alice, bob, carol):
                 assert watched.errors == [], watched.errors
                 outside = [u for u in watched.requests
                            if not u.startswith((node.httpURL, tokenURL, "data:"))]
