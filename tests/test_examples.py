@@ -111,3 +111,45 @@ async def test_pubsubChatNeedsNoServerCode(lhttpNode):
         assert "<bob> hi ann" in chat.log(), chat.log()
     finally:
         chat.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_demoAuthBackend():
+    """
+    examples/demo_auth_backend.py signs a 10-minute HS256 token for a
+    nickname that can own a C{user.<nick>} channel, refuses other
+    nicknames, lets only the configured origin's pages call it, and will
+    not start without the secret.
+    """
+    import jwt
+
+    secret = "s" * 32
+    script = str(EXAMPLES / "demo_auth_backend.py")
+    without = Process([sys.executable, script], name="backend-nosecret", cwd=str(ROOT),
+                      env={"LHTTP_AUTH_JWT_SECRET": ""})
+    await eventually(lambda: not without.alive(), what="the backend without a secret to exit")
+    assert without.stop() != 0 and "LHTTP_AUTH_JWT_SECRET" in without.log()
+
+    port = freePort()
+    backend = Process([sys.executable, script, "--port", str(port), "--origin", "http://127.0.0.1:8081"],
+                      name="demo-auth-backend", cwd=str(ROOT), env={"LHTTP_AUTH_JWT_SECRET": secret})
+    try:
+        await eventually(lambda: portAccepts(port) or not backend.alive(), what="the backend")
+        url = f"http://127.0.0.1:{port}/token"
+        answer = await treq.post(url, json={"nick": "alice"}, headers={"Origin": "http://127.0.0.1:8081"})
+        assert answer.code == 200
+        assert answer.headers.getRawHeaders("access-control-allow-origin") == ["http://127.0.0.1:8081"]
+        document = await answer.json()
+        claims = jwt.decode(document["token"], secret, algorithms=["HS256"])
+        assert (claims["sub"], claims["exp"] - claims["iat"], document["user"], document["expires"]) == \
+            ("alice", 600, "alice", claims["exp"])
+        for nick in ("a.b", "a#b", "", "x" * 33, None, 7):
+            refused = await treq.post(url, json={"nick": nick})
+            assert refused.code == 400, nick
+        huge = await treq.post(url, data=b"{" + b" " * 5000 + b"}")
+        assert huge.code == 413
+        stranger = await treq.request("OPTIONS", url, headers={"Origin": "http://evil.example"})
+        assert stranger.headers.getRawHeaders("access-control-allow-origin") is None
+        assert "eyJ" not in backend.log()
+    finally:
+        backend.stop()

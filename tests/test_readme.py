@@ -66,7 +66,12 @@ CODE_BLOCKS = {
     ("README.rst", "subscribe:room42"): WIRE_SAMPLE,
     ("README.rst", "since:1187"): WIRE_SAMPLE,
     ("README.rst", "examples/pubsub_chat.py"): ranBy("test_firstClientSnippet"),
-    ("README.rst", "lhttp listen"): ranBy("test_cliSnippets"),
+    ("README.rst", "lhttp listen ws://127.0.0.1:8081/ lobby news"): ranBy("test_cliSnippets"),
+    ("README.rst", "> jwt.secret"): ranBy(
+        "test_secureStartSnippets", "the node on a free port (--listen added to its twistd line)"),
+    ("README.rst", "token() {"): ranBy("test_secureStartSnippets"),
+    ("README.rst", 'lhttp send --token "$(token bob)"'): ranBy(
+        "test_secureStartSnippets", "after the second block's first two lines, as it says"),
     ("README.rst", "lhttp publish"): ranBy("test_cliSnippets"),
     ("README.rst", "ReconnectingClient("): ranBy("test_pythonClientSnippet"),
     ("README.rst", "class EchoProcessor"): ranBy("test_processorAndPluginSnippets"),
@@ -92,8 +97,11 @@ CODE_BLOCKS = {
     ("docs/c-sdk.rst", "publish:<room>"): notRunnable("the message format lhttp-chat sends"),
     ("docs/development.rst", "sphinx-build"): ranBy("tests/test_docs.py::site"),
     ("docs/embedding.rst", 'putChild(b"lhttp"'): ranBy("test_embeddingSnippet"),
-    ("docs/javascript.rst", "--demo"): notRunnable(
+    ("docs/javascript.rst", "--demo --history 'room.*=100'"): notRunnable(
         "the run command with --demo; tests/test_browser.py starts nodes with --demo"),
+    ("docs/javascript.rst", "demo_auth_backend.py --port 8090"): ranBy(
+        "tests/test_browser_demoauth.py::test_demoAuthModeInboxesAndNames",
+        "the block's backend and --channel rules, on free ports, with Chromium pages"),
     ("docs/javascript.rst", "getSubscriptionToken: async"): notRunnable(
         "needs a backend that signs tokens; sdk/js/test/auth.test.mjs makes the same calls "
         "against a scripted node speaking the wire forms"),
@@ -513,7 +521,8 @@ async def test_pythonClientSnippet(tmp_path, lhttpNode):
 @pytest_twisted.ensureDeferred
 async def test_cliSnippets(lhttpNode):
     listen = Process(
-        ["bash", "-c", "exec " + withCLI(blockWith("sh", "lhttp listen"), lhttpNode.port)],
+        ["bash", "-c", "exec " + withCLI(blockWith("sh", "lhttp listen ws://127.0.0.1:8081/ lobby"),
+                                         lhttpNode.port)],
         env=USER_ENV, name="lhttp-listen",
     )
     try:
@@ -532,6 +541,51 @@ async def test_cliSnippets(lhttpNode):
         await eventually(lambda: documented in listen.log(), timeout=10, what="the documented line")
     finally:
         listen.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_secureStartSnippets(tmp_path):
+    """
+    "Secure it" as pasted, in three shells of one folder: the node with a
+    JWT secret and the inbox rule, alice listening to her inbox with a
+    token the shell function signed, bob writing to it and refused
+    reading it; no token in the node's log.
+    """
+    port = freePort()
+    nodeBlock = blockWith("sh", "> jwt.secret")
+    aliceBlock = blockWith("sh", "token() {")
+    bobBlock = blockWith("sh", 'lhttp send --token "$(token bob)"')
+    node = Process(
+        ["bash", "-c", nodeBlock.replace(
+            "twistd -n lhttp", f"exec twistd -n lhttp --listen tcp:{port}:interface=127.0.0.1")],
+        env=USER_ENV, name="secure-node", cwd=str(tmp_path),
+    )
+    shells = [node]
+    try:
+        await eventually(lambda: portAccepts(port) or not node.alive(), timeout=30, what="the node")
+        assert node.alive(), node.log()
+        alice = Process(["bash", "-c", withCLI(aliceBlock, port)],
+                        env=USER_ENV, name="secure-alice", cwd=str(tmp_path))
+        shells.append(alice)
+        await eventually(lambda: "* subscribed user.alice" in alice.log() or not alice.alive(),
+                         timeout=20, what="alice to listen")
+        assert alice.alive(), alice.log()
+        # "after the same first two lines"
+        setup = "\n".join(aliceBlock.splitlines()[:2])
+        bob = Process(["bash", "-c", setup + "\n" + withCLI(bobBlock, port)],
+                      env=USER_ENV, name="secure-bob", cwd=str(tmp_path))
+        shells.append(bob)
+        await eventually(lambda: "hi alice" in alice.log(), timeout=20, what="alice to get bob's message")
+        await eventually(lambda: "status:403" in bob.log() or not bob.alive(), timeout=20,
+                         what="bob's refusal")
+        assert r"status:403\r\nreason:forbidden\r\ncommand:subscribe\r\nchannel:user.alice" \
+            in bob.log(), bob.log()
+        assert r"LHTTP/1.0 chat\r\npublish:user.alice\r\n\r\nhi alice" in alice.log()
+        assert "hi alice" not in bob.log()
+        assert "eyJ" not in node.log()
+    finally:
+        for shell in shells:
+            shell.stop()
 
 
 def test_metricsAndHealthSnippet(lhttpNode):

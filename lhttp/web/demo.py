@@ -59,12 +59,20 @@ class DemoNicknames(HeaderFilter):
     Nicknames are whatever a client says, unauthenticated: installed with
     C{--demo} only. A real application names users in its own filter,
     from what it has authenticated (docs/presence.rst).
+
+    An authenticated connection (the demo's auth mode, a node with an
+    C{--auth-*} option) is named by its credential only: its presence user
+    is the node's, and the C{nick} header of what it publishes is replaced
+    with its user, so no page can speak under another's name.
     """
 
     def beforeRequest(self, connection, message):
         nick = message.getHeader("nick")
-        if nick is None or connection.identity.authenticated:
-            # An authenticated connection is named by its credential only.
+        if connection.identity.authenticated:
+            if nick is not None or message.getHeader("publish") is not None:
+                connection.setHeader("nick", connection.identity.user)
+            return
+        if nick is None:
             return
         nick = "".join(c for c in nick if c.isprintable()).strip()[:32]
         if nick:

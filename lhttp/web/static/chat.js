@@ -23,12 +23,32 @@
  *
  * Query parameters: ?nick=ann&room=blue (rooms: comma-separated) and
  * server=ws://host:port/ to talk to another lhttp server.
+ *
+ * Auth mode, ?auth=http://127.0.0.1:8090/token (a token backend such as
+ * examples/demo_auth_backend.py, against a node with the same JWT secret):
+ * the page asks for a nickname, gets a token for it from the backend
+ * (POST {"nick": ...} -> {"token": ...}) and connects with getToken, so
+ * the SDK sends `LHTTP/1.0 connect` with it first and refreshes it before
+ * it expires. The node names the user from the token: the page shows the
+ * node's word (client.user), and the node replaces the nick header of
+ * what the page publishes. The page also subscribes to its inbox,
+ * user.<nick>, and sends private messages to others' inboxes (channel
+ * rules let anyone signed in write to an inbox, only its owner read it):
+ *
+ *   LHTTP/1.0 chat
+ *   publish:user.<to>
+ *   nick:..., time:..., id:...
+ *
+ *   <text>
  */
 (function () {
   "use strict";
 
   var ROOM_PREFIX = "room.";
+  var INBOX_PREFIX = "user.";
   var params = new URLSearchParams(location.search);
+  // The token backend of the auth mode, or null.
+  var authURL = params.get("auth");
   var $ = function (id) { return document.getElementById(id); };
 
   var ui = {
@@ -37,7 +57,10 @@
     leave: $("leave"), notice: $("notice"), messages: $("messages"), empty: $("empty"),
     sendForm: $("send-form"), messageInput: $("message-input"), send: $("send"),
     roomInfo: $("room-info"), people: $("people"), peopleList: $("people-list"),
-    peopleNote: $("people-note"),
+    peopleNote: $("people-note"), user: $("user"), signin: $("signin"),
+    signinNick: $("signin-nick"), signinBackend: $("signin-backend"), inbox: $("inbox"),
+    inboxChannel: $("inbox-channel"), inboxList: $("inbox-list"), dmForm: $("dm-form"),
+    dmTo: $("dm-to"), dmText: $("dm-text"),
   };
 
   /**
@@ -83,9 +106,32 @@
     "guest-" + Math.floor(1000 + Math.random() * 9000);
   ui.nick.value = nick;
 
-  var client = new Lhttp(serverURL());
+  // Created by start(): at once, or in auth mode once a nickname is chosen.
+  var client = null;
+  var inbox = null;          // auth mode: our inbox channel, user.<nick>
   // For the curious (and the browser tests): the page's SDK client.
-  window.lhttpChat = { client: client, rooms: rooms };
+  window.lhttpChat = { client: null, rooms: rooms };
+
+  /**
+   * Auth mode: a token for our nickname from the backend. The SDK calls
+   * it to connect, to reconnect after a refused or expired token, and to
+   * refresh the token before it expires.
+   */
+  function fetchToken() {
+    return fetch(authURL, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ nick: nick }),
+    }).then(function (response) {
+      return response.json().catch(function () { return {}; }).then(function (answer) {
+        if (!response.ok || typeof answer.token !== "string") {
+          throw new Error("the token backend said " + response.status +
+            (answer.error ? ": " + answer.error : ""));
+        }
+        return answer.token;
+      });
+    });
+  }
 
   // ------------------------------------------------------------- rendering
 
@@ -271,7 +317,7 @@
       offset <= room.replayed.offset;
   }
 
-  client.on_recovery = function (ctx) {
+  function onRecovery(ctx) {
     var name = roomOfChannel(ctx.channel);
     if (!name) return;
     var room = rooms.get(name);
@@ -295,9 +341,9 @@
       if (text) addEntry(name, { kind: "system recovery", nick: "", text: text, time: new Date() });
     }
     if (name === active) renderRoomInfo();
-  };
+  }
 
-  client.on_message = function (ctx) {
+  function onMessage(ctx) {
     var command = ctx.getCommand();
     var kind = Lhttp.nodeKind(ctx.message);
     if (command === "presence") {
@@ -306,7 +352,10 @@
       return;
     }
     var name = roomOf(ctx);
-    if (!name) return;
+    if (!name) {
+      if (inbox && command === "chat" && toInbox(ctx)) addPrivate(ctx);
+      return;
+    }
     var room = rooms.get(name);
     var history = fromHistory(room, ctx);
     var offset = ctx.getHeader("offset");
@@ -337,7 +386,7 @@
       addEntry(name, { kind: "system", nick: who, text: who + verb + name, time: new Date() });
       askPresence(name);
     }
-  };
+  }
 
   // ---------------------------------------------------------- who is here
 
@@ -442,23 +491,24 @@
     ui.peopleNote.hidden = !ui.peopleNote.textContent;
   }
 
-  client.on_open = function (ctx) {
+  function onOpen(ctx) {
     ui.status.dataset.state = "open";
     ui.status.textContent = ctx.reconnected ? "connected (reconnected)" : "connected";
+    if (client.user !== null) showUser();
     setNotice("");
     if (ctx.reconnected) {
       presenceAsked = [];
       rooms.forEach(function (room, name) { askPresence(name); });
     }
-  };
+  }
 
-  client.on_close = function (ctx) {
+  function onClose(ctx) {
     ui.status.dataset.state = ctx.willReconnect ? "reconnecting" : "closed";
     ui.status.textContent = ctx.willReconnect ?
       "reconnecting in " + Math.max(1, Math.round(ctx.delay / 1000)) + "s…" : "disconnected";
-  };
+  }
 
-  client.on_error = function (ctx) {
+  function onError(ctx) {
     if (ctx.getHeader("command") === "presence") {
       // No presence on this server (or not for this room).
       presenceFailed(ctx);
@@ -466,12 +516,73 @@
     }
     if (ctx.error && ctx.error.name === "LhttpError") {
       setNotice("Server: " + ctx.error.reason + (ctx.error.body ? " — " + ctx.error.body : ""));
+    } else if (authURL && ctx.error) {
+      // getToken failed (the backend is down, or refused the nickname).
+      setNotice("Sign-in: " + ctx.error.message);
     }
-  };
+  }
+
+  // ------------------------------------------------------- auth mode: you
+
+  // The node's word on who we are (its connect/refresh reply).
+  function showUser() {
+    nick = client.user;
+    ui.nick.value = nick;
+    var until = client.expires ? new Date(client.expires * 1000) : null;
+    ui.user.textContent = "signed in as " + nick;
+    ui.user.title = until ? "token valid until " + until.toLocaleTimeString() +
+      " (the page refreshes it by itself)" : "";
+    ui.user.dataset.user = nick;
+    ui.user.dataset.expires = client.expires || "";
+    ui.user.hidden = false;
+  }
+
+  // ------------------------------------------------ auth mode: the inbox
+
+  // Whether a message was published to our inbox.
+  function toInbox(ctx) {
+    if (Lhttp.nodeKind(ctx.message) === "position") return ctx.getHeader("channel") === inbox;
+    return (ctx.getHeader("publish") || "").split(/[ \t]+/).indexOf(inbox) >= 0;
+  }
+
+  function privateElement(sender, text, own) {
+    var li = document.createElement("li");
+    li.className = "message chat private" + (own ? " own" : "");
+    var meta = document.createElement("div");
+    meta.className = "meta";
+    var who = document.createElement("span");
+    who.className = "sender";
+    who.textContent = sender;
+    meta.append(who);
+    var body = document.createElement("div");
+    body.className = "text";
+    body.textContent = text;
+    li.append(meta, body);
+    ui.inboxList.append(li);
+    return li;
+  }
+
+  function addPrivate(ctx) {
+    // The nick header of a signed-in page's message is the node's word.
+    var sender = cleanNick(ctx.getHeader("nick") || "") || "anonymous";
+    privateElement(sender, textOf(ctx.getBody()), false);
+  }
+
+  function sendPrivate(to, text) {
+    to = cleanNick(to);
+    if (!to || !text.trim()) return;
+    privateElement("you → " + to, text, true);
+    client.publish(INBOX_PREFIX + to, "chat", headersFor(randomId()), text);
+  }
 
   // ------------------------------------------------------------------ forms
 
   ui.nick.addEventListener("change", function () {
+    if (authURL) {
+      // The node names us from the token: sign in again to change it.
+      ui.nick.value = nick;
+      return;
+    }
     var value = cleanNick(ui.nick.value);
     if (value) {
       nick = value;
@@ -494,7 +605,59 @@
     ui.messageInput.value = "";
   });
 
-  (params.get("room") || "lobby").split(",").forEach(join);
-  var first = cleanRoom((params.get("room") || "lobby").split(",")[0]);
-  if (first) show(first);
+  ui.dmForm.addEventListener("submit", function (event) {
+    event.preventDefault();
+    sendPrivate(ui.dmTo.value, ui.dmText.value);
+    ui.dmText.value = "";
+  });
+
+  function start() {
+    client = new Lhttp(serverURL(), authURL ? { getToken: fetchToken } : undefined);
+    window.lhttpChat.client = client;
+    client.on_recovery = onRecovery;
+    client.on_message = onMessage;
+    client.on_open = onOpen;
+    client.on_close = onClose;
+    client.on_error = onError;
+    if (authURL) {
+      // Our inbox: anyone signed in may write to it, only we may read it.
+      inbox = INBOX_PREFIX + nick;
+      ui.inboxChannel.textContent = inbox;
+      ui.inbox.hidden = false;
+      client.subscribe(inbox);
+    }
+    (params.get("room") || "lobby").split(",").forEach(join);
+    var first = cleanRoom((params.get("room") || "lobby").split(",")[0]);
+    if (first) show(first);
+  }
+
+  if (!authURL) {
+    start();
+  } else {
+    ui.nick.readOnly = true;
+    ui.signinBackend.textContent = authURL;
+    ui.signinNick.value = params.get("nick") ? nick : "";
+    ui.status.dataset.state = "signin";
+    ui.status.textContent = "not signed in";
+    var signIn = function () {
+      var value = cleanNick(ui.signinNick.value);
+      if (!value) return;
+      nick = value;
+      storeNick(nick);
+      ui.nick.value = nick;
+      ui.signin.hidden = true;
+      ui.status.dataset.state = "connecting";
+      ui.status.textContent = "signing in…";
+      start();
+    };
+    ui.signin.addEventListener("submit", function (event) {
+      event.preventDefault();
+      signIn();
+    });
+    if (params.get("nick")) signIn();
+    else {
+      ui.signin.hidden = false;
+      ui.signinNick.focus();
+    }
+  }
 })();
