@@ -296,7 +296,13 @@ async def listen(reactor, args, output):
     seen = [0]
     showMessage = output.message
 
+    # The node's refusals of this connection's subscribe (a channel it
+    # may not read: 403 naming the channel), since it last connected.
+    refusedNow = []
+
     def counted(message):
+        if _refusedSubscription(message, client.subscriptions):
+            refusedNow.append(message)
         showMessage(message)
         seen[0] += 1
         if args.count and seen[0] >= args.count and not done.called:
@@ -307,10 +313,28 @@ async def listen(reactor, args, output):
         if isinstance(error, Unauthorized) and not done.called:
             done.callback(EXIT_FAILED)
 
+    def synced(ignored):
+        if not refusedNow:
+            output.status(f"subscribed {names}")
+            return
+        # The node refuses a subscribe message whole: nothing was added.
+        reply = refusedNow[-1]
+        detail = reply.body.decode("utf-8", "replace")
+        output.problem(f"subscribe refused: {reply.getHeader('status')} {reply.getHeader('reason')}"
+                       + (f": {detail}" if detail else ""))
+        if not done.called:
+            done.callback(EXIT_FAILED)
+
+    def connected(protocol):
+        del refusedNow[:]
+        d = protocol.sync(args.timeout)
+        d.addCallbacks(synced, lambda f: output.problem(f.getErrorMessage()))
+        return d
+
     client.onMessage = counted
     client.subscribe(args.channels)
     names = " ".join(client.subscriptions)
-    client.onConnect = lambda protocol: _reportSync(protocol.sync(args.timeout), output, f"subscribed {names}")
+    client.onConnect = connected
     if await _firstConnection(reactor, client, output) is None:
         return _notConnected(client)
     # Once connected: a refusal later (a reconnect's) ends it.
@@ -318,6 +342,16 @@ async def listen(reactor, args, output):
     result = await done
     await client.stopService()
     return result
+
+
+def _refusedSubscription(message, channels):
+    """
+    Whether C{message} is the node's refusal of a subscribe to one of
+    C{channels} (an error reply to C{subscribe} naming the channel).
+    """
+    return (message.command == "error" and isNodeWord(message)
+            and message.getHeader("command") == "subscribe"
+            and message.getHeader("channel") in channels)
 
 
 def _hasUpstream(data):

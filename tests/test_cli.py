@@ -580,3 +580,27 @@ def test_listenStopsWhenDisconnectedForGood(authNode):
     assert result.returncode == 1, result.stderr
     assert result.stderr.decode().splitlines()[-1] == "! disconnected by the server (close 4403)"
     assert receivedBy(node).count(r"LHTTP/1.0 connect\r\ntoken:kick\r\n\r\n") == 1
+
+
+def test_listenSaysWhenTheNodeRefusesItsSubscribe(startNode, command, tmp_path):
+    """
+    On a node with channel permissions, C{lhttp listen} on a channel the
+    user may not read says the subscribe was refused (the node's 403) and
+    exits 1, instead of reporting it subscribed and waiting forever; on
+    its own channel it is subscribed.
+    """
+    from lhttp.testing import makeToken
+
+    secret = "a secret of 32 bytes or more, for the test"
+    node = startNode("--channel", "user.{sub}=sub:owner,pub:users",
+                     env={"LHTTP_AUTH_JWT_SECRET": secret})
+    token = makeToken(secret, "bob")
+    result = runScript("listen", "--token", token, node.url, "user.alice", cwd=tmp_path)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "* subscribed" not in result.stderr, result.stderr
+    assert ("! subscribe refused: 403 forbidden: subscribe to 'user.alice' is not allowed"
+            in result.stderr.splitlines()), result.stderr
+    assert token not in result.stdout + result.stderr
+
+    own = command("listen", "--token", token, node.url, "user.bob")
+    own.waitErr("* subscribed user.bob")
