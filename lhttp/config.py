@@ -3,8 +3,8 @@ Every option of a node in one place: L{Config}, frozen, each field with its
 default, its command-line flag and its help.
 
 L{lhttp.server.LHTTPServer} takes a L{Config}; C{twistd lhttp}'s options
-(L{lhttp.options}) are made from its fields; the README's option table is
-checked against them (L{optionTable} writes it). A limit changes in one
+(L{lhttp.options}) are made from its fields; the option table of
+docs/options.rst is checked against them (L{optionTable} writes it). A limit changes in one
 place::
 
     from lhttp import Config, LHTTPServer
@@ -516,7 +516,7 @@ def showDefault(field):
 
 def optionTable():
     """
-    @return: the option table of the README (reStructuredText), one row
+    @return: the option table of docs/options.rst (reStructuredText), one row
         per option: the flag, its default, what it does.
     """
     rows = [("option", "default", "meaning")]

@@ -218,7 +218,7 @@ def useAsyncioReactor():
 
 
 if __name__ == "__main__":
-    # python -m lhttp.options: the option table README.rst carries.
+    # python -m lhttp.options: the option table docs/options.rst carries.
     from lhttp.config import optionTable
 
     sys.stdout.write(optionTable())

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import urllib.request
 
 import pytest_twisted
 
@@ -54,6 +55,11 @@ async def test_cleanVirtualenvThenReadmeRunCommand(tmp_path):
         await barrier(alice)
         bob.publish("room", "chat", body="installed")
         assert (await alice.nextMessage(10)).body == b"installed"
+        # The quick start's demo page and the SDK it loads, from the
+        # installed package (package data shipped).
+        for path, marker in (("demo/", b"<html"), ("demo/lhttp.js", b"Lhttp")):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/{path}", timeout=10) as page:
+                assert page.status == 200 and marker in page.read(), path
         # What the venv has, not a checkout on the tests' own PYTHONPATH.
         clean = {**os.environ, "PYTHONPATH": ""}
         installed = subprocess.run(

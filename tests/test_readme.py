@@ -56,7 +56,7 @@ WIRE_SAMPLE = notRunnable("LHTTP messages on the wire (\\r\\n as escapes); test_
 
 # (document, text only its block contains) -> what covers it.
 CODE_BLOCKS = {
-    ("README.rst", "pip install . && twistd -n lhttp\n"): ranBy(
+    ("README.rst", "pip install . && twistd -n lhttp --demo\n"): ranBy(
         "test_opensWithRunAndTestCommands",
         "tests/test_install.py runs it in a clean virtualenv; this checks that is the line"),
     ("README.rst", "python -m pytest"): ranBy(
@@ -81,6 +81,8 @@ CODE_BLOCKS = {
     ("README.rst", "from lhttp.publisher"): ranBy("test_httpPublishSnippets"),
     ("README.rst", "nats-server -a 127.0.0.1"): ranBy(
         "test_clusterSnippet", "all but its pip install line, which the first command covers"),
+    ("README.rst", "do kill $(cat $name.pid)"): ranBy(
+        "test_clusterSnippet", "after the cluster block, from the same folder: everything stops"),
     ("docs/c-sdk.rst", "cmake -S sdk/c -B build/c"): ranBy(
         "tests/test_c_sdk.py::userInstalls", "the same configure, build and install steps, into temporary folders"),
     ("docs/c-sdk.rst", "fuzz_parse -dict"): ranBy(
@@ -137,6 +139,8 @@ CODE_BLOCKS = {
     ("docs/performance.rst", "python bench/loadgen.py -url ws://127.0.0.1:8081/ -subs 100 "): ranBy(
         "tests/test_bench.py::test_loadgenAccountsForEveryDelivery", "the same command on a test node's URL"),
     ("docs/performance.rst", "elapsed_s="): notRunnable("a sample result line"),
+    ("docs/performance.rst", "before  pairs=0.78,1.03"): notRunnable(
+        "measured on/off pairs of bench/cluster_history.py, before and after"),
     ("docs/performance.rst", "python bench/history.py"): notRunnable(
         "a long benchmark; tests/test_bench.py::test_historyOnAgainstOffInOneRun runs it at smoke size"),
     ("docs/performance.rst", "history_ratio shape="): notRunnable("a sample of history.py's output"),
@@ -302,7 +306,7 @@ def test_opensWithRunAndTestCommands():
     clean virtualenv, and the test command C{.ci/run} takes from it.
     """
     first, second = (block.text for block in blocks("README.rst")[:2])
-    assert first == "pip install . && twistd -n lhttp\n"
+    assert first == "pip install . && twistd -n lhttp --demo\n"
     install = (ROOT / "tests" / "test_install.py").read_text()
     assert "pip install \\. && twistd" in install
     ci = (ROOT / ".ci" / "run").read_text()
@@ -483,6 +487,7 @@ async def test_clusterSnippet(tmp_path):
     for old, new in zip(("8081", "8082", "8083"), ports):
         script = script.replace(old, str(new))
     shell = Process(["bash", "-c", script + "\nwait"], name="cluster", cwd=str(tmp_path))
+    stopped = False
     try:
         nodes = []
         for port in ports:
@@ -496,8 +501,20 @@ async def test_clusterSnippet(tmp_path):
         speaker.publish("lobby", "chat", [("nick", "ann")], "across the cluster")
         heard = await listener.nextMessage(10)
         assert heard.body == b"across the cluster"
+
+        # The README's stop line, from the same folder: every node and
+        # nats-server end (the shell's wait returns), pid files gone.
+        pidFiles = ["node1.pid", "node2.pid", "node3.pid", "nats.pid"]
+        assert all((tmp_path / name).exists() for name in pidFiles)
+        stop = subprocess.run(["bash", "-c", blockWith("sh", "do kill $(cat $name.pid)")],
+                              cwd=str(tmp_path), capture_output=True, text=True, timeout=30)
+        assert stop.returncode == 0, stop.stderr
+        await eventually(lambda: not shell.alive(), timeout=30, what="the cluster's processes to end")
+        stopped = True
+        assert not any((tmp_path / name).exists() for name in pidFiles[:3]), "twistd removes its pid file"
     finally:
-        shell.stop()
+        if not stopped:
+            shell.stop()
 
 
 def withCLI(block, port):
