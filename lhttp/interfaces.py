@@ -255,16 +255,27 @@ class ISubscriber(Interface):
         Write a message framed once for every subscriber.
         """
 
-    # Optional (the channel table paces a recovery by them when present):
-    #
-    # writable: whether the client takes bytes now (its transport did not
-    #     ask to pause).
-    # whenWritable(): a Deferred firing with True once it does again, or
-    #     with False if the connection is closed first (a client that does
-    #     not read for --slow-consumer-grace seconds is closed 1008).
-    # hold(size): count bytes kept for it (live messages held behind its
-    #     recovery; negative once written or dropped); False once that is
-    #     past --max-send-buffer and it is closed as a slow consumer.
+    writable = Attribute(
+        "Whether the client takes bytes now (its transport did not ask to pause): "
+        "a recovery is written only while it does."
+    )
+
+    def whenWritable():
+        """
+        @return: a L{Deferred} firing with L{True} once the client takes
+            bytes again, or with L{False} if the connection is closed first
+            (a client that does not read for C{--slow-consumer-grace}
+            seconds is closed 1008).
+        """
+
+    def hold(size):
+        """
+        Count bytes kept for the client (live messages held behind its
+        recovery; negative once written or dropped).
+
+        @return: L{False} once that is past C{--max-send-buffer} and it is
+            closed as a slow consumer, else L{True}.
+        """
 
 
 class IPubSub(Interface):
@@ -437,6 +448,11 @@ class IPresence(Interface):
     """
     A presence engine: who is subscribed to the channels that track it.
     """
+
+    beforeStop = Attribute(
+        "A list of callables the engine runs first when it stops (the node's "
+        "clients leave before it does); an engine that never stops never runs it."
+    )
 
     def join(channel, member):
         """

@@ -96,8 +96,7 @@ class LiveHold:
                 subscriber.sendPreparedMessage(prepared)
             return
         held.append((offset, prepared, size))
-        hold = getattr(subscriber, "hold", None)
-        if hold is not None and not hold(size):
+        if not subscriber.hold(size):
             # More held for it than it may have waiting: a slow consumer,
             # being closed.
             self.release(subscriber, channel)
@@ -108,9 +107,8 @@ class LiveHold:
         dropped, and no longer count as waiting for it.
         """
         held = self.held.pop((subscriber, channel), None)
-        hold = getattr(subscriber, "hold", None)
-        if isinstance(held, deque) and held and hold is not None:
-            hold(-sum(entry[2] for entry in held))
+        if isinstance(held, deque) and held:
+            subscriber.hold(-sum(entry[2] for entry in held))
 
     def isRecovering(self, subscriber, channel):
         """
@@ -144,8 +142,7 @@ class LiveHold:
         prev = recovery.prev
         epoch = recovery.epoch
         prepareAt = self._prepareAt
-        paced = getattr(subscriber, "whenWritable", None) is not None
-        hold = getattr(subscriber, "hold", None)
+        hold = subscriber.hold
 
         def pump(writable=True):
             nonlocal last, prev
@@ -156,7 +153,7 @@ class LiveHold:
                 if not writable:
                     del recovering[key]
                     return None
-                if paced and not subscriber.writable:
+                if not subscriber.writable:
                     return subscriber.whenWritable().addCallback(pump)
                 item = next(messages, None)
                 if item is not None:
@@ -165,8 +162,7 @@ class LiveHold:
                     last = prev = offset
                 elif held:
                     offset, prepared, size = held.popleft()
-                    if hold is not None:
-                        hold(-size)
+                    hold(-size)
                     if offset > last:
                         subscriber.sendPreparedMessage(prepared)
                         last = offset

@@ -65,11 +65,9 @@ def install(server, engine=None, clientIds=None):
     presenceFilter = PresenceFilter(policy, engine, server.pubsub, clientIds,
                                     clock=server.factory.reactor)
     server.dispatcher.addFilter(presenceFilter)
-    beforeStop = getattr(engine, "beforeStop", None)
-    if beforeStop is not None:
-        # A node stopped normally: its clients leave before the engine
-        # (and, after it, the broker) stops.
-        beforeStop.append(presenceFilter.leaveAll)
+    # A node stopped normally: its clients leave before the engine (and,
+    # after it, the broker) stops.
+    engine.beforeStop.append(presenceFilter.leaveAll)
     if policy.tracked:
         # The node's own: an application's processor for them replaces them.
         dispatcher = server.dispatcher

@@ -32,6 +32,8 @@ class MemoryPresence:
     """
 
     def __init__(self):
+        # It never stops (it lives as long as the process): never run.
+        self.beforeStop = []
         self._channels = {}
 
     def join(self, channel, member):
