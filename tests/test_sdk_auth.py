@@ -24,9 +24,9 @@ victim, and the victim keeps working:
 """
 
 import json
-import select
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -113,20 +113,27 @@ def listeningVictim(node, channel="room.1"):
     """
     C{lhttp listen --count 1} as user C{victor} on C{channel}, once its
     subscription is in place: the first message it prints is the only one.
+    Its standard error goes to a file (C{victim.errors}), read until it says
+    C{subscribed}.
     """
+    errors = tempfile.TemporaryFile("w+")
     victim = subprocess.Popen(
         [*CLI, "listen", "--token", token("victor"), "--count", "1", node.url, channel],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=errors, text=True,
     )
+    victim.errors = errors
+
+    def said():
+        errors.seek(0)
+        return errors.read()
+
     deadline = time.monotonic() + 20
-    seen = []
     while time.monotonic() < deadline and victim.poll() is None:
-        if select.select([victim.stderr], [], [], 0.5)[0]:
-            seen.append(victim.stderr.readline())
-            if "subscribed" in seen[-1]:
-                return victim
+        if "subscribed" in said():
+            return victim
+        time.sleep(0.1)
     victim.kill()
-    raise AssertionError(f"the listening victim never subscribed: {seen}")
+    raise AssertionError(f"the listening victim never subscribed: {said()!r}")
 
 
 def victimHeardOnlyTheBackend(node, victim, channel="room.1"):
@@ -139,8 +146,9 @@ def victimHeardOnlyTheBackend(node, victim, channel="room.1"):
         headers={"Authorization": f"Bearer {PUBLISH_TOKEN}"})
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
-    out, err = victim.communicate(timeout=20)
-    assert victim.returncode == 0, err
+    out, _ = victim.communicate(timeout=20)
+    victim.errors.seek(0)
+    assert victim.returncode == 0, victim.errors.read()
     [line] = out.splitlines()
     assert line.endswith("after"), line
 
