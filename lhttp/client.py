@@ -407,10 +407,11 @@ class LHTTPClientProtocol(WebSocketClientProtocol):
         Take the node's word about this connection's credential: its reply
         to C{connect} or C{refresh} (C{user}, C{expires}), an error reply
         to either, or the node's refresh notice (to C{onRefreshNotice} when
-        set). A reply to C{connect} that was not asked for (the connect
-        proxy's) sets C{user} and C{expires} too.
+        set). A reply to C{connect} that was not asked for through
+        L{authenticate} (sent by hand, or the connect proxy's) sets C{user}
+        and C{expires} too, and is delivered like any other message.
 
-        @return: whether C{message} was one.
+        @return: whether C{message} was one taken here (not delivered).
         """
         command = message.command
         if command not in ("connect", "refresh", "error") or kindOf(message) != REPLY:
@@ -433,8 +434,12 @@ class LHTTPClientProtocol(WebSocketClientProtocol):
         credential = Credential.fromMessage(message)
         self.user, self.expires = credential.user, credential.expires
         waiting = self._takeCredential(command)
-        if waiting is not None:
-            waiting.callback(credential)
+        if waiting is None:
+            # Not asked for through authenticate(): a connect sent by hand
+            # (docs/authentication.rst's example waits for its reply) or
+            # the connect proxy's. Its sender reads it like any message.
+            return False
+        waiting.callback(credential)
         return True
 
     def _takeCredential(self, command):

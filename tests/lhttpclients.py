@@ -18,6 +18,20 @@ async def client(url):
     return await connect(reactor, url)
 
 
+async def signedIn(url, token, user):
+    """
+    A client that sent C{LHTTP/1.0 connect} with C{token} (a JWT) and was
+    answered C{status:200} as C{user}: a real node's own authentication
+    (docs/authentication.rst).
+    """
+    c = await client(url)
+    c.send("connect", [("token", token)])
+    reply = await c.nextMessage(10)
+    assert (reply.command, reply.getHeader("status"), reply.getHeader("user")) == (
+        "connect", "200", user), reply
+    return c
+
+
 async def subscribed(url, channels):
     """
     A client of the node at C{url} whose subscription to C{channels} has

@@ -3,8 +3,10 @@ Server-side control on real nodes: three C{twistd lhttp --nats} nodes on a
 real C{nats-server}, real WebSocket clients, a raw nats-py client forging
 commands, and the real C{lhttp} console script.
 
-Users are named by a test-only filter (tests/apiusers.py: C{?user=} in the
-handshake URL, no proof), standing in for real authentication.
+Users are who the node's own authentication says: each client sends
+C{LHTTP/1.0 connect} with an HS256 JWT signed with the nodes' secret, and
+C{--channel} rules grant authenticated users the test channels (deny by
+default once authentication is on).
 """
 
 import asyncio
@@ -21,14 +23,23 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.utils import getProcessOutputAndValue
 
-from lhttpclients import RawWebSocket, barrier, client, eventually, health, untilHealth
+from lhttp.testing import makeToken
+from lhttpclients import RawWebSocket, barrier, eventually, health, signedIn, untilHealth
 from procs import ROOT
 
 TOKEN = "api-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 UNSUBSCRIBED = (b"LHTTP/1.0 unsubscribed\r\nlhttp-node:reply\r\nchannel:room.1\r\n"
                 b"reason:unsubscribed by the server\r\n\r\n")
-NODE_OPTIONS = ("--publish-token", TOKEN, "--filter", "apiusers.QueryUserFilter")
+SECRET = "the api tests' JWT secret, 32 bytes or more"
+NODE_OPTIONS = (
+    "--publish-token", TOKEN,
+    # The barriers' channels, lobby; room.1, room.2; the control subject's
+    # name as a channel (the forged-messages test watches it).
+    "--channel", "*=sub:users,pub:users",
+    "--channel", "room.*=sub:users,pub:users",
+    "--channel", "_lhttp.>=sub:users,pub:users",
+)
 
 
 def future(coroutine):
@@ -36,7 +47,7 @@ def future(coroutine):
 
 
 def startAPINode(startNode, *options):
-    return startNode(*NODE_OPTIONS, *options, pythonPath=[ROOT / "tests"])
+    return startNode(*NODE_OPTIONS, *options, env={"LHTTP_AUTH_JWT_SECRET": SECRET})
 
 
 async def controlReady(node):
@@ -59,7 +70,7 @@ def cluster(natsServer, startNode):
 
 
 async def user(node, name, channels=None):
-    c = await client(f"{node.url}?user={name}")
+    c = await signedIn(node.url, makeToken(SECRET, name, expiresIn=3600), name)
     if channels:
         c.subscribe(channels)
     await barrier(c)
@@ -151,6 +162,10 @@ async def test_forgedControlMessagesDoNothing(natsServer, startNode):
     alice = await user(node, "alice", "lobby")
     carol = await user(node, "carol")
     watcher = RawWebSocket(node.port)
+    watcher.sendall(RawWebSocket.frame(
+        f"LHTTP/1.0 connect\r\ntoken:{makeToken(SECRET, 'watcher', expiresIn=3600)}\r\n\r\n".encode(),
+        opcode=1))
+    assert b"status:200" in watcher.readFrame()[1]
     watcher.sendall(RawWebSocket.frame(
         b"LHTTP/1.0 s\r\nsubscribe:_lhttp.control\r\npublish:_lhttp.control\r\n\r\nready",
         opcode=1))

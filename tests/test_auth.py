@@ -29,6 +29,12 @@ from test_auth_unit import hs256With
 
 SECRET = "an-integration-secret-of-32-bytes-or-more"
 
+# Once authentication is on, channel permissions deny by default
+# (docs/security.rst): the rules grant users what each test needs. The
+# barriers' channels are one token; the rooms carry presence.
+BARRIERS = ("--channel", "*=sub:users,pub:users")
+ROOMS = ("--channel", "room.*=sub:users,pub:users,presence:users", *BARRIERS)
+
 
 class Backend(Resource):
     """
@@ -140,7 +146,8 @@ async def test_forgedTokensAreRefusedAndNeverLogged(startNode, secretFile, tmp_p
     accessLog = tmp_path / "access.log"
     node = startNode("--auth-jwt-secret-file", secretFile, "--auth-jwt-public-key", str(keyFile),
                      "--auth-audience", "chat", "--auth-issuer", "https://id.example",
-                     "--access-log", str(accessLog), "--presence", "user.*")
+                     "--access-log", str(accessLog), "--presence", "user.*",
+                     "--channel", "user.{sub}=sub:owner,pub:owner,presence:owner", *BARRIERS)
     good = dict(aud="chat", iss="https://id.example")
     victim = await authenticated(node, "alice", makeToken(SECRET, "alice", expiresIn=3600, **good))
     victim.subscribe("user.alice")
@@ -191,7 +198,7 @@ async def test_forgedTokensAreRefusedAndNeverLogged(startNode, secretFile, tmp_p
 
 @pytest_twisted.ensureDeferred
 async def test_refreshWithAnotherUsersTokenKeepsTheIdentity(startNode, secretFile):
-    node = startNode("--auth-jwt-secret-file", secretFile, "--presence", "room.*")
+    node = startNode("--auth-jwt-secret-file", secretFile, "--presence", "room.*", *ROOMS)
     alice = await authenticated(node, "alice")
     alice.subscribe("room.1")
     await barrier(alice)
@@ -207,7 +214,7 @@ async def test_refreshWithAnotherUsersTokenKeepsTheIdentity(startNode, secretFil
 @pytest_twisted.ensureDeferred
 async def test_expiryNoticeRefreshAndClose(startNode, secretFile):
     node = startNode("--auth-jwt-secret-file", secretFile, "--auth-refresh-grace", "2",
-                     "--auth-leeway", "0")
+                     "--auth-leeway", "0", *BARRIERS)
     soon = int(time.time()) + 2
     refreshing = await authenticated(node, "alice", makeToken(SECRET, "alice", exp=soon))
     lazy = await authenticated(node, "bob", makeToken(SECRET, "bob", exp=soon))
@@ -246,7 +253,7 @@ async def test_presenceJoinCarriesTheSub(startNode, secretFile):
     With --demo, a client's C{nick} header names it; with authentication
     on, only its token does.
     """
-    node = startNode("--auth-jwt-secret-file", secretFile, "--demo")
+    node = startNode("--auth-jwt-secret-file", secretFile, "--demo", *ROOMS)
     alice = await authenticated(node, "alice")
     alice.subscribe("room.1")
     await barrier(alice)
@@ -268,7 +275,7 @@ async def test_jwksUnavailable(startNode, backend, mode):
     """
     old, new = KeyPair("RSA"), KeyPair("EC")
     backend.keys = [old.jwk("k1")]
-    node = startNode("--auth-jwks-url", backend.url + "/jwks")
+    node = startNode("--auth-jwks-url", backend.url + "/jwks", *BARRIERS)
     alice = await authenticated(node, "alice", makeToken(old.privatePEM, "alice", "RS256",
                                                          headers={"kid": "k1"}))
     backend.jwksMode = mode
@@ -312,7 +319,7 @@ async def test_jwksRotation(startNode, backend):
 @pytest_twisted.ensureDeferred
 async def test_connectProxy(startNode, backend):
     node = startNode("--auth-proxy", backend.url + "/auth", "--auth-proxy-timeout", "2",
-                     "--auth-proxy-header", "X-Csrf")
+                     "--auth-proxy-header", "X-Csrf", *BARRIERS)
     alice = await connect(reactor, node.url, {"Cookie": "session=alice", "X-Csrf": "c1",
                                               "Authorization": "Bearer secret"})
     # Sent at once, unasked.

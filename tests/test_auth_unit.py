@@ -382,8 +382,11 @@ class FilterTests(SynchronousTestCase):
     def setUp(self):
         self.reactor = MemoryReactorClock()
         self.reactor.advance(time.time())
+        # Deny by default once authentication is on: the rooms are granted
+        # to authenticated users.
         self.server = memoryServer(reactor=self.reactor, authJwtSecret=SECRET,
-                                   authRefreshGrace=3, handshakeTimeout=10)
+                                   authRefreshGrace=3, handshakeTimeout=10,
+                                   channels=("room.*=sub:users,pub:users",))
         self.client = FakeClient(self.server)
 
     def send(self, client, command, headers=(), body=b""):
@@ -552,7 +555,9 @@ class ProxyFilterTests(SynchronousTestCase):
 class AnonymousTests(SynchronousTestCase):
     def test_anonymousConnectionsAreLetIn(self):
         reactor = MemoryReactorClock()
-        server = memoryServer(reactor=reactor, authJwtSecret=SECRET, authAnonymous=True)
+        # Anonymous connections get what 'anyone' is granted.
+        server = memoryServer(reactor=reactor, authJwtSecret=SECRET, authAnonymous=True,
+                              channels=("room.*=sub:anyone",))
         client = FakeClient(server)
         client.receive(b"LHTTP/1.0 chat\r\nsubscribe:room.1\r\n\r\n")
         self.assertEqual(client.messages(), [])

@@ -308,3 +308,107 @@ def test_readmeExampleAndModuleImport(startNode):
             watched.assertClean(node)
 
     inThread(scenario)
+
+
+AUTH_SECRET = "the browser test's JWT secret, 32 bytes or more"
+AUTH_PUBLISH_TOKEN = "the browser test's publish token"
+AUTH_PAGE = """<!doctype html>
+<meta charset="utf-8">
+<script src="/demo/lhttp.js"></script>
+<script>
+  const d = document.documentElement.dataset;
+  window.tokenTimes = [];
+  window.received = [];
+  window.errors = [];
+  window.opens = 0;
+  window.closes = [];
+  const client = window.client = new Lhttp("ws://" + location.host + "/", {
+    getToken: async () => {
+      window.tokenTimes.push(Date.now() / 1000);
+      return await window.mintToken();
+    },
+  });
+  client.on_open = () => {
+    window.opens += 1;
+    window.firstExpires = window.firstExpires || client.expires;
+    d.user = client.user;
+  };
+  client.on_close = (ctx) => window.closes.push(ctx.code);
+  client.on_error = (ctx) => window.errors.push(
+    ctx.error instanceof Lhttp.LhttpError ? ctx.error.status + " " + ctx.getHeader("channel")
+                                          : String(ctx.error));
+  client.on_message = (ctx) => {
+    if (ctx.getBody() === "ready") d.ready = "1";
+    else window.received.push(ctx.getBody());
+  };
+  // Its own channel (its own message back: the subscription is in place),
+  // and another user's (refused: 403).
+  client.subscribe("user.alice");
+  client.publish("user.alice", "chat", null, "ready");
+  client.subscribe("user.bob");
+</script>
+"""
+
+
+def test_jsSDKAuthenticatesAndRefreshes(startNode):
+    """
+    C{new Lhttp(url, {getToken})} against a node with JWT authentication
+    and a C{user.{sub}} rule: it connects as the token's C{sub}, its
+    subscription to its own channel gets what the backend publishes to
+    C{/publish} with the publish token (another user's channel: 403), and
+    a short-lived token is refreshed before it expires, on the same
+    connection (no close, no second open), which keeps receiving.
+    """
+    import time
+    import urllib.request
+
+    from lhttp.testing import makeToken
+
+    node = startNode("--demo", "--channel", "user.{sub}=sub:owner,pub:owner",
+                     env={"LHTTP_AUTH_JWT_SECRET": AUTH_SECRET,
+                          "LHTTP_PUBLISH_TOKEN": AUTH_PUBLISH_TOKEN})
+    ttl = 8
+
+    def backendPublishes(body):
+        request = urllib.request.Request(
+            node.publishURL, f"LHTTP/1.0 chat\r\npublish:user.alice\r\n\r\n{body}".encode(),
+            headers={"Authorization": f"Bearer {AUTH_PUBLISH_TOKEN}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+
+    def scenario():
+        with chromium() as browser:
+            watched = Watched(browser)
+            page = watched.page
+            page.expose_function("mintToken", lambda: makeToken(AUTH_SECRET, "alice", expiresIn=ttl))
+            showAt(page, f"{node.httpURL}demo/auth-example.html", AUTH_PAGE)
+            page.wait_for_function("document.documentElement.dataset.ready === '1'")
+            state = lambda: page.evaluate(  # noqa: E731
+                "() => ({user: client.user, expires: client.expires, first: window.firstExpires,"
+                " tokens: window.tokenTimes, received: window.received, errors: window.errors,"
+                " opens: window.opens, closes: window.closes})")
+            first = state()
+            assert first["user"] == "alice"
+            assert abs(first["first"] - (time.time() + ttl)) < 4, first
+            assert first["errors"] == ["403 user.bob"], first
+
+            backendPublishes("from the backend")
+            page.wait_for_function("window.received.includes('from the backend')")
+
+            # Refreshed (a second token) before the first one expired.
+            page.wait_for_function(
+                f"window.tokenTimes.length >= 2 && client.expires > {first['first']}",
+                timeout=(ttl + 10) * 1000)
+            refreshed = state()
+            assert refreshed["tokens"][1] < first["first"], refreshed
+            backendPublishes("after the refresh")
+            page.wait_for_function("window.received.includes('after the refresh')")
+            final = state()
+            assert (final["opens"], final["closes"]) == (1, []), final
+            assert final["received"] == ["from the backend", "after the refresh"], final
+            assert final["errors"] == ["403 user.bob"], final
+            watched.assertClean(node)
+
+    inThread(scenario)
+    # No token (a JWT starts with eyJ) in the node's log.
+    assert "eyJ" not in node.log()

@@ -1024,3 +1024,32 @@ class AuthClientTests(ClientOnMemoryNodeCase):
         self.clock.advance(2)
         self.assertEqual(self.connected().user, "alice")
         self.assertEqual(calls, [0, 2])
+
+
+class CredentialReplyTests(SynchronousTestCase):
+    """
+    The node's replies to C{connect} on the low-level protocol.
+    """
+
+    def test_connectSentByHandIsAnswered(self):
+        """
+        Regression: a C{connect} sent with C{send} (docs/authentication.rst's
+        example) gets its reply from C{nextMessage}; the reply to
+        C{authenticate} is taken by its L{Deferred} instead.
+        """
+        from lhttp.client import LHTTPClientProtocol
+
+        reply = (b"LHTTP/1.0 connect\r\nlhttp-node:reply\r\nstatus:200\r\nuser:alice\r\n"
+                 b"expires:1767225600\r\n\r\n")
+        protocol = LHTTPClientProtocol()
+        protocol.sendMessage = lambda payload, isBinary=False: None
+        protocol.factory = type("Factory", (), {"reactor": MemoryReactorClock()})()
+        protocol.onMessage(reply, False)
+        delivered = self.successResultOf(protocol.nextMessage())
+        self.assertEqual(delivered.toBytes(), reply)
+        self.assertEqual((protocol.user, protocol.expires), ("alice", 1767225600))
+
+        asked = protocol.authenticate("a token")
+        protocol.onMessage(reply.replace(b"alice", b"bob"), False)
+        self.assertEqual(self.successResultOf(asked).user, "bob")
+        self.assertNoResult(protocol.nextMessage())

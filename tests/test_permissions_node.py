@@ -6,9 +6,10 @@ channel, subscription tokens for another channel or user, capabilities;
 after each refusal the attacker's connection works as before; a node
 without rules behaves as it always did.
 
-Who each client is comes from test scaffolding
-(tests/scaffold/trusted_identity.py, a C{--filter}) until the node's own
-authentication sets it; subscription tokens are real HS256 JWTs.
+Who each client is comes from the node's own authentication: each client
+sends C{LHTTP/1.0 connect} with a real HS256 JWT signed with the node's
+secret (its capabilities in the C{caps} claim); subscription tokens are
+real HS256 JWTs checked by the same verifier.
 """
 
 import json
@@ -20,8 +21,9 @@ import pytest
 import pytest_twisted
 import treq
 
-from lhttpclients import barrier, client
-from procs import ROOT, LHTTPNode
+from lhttp.testing import makeToken
+from lhttpclients import barrier, client, signedIn
+from procs import LHTTPNode
 
 SECRET = "the node's subscription token secret, 32+ bytes"
 
@@ -42,14 +44,13 @@ def nodeOptions(*more):
     return [
         *options, "--history", "user.*=10", "--history", "dialog.>=10",
         "--presence", "user.*", "--presence", "dialog.>",
-        "--filter", "trusted_identity.TrustedIdentity", *more,
+        *more,
     ]
 
 
 def startNode(*more, env=None):
     return LHTTPNode(
         *nodeOptions(*more), env={"LHTTP_AUTH_JWT_SECRET": SECRET, **(env or {})},
-        pythonPath=[ROOT / "tests" / "scaffold"],
     ).waitReady()
 
 
@@ -62,17 +63,11 @@ def node():
 
 async def connectAs(node, user, caps=None):
     """
-    A client the node believes is C{user} (test scaffolding).
+    A client authenticated as C{user} by the node: C{connect} with a JWT
+    signed with the node's secret, C{caps} as its C{caps} claim.
     """
-    c = await client(node.url)
-    headers = [("test-user", user)]
-    if caps is not None:
-        headers.append(("test-caps", json.dumps(caps)))
-    c.send("connect", headers)
-    reply = await c.nextMessage(10)
-    assert (reply.command, reply.getHeader("status"), reply.getHeader("user")) == (
-        "connect", "200", user)
-    return c
+    claims = {} if caps is None else {"caps": caps}
+    return await signedIn(node.url, makeToken(SECRET, user, expiresIn=3600, **claims), user)
 
 
 async def refused(c, command, channel):
@@ -300,8 +295,9 @@ async def test_docsChatRules():
     rules = [words[i + 1] for i, w in enumerate(words) if w == "--channel"]
     assert len(rules) == 4
     options = [o for rule in rules for o in ("--channel", rule)]
-    chat = LHTTPNode(*options, "--filter", "trusted_identity.TrustedIdentity",
-                     pythonPath=[ROOT / "tests" / "scaffold"]).waitReady()
+    # Anonymous readers, as the page says: --auth-anonymous.
+    chat = LHTTPNode(*options, "--auth-anonymous",
+                     env={"LHTTP_AUTH_JWT_SECRET": SECRET}).waitReady()
     try:
         alice, bob, carol = [await connectAs(chat, u) for u in ("alice", "bob", "carol")]
         anonymous = await client(chat.url)
