@@ -95,7 +95,7 @@ class NodeStats:
         publishes]}: the rates (per second) between two ticks.
     """
 
-    def __init__(self, metrics, channels, clock, keep=150, rateWindow=30.0):
+    def __init__(self, metrics, channels, clock, keep=150, rateWindow=10.0):
         """
         @param metrics: the node's L{lhttp.metrics.Metrics}.
         @param channels: the node's L{lhttp.channels.Channels}; a

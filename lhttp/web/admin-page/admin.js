@@ -48,6 +48,7 @@ function drawChart(box, points, span) {
     return;
   }
   const end = points[points.length - 1][0];
+  span = Math.min(span, Math.max(60, end - points[0][0]));
   const start = end - span;
   let top = 0;
   for (const point of points) for (let i = 1; i <= RATES.length; i++) top = Math.max(top, point[i]);
@@ -84,6 +85,10 @@ function clusterSeries(nodes) {
     }
   }
   return [...slots.values()].sort((a, b) => a[0] - b[0]);
+}
+
+function spanText(seconds) {
+  return seconds < 90 ? `${Math.round(seconds || 0)} s` : `${Math.round(seconds / 60)} min`;
 }
 
 function figure(name, label, value, bad) {
@@ -144,8 +149,8 @@ function nodeCard(node, span) {
       figure("deliveries", "deliveries /s", rates.deliveries),
       figure("in", "in /s", rates.in),
       figure("out", "out /s", rates.out),
-      figure("slow", `slow closed (${Math.round((recent.seconds || 0) / 60)} min)`, recent.slowConsumerCloses, recent.slowConsumerCloses > 0),
-      figure("errors", `errors (${Math.round((recent.seconds || 0) / 60)} min)`, recent.errors, recent.errors > 0)),
+      figure("slow", `slow closed, ${spanText(recent.seconds)}`, recent.slowConsumerCloses, recent.slowConsumerCloses > 0),
+      figure("errors", `error replies, ${spanText(recent.seconds)}`, recent.errors, recent.errors > 0)),
     chart,
     el("div", {class: "tops"},
       topTable("busiest channels", node.topByRate, "rate", "/s"),
@@ -157,7 +162,8 @@ function nodeCard(node, span) {
 
 function show(doc) {
   interval = doc.interval || 2;
-  const span = Math.max(60, interval * 150);
+  // The nodes keep five minutes of rates.
+  const span = 300;
   const totals = doc.totals;
   const set = (id, value) => { document.getElementById(id).textContent = number(value); };
   set("total-nodes", totals.nodes);
@@ -168,7 +174,10 @@ function show(doc) {
   set("total-deliveries", totals.rates.deliveries);
   set("total-slow", totals.slowConsumerCloses);
   set("total-errors", totals.errors);
-  drawChart(document.getElementById("cluster-chart"), clusterSeries(doc.nodes), span);
+  const series = clusterSeries(doc.nodes);
+  drawChart(document.getElementById("cluster-chart"), series, span);
+  const covered = series.length > 1 ? series[series.length - 1][0] - series[0][0] : 0;
+  document.getElementById("window").textContent = `(last ${spanText(Math.min(300, Math.max(60, covered)))})`;
   document.getElementById("nodes").replaceChildren(...doc.nodes.map((node) => nodeCard(node, span)));
   document.title = `lhttp · ${totals.nodes} node${totals.nodes === 1 ? "" : "s"}`;
 }
