@@ -285,3 +285,38 @@ async def test_announcementNotDeliveredToAChannelOfThatName():
         assert delivered == [b"LHTTP/1.0 chat\r\n\r\nhi"]
     finally:
         await broker.stop()
+
+
+def keyShape(document):
+    """
+    The keys of a document, nested (lists by their first item), without
+    the C{describe()}s of the broker and presence, whose keys vary.
+    """
+    if isinstance(document, dict):
+        return {key: (None if key in ("broker", "presence") else keyShape(value))
+                for key, value in document.items()}
+    if isinstance(document, list) and document and isinstance(document[0], (dict, list)):
+        return [keyShape(document[0])]
+    return None
+
+
+def test_docsSampleHasTheRealShape():
+    """
+    The JSON sample in docs/operations.rst has exactly the keys of a real
+    document, a node with a subscriber and a point of its series.
+    """
+    from docsnippets import blockWith
+
+    sample = json.loads(blockWith("json", '"topBySubscribers"'))
+    server = memoryServer()
+    clock = server.factory.reactor
+    stats = NodeStats(server.metrics, server.channels, clock)
+    client = FakeClient(server)
+    client.receive(message("sub", subscribe="room", publish="room"))
+    clock.advance(2)
+    stats.tick()
+    clock.advance(2)
+    stats.tick()
+    real = Roster(stats, clock, server.describe).document()
+    assert real["nodes"][0]["topByRate"] and real["nodes"][0]["series"]
+    assert keyShape(sample) == keyShape(real)
