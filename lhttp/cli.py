@@ -1,6 +1,7 @@
 """
-The C{lhttp} command: listen, send, publish, an interactive shell, and
-server-side control of a user's connections::
+The C{lhttp} command: listen, send, publish, an interactive shell,
+server-side control of a user's connections, and the cluster's figures
+(C{top}, from a node's C{--admin-listen} port)::
 
     lhttp listen ws://127.0.0.1:8081/ room lobby
     lhttp send ws://127.0.0.1:8081/ 'LHTTP/1.0 echo\\r\\n\\r\\nhi'
@@ -9,6 +10,7 @@ server-side control of a user's connections::
     lhttp disconnect http://127.0.0.1:8081/ alice
     lhttp unsubscribe http://127.0.0.1:8081/ alice room.1
     lhttp listen --token "$JWT" wss://chat.example/ user.alice
+    lhttp top http://127.0.0.1:9101/
 
 C{--token} (or the C{LHTTP_TOKEN} environment variable) sends C{LHTTP/1.0
 connect} with the token first, for a node that authenticates; a refused

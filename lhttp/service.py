@@ -22,6 +22,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 log = Logger()
@@ -205,8 +206,6 @@ class HeartbeatService(Service):
             self._heartbeat.announce()
 
     def startService(self):
-        from twisted.internet.task import LoopingCall
-
         Service.startService(self)
         self._loop = LoopingCall(self.beat)
         self._loop.clock = self._clock

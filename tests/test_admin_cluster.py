@@ -202,3 +202,51 @@ def test_pageLiveUnderLoadAndANodeDropsOff(nodes):
 def inPage(page, card, name):
     text = page.locator(f"{card} [data-figure={name}] .value").first.inner_text().strip()
     return float(text.replace("k", "e3").replace("M", "e6")) if text not in ("–", "") else 0.0
+
+
+def test_topRefreshesAndSurvivesADownNode(startNode):
+    """
+    Without C{--once}, C{lhttp top} prints a snapshot every interval; a
+    node that is not (or no longer) there is one line each time, and top
+    keeps trying.
+    """
+    admin = freePort()
+    node = startNode("--admin-listen", f"tcp:{admin}:interface=127.0.0.1")
+    script = shutil.which("lhttp")
+    top = Process([script, "top", "--interval", "0.2", f"http://127.0.0.1:{admin}/"],
+                  env={"PYTHONPATH": str(ROOT)}, name="top")
+    try:
+        waitFor(lambda: top.log().count("NODE ") >= 2, 20, what="two snapshots")
+        assert ": 1 node (no NATS)" in top.log()
+        node.stop()
+        waitFor(lambda: top.log().count("! cannot reach") >= 2, 20, what="two lines for a node down")
+        assert top.alive()
+        down = [line for line in top.log().splitlines() if line.startswith("! cannot reach")]
+        assert down[0].endswith("trying again every 0.2 s")
+    finally:
+        top.stop()
+
+
+def test_tokenInTheFragment(startNode):
+    """
+    With --admin-token the page says the JSON was refused until it is
+    opened with the token in its fragment, which it then sends.
+    """
+    admin = freePort()
+    startNode("--admin-listen", f"tcp:{admin}:interface=127.0.0.1", "--admin-token", "s3cret")
+    base = f"http://127.0.0.1:{admin}/admin/"
+    assert get(admin, "/admin/api/cluster")[0] == 401
+    assert get(admin, "/admin/api/cluster", {"Authorization": "Bearer s3cret"})[0] == 200
+
+    def scenario():
+        with chromium() as browser:
+            watched = Watched(browser)
+            page = watched.page
+            page.goto(base)
+            page.locator("#status.down", has_text="401").wait_for()
+            page.goto(base + "#token=s3cret")
+            page.reload()
+            page.locator("#status:not(.down)", has_text="one node, no NATS").wait_for()
+            waitFor(lambda: page.locator("#nodes .node").count() == 1, 20, what="the node's card")
+
+    inThread(scenario, timeout=90)
