@@ -11,16 +11,74 @@ keeps their rates as they arrive, for the chart. Without NATS the roster
 is this node alone.
 """
 
+import math
 import os
 import socket
 import time
 import uuid
 from collections import deque
 
-from lhttp.stats import RATES
+from lhttp.stats import RATES, TOP
 
 # An announcement's format; a node ignores those of another.
 VERSION = 1
+
+
+def _finite(value):
+    number = float(value)
+    if not math.isfinite(number):
+        # JSON has no NaN: the page could not read the document.
+        raise ValueError("not a finite number")
+    return number
+
+
+def _channels(entries, field, kind):
+    return [{"channel": str(entry["channel"]), field: kind(entry[field])}
+            for entry in list(entries)[:TOP]]
+
+
+def _described(value):
+    if value is not None and not isinstance(value, dict):
+        raise TypeError("not an object")
+    return value
+
+
+def cleaned(announcement):
+    """
+    Another node's announcement with the types this node's own has, so
+    that what the page and C{lhttp top} read is what they expect whoever
+    published on the subject.
+
+    @raise ValueError: (or L{KeyError}, L{TypeError}) it is not an
+        announcement of this version.
+    """
+    if announcement["v"] != VERSION:
+        raise ValueError("another version")
+    node = announcement["node"]
+    if not isinstance(node, str) or not node:
+        raise ValueError("no node id")
+    recent = announcement["recent"]
+    return {
+        "v": VERSION,
+        "node": node[:64],
+        "name": str(announcement.get("name") or node)[:200],
+        "listen": [str(endpoint)[:200] for endpoint in list(announcement.get("listen") or ())[:10]],
+        "started": _finite(announcement.get("started") or 0),
+        "interval": _finite(announcement.get("interval") or 0),
+        "ready": announcement["ready"] is True,
+        "broker": _described(announcement.get("broker")),
+        "presence": _described(announcement.get("presence")),
+        "connections": int(announcement["connections"]),
+        "subscriptions": int(announcement["subscriptions"]),
+        "channels": int(announcement["channels"]),
+        "rates": {name: _finite(announcement["rates"][name]) for name in RATES},
+        "totals": {name: int((announcement.get("totals") or {}).get(name) or 0) for name in RATES},
+        "recent": {"seconds": _finite(recent["seconds"]),
+                   "slowConsumerCloses": int(recent["slowConsumerCloses"]),
+                   "errors": int(recent["errors"])},
+        "topBySubscribers": _channels(announcement.get("topBySubscribers") or (), "subscribers", int),
+        "topByRate": _channels(announcement.get("topByRate") or (), "rate", _finite),
+    }
 
 
 class Roster:
@@ -82,14 +140,12 @@ class Roster:
             C{ignored}).
         """
         try:
-            node = announcement["node"]
-            rates = announcement["rates"]
-            point = [float(rates[name]) for name in RATES]
-            if announcement["v"] != VERSION or not isinstance(node, str) or not node:
-                raise ValueError(node)
-        except (KeyError, TypeError, ValueError):
+            announcement = cleaned(announcement)
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             self.ignored += 1
             return False
+        node = announcement["node"]
+        point = [announcement["rates"][name] for name in RATES]
         if node == self.node:
             return True
         now = self._clock.seconds()

@@ -132,4 +132,6 @@ def snapshot(document, url, safe=str):
         state = _state(node, safe)
         if state:
             lines.append(f"{safe(str(node.get('name') or node.get('node')))}: {state}")
-    return lines
+    # Whatever else the document held (it is the answer of whatever URL
+    # was given) cannot act on the terminal either.
+    return [safe(line) for line in lines]

@@ -214,10 +214,28 @@ class RosterTests(SynchronousTestCase):
     def test_nonsenseIgnored(self):
         for bad in ({}, {"v": 1, "node": "x"}, {**announcement("x", "x"), "v": 2},
                     {**announcement("x", "x"), "rates": {"in": "many"}},
-                    {**announcement("", "x")}):
+                    {**announcement("", "x")},
+                    {**announcement("x", "x"), "connections": "\x1b[2J"},
+                    {**announcement("x", "x"), "rates": {**announcement("x", "x")["rates"],
+                                                         "in": float("nan")}},
+                    {**announcement("x", "x"), "broker": "kind"},
+                    {**announcement("x", "x"), "topByRate": [{"channel": "a", "rate": "fast"}]}):
             assert not self.roster.heard(bad)
-        assert self.roster.ignored == 5
+        assert self.roster.ignored == 9
         assert len(self.roster.nodes()) == 1
+
+    def test_heardAsOwnAreMade(self):
+        """
+        What is kept of another node's announcement has the types of this
+        node's own: numbers are numbers, names are strings, lists bounded.
+        """
+        sent = {**announcement("n1", 42), "connections": 3.0, "extra": "dropped",
+                "topBySubscribers": [{"channel": f"c{i}", "subscribers": i} for i in range(50)]}
+        assert self.roster.heard(sent)
+        [here, peer] = self.roster.nodes()
+        assert peer["name"] == "42" and peer["connections"] == 3 and "extra" not in peer
+        assert len(peer["topBySubscribers"]) == 10
+        assert set(peer) == set(here)
 
     def test_ownAnnouncementNotAPeer(self):
         assert self.roster.heard(self.roster.announcement())
@@ -320,3 +338,28 @@ def test_docsSampleHasTheRealShape():
     real = Roster(stats, clock, server.describe).document()
     assert real["nodes"][0]["topByRate"] and real["nodes"][0]["series"]
     assert keyShape(sample) == keyShape(real)
+
+
+def test_topSnapshotIsTerminalSafe():
+    """
+    Whatever the JSON holds, C{lhttp top} prints no control character: a
+    channel named to clear the screen is shown escaped.
+    """
+    from lhttp.cli import terminalSafe
+    from lhttp.top import clusterURL, snapshot
+
+    server = memoryServer()
+    clock = server.factory.reactor
+    stats = NodeStats(server.metrics, server.channels, clock)
+    document = Roster(stats, clock, server.describe, name="web1:1").document()
+    # A node refuses such channel names; the JSON may come from anywhere.
+    document["nodes"][0]["topBySubscribers"] = [{"channel": "\x1b[2Jroom", "subscribers": 1}]
+    document["totals"]["connections"] = "\x1b]0;owned\x07"
+    lines = snapshot(document, "http://x/", terminalSafe)
+    text = "\n".join(lines)
+    assert "\x1b" not in text and "\x07" not in text
+    assert "most subscribers: \\x1b[2Jroom 1" in lines
+    assert any(line.startswith("web1:1 *") and " yes " in line for line in lines)
+    assert clusterURL("127.0.0.1:9101") == "http://127.0.0.1:9101/admin/api/cluster"
+    assert clusterURL("http://h:9101/admin/") == "http://h:9101/admin/api/cluster"
+    assert clusterURL("https://h/x/admin/api/cluster") == "https://h/x/admin/api/cluster"
