@@ -79,6 +79,9 @@ class Channels:
         # every history delivery.
         self.recovery = LiveHold(self._prepareAt, self._isSubscribed)
         self._recovering = self.recovery.held
+        # The busiest channels by rate, for the admin page: a
+        # lhttp.stats.ChannelSampler, or None (not measured).
+        self.sampler = None
         broker.attach(self.deliver)
 
     def add(self, subscriber, names):
@@ -140,6 +143,22 @@ class Channels:
         """
         return list(self._subscribers)
 
+    def channelCount(self):
+        return len(self._subscribers)
+
+    def counts(self):
+        """
+        @return: an iterator of C{(channel, local subscribers)}, to be
+            consumed before the table changes.
+        """
+        return ((channel, len(subscribers)) for channel, subscribers in self._subscribers.items())
+
+    def subscriptions(self):
+        """
+        @return: the number of (subscriber, channel) pairs here.
+        """
+        return sum(len(subscribers) for subscribers in self._subscribers.values())
+
     def deliver(self, channels, payload, position=None):
         """
         Write C{payload} to every local subscriber of each channel: one copy
@@ -150,6 +169,11 @@ class Channels:
             goes out with its position (L{lhttp.history.stamp}).
         @return: the number of deliveries.
         """
+        sampler = self.sampler
+        if sampler is not None:
+            sampler.countdown -= 1
+            if not sampler.countdown:
+                sampler.sample(channels)
         if position is not None:
             return self._deliverAt(channels[0], payload, position)
         prepared = None

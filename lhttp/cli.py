@@ -1,6 +1,7 @@
 """
-The C{lhttp} command: listen, send, publish, an interactive shell, and
-server-side control of a user's connections::
+The C{lhttp} command: listen, send, publish, an interactive shell,
+server-side control of a user's connections, and the cluster's figures
+(C{top}, from a node's C{--admin-listen} port)::
 
     lhttp listen ws://127.0.0.1:8081/ room lobby
     lhttp send ws://127.0.0.1:8081/ 'LHTTP/1.0 echo\\r\\n\\r\\nhi'
@@ -9,6 +10,7 @@ server-side control of a user's connections::
     lhttp disconnect http://127.0.0.1:8081/ alice
     lhttp unsubscribe http://127.0.0.1:8081/ alice room.1
     lhttp listen --token "$JWT" wss://chat.example/ user.alice
+    lhttp top http://127.0.0.1:9101/
 
 C{--token} (or the C{LHTTP_TOKEN} environment variable) sends C{LHTTP/1.0
 connect} with the token first, for a node that authenticates; a refused
@@ -589,6 +591,69 @@ def controlLine(answer):
             f"from {channel} {where}")
 
 
+ADMIN_TOKEN_VARIABLE = "LHTTP_ADMIN_TOKEN"
+
+
+async def _fetchCluster(url, token, timeout):
+    """
+    @return: C{(document, None, None)}, or C{(None, problem, exit code)}
+        saying in one line why there is none.
+    """
+    import treq
+    from twisted.internet.error import ConnectError, DNSLookupError
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        response = await treq.get(url, headers=headers, timeout=timeout)
+        body = await response.content()
+    except (ConnectError, DNSLookupError) as error:
+        reason = "connection refused" if "refused" in str(error).lower() else str(error).strip()
+        return None, (f"cannot reach {url}: {reason} (is the node up, with --admin-listen "
+                      "on that port?)"), EXIT_UNREACHABLE
+    except Exception as error:
+        return None, f"no answer from {url} in {timeout:g} s ({type(error).__name__})", EXIT_UNREACHABLE
+    try:
+        document = json.loads(body)
+    except ValueError:
+        document = None
+    if response.code != 200 or not isinstance(document, dict) or "nodes" not in document:
+        detail = document.get("detail") if isinstance(document, dict) else None
+        return None, (f"{url} answered {response.code}"
+                      + (f": {detail}" if detail else " without the cluster's JSON")), EXIT_FAILED
+    return document, None, None
+
+
+async def top(reactor, args, output):
+    """
+    The admin page's figures, printed every C{--interval} seconds (the
+    screen cleared in between on a terminal), or once with C{--once}:
+    exit 0, 1 refused (a token is missing or wrong, not an admin port),
+    2 the node could not be reached.
+    """
+    from lhttp.top import clusterURL, snapshot
+
+    url = clusterURL(args.url)
+    token = args.token or os.environ.get(ADMIN_TOKEN_VARIABLE) or None
+    out = output._out
+    clear = not args.once and out.isatty()
+    while True:
+        document, problem, code = await _fetchCluster(url, token, args.timeout)
+        if args.once:
+            if problem is not None:
+                output.problem(terminalSafe(problem))
+                return code
+            out.write("\n".join(snapshot(document, url, terminalSafe)) + "\n")
+            out.flush()
+            return EXIT_OK
+        if problem is not None:
+            lines = [f"! {terminalSafe(problem)}; trying again every {args.interval:g} s"]
+        else:
+            lines = snapshot(document, url, terminalSafe)
+        out.write(("\x1b[H\x1b[2J" if clear else "") + "\n".join(lines) + "\n" + ("" if clear else "\n"))
+        out.flush()
+        await task.deferLater(reactor, args.interval)
+
+
 SHELL_HELP = """\
 subscribe CHANNEL...      receive what is published to each
 unsubscribe CHANNEL...    stop receiving from each
@@ -831,6 +896,27 @@ def parser():
     sub.add_argument("channel", metavar="CHANNEL", help="the channel to take from the user")
 
     sub = command(
+        "top", "the cluster's nodes and figures, refreshed (the admin page's JSON)",
+        "Print what the admin page shows: every node of the cluster with its "
+        "connections, subscriptions, channels, messages in and out and "
+        "deliveries per second, slow consumers closed and error replies of the "
+        "last minutes, the busiest channels, history and presence state; "
+        "refreshed every --interval seconds until interrupted. URL is a node's "
+        "--admin-listen port, e.g. http://127.0.0.1:9101/ (/admin/api/cluster "
+        "is added). A node that does not answer is one line, and top tries again.",
+    )
+    sub.add_argument("url", metavar="URL", help="the admin port, e.g. http://127.0.0.1:9101/")
+    sub.add_argument("--once", action="store_true",
+                     help="print one snapshot and exit (2 if the node cannot be reached)")
+    sub.add_argument("--interval", type=_positiveFloat, default=2.0,
+                     help="seconds between refreshes (default 2)")
+    sub.add_argument("--timeout", type=_positiveFloat, default=5.0,
+                     help="seconds the node has to answer (default 5)")
+    sub.add_argument("--token", default=None,
+                     help="the admin token (default: the "
+                          f"{ADMIN_TOKEN_VARIABLE} environment variable)")
+
+    sub = command(
         "shell", "type commands, see arrivals",
         "An interactive client: each line you type is a command; arrivals are "
         "printed as they come. Commands:\n" + SHELL_HELP,
@@ -843,7 +929,7 @@ def parser():
     return top
 
 
-COMMANDS = {"listen": listen, "send": send, "publish": publishCommand, "shell": shell,
+COMMANDS = {"listen": listen, "send": send, "publish": publishCommand, "shell": shell, "top": top,
             "disconnect": controlCommand, "unsubscribe": controlCommand}
 
 

@@ -213,6 +213,16 @@ class Config:
         "tcp:9100:interface=127.0.0.1), not on the clients' ports.", kind=str,
         show="the clients' ports", group="service",
     )
+    adminListen = _field(
+        None, "--admin-listen", "Serve the admin page (the cluster's nodes and their figures, "
+        "live) and its JSON at /admin/ on this endpoint only (e.g. "
+        "tcp:9101:interface=127.0.0.1).", kind=str, show="off", group="service",
+    )
+    heartbeatInterval = _field(
+        2.0, "--heartbeat-interval", "Seconds between a node's announcements to the cluster "
+        "(on NATS, for the admin page); a node silent for three is dropped from it.",
+        show="2 s", validator=_positive, group="service",
+    )
 
     # What it runs.
     processors = _field(
@@ -297,6 +307,9 @@ class Config:
     metricsToken = _field(None, "--metrics-token", "Require 'Authorization: Bearer T' on "
                           "GET /metrics.", kind=str, env="LHTTP_METRICS_TOKEN", show="none",
                           group="token")
+    adminToken = _field(None, "--admin-token", "Require 'Authorization: Bearer T' on the admin "
+                        "page's JSON (open the page as /admin/#token=T).", kind=str,
+                        env="LHTTP_ADMIN_TOKEN", show="none", group="token")
 
     # Channel permissions (docs/security.rst).
     channels = _field(

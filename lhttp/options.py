@@ -111,6 +111,8 @@ class Options(usage.Options):
         endpoints = [("--listen", description) for description in config.endpoints()]
         if config.metricsListen:
             endpoints.append(("--metrics-listen", config.metricsListen))
+        if config.adminListen:
+            endpoints.append(("--admin-listen", config.adminListen))
         for flag, description in endpoints:
             try:
                 checkEndpoint(description)

@@ -313,6 +313,19 @@ class LHTTPServer:
             root.putChild(b"metrics", MetricsResource(self.metrics, config.metricsToken))
         return root
 
+    def describe(self):
+        """
+        @return: C{{"ready", "broker", "presence"}}: whether the broker takes
+            publishes and what the broker (its history included) and the
+            presence engine say of themselves, as C{/health} shows them.
+        """
+        presence = self.presence.engine if self.presence is not None else None
+        return {
+            "ready": bool(self.broker.ready),
+            "broker": self.broker.describe(),
+            "presence": presence.describe() if presence is not None else None,
+        }
+
     def metricsResource(self):
         """
         The tree of a port that serves only C{GET /metrics}.

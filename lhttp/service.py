@@ -22,6 +22,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 log = Logger()
@@ -185,6 +186,67 @@ class ClientsService(Service):
             log.warn("{left} client connection(s) did not close in time; dropped", left=left)
 
 
+class HeartbeatService(Service):
+    """
+    Every heartbeat interval: read the node's counters into its rates
+    (L{lhttp.stats.NodeStats.tick}) and announce the node to the cluster
+    (L{lhttp.brokers.heartbeat.NATSHeartbeat}), if it has one.
+    """
+
+    def __init__(self, stats, heartbeat, clock, interval):
+        self._stats = stats
+        self._heartbeat = heartbeat
+        self._clock = clock
+        self._interval = interval
+        self._loop = None
+
+    def beat(self):
+        self._stats.tick()
+        if self._heartbeat is not None:
+            self._heartbeat.announce()
+
+    def startService(self):
+        Service.startService(self)
+        self._loop = LoopingCall(self.beat)
+        self._loop.clock = self._clock
+        self._loop.start(self._interval, now=False)
+
+    def stopService(self):
+        Service.stopService(self)
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+
+
+def makeAdmin(server, reactor, connection):
+    """
+    The node's figures for the admin page and its announcements to the
+    cluster: with C{--admin-listen}, or on NATS (so that another node's
+    page lists this one).
+
+    @param server: the node's L{lhttp.server.LHTTPServer}.
+    @param connection: its L{lhttp.brokers.connection.NATSConnection}, or
+        L{None}.
+    @return: C{(roster, service)}: the node's L{lhttp.roster.Roster} and
+        the L{HeartbeatService} that keeps it.
+    """
+    from lhttp.roster import Roster
+    from lhttp.stats import NodeStats
+
+    config = server.config
+    interval = config.heartbeatInterval
+    # Five minutes of rates.
+    stats = NodeStats(server.metrics, server.channels, reactor, keep=max(2, int(300 / interval)))
+    roster = Roster(stats, reactor, server.describe, interval, cluster=connection is not None,
+                    listen=config.endpoints())
+    heartbeat = None
+    if connection is not None:
+        from lhttp.brokers.heartbeat import NATSHeartbeat
+
+        heartbeat = NATSHeartbeat(connection, roster, config.natsPrefix,
+                                  listen=bool(config.adminListen))
+    return roster, HeartbeatService(stats, heartbeat, reactor, interval)
+
+
 class NodeService(MultiService):
     """
     The node's services; says what the node runs once every port listens.
@@ -277,6 +339,14 @@ def makeService(options):
     listen = [(description, site) for description in config.endpoints()]
     if config.metricsListen:
         listen.append((config.metricsListen, server.site(server.metricsResource())))
+    heartbeat = None
+    if config.adminListen or connection is not None:
+        from lhttp.web.admin import adminRoot
+
+        roster, heartbeat = makeAdmin(server, reactor, connection)
+        if config.adminListen:
+            listen.append((config.adminListen, server.site(
+                adminRoot(roster, server.hostPolicy, config.adminToken), maxBodySize=0)))
 
     service = NodeService(server)
     if broker is not None:
@@ -284,6 +354,8 @@ def makeService(options):
     if presence is not None:
         # Stops after the clients closed, so their leaves are written.
         presence.setServiceParent(service)
+    if heartbeat is not None:
+        heartbeat.setServiceParent(service)
     ClientsService(server, reactor, config.shutdownTimeout).setServiceParent(service)
     for description, factory in listen:
         ListeningService(

@@ -183,7 +183,8 @@ async def test_readsAreBatched(startNode, jetstream):
     or two each, C{history limit:1000} a few (counted by nats-server: the
     messages the node sent it), where they cost one a message.
     """
-    [node] = startNodes(startNode, jetstream.url, 1)
+    # No announcement to the cluster (docs/operations.rst) in the counts.
+    [node] = startNodes(startNode, jetstream.url, 1, "--heartbeat-interval", "3600")
     await untilHealth(node, 200, timeout=30)
     publisher = await client(node.url)
     first = await subscribed(node.url, "hist.r")

@@ -123,6 +123,12 @@ CODE_BLOCKS = {
     ("docs/operations.rst", "/health"): ranBy("test_metricsAndHealthSnippet"),
     ("docs/operations.rst", "--metrics-listen"): ranBy("test_protectedMetricsSnippet"),
     ("docs/operations.rst", "lhttp.logs.jsonObserver"): ranBy("test_jsonLogsSnippet"),
+    ("docs/operations.rst", "--admin-listen tcp:9101"): ranBy("test_adminPageSnippet"),
+    ("docs/operations.rst", '"topBySubscribers"'): ranBy(
+        "tests/test_admin.py::test_docsSampleHasTheRealShape",
+        "its keys compared with a real document's"),
+    ("docs/operations.rst", "NODE                   READY"): notRunnable(
+        "a sample of lhttp top's output; tests/test_admin_cluster.py::test_topOnce runs it"),
     ("docs/operations.rst", "POST /api/disconnect HTTP/1.1"): notRunnable(
         "an HTTP request with a placeholder token; tests/test_api_cluster.py sends real ones"),
     ("docs/operations.rst", '"closed": 2'): notRunnable(
@@ -638,6 +644,34 @@ async def test_protectedMetricsSnippet(tmp_path):
             capture_output=True, text=True, timeout=30,
         )
         assert refused.stdout == "401"
+    finally:
+        node.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_adminPageSnippet(tmp_path):
+    """
+    The node with an admin port and C{lhttp top --once}, pasted: one node,
+    no NATS; the clients' port has no admin page.
+    """
+    port, adminPort = freePort(), freePort()
+    start, top = (
+        line.replace("8081", str(port)).replace("9101", str(adminPort))
+        for line in blockWith("sh", "--admin-listen tcp:9101").splitlines()
+    )
+    node = Process(["bash", "-c", "exec " + start], cwd=str(tmp_path), name="admin-node")
+    try:
+        await eventually(lambda: portAccepts(adminPort) or not node.alive(), what="the admin port")
+        assert node.alive(), node.log()
+        result = subprocess.run(["bash", "-c", top], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result
+        assert ": 1 node (no NATS), 0 connections" in result.stdout.splitlines()[0], result.stdout
+        elsewhere = subprocess.run(
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+             f"http://127.0.0.1:{port}/admin/api/cluster"],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert elsewhere.stdout == "404"
     finally:
         node.stop()
 

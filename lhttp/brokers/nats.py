@@ -46,6 +46,7 @@ from zope.interface import implementer
 from lhttp.acks import NATS_ID_HEADER, Receipt, RecentKeys, messageId
 from lhttp.brokers.connection import LIVE, NATS, NATSConnection, deferred, redactURL
 from lhttp.brokers.control import CONTROL
+from lhttp.brokers.heartbeat import HEARTBEAT
 from lhttp.codec import missedNotice
 from lhttp.errors import BrokerUnavailable, MessageTooLarge, StreamConflict
 from lhttp.interfaces import IBroker
@@ -519,10 +520,11 @@ class NATSBroker:
             self.received += 1
             payload = message.data
             headers = message.headers
-            if headers and headers.get(NATS_HEADER) == CONTROL:
-                # A node's command on the control subject, which a channel
+            if headers and headers.get(NATS_HEADER) in (CONTROL, HEARTBEAT):
+                # A node's command on the control subject, or its
+                # announcement on the heartbeat subject, which a channel
                 # of that name shares without --nats-prefix: not for its
-                # subscribers (lhttp.brokers.control).
+                # subscribers (lhttp.brokers.control, .heartbeat).
                 return
             if live and headers and "Nats-Sequence" in headers:
                 # Stored: delivered in stream order, gaps filled.

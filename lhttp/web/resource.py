@@ -131,6 +131,24 @@ def _json(request, status, document):
     return json.dumps(document).encode("utf-8") + b"\n"
 
 
+def jsonResponse(request, status, document):
+    """
+    Set C{request}'s status and headers for a JSON answer.
+
+    @return: the body: C{document} as JSON, and a newline.
+    """
+    return _json(request, status, document)
+
+
+def checkHost(request, hostPolicy):
+    """
+    @raise lhttp.errors.HostNotAllowed: C{request} does not call the node
+        by one of its names (L{lhttp.web.hosts.HostPolicy}).
+    """
+    if not hostPolicy.allowsRequest(request):
+        raise _hostNotAllowed(request)
+
+
 def _hostNotAllowed(request):
     host = request.getHeader(b"host") or b""
     name = (hostName(host) or host.decode("latin-1"))[:253]
