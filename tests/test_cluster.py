@@ -118,13 +118,15 @@ async def test_rawNATSInteropBothWays(natsServer, startNode):
 
 async def natsSubscriptions(natsServer, pid):
     """
-    The subjects the NATS server holds for one node's connection, found by
-    the connection name, which carries the node's process id.
+    The channel subjects the NATS server holds for one node's connection,
+    found by the connection name, which carries the node's process id (the
+    node's own subjects, C{_lhttp.control} for /api, are left out).
     """
     response = await treq.get(natsServer.monitorURL + "/connz?subs=1")
     document = json.loads(await response.content())
     [connection] = [c for c in document["connections"] if c.get("name", "").endswith(f"pid={pid}")]
-    return sorted(connection.get("subscriptions_list", []))
+    return sorted(subject for subject in connection.get("subscriptions_list", [])
+                  if not subject.startswith("_lhttp."))
 
 
 @pytest_twisted.ensureDeferred

@@ -71,7 +71,7 @@ async def test_aNodeWithHistoryAndPresenceHoldsOneConnection(jetstream, startNod
     assert code == 200
     nats = document["nats"]
     assert nats["connected"] == jetstream.url
-    assert nats["ready"] == {"broker": True, "history": True, "presence": True}
+    assert nats["ready"] == {"broker": True, "history": True, "presence": True, "control": True}
     assert nats["reconnects"] == 0
     assert "problem" not in nats
 
@@ -94,7 +94,7 @@ async def test_oneConnectionThroughANATSRestart(jetstream, startNode):
 
     await eventually(allReadyAgain, timeout=30, what="everything ready after the restart")
     assert len(await nodeConnections(jetstream, node.popen.pid)) == 1
-    assert set((await health(node))[1]["nats"]["ready"]) == {"broker", "history", "presence"}
+    assert set((await health(node))[1]["nats"]["ready"]) == {"broker", "history", "presence", "control"}
 
 
 @pytest_twisted.ensureDeferred
