@@ -27,13 +27,15 @@ EVERY = [channel for channels in CHANNELS for channel in channels]
 
 async def natsSubjects(natsServer, pid):
     """
-    Every subject NATS holds for one node's connection (a list, so a
-    subject held twice shows twice).
+    Every channel subject NATS holds for one node's connection (a list, so
+    a subject held twice shows twice; the node's own, C{_lhttp.control},
+    left out).
     """
     response = await treq.get(natsServer.monitorURL + "/connz?subs=1&limit=1000")
     document = json.loads(await response.content())
     [connection] = [c for c in document["connections"] if c.get("name", "").endswith(f"pid={pid}")]
-    return connection.get("subscriptions_list", [])
+    return [subject for subject in connection.get("subscriptions_list", [])
+            if not subject.startswith("_lhttp.")]
 
 
 def collect(c):

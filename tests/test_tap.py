@@ -247,7 +247,9 @@ def test_twistdWithABadEndpointIsAUsageError(tmp_path):
     result = twistd(["-n", "lhttp", "--listen", "tcp:abc"], tmp_path)
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
-    assert "--listen 'tcp:abc' is not a server endpoint: invalid literal" in output.splitlines()[-1]
+    *_, mistake, pointer = output.splitlines()
+    assert "--listen 'tcp:abc' is not a server endpoint: invalid literal" in mistake
+    assert pointer == "Run 'twistd lhttp --help' for every option."
     assert "Traceback" not in output
 
 
