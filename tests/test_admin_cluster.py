@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from procs import ROOT, LHTTPNode, NATSServer, Process, freePort, waitFor
+from procs import ROOT, LHTTPNode, NATSServer, Process, freePort, portAccepts, waitFor
 from test_browser import Watched, chromium, inThread
 
 INTERVAL = 1.0
@@ -62,6 +62,8 @@ def nodes():
             started.append(node)
         for node in started:
             node.waitReady()
+            # The admin port opens after the clients' port: wait for it.
+            waitFor(lambda: portAccepts(node.adminPort), 20, what="the admin port to listen")
             waitFor(lambda: get(node.adminPort, "/admin/api/cluster")[0] == 200, 20,
                     what="the admin port")
         waitFor(lambda: cluster(started[0].adminPort)["totals"]["nodes"] == 3, 20,
@@ -234,6 +236,7 @@ def test_tokenInTheFragment(startNode):
     """
     admin = freePort()
     startNode("--admin-listen", f"tcp:{admin}:interface=127.0.0.1", "--admin-token", "s3cret")
+    waitFor(lambda: portAccepts(admin), 20, what="the admin port to listen")
     base = f"http://127.0.0.1:{admin}/admin/"
     assert get(admin, "/admin/api/cluster")[0] == 401
     assert get(admin, "/admin/api/cluster", {"Authorization": "Bearer s3cret"})[0] == 200
