@@ -22,7 +22,9 @@ messages), off and hs256 interleaved (off, on, off, on...), every
 connection of the on runs authenticated (C{-token}) and every subscribe and
 publish checked against the rule. C{on/off} is the median over the repeats
 of each on run's deliveries/s divided by the off run's just before it; the
-target is C{>= 0.95}.
+target is C{>= 0.95}. Each run also gives the node's own CPU time
+(C{node_cpu_ms}, from C{/proc}, in 10 ms ticks), and the summary the
+medians of both: steadier than deliveries/s on a shared machine.
 
 B{Handshakes}: C{--handshakes} connections per method, 32 at a time, each
 timed from the TCP connect to the node's C{connect} reply
@@ -46,6 +48,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.loadgen import WebSocketClient, clientFrame, connect  # noqa: E402
+from bench.cluster_history import cpuSeconds  # noqa: E402
 from bench.run import (  # noqa: E402
     Servers, findDriver, freePort, measure, median, number, raiseOpenFilesLimit,
 )
@@ -204,16 +207,22 @@ def main(argv=None):
                 runs = {"off": [], "on": []}
                 for run in range(args.repeat):
                     for mode, node, extra in (("off", off, ""), ("on", hs, f" -token {hsToken}")):
+                        before = cpuSeconds(node.process.pid)
                         fields = measure(driver, args.shape + extra, node.url, None, args.timeout)
+                        # The node's own CPU for the run (connections,
+                        # subscribes, fan-out), steadier than deliveries/s
+                        # on a shared machine; in 10 ms ticks.
+                        fields["node_cpu_ms"] = f"{(cpuSeconds(node.process.pid) - before) * 1000:.0f}"
                         runs[mode].append(fields)
                         shown = " ".join(f"{k}={v}" for k, v in fields.items()
                                          if k in ("delivered", "deliveries_per_s", "p50_ms", "p99_ms",
-                                                  "missing", "duplicates", "elapsed_s"))
+                                                  "missing", "duplicates", "elapsed_s", "node_cpu_ms"))
                         print(f"run auth={mode} run={run + 1} {shown}", flush=True)
                 pairs = [number(on, "deliveries_per_s") / number(before, "deliveries_per_s")
                          for on, before in zip(runs["on"], runs["off"])
                          if number(on, "deliveries_per_s") and number(before, "deliveries_per_s")]
                 ratio = median(pairs)
+                cpu = {mode: median(number(f, "node_cpu_ms") for f in runs[mode]) for mode in runs}
                 missing = sum(int(number(f, "missing") or 0) + (f.get("lost") == "true")
                               for f in runs["off"] + runs["on"])
                 duplicates = sum(int(number(f, "duplicates") or 0) for f in runs["off"] + runs["on"])
@@ -222,7 +231,8 @@ def main(argv=None):
                       f"on_deliveries_per_s={median(number(f, 'deliveries_per_s') for f in runs['on']) or 0:.0f} "
                       f"pairs={','.join(f'{p:.2f}' for p in pairs) or '?'} "
                       f"on_off={'?' if ratio is None else f'{ratio:.2f}'} target='>= 0.95' "
-                      f"ok={ratio is not None and ratio >= 0.95} missing={missing} duplicates={duplicates}",
+                      f"ok={ratio is not None and ratio >= 0.95} missing={missing} duplicates={duplicates} "
+                      f"node_cpu_ms_off={cpu['off'] or 0:.0f} node_cpu_ms_on={cpu['on'] or 0:.0f}",
                       flush=True)
                 failed |= bool(missing or duplicates or ratio is None)
             if "handshakes" in parts:
