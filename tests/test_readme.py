@@ -145,6 +145,9 @@ CODE_BLOCKS = {
     ("docs/performance.rst", "python bench/loadgen.py -url ws://127.0.0.1:8081/ -subs 100 "): ranBy(
         "tests/test_bench.py::test_loadgenAccountsForEveryDelivery", "the same command on a test node's URL"),
     ("docs/performance.rst", "elapsed_s="): notRunnable("a sample result line"),
+    ("docs/performance.rst", "python bench/auth.py --repeat 9"): ranBy(
+        "tests/test_bench.py::test_authOnAgainstOffInOneRun", "at smoke size, from a clean clone"),
+    ("docs/performance.rst", "auth_throughput ... pairs="): notRunnable("bench/auth.py's output, measured"),
     ("docs/performance.rst", "before  pairs=0.78,1.03"): notRunnable(
         "measured on/off pairs of bench/cluster_history.py, before and after"),
     ("docs/performance.rst", "python bench/history.py"): notRunnable(
