@@ -121,3 +121,34 @@ class DirectWriteTests(SynchronousTestCase):
             self.protocol.sendPreparedMessage(self.prepared)
         self.assertEqual(self.client.payloads(), [self.message] * 10)
         self.assertIsNone(self.client.closedWith)
+
+
+class ConnectionOptionsLogTests(SynchronousTestCase):
+    """
+    Autobahn's debug line listing a new connection's options is formatted
+    only if shown: a connection costs no C{pprint} while debug logging is
+    off, and the line reads as Autobahn wrote it when it is on.
+    """
+
+    def test_noFormattingPerConnection(self):
+        import pprint
+
+        calls = []
+        real = pprint.PrettyPrinter.pformat
+        self.patch(pprint.PrettyPrinter, "pformat",
+                   lambda printer, value: calls.append(value) or real(printer, value))
+        server = memoryServer()
+        FakeClient(server)
+        FakeClient(server)
+        self.assertEqual(len(server.connections), 2)
+        self.assertEqual(calls, [])
+
+    def test_sameTextWhenShown(self):
+        import pprint
+
+        import autobahn.websocket.protocol
+
+        options = [("openHandshakeTimeout", 10, "LHTTPServerFactory"), ("autoPingSize", 4, "X")]
+        shown = autobahn.websocket.protocol.pformat(options)
+        self.assertEqual(str(shown), pprint.pformat(options))
+        self.assertEqual(repr(shown), pprint.pformat(options))
