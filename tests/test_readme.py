@@ -148,6 +148,8 @@ CODE_BLOCKS = {
     ("docs/performance.rst", "python bench/auth.py --repeat 9"): ranBy(
         "tests/test_bench.py::test_authOnAgainstOffInOneRun", "at smoke size, from a clean clone"),
     ("docs/performance.rst", "auth_throughput ... pairs="): notRunnable("bench/auth.py's output, measured"),
+    ("docs/performance.rst", "pairs=0.94,0.68,0.74"): notRunnable(
+        "a measured line of bench/cluster_history.py"),
     ("docs/performance.rst", "before  pairs=0.78,1.03"): notRunnable(
         "measured on/off pairs of bench/cluster_history.py, before and after"),
     ("docs/performance.rst", "python bench/history.py"): notRunnable(
