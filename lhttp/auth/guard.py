@@ -159,7 +159,11 @@ class ChannelGuard(HeaderFilter):
         A grant's C{exp} passed: it ends, and so does the subscription if
         nothing else allows it.
         """
-        self._expiries.get(connection, {}).pop(channel, None)
+        expiries = self._expiries.get(connection)
+        if expiries is not None:
+            expiries.pop(channel, None)
+            if not expiries:
+                del self._expiries[connection]
         grants = self._grants.get(connection, {})
         if grants.get(channel, 0) > self._clock.seconds():
             return
@@ -202,6 +206,10 @@ class ChannelGuard(HeaderFilter):
         Grant C{token} on each channel of C{verified} (channel -> exp)
         until its exp, and end it then.
         """
+        if not connection.connected:
+            # Closed while its tokens were verified: onClose ran already,
+            # and nothing would forget a grant made now.
+            return
         grants = self._grants.setdefault(connection, {})
         expiries = self._expiries.setdefault(connection, {})
         now = self._clock.seconds()
