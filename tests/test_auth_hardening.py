@@ -9,6 +9,7 @@ connect proxy's header allow-list, and 401 versus 503 when the node
 itself cannot tell.
 """
 
+import json
 import time
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -107,3 +108,90 @@ class ClosedWhilePendingTests(SynchronousTestCase):
         client.disconnect()
         connection.subscribe("room.1")
         self.assertEqual(connection.subscriptions, frozenset())
+
+
+PROXY_EXPIRED = (b"LHTTP/1.0 error\r\nlhttp-node:reply\r\nstatus:401\r\nreason:unauthorized\r\n"
+                 b"command:connect\r\n\r\nthe connect proxy's answer has already expired")
+
+
+def docsSample(words):
+    """
+    The one wire sample of docs/authentication.rst containing C{words},
+    as bytes.
+    """
+    from docsnippets import blockWith
+
+    text = blockWith("::", words, ["docs/authentication.rst"])
+    return text.strip().encode().decode("unicode_escape").encode("latin-1")
+
+
+def test_proxyExpiredSample():
+    """
+    docs/authentication.rst shows the reply L{ProxyAnswerExpiredTests}
+    gets from a node, byte for byte.
+    """
+    assert docsSample("answer has already expired") == PROXY_EXPIRED
+
+
+class ProxyAnswerExpiredTests(SynchronousTestCase):
+    """
+    A connect proxy answering an C{expires} already past is a refusal,
+    not a renewal due at once (which asked the proxy again in a loop).
+    """
+
+    def setUp(self):
+        from treq.testing import StubTreq
+
+        from lhttp.auth.proxy import ConnectProxy
+        from test_auth_unit import ProxyServer
+
+        self.reactor = MemoryReactorClock()
+        self.reactor.advance(time.time())
+        self.now = int(self.reactor.seconds())
+        self.backend = ProxyServer()
+        self.server = memoryServer(reactor=self.reactor, authProxy="http://app.example/auth")
+        self.stub = StubTreq(self.backend)
+        proxy = ConnectProxy("http://app.example/auth", self.stub, self.reactor)
+        ask = proxy.authenticate
+
+        def authenticate(*args):
+            # Before the fix the node asked again at once, forever: stop
+            # the loop so the test fails instead of hanging.
+            if len(self.backend.requests) > 5:
+                raise RuntimeError("the node asks the connect proxy in a loop")
+            return ask(*args)
+
+        proxy.authenticate = authenticate
+        self.server.authFilter.authenticator = proxy
+
+    def test_atOpen(self):
+        self.backend.answer = {"user": "alice", "expires": self.now - 1}
+        self.backend.slow = True
+        client = FakeClient(self.server, headers={"Cookie": "session=abc"})
+        [request] = self.backend.pending
+        request.write(json.dumps(self.backend.answer).encode())
+        request.finish()
+        self.stub.flush()
+        self.reactor.advance(0)
+        self.reactor.advance(0)
+        client.flush()
+        self.assertEqual(len(self.backend.requests), 1)
+        self.assertEqual(client.payloads(), [PROXY_EXPIRED])
+        self.assertEqual(client.closedWith[0], 4401)
+        self.assertFalse(client.connection.identity.authenticated)
+
+    def test_atRenewal(self):
+        self.backend.answer = {"user": "alice", "expires": self.now + 5}
+        client = FakeClient(self.server, headers={"Cookie": "session=abc"})
+        self.assertEqual(client.connection.identity.user, "alice")
+        client.clear()
+        self.backend.answer = {"user": "alice", "expires": self.now}
+        self.reactor.advance(5)
+        for _ in range(5):
+            self.reactor.advance(0)
+        client.flush()
+        self.assertEqual(len(self.backend.requests), 2, "asked once again, not in a loop")
+        self.assertEqual(client.payloads(), [
+            b"LHTTP/1.0 error\r\nlhttp-node:reply\r\nstatus:401\r\nreason:unauthorized\r\n"
+            b"command:refresh\r\n\r\nthe connect proxy's answer has already expired"])
+        self.assertEqual(client.closedWith[0], 4419)

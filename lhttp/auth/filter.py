@@ -13,6 +13,7 @@ for the connect proxy pauses that connection's pipeline only.
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from lhttp.codec import errorReply
 from lhttp.errors import (
     AlreadyConnected,
@@ -32,6 +33,7 @@ UNAVAILABLE_CLOSE = 4503
 log = Logger()
 
 BEFORE_CONNECT = "send 'LHTTP/1.0 connect' with a 'token' header first"
+PROXY_EXPIRED = "the connect proxy's answer has already expired"
 
 
 def closeCodeOf(error):
@@ -207,9 +209,19 @@ class AuthFilter(HeaderFilter):
 
     # The connect proxy (at open and at expiry).
 
+    def _pastExpiry(self, identity):
+        """
+        Whether the connect proxy's answer expired already: a refusal
+        (else its renewal would be due at once, and so on, forever).
+        """
+        return identity.expires is not None and identity.expires <= self._clock.seconds()
+
     def _proxyAnswered(self, identity, connection):
         state = self._states.get(connection)
         if state is None or not connection.connected:
+            return
+        if self._pastExpiry(identity):
+            self._proxyRefused(Failure(Unauthorized(PROXY_EXPIRED)), connection)
             return
         self._authenticated(connection, identity)
         connection.sendMessage(self._reply("connect", identity))
@@ -241,6 +253,10 @@ class AuthFilter(HeaderFilter):
                 connection.sendMessage(errorReply(
                     Forbidden("the application names another user now"), "refresh"))
                 connection.close(UNAUTHORIZED_CLOSE, "unauthorized")
+                return
+            if self._pastExpiry(identity):
+                connection.sendMessage(errorReply(Unauthorized(PROXY_EXPIRED), "refresh"))
+                connection.close(EXPIRED_CLOSE, "token expired")
                 return
             self._authenticated(connection, identity)
             connection.sendMessage(self._reply("refresh", identity))
