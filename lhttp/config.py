@@ -303,13 +303,13 @@ class Config:
     )
     publishToken = _field(None, "--publish-token", "Require 'Authorization: Bearer T' on "
                           "POST /publish.", kind=str, env="LHTTP_PUBLISH_TOKEN", show="none",
-                          group="token")
+                          group="token", secret=True)
     metricsToken = _field(None, "--metrics-token", "Require 'Authorization: Bearer T' on "
                           "GET /metrics.", kind=str, env="LHTTP_METRICS_TOKEN", show="none",
-                          group="token")
+                          group="token", secret=True)
     adminToken = _field(None, "--admin-token", "Require 'Authorization: Bearer T' on the admin "
                         "page's JSON (open the page as /admin/#token=T).", kind=str,
-                        env="LHTTP_ADMIN_TOKEN", show="none", group="token")
+                        env="LHTTP_ADMIN_TOKEN", show="none", group="token", secret=True)
 
     # Channel permissions (docs/security.rst).
     channels = _field(

@@ -195,3 +195,15 @@ class ProxyAnswerExpiredTests(SynchronousTestCase):
             b"LHTTP/1.0 error\r\nlhttp-node:reply\r\nstatus:401\r\nreason:unauthorized\r\n"
             b"command:refresh\r\n\r\nthe connect proxy's answer has already expired"])
         self.assertEqual(client.closedWith[0], 4419)
+
+
+def test_tokensNotInConfigRepr():
+    """
+    No bearer token of the node's HTTP endpoints, and not the JWT secret,
+    appears in C{repr(Config)} (which ends up in logs and tracebacks).
+    """
+    tokens = {"publishToken": "pub-t0ken-value", "metricsToken": "metr1cs-token-value",
+              "adminToken": "adm1n-token-value"}
+    text = repr(Config(authJwtSecret=SECRET, **tokens))
+    for value in (SECRET, *tokens.values()):
+        assert value not in text
