@@ -207,3 +207,51 @@ def test_tokensNotInConfigRepr():
     text = repr(Config(authJwtSecret=SECRET, **tokens))
     for value in (SECRET, *tokens.values()):
         assert value not in text
+
+
+SUBSCRIPTION_TOKEN_REFUSED = (
+    b"LHTTP/1.0 error\r\nlhttp-node:reply\r\nstatus:401\r\nreason:unauthorized\r\n"
+    b"command:connect\r\n\r\nthis is a subscription token (it has a 'channel' claim), "
+    b"not a connection token")
+
+
+def test_subscriptionTokenRefusedSample():
+    """
+    docs/authentication.rst shows the reply a node gives a subscription
+    token shown to C{connect}, byte for byte.
+    """
+    assert docsSample("not a connection token") == SUBSCRIPTION_TOKEN_REFUSED
+
+
+class SubscriptionTokenAsConnectionTokenTests(SynchronousTestCase):
+    """
+    A subscription token (C{sub}, C{channel}, C{exp}) shown to C{connect}
+    or C{refresh} is refused: as a connection token it would carry no
+    C{caps}, so the broader rules for its user would apply.
+    """
+
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        self.reactor.advance(time.time())
+        self.server = memoryServer(reactor=self.reactor, authJwtSecret=SECRET,
+                                   channels=("room.*=sub:users",))
+        self.exp = int(time.time()) + 600
+
+    def test_connect(self):
+        attacker = FakeClient(self.server)
+        token = makeToken(SECRET, "alice", exp=self.exp, channel="private.x")
+        [reply] = send(attacker, f"LHTTP/1.0 connect\ntoken:{token}\n\n")
+        self.assertEqual(reply.toBytes(), SUBSCRIPTION_TOKEN_REFUSED)
+        self.assertEqual(attacker.closedWith[0], 4401)
+        self.assertFalse(attacker.connection.identity.authenticated)
+
+    def test_refresh(self):
+        client = FakeClient(self.server)
+        caps = [{"channels": ["room.1"], "allow": ["sub"]}]
+        send(client, f"LHTTP/1.0 connect\ntoken:{makeToken(SECRET, 'alice', caps=caps)}\n\n")
+        token = makeToken(SECRET, "alice", exp=self.exp, channel="private.x")
+        [reply] = send(client, f"LHTTP/1.0 refresh\ntoken:{token}\n\n")
+        self.assertEqual((reply.getHeader("status"), reply.getHeader("command"), reply.body),
+                         ("401", "refresh", SUBSCRIPTION_TOKEN_REFUSED.split(b"\r\n\r\n")[1]))
+        # The connection keeps its own, narrower credential.
+        self.assertIsNotNone(client.connection.identity.caps)

@@ -229,6 +229,9 @@ CODE_BLOCKS = {
     ("docs/authentication.rst", "answer has already expired"): ranBy(
         "tests/test_auth_hardening.py::test_proxyExpiredSample",
         "compared with the reply tests/test_auth_hardening.py gets from a node"),
+    ("docs/authentication.rst", "not a connection token"): ranBy(
+        "tests/test_auth_hardening.py::test_subscriptionTokenRefusedSample",
+        "compared with the reply tests/test_auth_hardening.py gets from a node"),
     ("docs/authentication.rst", "POST /lhttp/connect HTTP/1.1"): notRunnable(
         "an HTTP request as the connect proxy receives it; tests/test_auth_unit.py checks one"),
     ("docs/authentication.rst", "LHTTP_AUTH_JWT_SECRET=change-me"): ranBy("tests/test_auth.py::test_docsJWTExample"),

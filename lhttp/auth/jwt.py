@@ -207,9 +207,25 @@ class JWTVerifier:
         A connection's token as its L{Identity}.
 
         @return: a L{Deferred} firing with the L{Identity}, or failing as
-            L{verify} does (a malformed C{caps} claim: L{Unauthorized}).
+            L{verify} does (a malformed C{caps} claim, or a C{channel}
+            claim, which only subscription tokens have: L{Unauthorized}).
         """
-        return self.verify(token).addCallback(identityOf)
+        return self.verify(token).addCallback(_connectionClaims).addCallback(identityOf)
+
+
+SUBSCRIPTION_TOKEN = ("this is a subscription token (it has a 'channel' claim), "
+                      "not a connection token")
+
+
+def _connectionClaims(claims):
+    """
+    Refuse a subscription token shown as a connection's: it carries no
+    C{caps}, so as a connection token it would get the user's broader
+    rules instead of its one channel.
+    """
+    if "channel" in claims:
+        raise Unauthorized(SUBSCRIPTION_TOKEN)
+    return claims
 
 
 def identityOf(claims, method="jwt"):
