@@ -255,3 +255,63 @@ class SubscriptionTokenAsConnectionTokenTests(SynchronousTestCase):
                          ("401", "refresh", SUBSCRIPTION_TOKEN_REFUSED.split(b"\r\n\r\n")[1]))
         # The connection keeps its own, narrower credential.
         self.assertIsNotNone(client.connection.identity.caps)
+
+
+class JWKSMaxAgeTests(SynchronousTestCase):
+    """
+    JWKS keys are fetched again once older than C{maxAge}: a key removed
+    from the endpoint stops verifying tokens without a restart.
+    """
+
+    def setUp(self):
+        from treq.testing import StubTreq
+
+        from lhttp.auth.jwt import JWKSKeys, JWTVerifier
+        from lhttp.testing import KeyPair
+        from test_auth_unit import JWKSServer
+
+        self.clock = MemoryReactorClock()
+        self.clock.advance(1000)
+        self.old, self.new = KeyPair("RSA"), KeyPair("RSA")
+        self.server = JWKSServer([self.old.jwk("k1")])
+        self.jwks = JWKSKeys("http://keys.example/jwks.json", StubTreq(self.server), self.clock)
+        self.verifier = JWTVerifier([], self.jwks)
+        self.token = makeToken(self.old.privatePEM, "alice", "RS256", headers={"kid": "k1"})
+
+    def verify(self, token):
+        from test_auth_unit import result
+
+        return result(self.verifier.verify(token))
+
+    def test_removedKeyStopsVerifying(self):
+        self.assertEqual(self.verify(self.token)["sub"], "alice")
+        self.server.keys[:] = [self.new.jwk("k2")]
+        self.clock.advance(599)
+        self.assertEqual(self.verify(self.token)["sub"], "alice", "cached for 10 minutes")
+        self.assertEqual(self.server.requests, 1)
+        self.clock.advance(1)
+        error = self.verify(self.token)
+        self.assertIsInstance(error, Unauthorized)
+        self.assertEqual(error.detail, "unknown key id")
+        self.assertEqual(self.server.requests, 2)
+
+    def test_oldKeysKeptWhenTheFetchFails(self):
+        self.assertEqual(self.verify(self.token)["sub"], "alice")
+        self.server.mode = "500"
+        self.clock.advance(600)
+        self.assertEqual(self.verify(self.token)["sub"], "alice")
+        self.assertEqual(self.server.requests, 2)
+        # Not asked again for each token while it is down.
+        self.assertEqual(self.verify(self.token)["sub"], "alice")
+        self.assertEqual(self.server.requests, 2)
+
+    def test_oneFetchAtATime(self):
+        self.verify(self.token)
+        self.server.mode = "slow"
+        self.clock.advance(600)
+        first = self.verifier.verify(self.token)
+        second = self.verifier.verify(self.token)
+        self.assertEqual(self.server.requests, 2)
+        self.clock.advance(5.1)
+        self.assertEqual(self.successResultOf(first)["sub"], "alice")
+        self.assertEqual(self.successResultOf(second)["sub"], "alice")

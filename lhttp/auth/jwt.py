@@ -36,6 +36,7 @@ JWKS_TIMEOUT = 5.0
 JWKS_MAX_SIZE = 1024 * 1024
 JWKS_REFETCH_INTERVAL = 30.0
 JWKS_RETRY_INTERVAL = 1.0
+JWKS_MAX_AGE = 600.0
 
 
 def parseCaps(value):
@@ -255,26 +256,34 @@ class JWKSKeys:
     The keys of a JWKS URL: fetched on first use, cached, fetched again
     when a token names a key id the cache lacks, at most once every
     C{refetchInterval} seconds (so clients cannot make the node hammer
-    the endpoint). One fetch at a time; connections waiting for it wait
-    only for it.
+    the endpoint), and once the cache is older than C{maxAge} (so a key
+    removed from the endpoint stops verifying tokens; if that fetch
+    fails the old keys are kept, and it is tried again after
+    C{refetchInterval}). One fetch at a time; connections waiting for it
+    wait only for it.
     """
 
     log = Logger()
 
     def __init__(self, url, client, clock, timeout=JWKS_TIMEOUT, maxSize=JWKS_MAX_SIZE,
-                 refetchInterval=JWKS_REFETCH_INTERVAL, retryInterval=JWKS_RETRY_INTERVAL):
+                 refetchInterval=JWKS_REFETCH_INTERVAL, retryInterval=JWKS_RETRY_INTERVAL,
+                 maxAge=JWKS_MAX_AGE):
         """
         @param client: a L{treq.client.HTTPClient} (or L{treq.testing.StubTreq}).
         @param clock: an L{IReactorTime}.
         @param retryInterval: seconds after a failed fetch before a node
             that has no keys yet tries again (meanwhile: 503).
+        @param maxAge: seconds the fetched keys are used before they are
+            fetched again.
         """
         self.url = url
         self.timeout = timeout
         self.maxSize = maxSize
         self.refetchInterval = refetchInterval
         self.retryInterval = retryInterval
+        self.maxAge = maxAge
         self.keys = None
+        self._fetchedAt = None
         self._client = client
         self._clock = clock
         self._waiting = None
@@ -289,6 +298,15 @@ class JWKSKeys:
             L{AuthenticationUnavailable}.
         """
         now = self._clock.seconds()
+        if self.keys is not None and now - self._fetchedAt >= self.maxAge and (
+            self._lastFailure is None or now - self._lastFailure >= self.refetchInterval
+        ):
+            # Too old: fetched again (one fetch for every waiting token);
+            # if that fails the old keys still serve.
+            return self._fetch().addCallbacks(
+                lambda ignored: self._selectOrRefuse(kid),
+                lambda failure: self._selectOrRefuse(kid),
+            )
         if self.keys is not None:
             found = self._select(kid)
             if found:
@@ -335,6 +353,8 @@ class JWKSKeys:
                         "the server cannot fetch its keys now; try again"))
             else:
                 self.keys = result
+                self._fetchedAt = self._clock.seconds()
+                self._lastFailure = None
                 for w in waiting:
                     w.callback(None)
 
