@@ -315,3 +315,63 @@ class JWKSMaxAgeTests(SynchronousTestCase):
         self.clock.advance(5.1)
         self.assertEqual(self.successResultOf(first)["sub"], "alice")
         self.assertEqual(self.successResultOf(second)["sub"], "alice")
+
+
+class UnavailableNotUnauthorizedTests(SynchronousTestCase):
+    """
+    When the node itself cannot tell (its key refetch is rate limited, its
+    check is still under way at the handshake deadline), the client is
+    told 503 / 4503 (retry with backoff), not 401 / 4401 (SDKs stop); a
+    connect proxy's unusable answer is said to be one.
+    """
+
+    def test_rateLimitedUnknownKid(self):
+        from treq.testing import StubTreq
+
+        from lhttp.auth.jwt import JWKSKeys, JWTVerifier
+        from lhttp.errors import AuthenticationUnavailable
+        from lhttp.testing import KeyPair
+        from test_auth_unit import JWKSServer, result
+
+        clock = MemoryReactorClock()
+        clock.advance(1000)
+        old, new = KeyPair("RSA"), KeyPair("RSA")
+        server = JWKSServer([old.jwk("k1")])
+        verifier = JWTVerifier([], JWKSKeys("http://keys.example/jwks.json", StubTreq(server), clock))
+        result(verifier.verify(makeToken(old.privatePEM, "a", "RS256", headers={"kid": "k1"})))
+        rotated = makeToken(new.privatePEM, "a", "RS256", headers={"kid": "k2"})
+        # Fetched again at once: still unknown, a bad token.
+        self.assertEqual(result(verifier.verify(rotated)).status, 401)
+        # Within 30 s the node will not ask: it cannot tell.
+        server.keys.append(new.jwk("k2"))
+        error = result(verifier.verify(rotated))
+        self.assertIsInstance(error, AuthenticationUnavailable)
+        self.assertEqual(error.status, 503)
+        self.assertEqual(server.requests, 2)
+        clock.advance(30)
+        self.assertEqual(result(verifier.verify(rotated))["sub"], "a")
+
+    def test_handshakeDeadlineWhileChecking(self):
+        reactor = MemoryReactorClock()
+        server = memoryServer(reactor=reactor, authJwtSecret=SECRET, handshakeTimeout=10)
+        server.authFilter.authenticator = Stalled()
+        client = FakeClient(server)
+        reactor.advance(8)
+        send(client, "LHTTP/1.0 connect\ntoken:whatever\n\n")
+        reactor.advance(2.1)
+        client.flush()
+        self.assertEqual(client.closedWith[0], 4503)
+        # Without a connect under way, it is 4401 as before.
+        idle = FakeClient(server)
+        reactor.advance(10.1)
+        idle.flush()
+        self.assertEqual(idle.closedWith[0], 4401)
+
+    def test_proxyInfiniteExpires(self):
+        from lhttp.auth.proxy import identityOf
+
+        for answer in (b'{"user": "a", "expires": Infinity}', b'{"user": "a", "expires": NaN}',
+                       b'{"user": "a", "expires": 1e400}'):
+            with self.assertRaises(ValueError) as caught:
+                identityOf(answer)
+            self.assertIn("'expires' is not Unix seconds", str(caught.exception))

@@ -62,13 +62,16 @@ class _State:
     @ivar grace: the call closing it once the grace is over.
     @ivar waiting: while the connect proxy is asked at open: the
         L{Deferred}s of its messages, which wait for the answer.
+    @ivar checking: its C{connect} token is being checked (the node
+        fetching its keys).
     """
 
-    __slots__ = ("deadline", "expiry", "grace", "waiting")
+    __slots__ = ("deadline", "expiry", "grace", "waiting", "checking")
 
     def __init__(self):
         self.deadline = self.expiry = self.grace = None
         self.waiting = None
+        self.checking = False
 
     def cancel(self, *names):
         for name in names:
@@ -129,7 +132,12 @@ class AuthFilter(HeaderFilter):
         if state is not None:
             state.deadline = None
         if not connection.identity.authenticated:
-            connection.close(UNAUTHORIZED_CLOSE, "unauthorized")
+            if state is not None and state.checking:
+                # It sent its token in time; the node is the slow one
+                # (its JWKS): the client may retry, with backoff.
+                connection.close(UNAVAILABLE_CLOSE, "authentication unavailable")
+            else:
+                connection.close(UNAUTHORIZED_CLOSE, "unauthorized")
 
     # Messages.
 
@@ -164,6 +172,15 @@ class AuthFilter(HeaderFilter):
             error.closeCode = UNAUTHORIZED_CLOSE
             raise error
         d = self.authenticator.authenticate(connection, token, False)
+        state = self._states.get(connection)
+        if state is not None and not d.called:
+            state.checking = True
+
+            def checked(result):
+                state.checking = False
+                return result
+
+            d.addBoth(checked)
         return d.addCallbacks(self._connected, self._connectFailed,
                               callbackArgs=(connection,))
 

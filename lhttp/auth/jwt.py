@@ -13,6 +13,7 @@ Nothing here logs or repeats a token.
 """
 
 import json
+import math
 
 import jwt
 from treq import collect
@@ -37,6 +38,8 @@ JWKS_MAX_SIZE = 1024 * 1024
 JWKS_REFETCH_INTERVAL = 30.0
 JWKS_RETRY_INTERVAL = 1.0
 JWKS_MAX_AGE = 600.0
+
+UNKNOWN_KID_LATER = "unknown key id; the server fetches its keys again shortly, try again"
 
 
 def parseCaps(value):
@@ -241,7 +244,9 @@ def identityOf(claims, method="jwt"):
         raise Unauthorized(f"malformed caps claim: {e}") from None
     expires = claims.get("exp")
     if expires is not None:
-        if isinstance(expires, bool) or not isinstance(expires, (int, float)):
+        if isinstance(expires, bool) or not isinstance(expires, (int, float)) or (
+            not math.isfinite(expires)
+        ):
             raise Unauthorized("the 'exp' claim is not a number")
         expires = int(expires)
     return Identity(claims["sub"], expires, caps, method)
@@ -294,8 +299,10 @@ class JWKSKeys:
         """
         @param kid: the token's key id, or L{None}.
         @return: a L{Deferred} firing with the candidate L{Key}s, or failing
-            with L{Unauthorized} (an unknown key id) or
-            L{AuthenticationUnavailable}.
+            with L{Unauthorized} (a key id unknown after a fetch) or
+            L{AuthenticationUnavailable} (the keys cannot be fetched, or
+            an unknown key id within C{refetchInterval} of the last
+            fetch for one).
         """
         now = self._clock.seconds()
         if self.keys is not None and now - self._fetchedAt >= self.maxAge and (
@@ -312,7 +319,9 @@ class JWKSKeys:
             if found:
                 return succeed(found)
             if self._lastRefetch is not None and now - self._lastRefetch < self.refetchInterval:
-                return fail(Unauthorized("unknown key id"))
+                # The node cannot tell yet (the key may be new): the
+                # client retries with backoff rather than giving up.
+                return fail(AuthenticationUnavailable(UNKNOWN_KID_LATER))
             self._lastRefetch = now
         elif self._waiting is None and self._lastFailure is not None and (
             now - self._lastFailure < self.retryInterval

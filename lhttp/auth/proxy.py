@@ -20,6 +20,7 @@ cannot tell (503, close 4503).
 """
 
 import json
+import math
 
 from treq import collect
 from twisted.internet.defer import ensureDeferred
@@ -74,7 +75,10 @@ def identityOf(answer):
     if not isinstance(user, str) or not user:
         raise ValueError("'user' is not a non-empty string")
     expires = document.get("expires")
-    if expires is not None and (isinstance(expires, bool) or not isinstance(expires, (int, float))):
+    if expires is not None and (
+        isinstance(expires, bool) or not isinstance(expires, (int, float))
+        or not math.isfinite(expires)
+    ):
         raise ValueError("'expires' is not Unix seconds")
     caps = parseCaps(document.get("caps"))
     return Identity(user, None if expires is None else int(expires), caps, "proxy")
