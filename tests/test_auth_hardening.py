@@ -375,3 +375,44 @@ class UnavailableNotUnauthorizedTests(SynchronousTestCase):
             with self.assertRaises(ValueError) as caught:
                 identityOf(answer)
             self.assertIn("'expires' is not Unix seconds", str(caught.exception))
+
+
+FORBIDDEN_PROXY_HEADERS = ("Host", "content-length", "Transfer-Encoding", "Content-Type",
+                           "Connection", "Keep-Alive", "TE", "Trailer", "Upgrade",
+                           "Proxy-Authorization", "Proxy-Connection", "Expect")
+
+
+def test_proxyHeaderAllowListRefusesFraming():
+    """
+    C{--auth-proxy-header} refuses the names that frame or route the
+    request to the connect proxy (a client controls every allow-listed
+    header's value): one line naming the header.
+    """
+    import pytest
+    from twisted.python.usage import UsageError
+
+    from lhttp.options import Options
+
+    url = "http://127.0.0.1:8000/lhttp/connect"
+    for name in FORBIDDEN_PROXY_HEADERS:
+        with pytest.raises(ValueError, match="--auth-proxy-header"):
+            Config(authProxy=url, authProxyHeaders=(name,))
+        with pytest.raises(UsageError) as caught:
+            Options().parseOptions(["--auth-proxy", url, "--auth-proxy-header", name])
+        assert "\n" not in str(caught.value) and name in str(caught.value)
+    assert Config(authProxy=url, authProxyHeaders=("X-Session",)).authProxyHeaders == ("X-Session",)
+
+
+def test_proxyRequestKeepsItsOwnFraming():
+    """
+    Even given such a name, the request to the proxy carries the
+    handshake's value for none of them.
+    """
+    from lhttp.auth.proxy import handshakeHeaders
+
+    class Handshake:
+        headers = {name.lower(): "evil" for name in FORBIDDEN_PROXY_HEADERS}
+
+    headers = handshakeHeaders(Handshake(), FORBIDDEN_PROXY_HEADERS)
+    for name in FORBIDDEN_PROXY_HEADERS:
+        assert "evil" not in (headers.getRawHeaders(name) or []), name

@@ -29,6 +29,7 @@ from zope.interface import implementer
 
 from lhttp.auth.identity import Identity
 from lhttp.auth.jwt import parseCaps
+from lhttp.config import PROXY_HEADERS_REFUSED
 from lhttp.errors import AuthenticationUnavailable, LHTTPError, Unauthorized
 from lhttp.interfaces import IAuthenticator
 from lhttp.upstream.agent import guardedClient
@@ -52,6 +53,9 @@ def handshakeHeaders(handshake, names):
         return headers
     received = handshake.headers
     for name in ("Cookie", *names):
+        if name.lower() in PROXY_HEADERS_REFUSED:
+            # Refused by the config already; never the client's framing.
+            continue
         value = received.get(name.lower())
         if value is not None:
             headers.setRawHeaders(name.encode("ascii"), [value.encode("latin-1", "replace")])
