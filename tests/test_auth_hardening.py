@@ -416,3 +416,48 @@ def test_proxyRequestKeepsItsOwnFraming():
     headers = handshakeHeaders(Handshake(), FORBIDDEN_PROXY_HEADERS)
     for name in FORBIDDEN_PROXY_HEADERS:
         assert "evil" not in (headers.getRawHeaders(name) or []), name
+
+
+NO_LONGER_ALLOWED = (b"LHTTP/1.0 unsubscribed\r\nlhttp-node:reply\r\nchannel:room.2\r\n"
+                     b"reason:no longer allowed\r\n\r\n")
+
+
+class RightsLoweredTests(SynchronousTestCase):
+    """
+    A C{refresh} whose token grants less ends the subscriptions the new
+    credential does not allow, and tells the client.
+    """
+
+    def test_refreshWithNarrowerCaps(self):
+        reactor = MemoryReactorClock()
+        reactor.advance(time.time())
+        server = memoryServer(reactor=reactor, authJwtSecret=SECRET,
+                              channels=("room.*=sub:users,pub:users",))
+        alice, bob = FakeClient(server), FakeClient(server)
+        send(alice, f"LHTTP/1.0 connect\ntoken:{makeToken(SECRET, 'alice')}\n\n")
+        send(bob, f"LHTTP/1.0 connect\ntoken:{makeToken(SECRET, 'bob')}\n\n")
+        send(alice, "LHTTP/1.0 s\nsubscribe:room.1 room.2\n\n")
+        self.assertEqual(alice.connection.subscriptions, {"room.1", "room.2"})
+        # Its new token may still publish to room.2, no longer read it.
+        caps = [{"channels": ["room.1"], "allow": ["sub"]}, {"channels": ["room.2"], "allow": ["pub"]}]
+        replies = send(alice, f"LHTTP/1.0 refresh\ntoken:{makeToken(SECRET, 'alice', caps=caps)}\n\n")
+        self.assertEqual([r.command for r in replies], ["refresh", "unsubscribed"])
+        self.assertEqual(replies[0].getHeader("status"), "200")
+        self.assertEqual(replies[1].toBytes(), NO_LONGER_ALLOWED)
+        self.assertEqual(alice.connection.subscriptions, {"room.1"})
+        # Another user's message on room.2 no longer reaches it.
+        alice.clear()
+        send(bob, "LHTTP/1.0 chat\npublish:room.2\n\nsecret")
+        self.assertEqual(alice.messages(), [])
+        # A refresh that lowers nothing leaves the rest alone.
+        replies = send(alice, f"LHTTP/1.0 refresh\ntoken:{makeToken(SECRET, 'alice', caps=caps)}\n\n")
+        self.assertEqual([r.command for r in replies], ["refresh"])
+        self.assertEqual(alice.connection.subscriptions, {"room.1"})
+
+
+def test_noLongerAllowedSample():
+    """
+    docs/authentication.rst shows the C{unsubscribed} message a lowered
+    refresh gets, byte for byte.
+    """
+    assert docsSample("reason:no longer allowed") == NO_LONGER_ALLOWED

@@ -232,6 +232,9 @@ CODE_BLOCKS = {
     ("docs/authentication.rst", "not a connection token"): ranBy(
         "tests/test_auth_hardening.py::test_subscriptionTokenRefusedSample",
         "compared with the reply tests/test_auth_hardening.py gets from a node"),
+    ("docs/authentication.rst", "reason:no longer allowed"): ranBy(
+        "tests/test_auth_hardening.py::test_noLongerAllowedSample",
+        "compared with the message tests/test_auth_hardening.py gets from a node"),
     ("docs/authentication.rst", "POST /lhttp/connect HTTP/1.1"): notRunnable(
         "an HTTP request as the connect proxy receives it; tests/test_auth_unit.py checks one"),
     ("docs/authentication.rst", "LHTTP_AUTH_JWT_SECRET=change-me"): ranBy("tests/test_auth.py::test_docsJWTExample"),

@@ -85,7 +85,12 @@ class AuthFilter(HeaderFilter):
     """
     @ivar authenticator: the L{lhttp.interfaces.IAuthenticator}.
     @ivar users: the node's L{lhttp.auth.Users}.
+    @ivar guard: the node's L{lhttp.auth.guard.ChannelGuard} (set by the
+        server once made), which re-checks a connection's subscriptions
+        when its credential changes; L{None}: no permissions.
     """
+
+    guard = None
 
     headers = ("token",)
 
@@ -212,6 +217,7 @@ class AuthFilter(HeaderFilter):
         if connection in self._states and connection.connected:
             self._authenticated(connection, identity)
             connection.sendMessage(self._reply("refresh", identity))
+            self._recheck(connection)
 
     def _refreshFailed(self, failure):
         # The connection keeps its credential, its expiry and its grace.
@@ -277,6 +283,7 @@ class AuthFilter(HeaderFilter):
                 return
             self._authenticated(connection, identity)
             connection.sendMessage(self._reply("refresh", identity))
+            self._recheck(connection)
 
         def refused(failure):
             if connection not in self._states or not connection.connected:
@@ -289,6 +296,14 @@ class AuthFilter(HeaderFilter):
                 connection.close(EXPIRED_CLOSE, "token expired")
 
         d.addCallbacks(renewed, refused)
+
+    def _recheck(self, connection):
+        """
+        A new credential may allow less: the subscriptions it does not
+        allow end (the guard tells the client, C{reason:no longer allowed}).
+        """
+        if self.guard is not None:
+            self.guard.recheck(connection)
 
     # The identity and its expiry.
 

@@ -32,6 +32,7 @@ from lhttp.word import nodeMessage
 
 TOKEN_HEADER = "channel-token"
 EXPIRED = "subscription token expired"
+NO_LONGER_ALLOWED = "no longer allowed"
 
 
 def permissionsOn(config, authenticated=False):
@@ -179,6 +180,27 @@ class ChannelGuard(HeaderFilter):
             connection.sendMessage(
                 nodeMessage("unsubscribed", [("channel", channel), ("reason", EXPIRED)])
             )
+
+    def recheck(self, connection):
+        """
+        The connection's credential changed (a C{refresh}, the connect
+        proxy asked again): end each subscription it no longer allows
+        (its subscription tokens still count), and tell the client::
+
+            LHTTP/1.0 unsubscribed
+            lhttp-node:reply
+            channel:room.2
+            reason:no longer allowed
+        """
+        if not connection.connected:
+            return
+        granted = self.granted(connection)
+        identity = connection.identity
+        for channel in sorted(connection.subscriptions):
+            if not self.permissions.allows(identity, channel, "sub", channel in granted):
+                connection.unsubscribe(channel)
+                connection.sendMessage(nodeMessage(
+                    "unsubscribed", [("channel", channel), ("reason", NO_LONGER_ALLOWED)]))
 
     # Subscription tokens.
 
