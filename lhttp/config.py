@@ -173,11 +173,28 @@ def _authURL(instance, attribute, value):
             raise ValueError(f"{attribute.metadata['flag']} {value!r}: {e}") from None
 
 
+# Headers that frame or route the request to the connect proxy: the node
+# writes its own, a client's must never replace them.
+PROXY_HEADERS_REFUSED = frozenset({
+    "host", "content-length", "transfer-encoding", "content-type", "connection",
+    "keep-alive", "te", "trailer", "upgrade", "proxy-authorization", "proxy-connection",
+    "expect",
+})
+
+
 def _headerName(text):
     name = text.strip()
     if not _HEADER_NAME.fullmatch(name):
         raise ValueError(f"--auth-proxy-header wants a header name, not {text!r}")
+    if name.lower() in PROXY_HEADERS_REFUSED:
+        raise ValueError(f"--auth-proxy-header {name}: the node writes that header of its "
+                         "request to the connect proxy itself")
     return name
+
+
+def _proxyHeaderNames(instance, attribute, value):
+    for name in value:
+        _headerName(name)
 
 
 @attr.s(frozen=True, slots=True)
@@ -303,13 +320,13 @@ class Config:
     )
     publishToken = _field(None, "--publish-token", "Require 'Authorization: Bearer T' on "
                           "POST /publish.", kind=str, env="LHTTP_PUBLISH_TOKEN", show="none",
-                          group="token")
+                          group="token", secret=True)
     metricsToken = _field(None, "--metrics-token", "Require 'Authorization: Bearer T' on "
                           "GET /metrics.", kind=str, env="LHTTP_METRICS_TOKEN", show="none",
-                          group="token")
+                          group="token", secret=True)
     adminToken = _field(None, "--admin-token", "Require 'Authorization: Bearer T' on the admin "
                         "page's JSON (open the page as /admin/#token=T).", kind=str,
-                        env="LHTTP_ADMIN_TOKEN", show="none", group="token")
+                        env="LHTTP_ADMIN_TOKEN", show="none", group="token", secret=True)
 
     # Channel permissions (docs/security.rst).
     channels = _field(
@@ -434,7 +451,9 @@ class Config:
     )
     authProxyHeaders = _field(
         (), "--auth-proxy-header", "Also send this handshake header to the connect proxy "
-        "(Cookie always is). Repeatable.", repeat=_headerName, show="Cookie", group="auth",
+        "(Cookie always is; its value is the client's: trust it no more than a cookie). "
+        "Repeatable.", repeat=_headerName, show="Cookie", validator=_proxyHeaderNames,
+        group="auth",
     )
     authProxyTimeout = _field(5.0, "--auth-proxy-timeout", "Seconds the connect proxy has to "
                               "answer (over: 503, close 4503).", show="5 s",

@@ -172,6 +172,10 @@ class Connection:
 
     def subscribe(self, channels, since=None, epoch=None):
         checked = self._pubsub.checkChannels(channels)
+        if not self.connected:
+            # Closed or closing: its channels were left at its close, and
+            # nothing would ever leave them again.
+            return None
         recover = recoveryPlan(checked, since, epoch)
         names = [c for c in checked if c not in self._subscriptions]
         limit = self._maxSubscriptions

@@ -300,6 +300,12 @@ class Dispatcher:
 
     def _resume(self, ignored, pipeline, message, steps, index):
         pipeline.busy = False
+        if not pipeline.connection.connected:
+            # It closed while the step was under way (a credential or a
+            # subscription token being checked): nothing more of this
+            # message happens, above all no subscription after its close.
+            pipeline.connection.end()
+            return
         self._run(pipeline, message, steps, index)
         if not pipeline.busy and not pipeline.draining:
             self._drain(pipeline)

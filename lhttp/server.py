@@ -140,6 +140,8 @@ class LHTTPServer:
             self.guard = ChannelGuard(config.channels, verifySubscriptionToken,
                                       clock=self.factory.reactor)
             self.dispatcher.addFilter(self.guard)
+            if self.authFilter is not None:
+                self.authFilter.guard = self.guard
         for headerFilter in standardFilters():
             self.dispatcher.addFilter(headerFilter)
         # Last, so its request follows unsubscribe (SPEC section 2); user

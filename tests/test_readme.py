@@ -231,6 +231,15 @@ CODE_BLOCKS = {
         "the expiry notice; tests/test_auth.py compares one (grace:2) byte for byte"),
     ("docs/authentication.rst", "LHTTP/1.0 refresh\\r\\ntoken:<JWT>"): notRunnable(
         "refresh and its reply, with a placeholder token; tests/test_auth.py checks real ones"),
+    ("docs/authentication.rst", "answer has already expired"): ranBy(
+        "tests/test_auth_hardening.py::test_proxyExpiredSample",
+        "compared with the reply tests/test_auth_hardening.py gets from a node"),
+    ("docs/authentication.rst", "not a connection token"): ranBy(
+        "tests/test_auth_hardening.py::test_subscriptionTokenRefusedSample",
+        "compared with the reply tests/test_auth_hardening.py gets from a node"),
+    ("docs/authentication.rst", "reason:no longer allowed"): ranBy(
+        "tests/test_auth_hardening.py::test_noLongerAllowedSample",
+        "compared with the message tests/test_auth_hardening.py gets from a node"),
     ("docs/authentication.rst", "POST /lhttp/connect HTTP/1.1"): notRunnable(
         "an HTTP request as the connect proxy receives it; tests/test_auth_unit.py checks one"),
     ("docs/authentication.rst", "LHTTP_AUTH_JWT_SECRET=change-me"): ranBy("tests/test_auth.py::test_docsJWTExample"),

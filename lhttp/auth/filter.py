@@ -13,6 +13,7 @@ for the connect proxy pauses that connection's pipeline only.
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from lhttp.codec import errorReply
 from lhttp.errors import (
     AlreadyConnected,
@@ -32,6 +33,7 @@ UNAVAILABLE_CLOSE = 4503
 log = Logger()
 
 BEFORE_CONNECT = "send 'LHTTP/1.0 connect' with a 'token' header first"
+PROXY_EXPIRED = "the connect proxy's answer has already expired"
 
 
 def closeCodeOf(error):
@@ -60,13 +62,16 @@ class _State:
     @ivar grace: the call closing it once the grace is over.
     @ivar waiting: while the connect proxy is asked at open: the
         L{Deferred}s of its messages, which wait for the answer.
+    @ivar checking: its C{connect} token is being checked (the node
+        fetching its keys).
     """
 
-    __slots__ = ("deadline", "expiry", "grace", "waiting")
+    __slots__ = ("deadline", "expiry", "grace", "waiting", "checking")
 
     def __init__(self):
         self.deadline = self.expiry = self.grace = None
         self.waiting = None
+        self.checking = False
 
     def cancel(self, *names):
         for name in names:
@@ -80,7 +85,12 @@ class AuthFilter(HeaderFilter):
     """
     @ivar authenticator: the L{lhttp.interfaces.IAuthenticator}.
     @ivar users: the node's L{lhttp.auth.Users}.
+    @ivar guard: the node's L{lhttp.auth.guard.ChannelGuard} (set by the
+        server once made), which re-checks a connection's subscriptions
+        when its credential changes; L{None}: no permissions.
     """
+
+    guard = None
 
     headers = ("token",)
 
@@ -127,7 +137,12 @@ class AuthFilter(HeaderFilter):
         if state is not None:
             state.deadline = None
         if not connection.identity.authenticated:
-            connection.close(UNAUTHORIZED_CLOSE, "unauthorized")
+            if state is not None and state.checking:
+                # It sent its token in time; the node is the slow one
+                # (its JWKS): the client may retry, with backoff.
+                connection.close(UNAVAILABLE_CLOSE, "authentication unavailable")
+            else:
+                connection.close(UNAUTHORIZED_CLOSE, "unauthorized")
 
     # Messages.
 
@@ -162,6 +177,15 @@ class AuthFilter(HeaderFilter):
             error.closeCode = UNAUTHORIZED_CLOSE
             raise error
         d = self.authenticator.authenticate(connection, token, False)
+        state = self._states.get(connection)
+        if state is not None and not d.called:
+            state.checking = True
+
+            def checked(result):
+                state.checking = False
+                return result
+
+            d.addBoth(checked)
         return d.addCallbacks(self._connected, self._connectFailed,
                               callbackArgs=(connection,))
 
@@ -193,6 +217,7 @@ class AuthFilter(HeaderFilter):
         if connection in self._states and connection.connected:
             self._authenticated(connection, identity)
             connection.sendMessage(self._reply("refresh", identity))
+            self._recheck(connection)
 
     def _refreshFailed(self, failure):
         # The connection keeps its credential, its expiry and its grace.
@@ -207,9 +232,19 @@ class AuthFilter(HeaderFilter):
 
     # The connect proxy (at open and at expiry).
 
+    def _pastExpiry(self, identity):
+        """
+        Whether the connect proxy's answer expired already: a refusal
+        (else its renewal would be due at once, and so on, forever).
+        """
+        return identity.expires is not None and identity.expires <= self._clock.seconds()
+
     def _proxyAnswered(self, identity, connection):
         state = self._states.get(connection)
         if state is None or not connection.connected:
+            return
+        if self._pastExpiry(identity):
+            self._proxyRefused(Failure(Unauthorized(PROXY_EXPIRED)), connection)
             return
         self._authenticated(connection, identity)
         connection.sendMessage(self._reply("connect", identity))
@@ -242,8 +277,13 @@ class AuthFilter(HeaderFilter):
                     Forbidden("the application names another user now"), "refresh"))
                 connection.close(UNAUTHORIZED_CLOSE, "unauthorized")
                 return
+            if self._pastExpiry(identity):
+                connection.sendMessage(errorReply(Unauthorized(PROXY_EXPIRED), "refresh"))
+                connection.close(EXPIRED_CLOSE, "token expired")
+                return
             self._authenticated(connection, identity)
             connection.sendMessage(self._reply("refresh", identity))
+            self._recheck(connection)
 
         def refused(failure):
             if connection not in self._states or not connection.connected:
@@ -256,6 +296,14 @@ class AuthFilter(HeaderFilter):
                 connection.close(EXPIRED_CLOSE, "token expired")
 
         d.addCallbacks(renewed, refused)
+
+    def _recheck(self, connection):
+        """
+        A new credential may allow less: the subscriptions it does not
+        allow end (the guard tells the client, C{reason:no longer allowed}).
+        """
+        if self.guard is not None:
+            self.guard.recheck(connection)
 
     # The identity and its expiry.
 

@@ -32,6 +32,7 @@ from lhttp.word import nodeMessage
 
 TOKEN_HEADER = "channel-token"
 EXPIRED = "subscription token expired"
+NO_LONGER_ALLOWED = "no longer allowed"
 
 
 def permissionsOn(config, authenticated=False):
@@ -159,7 +160,11 @@ class ChannelGuard(HeaderFilter):
         A grant's C{exp} passed: it ends, and so does the subscription if
         nothing else allows it.
         """
-        self._expiries.get(connection, {}).pop(channel, None)
+        expiries = self._expiries.get(connection)
+        if expiries is not None:
+            expiries.pop(channel, None)
+            if not expiries:
+                del self._expiries[connection]
         grants = self._grants.get(connection, {})
         if grants.get(channel, 0) > self._clock.seconds():
             return
@@ -175,6 +180,27 @@ class ChannelGuard(HeaderFilter):
             connection.sendMessage(
                 nodeMessage("unsubscribed", [("channel", channel), ("reason", EXPIRED)])
             )
+
+    def recheck(self, connection):
+        """
+        The connection's credential changed (a C{refresh}, the connect
+        proxy asked again): end each subscription it no longer allows
+        (its subscription tokens still count), and tell the client::
+
+            LHTTP/1.0 unsubscribed
+            lhttp-node:reply
+            channel:room.2
+            reason:no longer allowed
+        """
+        if not connection.connected:
+            return
+        granted = self.granted(connection)
+        identity = connection.identity
+        for channel in sorted(connection.subscriptions):
+            if not self.permissions.allows(identity, channel, "sub", channel in granted):
+                connection.unsubscribe(channel)
+                connection.sendMessage(nodeMessage(
+                    "unsubscribed", [("channel", channel), ("reason", NO_LONGER_ALLOWED)]))
 
     # Subscription tokens.
 
@@ -202,6 +228,10 @@ class ChannelGuard(HeaderFilter):
         Grant C{token} on each channel of C{verified} (channel -> exp)
         until its exp, and end it then.
         """
+        if not connection.connected:
+            # Closed while its tokens were verified: onClose ran already,
+            # and nothing would forget a grant made now.
+            return
         grants = self._grants.setdefault(connection, {})
         expiries = self._expiries.setdefault(connection, {})
         now = self._clock.seconds()

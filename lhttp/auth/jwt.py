@@ -13,6 +13,7 @@ Nothing here logs or repeats a token.
 """
 
 import json
+import math
 
 import jwt
 from treq import collect
@@ -36,6 +37,9 @@ JWKS_TIMEOUT = 5.0
 JWKS_MAX_SIZE = 1024 * 1024
 JWKS_REFETCH_INTERVAL = 30.0
 JWKS_RETRY_INTERVAL = 1.0
+JWKS_MAX_AGE = 600.0
+
+UNKNOWN_KID_LATER = "unknown key id; the server fetches its keys again shortly, try again"
 
 
 def parseCaps(value):
@@ -207,9 +211,25 @@ class JWTVerifier:
         A connection's token as its L{Identity}.
 
         @return: a L{Deferred} firing with the L{Identity}, or failing as
-            L{verify} does (a malformed C{caps} claim: L{Unauthorized}).
+            L{verify} does (a malformed C{caps} claim, or a C{channel}
+            claim, which only subscription tokens have: L{Unauthorized}).
         """
-        return self.verify(token).addCallback(identityOf)
+        return self.verify(token).addCallback(_connectionClaims).addCallback(identityOf)
+
+
+SUBSCRIPTION_TOKEN = ("this is a subscription token (it has a 'channel' claim), "
+                      "not a connection token")
+
+
+def _connectionClaims(claims):
+    """
+    Refuse a subscription token shown as a connection's: it carries no
+    C{caps}, so as a connection token it would get the user's broader
+    rules instead of its one channel.
+    """
+    if "channel" in claims:
+        raise Unauthorized(SUBSCRIPTION_TOKEN)
+    return claims
 
 
 def identityOf(claims, method="jwt"):
@@ -224,7 +244,9 @@ def identityOf(claims, method="jwt"):
         raise Unauthorized(f"malformed caps claim: {e}") from None
     expires = claims.get("exp")
     if expires is not None:
-        if isinstance(expires, bool) or not isinstance(expires, (int, float)):
+        if isinstance(expires, bool) or not isinstance(expires, (int, float)) or (
+            not math.isfinite(expires)
+        ):
             raise Unauthorized("the 'exp' claim is not a number")
         expires = int(expires)
     return Identity(claims["sub"], expires, caps, method)
@@ -239,26 +261,34 @@ class JWKSKeys:
     The keys of a JWKS URL: fetched on first use, cached, fetched again
     when a token names a key id the cache lacks, at most once every
     C{refetchInterval} seconds (so clients cannot make the node hammer
-    the endpoint). One fetch at a time; connections waiting for it wait
-    only for it.
+    the endpoint), and once the cache is older than C{maxAge} (so a key
+    removed from the endpoint stops verifying tokens; if that fetch
+    fails the old keys are kept, and it is tried again after
+    C{refetchInterval}). One fetch at a time; connections waiting for it
+    wait only for it.
     """
 
     log = Logger()
 
     def __init__(self, url, client, clock, timeout=JWKS_TIMEOUT, maxSize=JWKS_MAX_SIZE,
-                 refetchInterval=JWKS_REFETCH_INTERVAL, retryInterval=JWKS_RETRY_INTERVAL):
+                 refetchInterval=JWKS_REFETCH_INTERVAL, retryInterval=JWKS_RETRY_INTERVAL,
+                 maxAge=JWKS_MAX_AGE):
         """
         @param client: a L{treq.client.HTTPClient} (or L{treq.testing.StubTreq}).
         @param clock: an L{IReactorTime}.
         @param retryInterval: seconds after a failed fetch before a node
             that has no keys yet tries again (meanwhile: 503).
+        @param maxAge: seconds the fetched keys are used before they are
+            fetched again.
         """
         self.url = url
         self.timeout = timeout
         self.maxSize = maxSize
         self.refetchInterval = refetchInterval
         self.retryInterval = retryInterval
+        self.maxAge = maxAge
         self.keys = None
+        self._fetchedAt = None
         self._client = client
         self._clock = clock
         self._waiting = None
@@ -269,16 +299,29 @@ class JWKSKeys:
         """
         @param kid: the token's key id, or L{None}.
         @return: a L{Deferred} firing with the candidate L{Key}s, or failing
-            with L{Unauthorized} (an unknown key id) or
-            L{AuthenticationUnavailable}.
+            with L{Unauthorized} (a key id unknown after a fetch) or
+            L{AuthenticationUnavailable} (the keys cannot be fetched, or
+            an unknown key id within C{refetchInterval} of the last
+            fetch for one).
         """
         now = self._clock.seconds()
+        if self.keys is not None and now - self._fetchedAt >= self.maxAge and (
+            self._lastFailure is None or now - self._lastFailure >= self.refetchInterval
+        ):
+            # Too old: fetched again (one fetch for every waiting token);
+            # if that fails the old keys still serve.
+            return self._fetch().addCallbacks(
+                lambda ignored: self._selectOrRefuse(kid),
+                lambda failure: self._selectOrRefuse(kid),
+            )
         if self.keys is not None:
             found = self._select(kid)
             if found:
                 return succeed(found)
             if self._lastRefetch is not None and now - self._lastRefetch < self.refetchInterval:
-                return fail(Unauthorized("unknown key id"))
+                # The node cannot tell yet (the key may be new): the
+                # client retries with backoff rather than giving up.
+                return fail(AuthenticationUnavailable(UNKNOWN_KID_LATER))
             self._lastRefetch = now
         elif self._waiting is None and self._lastFailure is not None and (
             now - self._lastFailure < self.retryInterval
@@ -319,6 +362,8 @@ class JWKSKeys:
                         "the server cannot fetch its keys now; try again"))
             else:
                 self.keys = result
+                self._fetchedAt = self._clock.seconds()
+                self._lastFailure = None
                 for w in waiting:
                     w.callback(None)
 

@@ -20,6 +20,7 @@ cannot tell (503, close 4503).
 """
 
 import json
+import math
 
 from treq import collect
 from twisted.internet.defer import ensureDeferred
@@ -28,6 +29,7 @@ from zope.interface import implementer
 
 from lhttp.auth.identity import Identity
 from lhttp.auth.jwt import parseCaps
+from lhttp.config import PROXY_HEADERS_REFUSED
 from lhttp.errors import AuthenticationUnavailable, LHTTPError, Unauthorized
 from lhttp.interfaces import IAuthenticator
 from lhttp.upstream.agent import guardedClient
@@ -51,6 +53,9 @@ def handshakeHeaders(handshake, names):
         return headers
     received = handshake.headers
     for name in ("Cookie", *names):
+        if name.lower() in PROXY_HEADERS_REFUSED:
+            # Refused by the config already; never the client's framing.
+            continue
         value = received.get(name.lower())
         if value is not None:
             headers.setRawHeaders(name.encode("ascii"), [value.encode("latin-1", "replace")])
@@ -74,7 +79,10 @@ def identityOf(answer):
     if not isinstance(user, str) or not user:
         raise ValueError("'user' is not a non-empty string")
     expires = document.get("expires")
-    if expires is not None and (isinstance(expires, bool) or not isinstance(expires, (int, float))):
+    if expires is not None and (
+        isinstance(expires, bool) or not isinstance(expires, (int, float))
+        or not math.isfinite(expires)
+    ):
         raise ValueError("'expires' is not Unix seconds")
     caps = parseCaps(document.get("caps"))
     return Identity(user, None if expires is None else int(expires), caps, "proxy")
