@@ -211,5 +211,69 @@ async def test_tailGapFilledByCheck():
                      [("e", 1, 0), ("e", 2, 1), ("e", 3, 2)])
 
 
+async def missingPredecessor(hiddenReads):
+    """
+    Message 2 of room.1 was re-published (message 3 names it as its
+    predecessor) but the node missed it live, and the stream does not
+    serve it to the first C{hiddenReads} reads.
+    """
+    state = {"reads": 0}
+
+    async def script(history, stream):
+        history.rereadDelay = 0
+        history.serve("room.1")
+        await history.check(["room.1"])
+        payloads = [b"LHTTP/1.0 x\r\n\r\n%d" % i for i in (1, 2, 3)]
+        live = [(stream.store("room.1", payload), payload) for payload in payloads]
+        hidden = stream.messages[1]
+        publish = stream.publish
+
+        async def servedLate(subject, data, reply):
+            if b"next_by_subj" in data:
+                state["reads"] += 1
+                if state["reads"] <= hiddenReads:
+                    stream.messages.remove(hidden)
+                    try:
+                        return await publish(subject, data, reply)
+                    finally:
+                        stream.messages.insert(1, hidden)
+            return await publish(subject, data, reply)
+
+        stream.publish = servedLate
+        history.live("room.1", *live[0])
+        history.live("room.1", *live[2])
+        state["history"] = history
+
+    delivered, _ = await deliveries(script)
+    return delivered, state
+
+
+@pytest_twisted.ensureDeferred
+async def test_predecessorServedOnTheSecondRead():
+    """
+    A stream just restarted may not serve a message it re-published yet:
+    the node reads once more, and delivers it in order, with no notice.
+    """
+    delivered, state = await missingPredecessor(hiddenReads=1)
+    assertEqual([p.rpartition(b"\n")[2] for _, p, _ in delivered], [b"1", b"2", b"3"])
+    assertEqual(state["reads"], 2)
+    assertEqual(state["history"].unfilled, 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_predecessorNeverServedIsTold():
+    """
+    A message the stream re-published and no longer has (removed, or lost
+    by the server) is not skipped silently: the channel's subscribers get
+    the missed notice before what follows it, and it is counted.
+    """
+    from lhttp.codec import missedNotice
+
+    delivered, state = await missingPredecessor(hiddenReads=2)
+    assertEqual([p for _, p, _ in delivered][1], missedNotice("room.1"))
+    assertEqual([p.rpartition(b"\n")[2] for _, p, _ in delivered[::2]], [b"1", b"3"])
+    assertEqual(state["history"].unfilled, 1)
+
+
 def assertEqual(a, b):
     assert a == b

@@ -128,6 +128,8 @@ class JetStreamHistory:
         self.gaps = 0
         self.filled = 0
         self.unfilled = 0
+        # Seconds before reading a missing predecessor again.
+        self.rereadDelay = 0.5
 
     @property
     def ready(self):
@@ -356,6 +358,13 @@ class JetStreamHistory:
                     upTo = sequence if payload is None else sequence - 1
                     try:
                         found = await self._range(subject, state[0] + 1, upTo)
+                        if payload is not None and not _has(found, last):
+                            # The stream re-published its predecessor, but
+                            # the read does not have it: a stream that was
+                            # just restarted may not serve it yet. Once
+                            # more, after a moment, before saying so.
+                            await asyncio.sleep(self.rereadDelay)
+                            found = await self._range(subject, state[0] + 1, upTo)
                     except Exception as e:
                         self.unfilled += 1
                         self.log.warn(
@@ -373,8 +382,19 @@ class JetStreamHistory:
                             self._emit(channel, state, message[0], message[3],
                                        forgedPayload(message[3])
                                        and NATS_HEADER not in message[2])
+                    if payload is not None and state[0] < last:
+                        # Its predecessor is still not in the stream
+                        # (removed by the limits meanwhile, or lost by the
+                        # server): the subscribers are told, never left to
+                        # find out.
+                        self.unfilled += 1
+                        self.log.warn(
+                            "Messages of {channel} up to offset {last} are not in the stream "
+                            "(read {start} to {upTo}); its subscribers are told",
+                            channel=channel, last=last, start=state[0] + 1, upTo=upTo)
+                        self._deliver((channel,), missedNotice(channel))
                     if state[0] < upTo:
-                        # Removed from the stream meanwhile (limits).
+                        # Offsets of other channels, or removed meanwhile.
                         state[0] = upTo
                 held.popleft()
                 if payload is not None and sequence > state[0]:
@@ -726,3 +746,10 @@ def _epoch(created):
     if created.tzinfo is None:
         created = created.replace(tzinfo=datetime.timezone.utc)
     return "%x" % int(created.timestamp() * 1000000)
+
+
+def _has(found, sequence):
+    """
+    Whether a read (C{(sequence, ...)} tuples) holds C{sequence}.
+    """
+    return any(message[0] == sequence for message in found)
