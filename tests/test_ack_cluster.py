@@ -236,7 +236,7 @@ async def publishFor(run, seconds, start, rate=0.02):
     return n
 
 
-async def throughFault(run, fault, heal, seconds, label):
+async def throughFault(run, fault, heal, seconds, label, nodes=()):
     """
     Publish for a second, then for C{seconds} with the C{fault} on, then a
     second after C{heal}: every publish is acknowledged (some after a
@@ -255,6 +255,11 @@ async def throughFault(run, fault, heal, seconds, label):
     try:
         await eventually(run.allDelivered, timeout=30, what="every acknowledged publish delivered")
     except AssertionError:
+        # What the nodes warned about, for a loss that happens once in a
+        # while: which path skipped it.
+        for node in nodes:
+            print(f"--- warnings of the node on port {node.port}:")
+            print("\n".join(line for line in node.log().splitlines() if "#warn]" in line))
         run.check()  # says which were missing or twice
         raise
     # A second copy would come after the first: no condition tells that
@@ -281,7 +286,8 @@ async def test_stalledLink(startNode, jetstream):
     """
     nodes, run = await cluster(startNode, jetstream)
     await throughFault(run, lambda: jetstream.signal(signal.SIGSTOP),
-                       lambda: jetstream.signal(signal.SIGCONT), 4.0, "NATS stalled 4 s (SIGSTOP)")
+                       lambda: jetstream.signal(signal.SIGCONT), 4.0, "NATS stalled 4 s (SIGSTOP)",
+                       nodes)
     # The control shows what a retry without a key did (and still does).
     assert run.controlDuplicates() > 0, "the stall made no retried publish a duplicate"
     await stop(run)
@@ -299,7 +305,7 @@ async def test_oneNodesLinkStalled(startNode, jetstream):
     try:
         nodes, run = await cluster(startNode, jetstream, [jetstream.url, proxy.url])
         await throughFault(run, proxy.stall, proxy.resume, 4.0,
-                           "one node's NATS link stalled 4 s (proxy)")
+                           "one node's NATS link stalled 4 s (proxy)", nodes)
         assert run.controlDuplicates() > 0, "the stall made no retried publish a duplicate"
         await stop(run)
     finally:
@@ -314,7 +320,7 @@ async def test_cutLink(startNode, jetstream):
     sent again until the link is back, and stored and delivered once.
     """
     nodes, run = await cluster(startNode, jetstream)
-    await throughFault(run, jetstream.kill, jetstream.restart, 2.0, "NATS killed and restarted")
+    await throughFault(run, jetstream.kill, jetstream.restart, 2.0, "NATS killed and restarted", nodes)
     await stop(run)
 
 
