@@ -16,7 +16,6 @@ import json
 import math
 
 import jwt
-from treq import collect
 from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -26,7 +25,7 @@ from lhttp.auth.keys import Key, jwkKey, loadPublicKey, secretKey
 from lhttp.errors import AuthenticationUnavailable, LHTTPError, Unauthorized
 from lhttp.interfaces import IAuthenticator
 from lhttp.patterns import checkPattern
-from lhttp.upstream.agent import guardedClient
+from lhttp.upstream.agent import BodyTooLarge, cancelAfter, collectAtMost, guardedClient
 from lhttp.upstream.urls import parseURL
 
 # What a capability may allow (the C{caps} claim; lhttp.auth.permissions).
@@ -252,10 +251,6 @@ def identityOf(claims, method="jwt"):
     return Identity(claims["sub"], expires, caps, method)
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class JWKSKeys:
     """
     The keys of a JWKS URL: fetched on first use, cached, fetched again
@@ -346,13 +341,10 @@ class JWKSKeys:
             self._waiting.append(waiter)
             return waiter
         self._waiting = [waiter]
-        expired = []
         d = self._get()
-        timer = self._clock.callLater(self.timeout, lambda: (expired.append(True), d.cancel()))
+        expired = cancelAfter(d, self._clock, self.timeout)
 
         def done(result):
-            if timer.active():
-                timer.cancel()
             waiting, self._waiting = self._waiting, None
             if isinstance(result, Exception):
                 self._lastFailure = self._clock.seconds()
@@ -370,7 +362,7 @@ class JWKSKeys:
         def failed(failure):
             if expired:
                 return Exception(f"no answer within {self.timeout:g} s")
-            if failure.check(_TooLarge):
+            if failure.check(BodyTooLarge):
                 return Exception(f"the document is larger than {self.maxSize} bytes")
             if failure.check(LHTTPError, ValueError):
                 return Exception(str(failure.value))
@@ -387,19 +379,10 @@ class JWKSKeys:
             self.url, headers={b"Accept": [b"application/json"]}, allow_redirects=False,
             unbuffered=True,
         )
-        size = [0]
-        chunks = []
-
-        def collector(data):
-            size[0] += len(data)
-            if size[0] > self.maxSize:
-                raise _TooLarge()
-            chunks.append(data)
-
-        await collect(response, collector)
+        document = await collectAtMost(response, self.maxSize)
         if response.code != 200:
             raise ValueError(f"it answered {response.code}")
-        return parseJWKS(b"".join(chunks))
+        return parseJWKS(document)
 
 
 def parseJWKS(data):

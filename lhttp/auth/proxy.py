@@ -22,7 +22,6 @@ cannot tell (503, close 4503).
 import json
 import math
 
-from treq import collect
 from twisted.internet.defer import ensureDeferred
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
@@ -32,7 +31,7 @@ from lhttp.auth.jwt import parseCaps
 from lhttp.config import PROXY_HEADERS_REFUSED
 from lhttp.errors import AuthenticationUnavailable, LHTTPError, Unauthorized
 from lhttp.interfaces import IAuthenticator
-from lhttp.upstream.agent import guardedClient
+from lhttp.upstream.agent import BodyTooLarge, cancelAfter, collectAtMost, guardedClient
 from lhttp.upstream.urls import parseURL
 
 DEFAULT_TIMEOUT = 5.0
@@ -60,10 +59,6 @@ def handshakeHeaders(handshake, names):
         if value is not None:
             headers.setRawHeaders(name.encode("ascii"), [value.encode("latin-1", "replace")])
     return headers
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def identityOf(answer):
@@ -117,17 +112,7 @@ class ConnectProxy:
 
     def authenticate(self, connection, token=None, refresh=False):
         d = ensureDeferred(self._ask(connection, refresh))
-        # As upstream's: cancelling fails the request with the agent's own
-        # error, so whether the timer fired is remembered.
-        expired = []
-        timer = self._clock.callLater(self.timeout, lambda: (expired.append(True), d.cancel()))
-
-        def stopTimer(result):
-            if timer.active():
-                timer.cancel()
-            return result
-
-        d.addBoth(stopTimer)
+        expired = cancelAfter(d, self._clock, self.timeout)
         d.addErrback(self._failed, expired)
         return d
 
@@ -139,22 +124,13 @@ class ConnectProxy:
             headers=handshakeHeaders(connection.handshake, self.headers),
             allow_redirects=False, unbuffered=True,
         )
-        chunks = []
-        size = [0]
-
-        def collector(data):
-            size[0] += len(data)
-            if size[0] > self.maxAnswer:
-                raise _TooLarge()
-            chunks.append(data)
-
-        await collect(response, collector)
+        answer = await collectAtMost(response, self.maxAnswer)
         if response.code in (401, 403):
             raise Unauthorized("the application refused this connection")
         if response.code != 200:
             raise AuthenticationUnavailable(f"the connect proxy answered {response.code}")
         try:
-            return identityOf(b"".join(chunks))
+            return identityOf(answer)
         except (ValueError, UnicodeDecodeError) as e:
             raise AuthenticationUnavailable(
                 f"the connect proxy's answer is not usable: {str(e)[:100]}") from None
@@ -165,7 +141,7 @@ class ConnectProxy:
                 f"the connect proxy did not answer within {self.timeout:g} s")
         if failure.check(LHTTPError):
             return failure
-        if failure.check(_TooLarge):
+        if failure.check(BodyTooLarge):
             raise AuthenticationUnavailable(
                 f"the connect proxy's answer is larger than {self.maxAnswer} bytes")
         raise AuthenticationUnavailable("cannot reach the connect proxy")

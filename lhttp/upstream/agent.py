@@ -132,8 +132,54 @@ def requestHeaders(message, peer, static=()):
     return headers
 
 
-class _TooLarge(Exception):
-    pass
+class BodyTooLarge(Exception):
+    """
+    A response body passed the limit it was read with (L{collectAtMost}).
+    """
+
+
+async def collectAtMost(response, limit):
+    """
+    The whole body of a treq response, read as it comes.
+
+    @raise BodyTooLarge: once more than C{limit} bytes came (reading
+        stops there).
+    """
+    chunks = []
+    size = 0
+
+    def collector(data):
+        nonlocal size
+        size += len(data)
+        if size > limit:
+            raise BodyTooLarge()
+        chunks.append(data)
+
+    await collect(response, collector)
+    return b"".join(chunks)
+
+
+def cancelAfter(d, clock, timeout):
+    """
+    Cancel C{d} if it has not fired within C{timeout} seconds.
+
+    Not L{Deferred.addTimeout}: cancelling a request fails it with the
+    agent's own error (C{ResponseNeverReceived}), not C{CancelledError},
+    so whether the timer fired is kept apart.
+
+    @return: a L{list}, not empty once the timer fired (for the errback
+        to tell a timeout from another failure).
+    """
+    expired = []
+    timer = clock.callLater(timeout, lambda: (expired.append(True), d.cancel()))
+
+    def stopTimer(result):
+        if timer.active():
+            timer.cancel()
+        return result
+
+    d.addBoth(stopTimer)
+    return expired
 
 
 _NETWORK_ERRORS = (ConnectError, DNSLookupError, ResponseFailed, ConnectionLost)
@@ -201,17 +247,7 @@ class HTTPUpstream:
 
     def call(self, request, peer, message):
         d = ensureDeferred(self._call(request, peer, message))
-        # Not Deferred.addTimeout: cancelling a request fails it with the
-        # agent's own error (ResponseNeverReceived), not CancelledError.
-        expired = []
-        timer = self._clock.callLater(self.timeout, lambda: (expired.append(True), d.cancel()))
-
-        def stopTimer(result):
-            if timer.active():
-                timer.cancel()
-            return result
-
-        d.addBoth(stopTimer)
+        expired = cancelAfter(d, self._clock, self.timeout)
         d.addErrback(self._failed, request, expired)
         return d
 
@@ -225,32 +261,23 @@ class HTTPUpstream:
             allow_redirects=False,
             unbuffered=True,
         )
-        chunks = []
         if self.relay and response.code < 500:
-            size = [0]
-
-            def collector(data):
-                size[0] += len(data)
-                if size[0] > self.maxResponse:
-                    raise _TooLarge()
-                chunks.append(data)
-
+            body = await collectAtMost(response, self.maxResponse)
         else:
-            collector = lambda data: None  # noqa: E731
-        await collect(response, collector)
+            await collect(response, lambda data: None)
         if response.code >= 500:
             raise BadGateway(f"the upstream answered {response.code}")
         if not self.relay:
             return None
         contentType = response.headers.getRawHeaders(b"content-type", [b""])[0]
-        return UpstreamResponse(response.code, contentType.decode("latin-1"), b"".join(chunks))
+        return UpstreamResponse(response.code, contentType.decode("latin-1"), body)
 
     def _failed(self, failure, request, expired):
         if expired:
             raise GatewayTimeout(f"the upstream did not answer within {self.timeout:g} s")
         if failure.check(LHTTPError):
             return failure
-        if failure.check(_TooLarge):
+        if failure.check(BodyTooLarge):
             raise BadGateway(f"the upstream response is larger than {self.maxResponse} bytes")
         if not failure.check(*_NETWORK_ERRORS):
             self.log.failure("Upstream {method} {url} failed", failure,
