@@ -31,7 +31,7 @@ from lhttp.errors import BadRequest, Forbidden, LHTTPError, MessageTooLarge, err
 from lhttp.interfaces import IBodyLimit
 from lhttp.names import checkChannel
 from lhttp.web.bearer import checkBearer
-from lhttp.web.resource import errorResponse
+from lhttp.web.resource import errorResponse, postLimit
 
 TOKEN_VARIABLE = "LHTTP_PUBLISH_TOKEN"
 
@@ -114,12 +114,7 @@ class _CommandResource(Resource):
         request.finish()
 
     def bodyLimit(self, request, length):
-        limit = self._maxBodySize
-        if request.method == b"POST":
-            self._authorize(request)
-            if length is not None and length > limit:
-                raise MessageTooLarge(f"the body is {length} bytes; the limit is {limit}")
-        return limit
+        return postLimit(request, length, self._maxBodySize, self._authorize, "body")
 
     def renderRefusal(self, request, error):
         return errorResponse(request, error)

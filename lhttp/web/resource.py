@@ -181,6 +181,23 @@ class ErrorResource(Resource):
         return errorResponse(request, error)
 
 
+def postLimit(request, length, limit, authorize, what):
+    """
+    L{lhttp.interfaces.IBodyLimit.bodyLimit} for a resource that takes
+    token-protected C{POST}s (C{/publish}, C{/api}): a C{POST} is
+    authorized, then its announced size checked, before its body is read.
+
+    @param authorize: C{authorize(request)}, raising an L{LHTTPError}.
+    @param what: what the body is called in the 413 (C{"message"}).
+    @return: C{limit}.
+    """
+    if request.method == b"POST":
+        authorize(request)
+        if length is not None and length > limit:
+            raise MessageTooLarge(f"the {what} is {length} bytes; the limit is {limit}")
+    return limit
+
+
 def errorResponse(request, error):
     """
     Set C{request}'s status and headers for an L{LHTTPError}.
@@ -299,12 +316,7 @@ class PublishResource(Resource):
         return NOT_DONE_YET
 
     def bodyLimit(self, request, length):
-        limit = self._maxMessageSize
-        if request.method == b"POST":
-            self._authorize(request)
-            if length is not None and length > limit:
-                raise MessageTooLarge(f"the message is {length} bytes; the limit is {limit}")
-        return limit
+        return postLimit(request, length, self._maxMessageSize, self._authorize, "message")
 
     def renderRefusal(self, request, error):
         self._metrics.httpPublishAnswered(error.status)
