@@ -485,9 +485,14 @@ class FakeJetStream:
 
     @ivar streams: name -> L{FakeStream}.
     @ivar consumers: the L{FakeConsumer}s subscribed now.
-    @ivar loseAcks: while true, C{publish_async} stores the message but
-        its acknowledgement never comes back (lost on the way).
-    @ivar lostAcks: the futures of the acknowledgements lost.
+    @ivar loseAcks: while true, C{publish_async} and C{publishStored}
+        store the message but its acknowledgement never comes back (lost
+        on the way).
+    @ivar lostAcks: the futures (C{publish_async}) or
+        L{lhttp.brokers.connection.StoredAcks} (C{publishStored}) of the
+        acknowledgements lost.
+    @ivar forgotten: the L{lhttp.brokers.connection.StoredAcks} given up
+        on (C{forget}).
     @ivar available: while false, every call fails as against a
         nats-server without JetStream.
     """
@@ -498,6 +503,7 @@ class FakeJetStream:
         self.consumers = []
         self.loseAcks = False
         self.lostAcks = []
+        self.forgotten = []
         self.available = True
 
     def _check(self):
@@ -593,6 +599,37 @@ class FakeJetStream:
         else:
             future.set_result(ack)
         return future
+
+    async def publishStored(self, entries):
+        """
+        As L{lhttp.brokers.connection.FastJetStream.publishStored}: each
+        entry C{(index, subject, payload, msgId)} stored (once per
+        C{msgId}), the acknowledgements in a
+        L{lhttp.brokers.connection.StoredAcks}; while C{loseAcks}, they
+        never come (it is kept in C{lostAcks}).
+        """
+        from lhttp.brokers.connection import StoredAcks
+
+        acks = StoredAcks(entries, asyncio.get_running_loop())
+        for index, subject, payload, msgId in entries:
+            await self._client._step("js.publishStored", subject)
+            try:
+                ack = self._store(subject, payload, {"Nats-Msg-Id": msgId})
+            except Exception as e:
+                acks.settle(index, error=e)
+                continue
+            if not self.loseAcks:
+                acks.settle(index, ack)
+        if self.loseAcks:
+            self.lostAcks.append(acks)
+        return acks
+
+    def forget(self, acks):
+        """
+        As L{lhttp.brokers.connection.FastJetStream.forget}: kept in
+        C{forgotten}.
+        """
+        self.forgotten.append(acks)
 
     # Consumers
 

@@ -184,3 +184,73 @@ async def test_publishAsyncLikeNATSPy(jetstream):
         assert await deferred(failed(ours)) is await deferred(failed(theirs)) is NoStreamResponseError
     finally:
         await deferred(client.close())
+
+
+@pytest_twisted.ensureDeferred
+async def test_publishStoredLikeNATSPy(jetstream):
+    """
+    On a real nats-server with JetStream, L{FastJetStream.publishStored}
+    stores each message once per C{Nats-Msg-Id} and gathers the
+    acknowledgements nats-py's own C{publish} gets, by the caller's
+    indexes, read as they arrive; a refused one is an error by its index,
+    and nothing is left awaited.
+    """
+    client = NATS()
+    await deferred(client.connect(servers=[jetstream.url]))
+    try:
+        ours = client.jetstream()
+        theirs = JetStreamContext(client)
+        await deferred(theirs.add_stream(name="STORED", subjects=["s.*"]))
+        slow = []
+        original = JetStreamContext._handle_async_reply
+
+        async def counted(self, msg):
+            slow.append(msg.data)
+            return await original(self, msg)
+
+        async def stored(entries):
+            acks = await ours.publishStored(entries)
+            await acks.done
+            return acks
+
+        JetStreamContext._handle_async_reply = counted
+        try:
+            acks = await deferred(stored([(3, "s.1", b"one", "a"), (5, "s.2", b"two", "b"),
+                                          (7, "s.1", b"one again", "a")]))
+        finally:
+            JetStreamContext._handle_async_reply = original
+        assert slow == []
+        assert acks.results == {3: PubAck(stream="STORED", seq=1), 5: PubAck(stream="STORED", seq=2),
+                                7: PubAck(stream="STORED", seq=1, duplicate=True)}
+        assert acks.errors == {} and acks.unsettled() == []
+        nats = await deferred(theirs.publish("s.3", b"three", headers={"Nats-Msg-Id": "c"}))
+        assert nats == PubAck(stream="STORED", seq=3)
+        stream = await deferred(theirs.get_msg("STORED", 2))
+        assert (stream.subject, stream.data, stream.headers) == ("s.2", b"two", {"Nats-Msg-Id": "b"})
+
+        refused = await deferred(stored([(0, "nowhere", b"x", "d"), (1, "s.1", b"four", "e")]))
+        assert list(refused.errors) == [0] and isinstance(refused.errors[0], NoStreamResponseError)
+        assert refused.results == {1: PubAck(stream="STORED", seq=4)}
+        assert ours._pending() == 0
+    finally:
+        await deferred(client.close())
+
+
+@pytest_twisted.ensureDeferred
+async def test_publishStoredRefusesAMalformedSubjectOrId(jetstream):
+    """
+    A subject or C{Nats-Msg-Id} with a space or a line break is refused
+    before anything is written (they are written by hand).
+    """
+    from nats.errors import BadSubjectError
+
+    client = NATS()
+    await deferred(client.connect(servers=[jetstream.url]))
+    try:
+        ours = client.jetstream()
+        for entry in [(0, "s.1 x", b"x", "a"), (0, "s.1", b"x", "a\r\nX: y"), (0, "s.1", b"x", "")]:
+            with pytest.raises(BadSubjectError):
+                await deferred(ours.publishStored([entry]))
+        assert not any(b"HPUB" in command for command in client._pending)
+    finally:
+        await deferred(client.close())

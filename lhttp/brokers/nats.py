@@ -331,16 +331,22 @@ class NATSBroker:
                 acks = []
                 js = self._jetstream(client) if self.history is not None else None
                 try:
+                    # Runs of history messages go out together; a plain
+                    # message between two keeps its place.
+                    run = []
                     for index, (subject, payload, msgId, headers) in enumerate(batch.messages):
                         if msgId is None:
+                            if run:
+                                acks.append(await js.publishStored(run))
+                                run = []
                             if headers is None:
                                 await client.publish(subject, payload)
                             else:
                                 await client.publish(subject, payload, headers=headers)
                         else:
-                            acks.append(((index, subject, payload, msgId), await js.publish_async(
-                                subject, payload, headers={"Nats-Msg-Id": msgId}
-                            )))
+                            run.append((index, subject, payload, msgId))
+                    if run:
+                        acks.append(await js.publishStored(run))
                 except Exception as e:
                     self._unconfirmed(e, batch)
                     continue
@@ -373,24 +379,29 @@ class NATSBroker:
         await client.flush(self._flushTimeout)
         if not acks:
             return {}
-        done, pending = await asyncio.wait([ack for _, ack in acks], timeout=self._flushTimeout)
-        for ack in done:
-            if isinstance(ack.exception(), NoStreamResponseError):
-                # Nothing stores history subjects: the stream was deleted.
-                # It is made again (a new epoch) for the next publishes.
-                self._reactor.callLater(0, self._historyLost)
-            if ack.exception() is not None:
-                raise ack.exception()
+        await asyncio.wait([a.done for a in acks], timeout=self._flushTimeout)
         results = {}
-        js = self._jetstream(client) if pending else None
-        for (index, subject, payload, msgId), ack in acks:
-            if ack in pending:
-                ack.cancel()
+        js = self._jetstream(client)
+        for stored in acks:
+            for error in stored.errors.values():
+                for other in acks:
+                    js.forget(other)
+                if isinstance(error, NoStreamResponseError):
+                    # Nothing stores history subjects: the stream was
+                    # deleted. It is made again (a new epoch) for the next
+                    # publishes.
+                    self._reactor.callLater(0, self._historyLost)
+                raise error
+            results.update(stored.results)
+        for stored in acks:
+            late = stored.unsettled()
+            if not late:
+                continue
+            js.forget(stored)
+            for index, subject, payload, msgId in late:
                 self.retried += 1
                 results[index] = await js.publish(subject, payload, timeout=self._flushTimeout,
                                                   headers={"Nats-Msg-Id": msgId})
-            else:
-                results[index] = ack.result()
         return results
 
     def _historyLost(self):
