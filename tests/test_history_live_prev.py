@@ -275,5 +275,50 @@ async def test_predecessorNeverServedIsTold():
     assertEqual(state["history"].unfilled, 1)
 
 
+@pytest_twisted.ensureDeferred
+async def test_checkNewestNeverServedIsTold():
+    """
+    After a reconnect the check finds the channel's newest message (3)
+    past the last seen (1), but reading from there does not give it
+    (removed meanwhile, or a stream restarted that does not serve it):
+    after one more read, the subscribers get the missed notice, and it is
+    counted, not skipped silently.
+    """
+    from lhttp.codec import missedNotice
+
+    state = {"reads": 0}
+
+    async def script(history, stream):
+        history.rereadDelay = 0
+        history.serve("room.1")
+        await history.check(["room.1"])
+        first = b"LHTTP/1.0 x\r\n\r\n1"
+        history.live("room.1", stream.store("room.1", first), first)
+        for i in (2, 3):
+            stream.store("room.1", b"LHTTP/1.0 x\r\n\r\n%d" % i)
+        newest = stream.messages[-1]
+        publish = stream.publish
+
+        async def newestNotRead(subject, data, reply):
+            if b"next_by_subj" not in data:
+                return await publish(subject, data, reply)
+            state["reads"] += 1
+            stream.messages.remove(newest)
+            try:
+                return await publish(subject, data, reply)
+            finally:
+                stream.messages.append(newest)
+
+        stream.publish = newestNotRead
+        await history.check(["room.1"])
+        state["history"] = history
+
+    delivered, _ = await deliveries(script)
+    assertEqual([p for _, p, _ in delivered], [
+        b"LHTTP/1.0 x\r\n\r\n1", b"LHTTP/1.0 x\r\n\r\n2", missedNotice("room.1")])
+    assertEqual(state["reads"], 2)
+    assertEqual(state["history"].unfilled, 1)
+
+
 def assertEqual(a, b):
     assert a == b

@@ -80,8 +80,11 @@ class JetStreamHistory:
     # smaller in practice).
     maxRead = 10000
 
-    # Messages one direct get request asks for.
+    # Messages one direct get request asks for, and the bytes (subjects,
+    # headers and payloads) after which nats-server ends the batch early
+    # (its own cap, max_pending, is 64 MiB by default).
     batchSize = 10000
+    batchBytes = 8 * 1024 * 1024
 
     # A history request for at most this many messages reads them one a
     # request, newest first; for more, it finds where they start and reads
@@ -358,9 +361,10 @@ class JetStreamHistory:
                     upTo = sequence if payload is None else sequence - 1
                     try:
                         found = await self._range(subject, state[0] + 1, upTo)
-                        if payload is not None and not _has(found, last):
-                            # The stream re-published its predecessor, but
-                            # the read does not have it: a stream that was
+                        if not _has(found, last):
+                            # The stream re-published its predecessor (or,
+                            # for a check, said it is its newest), but the
+                            # read does not have it: a stream that was
                             # just restarted may not serve it yet. Once
                             # more, after a moment, before saying so.
                             await asyncio.sleep(self.rereadDelay)
@@ -382,11 +386,11 @@ class JetStreamHistory:
                             self._emit(channel, state, message[0], message[3],
                                        forgedPayload(message[3])
                                        and NATS_HEADER not in message[2])
-                    if payload is not None and state[0] < last:
-                        # Its predecessor is still not in the stream
-                        # (removed by the limits meanwhile, or lost by the
-                        # server): the subscribers are told, never left to
-                        # find out.
+                    if state[0] < last:
+                        # Its predecessor (a check's newest) is still not
+                        # in the stream (removed by the limits meanwhile,
+                        # or lost by the server): the subscribers are
+                        # told, never left to find out.
                         self.unfilled += 1
                         self.log.warn(
                             "Messages of {channel} up to offset {last} are not in the stream "
@@ -487,7 +491,10 @@ class JetStreamHistory:
     async def _range(self, subject, start, upTo=None, limit=None):
         """
         The subject's messages from stream sequence C{start} on (up to
-        C{upTo} included, at most C{limit}), in batches.
+        C{upTo} included, at most C{limit}), in batches. A batch ends
+        early at L{batchBytes} (or the server's own cap): each message
+        says how many of the subject's are left after it
+        (C{Nats-Num-Pending}), and the read goes on while some are.
         """
         found = []
         while True:
@@ -500,12 +507,20 @@ class JetStreamHistory:
                 want = min(want, upTo - start + 1)
             if want <= 0:
                 break
-            batch = await self._batch({"seq": start, "next_by_subj": subject, "batch": want})
+            batch = await self._batch({"seq": start, "next_by_subj": subject, "batch": want,
+                                       "max_bytes": self.batchBytes})
             for message in batch:
                 if upTo is not None and message[0] > upTo:
                     return found
                 found.append(message)
-            if len(batch) < want:
+            if not batch:
+                break
+            pending = batch[-1][2].get("Nats-Num-Pending")
+            if pending is None:
+                # A server that does not say: a short batch is the end.
+                if len(batch) < want:
+                    break
+            elif not pending.isdigit() or int(pending) == 0:
                 break
             start = batch[-1][0] + 1
         return found
