@@ -281,6 +281,8 @@ class FakeNATS:
     @ivar gate: L{None}, or an C{asyncio.Event} that calls wait for.
     @ivar pauseWhen: which calls wait at the gate: a predicate given
         C{(operation, subject)}; default: every call.
+    @ivar flushError: L{None}, or the exception C{flush} raises (a
+        PING/PONG that never comes back).
     @ivar js: its L{FakeJetStream} (what C{jetstream()} and C{jsm()}
         return), whose streams and key-value buckets outlive reconnects
         (C{connects} counts the C{connect} calls).
@@ -302,6 +304,7 @@ class FakeNATS:
         self.stats = {"reconnects": 0}
         self.options = {}
         self.connects = 0
+        self.flushError = None
         self.js = FakeJetStream(self)
 
     async def _step(self, operation, subject):
@@ -338,6 +341,8 @@ class FakeNATS:
 
     async def flush(self, timeout=None):
         await self._step("flush", None)
+        if self.flushError is not None:
+            raise self.flushError
 
     async def deliver(self, subject, data, headers=None):
         """

@@ -108,10 +108,12 @@ class StoredAcks:
         entry is acknowledged or refused.
     """
 
-    __slots__ = ("entries", "results", "errors", "done", "_left")
+    __slots__ = ("entries", "results", "errors", "done", "tokens", "_left")
 
     def __init__(self, entries, loop):
         self.entries = entries
+        # The reply tokens awaited (FastJetStream's).
+        self.tokens = []
         self.results = {}
         self.errors = {}
         self._left = len(entries)
@@ -208,9 +210,11 @@ class FastJetStream(JetStreamContext):
         stored = self._stored
         pending = nc._pending
         written = 0
+        tokens = acks.tokens
         for index, subject, payload, msgId in entries:
             token = b"%x" % next(self._tokens)
             stored[token] = (acks, index)
+            tokens.append(token)
             head = b"NATS/1.0\r\nNats-Msg-Id: %s\r\n\r\n" % msgId.encode()
             command = b"HPUB %s %s%s %d %d\r\n%s%s\r\n" % (
                 subject.encode(), prefix, token, len(head), len(head) + len(payload), head, payload)
@@ -230,10 +234,12 @@ class FastJetStream(JetStreamContext):
         Stop awaiting what is unsettled in C{acks} (timed out: the caller
         publishes it again).
         """
-        for token in [t for t, (a, _) in self._stored.items() if a is acks]:
-            del self._stored[token]
-        if not self._stored:
-            self._storedDrained.set()
+        stored = self._stored
+        if stored:
+            for token in acks.tokens:
+                stored.pop(token, None)
+            if not stored:
+                self._storedDrained.set()
 
     async def publish_async(self, subject, payload=b"", wait_stall=None, stream=None,
                             headers=None, msg_ttl=None):

@@ -350,7 +350,7 @@ class NATSBroker:
                 except Exception as e:
                     self._unconfirmed(e, batch)
                     continue
-                deferred(self._confirm(client, acks)).addCallbacks(
+                deferred(self._confirm(client, js, acks)).addCallbacks(
                     self._confirmed, self._unconfirmed, (batch,), None, (batch,)
                 )
         finally:
@@ -366,43 +366,49 @@ class NATSBroker:
             js = self._js = (client, client.jetstream())
         return js[1]
 
-    async def _confirm(self, client, acks):
+    async def _confirm(self, client, js, acks):
         """
         A batch is confirmed by a PING/PONG after it, and by JetStream's
         acknowledgement of each history message in it. A message not
         acknowledged in time is published once more with the same
         C{Nats-Msg-Id}: stored once, whether or not the first one was.
 
+        @param js: the JetStream context C{acks} came from.
         @return: the JetStream acknowledgements (C{PubAck}), by index in
             the batch's messages.
         """
-        await client.flush(self._flushTimeout)
-        if not acks:
-            return {}
-        await asyncio.wait([a.done for a in acks], timeout=self._flushTimeout)
-        results = {}
-        js = self._jetstream(client)
-        for stored in acks:
-            for error in stored.errors.values():
-                for other in acks:
-                    js.forget(other)
-                if isinstance(error, NoStreamResponseError):
-                    # Nothing stores history subjects: the stream was
-                    # deleted. It is made again (a new epoch) for the next
-                    # publishes.
-                    self._reactor.callLater(0, self._historyLost)
-                raise error
-            results.update(stored.results)
-        for stored in acks:
-            late = stored.unsettled()
-            if not late:
-                continue
-            js.forget(stored)
-            for index, subject, payload, msgId in late:
-                self.retried += 1
-                results[index] = await js.publish(subject, payload, timeout=self._flushTimeout,
-                                                  headers={"Nats-Msg-Id": msgId})
-        return results
+        try:
+            await client.flush(self._flushTimeout)
+            if not acks:
+                return {}
+            await asyncio.wait([a.done for a in acks], timeout=self._flushTimeout)
+            results = {}
+            for stored in acks:
+                for error in stored.errors.values():
+                    if isinstance(error, NoStreamResponseError):
+                        # Nothing stores history subjects: the stream was
+                        # deleted. It is made again (a new epoch) for the
+                        # next publishes.
+                        self._reactor.callLater(0, self._historyLost)
+                    raise error
+                results.update(stored.results)
+            for stored in acks:
+                late = stored.unsettled()
+                if not late:
+                    continue
+                js.forget(stored)
+                for index, subject, payload, msgId in late:
+                    self.retried += 1
+                    results[index] = await js.publish(
+                        subject, payload, timeout=self._flushTimeout,
+                        headers={"Nats-Msg-Id": msgId})
+            return results
+        finally:
+            # Whatever happened, nothing of this batch is awaited any more
+            # (a failed batch left awaited would count against the
+            # acknowledgements awaited at once, for ever).
+            for stored in acks:
+                js.forget(stored)
 
     def _historyLost(self):
         history = self.history
