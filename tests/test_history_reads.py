@@ -84,3 +84,35 @@ async def test_gapFillReadsPastShortBatches(jetstream):
         assert history.unfilled == 0
     finally:
         await deferred(client.close())
+
+
+@pytest_twisted.ensureDeferred
+async def test_recoveryOfMoreThanOneGivesTheNewest(jetstream):
+    """
+    A recovery gives at most C{maxRead} messages (10,000; 20 here) while a
+    pattern may keep more: it gives the newest of them, with
+    C{recovered:false}, from the start or from an offset alike (on code
+    that read the oldest and said it was complete, the messages between
+    what it read and the live ones were skipped silently).
+    """
+    client, history = await started(jetstream, [])
+    history.maxRead = 20
+    try:
+        await store(client, history, "room.1", 50, other="room.2")
+        everything = await history.read("room.1", 0, history.epoch)
+        assert numbers(p for _, p in everything.messages) == list(range(30, 50))
+        assert not everything.complete
+        offsets = [offset for offset, _ in everything.messages]
+        assert everything.top == offsets[-1]
+
+        tenth = await history.last("room.1", 41)
+        since = tenth.messages[0][0]
+        fromTenth = await history.read("room.1", since, history.epoch)
+        assert numbers(p for _, p in fromTenth.messages) == list(range(30, 50))
+        assert not fromTenth.complete
+
+        recent = await history.read("room.1", offsets[-16], history.epoch)
+        assert numbers(p for _, p in recent.messages) == list(range(35, 50))
+        assert recent.complete
+    finally:
+        await deferred(client.close())

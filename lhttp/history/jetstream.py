@@ -76,8 +76,8 @@ class JetStreamHistory:
 
     log = Logger()
 
-    # Messages one read gives at most (the per-pattern count limits are
-    # smaller in practice).
+    # Messages one recovery gives at most: the newest, with
+    # recovered:false when there were more (a pattern may keep more).
     maxRead = 10000
 
     # Messages one direct get request asks for, and the bytes (subjects,
@@ -547,16 +547,24 @@ class JetStreamHistory:
         complete = sameEpoch
         prev = 0
         if since > 0:
-            found = await self._range(subject, since, limit=self.maxRead + 1)
+            found = await self._range(subject, since, limit=self.maxRead + 2)
             if found and found[0][0] == since:
                 prev = since
                 found = found[1:]
             else:
                 complete = False
-                found = found[:self.maxRead]
         else:
             complete = complete and await self._neverTrimmed(self._client.jsm())
-            found = await self._range(subject, 1, limit=self.maxRead)
+            found = await self._range(subject, 1, limit=self.maxRead + 1)
+        if len(found) > self.maxRead:
+            # More than one recovery gives: the newest of them (the live
+            # messages held meanwhile follow on from those), and the
+            # client is told some are missing, which it may page back to
+            # with a history request.
+            newest = await self._previous(subject, None)
+            found = (found[-self.maxRead:] if newest is None
+                     else await self._window(subject, newest[0], self.maxRead))
+            complete = False
         messages, cut = self._retained(channel, found)
         if cut:
             complete = False
