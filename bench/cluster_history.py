@@ -39,9 +39,13 @@ its link can be cut. Its parts, each choosable with C{--only}:
   history off (channel C{plain.bench}) and on (C{room.bench}) interleaved
   C{--throughput-repeat} times (as C{bench/history.py} does); the median of each
   pair's on/off deliveries/s. Target: at least 0.9. Each run also shows
-  nodes A's and C's CPU (C{a_cpu_ms}, C{c_cpu_ms}; the summary line has
+  the CPU of nodes A and C, nats-server and the driver (C{a_cpu_ms},
+  C{c_cpu_ms}, C{nats_cpu_ms}, C{driver_cpu_ms}; the summary line has
   their medians on and off): on this shared machine, steadier than the
-  ratio.
+  ratio. C{--pad-plain N} adds N bytes to the bodies of the runs without
+  history: with about 90, as many bytes per delivery as a history
+  message's position adds, the control then differs from the history
+  runs only by what history does.
 - B{cut}: C{min(--channels, 10)} channels with one subscriber each on node
   B and on node A (the control), a publisher on node C sending C{--rate}
   messages/s for C{--seconds} seconds; a third of the way in, the proxy
@@ -132,6 +136,35 @@ def cpuSeconds(pid):
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def processNamed(name, ancestor):
+    """
+    The pid of the newest process called C{name} that descends from
+    C{ancestor} (nats-server behind the wrappers that start it), or
+    L{None}.
+    """
+    parents, names = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                text = stat.read()
+        except OSError:
+            continue
+        names[int(entry)] = text[text.index("(") + 1:text.rindex(")")]
+        parents[int(entry)] = int(text.rpartition(")")[2].split()[1])
+    found = None
+    for pid, comm in names.items():
+        if comm != name[:15]:
+            continue
+        up = pid
+        while up > 1 and up != ancestor:
+            up = parents.get(up, 1)
+        if up == ancestor and (found is None or pid > found):
+            found = pid
+    return found
 
 
 def natsCounts(monitorURL, pids):
@@ -595,31 +628,43 @@ async def recovery(args, nodes, report):
     report.counted("recovery", missing, duplicates, disorder)
 
 
-def throughput(args, nodes, driver, report):
+def throughput(args, nodes, driver, report, natsPid=None):
     a, b, c = nodes
     shape = f"-subs {args.subscribers} -msgs {args.throughput_messages} -offsets"
     runs = {OFF: [], ON: []}
     nodesCPU = {"a": a.process.pid, "c": c.process.pid}
+    if natsPid is not None:
+        nodesCPU["nats"] = natsPid
     for run in range(args.throughput_repeat):
         for channel in (OFF, ON):
             before = {name: cpuSeconds(pid) for name, pid in nodesCPU.items()}
-            fields = measure(driver, f"{shape} -channel {channel}", a.url, c.url, args.timeout)
-            # Each node's CPU over the run (the driver's start and its
+            driverBefore = os.times()
+            size = 64 + (args.pad_plain if channel == OFF else 0)
+            fields = measure(driver, f"{shape} -size {size} -channel {channel}", a.url, c.url,
+                             args.timeout)
+            driverAfter = os.times()
+            # Each process's CPU over the run (the driver's start and its
             # connections included): steadier than deliveries/s on a
-            # shared machine, it shows what history costs each node.
+            # shared machine, it shows what history costs each one; the
+            # driver shares the cores, so what it spends is the nodes'
+            # loss too.
             for name, pid in nodesCPU.items():
                 fields[f"{name}_cpu_ms"] = f"{(cpuSeconds(pid) - before[name]) * 1000:.0f}"
+            fields["driver_cpu_ms"] = "%.0f" % (1000 * (
+                driverAfter.children_user + driverAfter.children_system
+                - driverBefore.children_user - driverBefore.children_system))
             runs[channel].append(fields)
             report.raw("throughput", history="on" if channel == ON else "off", run=run + 1,
                        subscribers_on="A", publisher_on="C",
                        **{k: v for k, v in fields.items() if k in (
                            "delivered", "deliveries_per_s", "p50_ms", "p99_ms", "missing", "duplicates",
-                           "with_offset", "elapsed_s", "a_cpu_ms", "c_cpu_ms", "error")})
+                           "with_offset", "elapsed_s", "a_cpu_ms", "c_cpu_ms", "nats_cpu_ms",
+                           "driver_cpu_ms", "error")})
     pairs = pairedRatios(runs[ON], runs[OFF], "deliveries_per_s")
     ratio = median(pairs)
     rates = {channel: median(number(f, "deliveries_per_s") for f in runs[channel]) or 0 for channel in runs}
     cpu = {(channel, name): median(number(f, f"{name}_cpu_ms") for f in runs[channel]) or 0
-           for channel in runs for name in nodesCPU}
+           for channel in runs for name in [*nodesCPU, "driver"]}
     report.raw("throughput", off_deliveries_per_s=f"{rates[OFF]:.0f}", on_deliveries_per_s=f"{rates[ON]:.0f}",
                pairs=",".join(f"{p:.2f}" for p in pairs) or "?",
                **{f"{name}_cpu_ms_{'on' if channel == ON else 'off'}": f"{cpu[channel, name]:.0f}"
@@ -752,6 +797,9 @@ def main(argv=None):
     add("--subscribers", type=int, default=100, help="throughput: subscribers on node A (default 100)")
     add("--throughput-messages", type=int, default=1000, help="throughput: messages published (default 1000)")
     add("--repeat", type=int, default=3, help="recoveries per size (default 3)")
+    add("--pad-plain", type=int, default=0,
+        help="throughput: bytes added to the bodies of the runs without history, a control for "
+             "the ~90 bytes of position each history delivery carries (default 0)")
     add("--throughput-repeat", type=int, default=5, help="throughput: off/on pairs (default 5)")
     add("--seconds", type=float, default=6.0, help="cut: seconds of publishing (default 6)")
     add("--cut", type=float, default=2.0, help="cut: seconds node B's NATS link is down (default 2)")
@@ -800,7 +848,9 @@ def main(argv=None):
             if "recovery" in parts:
                 ran &= attempt(report, "recovery", lambda: asyncio.run(recovery(args, nodes, report)))
             if "throughput" in parts:
-                ran &= attempt(report, "throughput", lambda: throughput(args, nodes, driver, report))
+                natsPid = processNamed("nats-server", servers.processes[0].pid)
+                ran &= attempt(report, "throughput",
+                               lambda: throughput(args, nodes, driver, report, natsPid))
             if "cut" in parts:
                 ran &= attempt(report, "cut", lambda: asyncio.run(cutLink(args, nodes, proxy, report)))
             report.raw("rss", **{f"{name}_mib": f"{n.rss() / 2**20:.1f}" for name, n in zip("abc", nodes)},
