@@ -18,6 +18,7 @@ import attr
 from lhttp.brokers.embedded import EmbeddedBroker
 from lhttp.history.memory import MemoryHistory
 from lhttp.history.policy import HistoryPolicy
+from lhttp.names import subjectPrefix
 from lhttp.presence.engine import MemoryPresence
 
 
@@ -79,13 +80,16 @@ def natsEngines(config, reactor, name=None):
     from lhttp.brokers.nats import NATSBroker
 
     connection = NATSConnection(config.nats, reactor, name=name)
-    broker = NATSBroker(
-        config.nats, reactor, prefix=config.natsPrefix,
-        history=HistoryPolicy(config.history) if config.history else None,
-        historyStream=config.historyStream, historyMaxBytes=config.historyMaxBytes,
-        connection=connection,
-        historyUpdateStream=config.historyUpdateStream,
-    )
+    history = None
+    if config.history:
+        from lhttp.history.jetstream import JetStreamHistory
+
+        history = JetStreamHistory(
+            HistoryPolicy(config.history), config.historyStream, config.historyMaxBytes,
+            subjectPrefix(config.natsPrefix), updateStream=config.historyUpdateStream,
+        )
+    broker = NATSBroker(config.nats, reactor, prefix=config.natsPrefix, history=history,
+                        connection=connection)
     presence = None
     if config.presence:
         from lhttp.presence.jetstream import JetStreamPresence

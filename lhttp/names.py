@@ -33,6 +33,14 @@ def checkChannel(name, maxLength=DEFAULT_MAX_CHANNEL_LENGTH):
     return name
 
 
+def subjectPrefix(prefix):
+    """
+    What every channel's NATS subject starts with under C{--nats-prefix}
+    C{prefix} (C{""} without one).
+    """
+    return f"{prefix}." if prefix else ""
+
+
 def checkPrefix(prefix):
     """
     A subject prefix is a channel-like name: dot-separated tokens, no

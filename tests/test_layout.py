@@ -159,3 +159,16 @@ def test_noGetattrForHistory():
     for path in PACKAGE.rglob("*.py"):
         assert 'getattr(self.broker, "history"' not in path.read_text(), path
         assert 'getattr(broker, "history"' not in path.read_text(), path
+
+
+def test_brokersDoNotImportHistory():
+    """
+    The history engines build on the NATS connection (L{lhttp.brokers}),
+    not the other way round: L{lhttp.engines} makes the JetStream history
+    and gives it to the broker, so the two folders do not depend on each
+    other.
+    """
+    for module in MODULES:
+        if module.startswith("lhttp.brokers"):
+            imported = topLevelImports(module, lazy=True)
+            assert not [m for m in imported if m.startswith("lhttp.history")], module

@@ -20,6 +20,7 @@ from lhttp.brokers.connection import NATSConnection
 from lhttp.errors import BrokerUnavailable
 from lhttp.brokers.nats import NATSBroker
 from lhttp.history import HistoryPolicy
+from lhttp.history.jetstream import JetStreamHistory
 from lhttp.presence.engine import Member
 from lhttp.presence.jetstream import JetStreamPresence
 from lhttp.testing import FakeNATS
@@ -157,7 +158,7 @@ async def sharedEngines(fake):
 
     connection = NATSConnection([SECRET_URL], reactor, clientFactory=factory)
     broker = NATSBroker([SECRET_URL], reactor, settle=0, connection=connection,
-                        history=HistoryPolicy(["room.*=10"]))
+                        history=JetStreamHistory(HistoryPolicy(["room.*=10"])))
     broker.attach(lambda channels, payload: None)
     presence = JetStreamPresence([SECRET_URL], reactor, connection=connection)
     broker.start()
@@ -288,7 +289,8 @@ async def test_historyWithoutJetStreamSaidOnce():
     fake = FakeNATS()
     fake.js.available = False
     broker = NATSBroker([SECRET_URL], reactor, settle=0, reconnectWait=0.01,
-                        clientFactory=lambda: fake, history=HistoryPolicy(["room.*=10"]))
+                        clientFactory=lambda: fake,
+                        history=JetStreamHistory(HistoryPolicy(["room.*=10"])))
     broker.attach(lambda *args: None)
     with capturedLogs() as events:
         broker.start()

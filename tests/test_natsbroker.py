@@ -235,10 +235,12 @@ async def test_unconfirmedHistoryBatchNotAwaitedForEver():
     from nats.errors import TimeoutError as NATSTimeout
 
     from lhttp.history import HistoryPolicy
+    from lhttp.history.jetstream import JetStreamHistory
 
     fake = FakeNATS()
     broker = NATSBroker([SECRET_URL], reactor, settle=0, flushTimeout=0.2,
-                        clientFactory=lambda: fake, history=HistoryPolicy(["room.*=10"]))
+                        clientFactory=lambda: fake,
+                        history=JetStreamHistory(HistoryPolicy(["room.*=10"])))
     broker.start()
     await eventually(lambda: broker.ready, timeout=5, what="the broker and its history ready")
     fake.js.loseAcks = True
@@ -264,10 +266,12 @@ async def test_unacknowledgedHistoryPublishRetriedWithItsId():
     confirmed with their positions.
     """
     from lhttp.history import HistoryPolicy
+    from lhttp.history.jetstream import JetStreamHistory
 
     fake = FakeNATS()
     broker = NATSBroker([SECRET_URL], reactor, settle=0, flushTimeout=0.2,
-                        clientFactory=lambda: fake, history=HistoryPolicy(["room.*=10"]))
+                        clientFactory=lambda: fake,
+                        history=JetStreamHistory(HistoryPolicy(["room.*=10"])))
     delivered = []
     broker.attach(lambda channels, payload, *position: delivered.append((channels, payload)))
     broker.start()

@@ -50,7 +50,7 @@ from lhttp.brokers.heartbeat import HEARTBEAT
 from lhttp.codec import missedNotice
 from lhttp.errors import BrokerUnavailable, MessageTooLarge, StreamConflict
 from lhttp.interfaces import IBroker
-from lhttp.names import checkPrefix
+from lhttp.names import checkPrefix, subjectPrefix
 from lhttp.word import EVENT, NATS_HEADER, forgedPayload, payloadKind
 
 
@@ -96,20 +96,15 @@ class NATSBroker:
         prefix="",
         clientFactory=NATS,
         history=None,
-        historyStream="LHTTP_HISTORY",
-        historyMaxBytes=64 * 1024 * 1024,
         recentKeys=None,
         connection=None,
-        historyUpdateStream=False,
         onRefused=None,
     ):
         """
-        @param history: the L{lhttp.history.HistoryPolicy} of the channels
-            that keep history in JetStream (L{lhttp.history.jetstream}), or
-            L{None}.
-        @param historyUpdateStream: change the history stream when its
-            subjects or limits differ from C{history}'s (else the node
-            refuses to start).
+        @param history: the L{lhttp.history.jetstream.JetStreamHistory} of
+            the channels that keep history (made with
+            C{subjectPrefix(prefix)}), or L{None}; L{lhttp.engines} makes
+            it, so this package does not import the history's.
         @param onRefused: called with the one-line reason when the node
             must not go on (the history stream is another's); default: log
             it, write it to standard error and exit with status 1.
@@ -128,17 +123,11 @@ class NATSBroker:
             )
         self.connection = connection
         self.prefix = checkPrefix(prefix) if prefix else ""
-        self._subjectPrefix = f"{prefix}." if prefix else ""
-        self.history = None
+        self._subjectPrefix = subjectPrefix(prefix)
+        self.history = history
         self._retentionFor = lambda channel: None
-        if history:
-            from lhttp.history.jetstream import JetStreamHistory
-
-            self.history = JetStreamHistory(
-                history, historyStream, historyMaxBytes, self._subjectPrefix,
-                updateStream=historyUpdateStream,
-            )
-            self._retentionFor = history.retentionFor
+        if history is not None:
+            self._retentionFor = history.policy.retentionFor
         self._reactor = reactor
         self._onRefused = onRefused or self._refuse
         self._reconnectWait = reconnectWait
