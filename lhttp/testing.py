@@ -490,11 +490,9 @@ class FakeJetStream:
 
     @ivar streams: name -> L{FakeStream}.
     @ivar consumers: the L{FakeConsumer}s subscribed now.
-    @ivar loseAcks: while true, C{publish_async} and C{publishStored}
-        store the message but its acknowledgement never comes back (lost
-        on the way).
-    @ivar lostAcks: the futures (C{publish_async}) or
-        L{lhttp.brokers.connection.StoredAcks} (C{publishStored}) of the
+    @ivar loseAcks: while true, C{publishStored} stores the messages but
+        their acknowledgements never come back (lost on the way).
+    @ivar lostAcks: the L{lhttp.brokers.connection.StoredAcks} of the
         acknowledgements lost.
     @ivar forgotten: the L{lhttp.brokers.connection.StoredAcks} given up
         on (C{forget}).
@@ -589,21 +587,6 @@ class FakeJetStream:
     async def publish(self, subject, payload=b"", timeout=None, stream=None, headers=None):
         await self._client._step("js.publish", subject)
         return self._store(subject, payload, headers)
-
-    async def publish_async(self, subject, payload=b"", wait_stall=None, stream=None,
-                            headers=None):
-        await self._client._step("js.publish_async", subject)
-        future = asyncio.get_running_loop().create_future()
-        try:
-            ack = self._store(subject, payload, headers)
-        except Exception as e:
-            future.set_exception(e)
-            return future
-        if self.loseAcks:
-            self.lostAcks.append(future)
-        else:
-            future.set_result(ack)
-        return future
 
     async def publishStored(self, entries):
         """

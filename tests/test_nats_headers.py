@@ -135,8 +135,9 @@ def outcome(parse, block):
 @pytest_twisted.ensureDeferred
 async def test_publishAsyncLikeNATSPy(jetstream):
     """
-    On a real nats-server with JetStream, L{FastJetStream.publish_async}
-    acknowledges as nats-py's own does: the stream, the sequence, a
+    On a real nats-server with JetStream, C{publish_async} through
+    L{FastJetStream} (its acknowledgements read as they arrive) acknowledges
+    as through nats-py's own context: the stream, the sequence, a
     duplicate C{Nats-Msg-Id} said, an error (no stream for the subject)
     raised; each message is stored once.
     """

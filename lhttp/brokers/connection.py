@@ -26,13 +26,11 @@ It needs Twisted's asyncio reactor (nats-py is an asyncio library).
 """
 
 import asyncio
-import json
 import re
 from itertools import count
 from urllib.parse import urlsplit, urlunsplit
 
 from nats.aio.client import Client as _NATSClient
-from nats.aio.client import NO_RESPONDERS_STATUS
 from nats.errors import (
     BadSubjectError,
     ConnectionClosedError,
@@ -42,8 +40,7 @@ from nats.errors import (
     SlowConsumerError,
 )
 from nats.js import JetStreamContext
-from nats.js.api import Header, PubAck
-from nats.js.errors import APIError, NoStreamResponseError
+from nats.js.api import PubAck
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
@@ -108,7 +105,7 @@ class StoredAcks:
         entry is acknowledged or refused.
     """
 
-    __slots__ = ("entries", "results", "errors", "done", "tokens", "_left")
+    __slots__ = ("entries", "results", "errors", "done", "tokens")
 
     def __init__(self, entries, loop):
         self.entries = entries
@@ -116,7 +113,6 @@ class StoredAcks:
         self.tokens = []
         self.results = {}
         self.errors = {}
-        self._left = len(entries)
         self.done = loop.create_future()
         if not entries:
             self.done.set_result(None)
@@ -128,8 +124,7 @@ class StoredAcks:
             self.results[index] = ack
         else:
             self.errors[index] = error
-        self._left -= 1
-        if not self._left and not self.done.done():
+        if len(self.results) + len(self.errors) == len(self.entries) and not self.done.done():
             self.done.set_result(None)
 
     def unsettled(self):
@@ -147,15 +142,14 @@ class FastJetStream(JetStreamContext):
         at once (one header block formatted by hand, no coroutine, future
         or semaphore per message) and gathers their acknowledgements in
         one L{StoredAcks};
-      - C{publish_async}'s reply token is a counter (nats-py draws random
-        bytes for each, a system call), the future is the loop's, and no
-        semaphore is taken per message;
       - an acknowledgement in nats-server's everyday form is read as it
         arrives, without JSON, without a L{nats.aio.msg.Msg} and without a
         trip through the subscription's queue (L{NATS._process_msg}).
 
     At most C{publish_async_max_pending} acknowledgements are awaited at
-    once all the same (more wait until none is).
+    once all the same (more wait until none is). nats-py's own
+    C{publish_async} works as before, its acknowledgements read the same
+    way.
     """
 
     def __init__(self, *args, **kwargs):
@@ -234,36 +228,18 @@ class FastJetStream(JetStreamContext):
         Stop awaiting what is unsettled in C{acks} (timed out: the caller
         publishes it again).
         """
-        stored = self._stored
-        if stored:
-            for token in acks.tokens:
-                stored.pop(token, None)
-            if not stored:
-                self._storedDrained.set()
+        for token in acks.tokens:
+            self._takeStored(token)
 
-    async def publish_async(self, subject, payload=b"", wait_stall=None, stream=None,
-                            headers=None, msg_ttl=None):
-        if stream is not None or msg_ttl is not None or wait_stall is not None:
-            return await super().publish_async(subject, payload, wait_stall, stream, headers,
-                                               msg_ttl)
-        await self._room()
-        futures = self._publish_async_futures
-        completed = self._publish_async_completed_event
-        # nats-py's _handle_async_reply finds the future by what follows
-        # its reply prefix.
-        token = "%x" % next(self._tokens)
-        future = asyncio.get_running_loop().create_future()
-
-        def done(future):
-            futures.pop(token, None)
-            if not futures:
-                completed.set()
-
-        future.add_done_callback(done)
-        futures[token] = future
-        completed.clear()
-        await self._nc.publish(subject, payload, reply=self._replyPrefix + token, headers=headers)
-        return future
+    def _takeStored(self, token):
+        """
+        @return: the C{(StoredAcks, index)} awaiting C{token} (L{None}:
+            none), no longer awaited.
+        """
+        waiting = self._stored.pop(token, None)
+        if waiting is not None and not self._stored:
+            self._storedDrained.set()
+        return waiting
 
     async def _init_async_reply(self):
         self._publish_async_futures = {}
@@ -294,11 +270,9 @@ class FastJetStream(JetStreamContext):
         token = subject[len(self._asyncPrefix):]
         stream, seq, duplicate = ack.groups()
         result = PubAck(stream=stream.decode(), seq=int(seq), duplicate=True if duplicate else None)
-        waiting = self._stored.pop(token, None)
+        waiting = self._takeStored(token)
         if waiting is not None:
             waiting[0].settle(waiting[1], result)
-            if not self._stored:
-                self._storedDrained.set()
             return True
         future = self._publish_async_futures.get(token.decode())
         if future is not None and not future.done():
@@ -306,24 +280,27 @@ class FastJetStream(JetStreamContext):
         return True
 
     async def _handle_async_reply(self, msg):
-        waiting = self._stored.pop(msg.subject[len(self._replyPrefix):].encode(), None)
+        token = msg.subject[len(self._replyPrefix):]
+        waiting = self._takeStored(token.encode())
         if waiting is None:
             return await super()._handle_async_reply(msg)
-        if not self._stored:
-            self._storedDrained.set()
+        # Not in the everyday form (an error, a status): read by nats-py,
+        # through a future of its own.
         acks, index = waiting
-        # As nats-py reads it (JetStreamContext._handle_async_reply).
-        if msg.headers and msg.headers.get(Header.STATUS) == NO_RESPONDERS_STATUS:
-            acks.settle(index, error=NoStreamResponseError())
-            return
+        future = asyncio.get_running_loop().create_future()
+        self._publish_async_futures[token] = future
         try:
-            response = json.loads(msg.data)
-            if "error" in response:
-                acks.settle(index, error=APIError.from_error(response["error"]))
-            else:
-                acks.settle(index, PubAck.from_response(response))
+            await super()._handle_async_reply(msg)
         except Exception as e:
             acks.settle(index, error=e)
+            return
+        finally:
+            self._publish_async_futures.pop(token, None)
+        if future.done():
+            if future.exception() is not None:
+                acks.settle(index, error=future.exception())
+            else:
+                acks.settle(index, future.result())
 
 
 class NATS(_NATSClient):
