@@ -104,6 +104,17 @@ def test_lhttpbenchOnlyWhenAskedFor(tmp_path, monkeypatch):
     assert findDriver("loadgen", None, 3, scratch)[1:] == [str(ROOT / "bench" / "loadgen.py"), "-procs", "3"]
 
 
+def linesOf(output, kind):
+    """
+    The C{kind key=value ...} lines of a benchmark's output, as dicts.
+    """
+    return [
+        dict(word.split("=", 1) for word in words[1:])
+        for words in map(shlex.split, output.splitlines())
+        if words[:1] == [kind]
+    ]
+
+
 def cleanClone(tmp_path):
     """
     C{bench/} copied alone into an empty tree, and an environment where
@@ -137,14 +148,8 @@ def test_historyOnAgainstOffInOneRun(tmp_path):
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
 
-    def linesOf(kind):
-        return [
-            dict(word.split("=", 1) for word in words[1:])
-            for words in map(shlex.split, result.stdout.splitlines())
-            if words[:1] == [kind]
-        ]
-
-    runs, benches, ratios = linesOf("run"), linesOf("history_bench"), linesOf("history_ratio")
+    runs, benches, ratios = (linesOf(result.stdout, kind)
+                             for kind in ("run", "history_bench", "history_ratio"))
     shapes = {"-subs 5 -msgs 50", "-subs 5 -msgs 20 -rate 200"}
     combinations = {(shape, setup) for shape in shapes for setup in ("one-node", "cluster")}
 
@@ -191,20 +196,13 @@ def test_authOnAgainstOffInOneRun(tmp_path):
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
 
-    def linesOf(kind):
-        return [
-            dict(word.split("=", 1) for word in words[1:])
-            for words in map(shlex.split, result.stdout.splitlines())
-            if words[:1] == [kind]
-        ]
-
-    runs = linesOf("run")
+    runs = linesOf(result.stdout, "run")
     assert [run["auth"] for run in runs] == ["off", "on"], out
     for run in runs:
         assert (run["missing"], run["duplicates"], run["delivered"]) == ("0", "0", "250/250"), run
-    [throughput] = linesOf("auth_throughput")
+    [throughput] = linesOf(result.stdout, "auth_throughput")
     assert float(throughput["on_off"]) > 0, throughput
-    handshakes = linesOf("auth_handshakes")
+    handshakes = linesOf(result.stdout, "auth_handshakes")
     assert [h["method"] for h in handshakes] == ["none", "hs256", "rs256", "proxy"], out
     for h in handshakes:
         assert (h["connections"], h["failures"]) == ("20", "0"), h

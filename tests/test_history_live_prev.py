@@ -191,6 +191,19 @@ async def test_gapFilledInOrder():
     assertEqual(len(stream.requests), 2)
 
 
+async def missedTheTail(history, stream):
+    """
+    The node serves room.1 and got its message 1 live; 2 and 3 were
+    stored while it was not listening (a reconnect).
+    """
+    history.serve("room.1")
+    await history.check(["room.1"])
+    first = b"LHTTP/1.0 x\r\n\r\n1"
+    history.live("room.1", stream.store("room.1", first), first)
+    for i in (2, 3):
+        stream.store("room.1", b"LHTTP/1.0 x\r\n\r\n%d" % i)
+
+
 @pytest_twisted.ensureDeferred
 async def test_tailGapFilledByCheck():
     """
@@ -198,12 +211,7 @@ async def test_tailGapFilledByCheck():
     reads what the stream has past the last seen.
     """
     async def script(history, stream):
-        history.serve("room.1")
-        await history.check(["room.1"])
-        first = b"LHTTP/1.0 x\r\n\r\n1"
-        history.live("room.1", stream.store("room.1", first), first)
-        for i in (2, 3):
-            stream.store("room.1", b"LHTTP/1.0 x\r\n\r\n%d" % i)
+        await missedTheTail(history, stream)
         await history.check(["room.1"])
 
     delivered, _ = await deliveries(script)
@@ -290,12 +298,7 @@ async def test_checkNewestNeverServedIsTold():
 
     async def script(history, stream):
         history.rereadDelay = 0
-        history.serve("room.1")
-        await history.check(["room.1"])
-        first = b"LHTTP/1.0 x\r\n\r\n1"
-        history.live("room.1", stream.store("room.1", first), first)
-        for i in (2, 3):
-            stream.store("room.1", b"LHTTP/1.0 x\r\n\r\n%d" % i)
+        await missedTheTail(history, stream)
         newest = stream.messages[-1]
         publish = stream.publish
 
