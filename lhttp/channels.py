@@ -77,7 +77,7 @@ class Channels:
         # What arrives live while a subscriber recovers; its table
         # ((subscriber, channel) -> what is held) is looked up here on
         # every history delivery.
-        self.recovery = LiveHold(self._prepareAt, self._isSubscribed)
+        self.recovery = LiveHold(self._prepareAt, self._isSubscribed, self._prepare)
         self._recovering = self.recovery.held
         # The busiest channels by rate, for the admin page: a
         # lhttp.stats.ChannelSampler, or None (not measured).

@@ -364,21 +364,26 @@ def errorReply(error, command=None, headers=()):
     return Message("error", replyHeaders, str(error.detail))
 
 
-def missedNotice(channel):
+_MISSED = (
+    "This server lost its connection to the cluster for a while, or could not keep up; "
+    "messages published on other servers to this channel meanwhile may not have been "
+    "delivered."
+)
+
+
+def missedNotice(channel, detail=_MISSED):
     """
     What a subscriber gets when its node may have lost messages published
-    to C{channel} (the cluster link was down, or could not keep up): an
-    error reply with status 503 and a C{channel} header.
+    to C{channel} (the cluster link was down, or could not keep up; or a
+    recovery's messages were removed from the history before they were
+    read): an error reply with status 503 and a C{channel} header.
 
+    @param detail: its body, saying why.
     @rtype: L{bytes}
     """
     from lhttp.errors import MessagesMissed
 
-    return serialize(errorReply(MessagesMissed(
-        "This server lost its connection to the cluster for a while, or could not keep up; "
-        "messages published on other servers to this channel meanwhile may not have been "
-        "delivered."
-    ), headers=[("channel", channel)]))
+    return serialize(errorReply(MessagesMissed(detail), headers=[("channel", channel)]))
 
 
 def serializeMultipart(parts):

@@ -428,7 +428,10 @@ class IHistory(Interface):
         """
         @param since: an offset (0: from the start of what is retained).
         @param epoch: the epoch C{since} belongs to, or L{None}.
-        @return: a L{Deferred} firing with a L{lhttp.history.Recovery}.
+        @return: a L{Deferred} firing with a L{lhttp.history.Recovery}
+            (one larger than a read holds its first messages, its
+            C{count}, and a C{rest} that reads the others as they are
+            written).
         """
 
     def last(channel, count, before=None, maxBytes=None):

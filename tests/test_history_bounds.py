@@ -375,6 +375,100 @@ class PacingTests(SynchronousTestCase):
         self.assertEqual(len(self.subscriber.sent), 3)
         self.assertNotIn((self.subscriber, "r"), self.channels._recovering)
 
+    def test_restIsReadOnlyOnceWritten(self):
+        """
+        A recovery larger than one read: its next messages are asked for
+        only when those before are written and the client takes more, and
+        live messages wait behind all of them (those up to its offset are
+        its own, not sent twice).
+        """
+        from lhttp.history import Recovery
+        from lhttp.history.recovery import RestOfRecovery
+
+        rest = FakeRest()
+        messages = tuple((i, b"LHTTP/1.0 c\r\n\r\n%d" % i) for i in range(1, 4))
+        recovery = Recovery("e", True, messages, 7, count=7, rest=rest)
+        self.subscriber.room = 2
+        d = self.channels.recovered(self.subscriber, "r", recovery)
+        for offset in (6, 8):
+            self.channels.deliver(("r",), b"LHTTP/1.0 c\r\n\r\n%d" % offset, ("e", offset))
+        self.subscriber.drain(1)
+        # Three written; not writable any more: nothing more read.
+        self.assertEqual(self.bodies(), [b"1", b"2", b"3"])
+        self.assertEqual(rest.asked, [])
+        self.subscriber.drain(100)
+        self.assertEqual(len(rest.asked), 1)
+        rest.asked[0].callback(RestOfRecovery(((4, b"LHTTP/1.0 c\r\n\r\n4"),
+                                                (5, b"LHTTP/1.0 c\r\n\r\n5"))))
+        self.assertEqual(len(rest.asked), 2)
+        self.assertNoResult(d)
+        rest.asked[1].callback(RestOfRecovery(((7, b"LHTTP/1.0 c\r\n\r\n7"),), done=True))
+        self.successResultOf(d)
+        self.assertEqual(self.bodies(), [b"1", b"2", b"3", b"4", b"5", b"7", b"8"])
+        self.assertEqual([parse(p).getHeader("prev") for p in self.subscriber.sent[:6]],
+                         ["0", "1", "2", "3", "4", "5"])
+
+    def test_restMissingIsTold(self):
+        """
+        A read of a recovery's rest that says messages may be missing
+        (removed before they were read): the client gets the channel's
+        notice there, and the next message's predecessor is not known.
+        """
+        from lhttp.history import Recovery
+        from lhttp.history.recovery import RestOfRecovery
+
+        rest = FakeRest()
+        messages = ((1, b"LHTTP/1.0 c\r\n\r\n1"),)
+        recovery = Recovery("e", True, messages, 9, count=5, rest=rest)
+        self.subscriber.room = 100
+        d = self.channels.recovered(self.subscriber, "r", recovery)
+        rest.asked[0].callback(RestOfRecovery(((8, b"LHTTP/1.0 c\r\n\r\n8"),
+                                                (9, b"LHTTP/1.0 c\r\n\r\n9")),
+                                               missed=True, done=True))
+        self.successResultOf(d)
+        sent = [parse(p) for p in self.subscriber.sent]
+        self.assertEqual([m.command for m in sent], ["c", "error", "c", "c"])
+        self.assertEqual(sent[1].getHeader("status"), "503")
+        self.assertEqual(sent[1].getHeader("channel"), "r")
+        # docs/history.rst's sample, byte for byte (its channel room.1).
+        [sample] = docsSample("some may be missing here")
+        self.assertEqual(self.subscriber.sent[1], sample.replace(b"channel:room.1", b"channel:r"))
+        self.assertEqual([m.getHeader("prev") for m in (sent[2], sent[3])], ["0", "8"])
+
+    def test_restFailingIsTold(self):
+        """
+        A read of the rest that fails outright ends the recovery with the
+        notice; what was held goes out and the subscriber goes live.
+        """
+        from lhttp.history import Recovery
+
+        rest = FakeRest()
+        recovery = Recovery("e", True, ((1, b"LHTTP/1.0 c\r\n\r\n1"),), 5, count=5, rest=rest)
+        self.subscriber.room = 100
+        d = self.channels.recovered(self.subscriber, "r", recovery)
+        self.channels.deliver(("r",), b"LHTTP/1.0 c\r\n\r\n6", ("e", 6))
+        rest.asked[0].errback(RuntimeError("gone"))
+        self.successResultOf(d)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual([parse(p).command for p in self.subscriber.sent], ["c", "error", "c"])
+        self.assertEqual(parse(self.subscriber.sent[-1]).body, b"6")
+
+
+class FakeRest:
+    """
+    The rest of a recovery, answered by the test: C{asked} holds a
+    L{Deferred} per read asked for.
+    """
+
+    def __init__(self):
+        self.asked = []
+
+    def next(self):
+        from twisted.internet.defer import Deferred
+
+        self.asked.append(Deferred())
+        return self.asked[-1]
+
 
 def docsSample(words):
     """

@@ -30,7 +30,7 @@ async def fill(node, channels, count, body=BODY):
         await publisher.sync(timeout=60)
 
 
-def readRecovery(port, channels, expected, slowEvery=200):
+def readRecovery(port, channels, expected, slowEvery=200, replies=None):
     """
     Subscribe with since:0 on a raw socket with a small receive buffer and
     read everything, pausing a little now and then (a phone on a slow
@@ -52,6 +52,8 @@ def readRecovery(port, channels, expected, slowEvery=200):
             closed = payload
             break
         message = parse(payload)
+        if message.command == "recovery" and replies is not None:
+            replies.append(message)
         if message.command == "chat":
             chats[message.getHeader("channel")].append(message.body.split(b":")[1])
             total += 1
@@ -99,6 +101,36 @@ async def test_readingClientGetsAllOfALargeRecoveryOnJetStream(jetstream, startN
           f"{sum(map(len, chats.values()))}, closed: {closed}")
     assert closed is None
     checkAll(chats, 150)
+
+
+@pytest_twisted.ensureDeferred
+async def test_recoveryLargerThanOneReadOnJetStream(jetstream, startNode):
+    """
+    One channel of 1,000 messages of 1,200 B (1.4 MB as the stream stores
+    them, over the 1 MiB a recovery reads at once): the node reads the
+    rest as the reader takes it, and the reader gets all 1,000, in order,
+    each once, after a recovery reply whose count says 1,000.
+    """
+    from lhttpclients import health
+    from test_history_cluster import ready
+
+    node = startNode("--nats", jetstream.url, "--history", "room.*=2000")
+    await ready(node)
+    await fill(node, ["room.big"], 1000)
+    _, before = await health(node)
+    replies = []
+    chats, closed = await deferToThread(readRecovery, node.port, ["room.big"], 1000,
+                                        replies=replies)
+    _, after = await health(node)
+    reads = after["broker"]["history"]["requests"] - before["broker"]["history"]["requests"]
+    print(f"\nJetStream: a reader recovering 1,000 x 1,200 B on one channel got "
+          f"{sum(map(len, chats.values()))} in {reads} requests, closed: {closed}")
+    assert closed is None
+    checkAll(chats, 1000)
+    assert [(r.getHeader("count"), r.getHeader("recovered")) for r in replies] == [("1000", "true")]
+    # The first read, the newest, the count, and the rest's reads.
+    assert reads >= 6
+    assert after["broker"]["history"]["unfilled"] == 0
 
 
 @pytest_twisted.ensureDeferred

@@ -2,9 +2,15 @@
 L{lhttp.history.jetstream.JetStreamHistory}'s batched reads on a real
 nats-server with JetStream: a batch nats-server ends early on its byte cap
 (C{max_bytes}) is followed by the next one, so neither a recovery nor a
-live gap fill stops short of what the stream holds.
+live gap fill stops short of what the stream holds; a recovery larger than
+one read is read a batch at a time as it is asked for (as its client takes
+it), counted exactly first, and says so when messages were removed from
+the stream before it read them.
 """
 
+import time
+
+import pytest
 import pytest_twisted
 
 from lhttp.brokers.connection import NATS, deferred
@@ -15,23 +21,26 @@ from lhttpclients import eventually
 BODY = b"x" * 2000
 
 
-async def started(jetstream, delivered):
+async def started(jetstream, delivered, patterns=("room.*=1000",), stream="READS"):
     client = NATS()
     await deferred(client.connect(servers=[jetstream.url]))
-    history = JetStreamHistory(HistoryPolicy(["room.*=1000"]), stream="READS")
-    # Batches end after about three messages (one is over it on its own).
-    history.batchBytes = 3 * len(BODY)
+    history = JetStreamHistory(HistoryPolicy(list(patterns)), stream=stream,
+                               updateStream=True)
+    # Batches end after about three messages (one is over it on its own),
+    # and so does a recovery's first read.
+    history.batchBytes = history.recoveryBytes = 3 * len(BODY)
     await deferred(history.start(
         client, lambda channels, payload, position=None: delivered.append((payload, position))))
     return client, history
 
 
-async def store(client, history, channel, count, other=None):
+async def store(client, history, channel, count, other=None, first=0):
     """
-    C{count} messages on C{channel}, each followed by one on C{other}.
+    C{count} messages on C{channel}, numbered from C{first}, each followed
+    by one on C{other}.
     """
     js = client.jetstream()
-    for i in range(count):
+    for i in range(first, first + count):
         await deferred(js.publish(history.subject(channel), b"LHTTP/1.0 m\r\n\r\n%04d" % i + BODY,
                                   headers={"Nats-Msg-Id": history.messageId()}))
         if other is not None:
@@ -43,19 +52,136 @@ def numbers(payloads):
     return [int(p.split(b"\r\n\r\n", 1)[1][:4]) for p in payloads]
 
 
+async def drained(recovery):
+    """
+    Every message a recovery gives, its later reads included.
+
+    @return: C{(offset, payload)}s, and whether a read said some may be
+        missing.
+    """
+    messages = list(recovery.messages)
+    missed = False
+    rest = recovery.rest
+    while rest is not None:
+        read = await rest.next()
+        missed |= read.missed
+        messages += read.messages
+        if read.done:
+            break
+    return messages, missed
+
+
 @pytest_twisted.ensureDeferred
 async def test_recoveryReadsPastShortBatches(jetstream):
     """
     A recovery of 40 messages of 2 KB, batches capped at 6 KB: all 40, in
-    order, complete (on code that took a short batch for the end: 3).
+    order, complete (on code that took a short batch for the end: 3). Its
+    reply's count is exact before they are read, and they are read a
+    batch as they are asked for, at most one batch ahead (on code that
+    read them all first, the 40 were read before the reply).
     """
     client, history = await started(jetstream, [])
     try:
         await store(client, history, "room.1", 40, other="room.2")
         recovery = await history.read("room.1", 0, history.epoch)
-        assert numbers(p for _, p in recovery.messages) == list(range(40))
+        assert recovery.total == 40
         assert recovery.complete
+        assert 1 <= len(recovery.messages) <= 4
+        assert recovery.rest is not None
+        base = history.requests
+        got = list(recovery.messages)
+        for asked in range(1, 4):
+            read = await recovery.rest.next()
+            assert 1 <= len(read.messages) <= 4 and not read.done
+            got += read.messages
+            # This batch, and the one read ahead.
+            assert history.requests - base <= asked + 1
+        assert numbers(p for _, p in got) == list(range(len(got)))
+        messages, missed = await drained(recovery)
+        assert not missed
         assert history.requests > 40 // 3
+    finally:
+        await deferred(client.close())
+
+
+@pytest_twisted.ensureDeferred
+async def test_recoveryReadAsAskedIsWhole(jetstream):
+    """
+    Read to its end, a recovery larger than one read gives every message
+    once, in order, as many as its count said, up to its offset.
+    """
+    client, history = await started(jetstream, [], stream="WHOLE")
+    try:
+        await store(client, history, "room.1", 40, other="room.2")
+        recovery = await history.read("room.1", 0, history.epoch)
+        messages, missed = await drained(recovery)
+        assert not missed
+        assert numbers(p for _, p in messages) == list(range(40))
+        assert len(messages) == recovery.total
+        assert messages[-1][0] == recovery.top
+
+        # From an offset: the rest after it.
+        since = messages[9][0]
+        recovery = await history.read("room.1", since, history.epoch)
+        later, missed = await drained(recovery)
+        assert recovery.complete and not missed and recovery.prev == since
+        assert numbers(p for _, p in later) == list(range(10, 40))
+        assert recovery.total == 30
+    finally:
+        await deferred(client.close())
+
+
+@pytest_twisted.ensureDeferred
+async def test_removedBeforeReadIsTold(jetstream):
+    """
+    A recovery of 40 messages of a channel that keeps 40: while it is
+    being read, 30 more are published and the stream removes the oldest
+    30, most of them not read yet (a read is made ahead of the client,
+    not more). The reader says messages may be
+    missing (the client gets the channel's notice), gives what is left in
+    order up to the recovery's offset, and counts it in C{unfilled}; on
+    code that read past them without a word, C{missed} was false.
+    """
+    client, history = await started(jetstream, [], patterns=("room.*=40",), stream="TRIM")
+    try:
+        await store(client, history, "room.1", 40)
+        recovery = await history.read("room.1", 0, history.epoch)
+        assert recovery.total == 40
+        first = list(recovery.messages)
+        await store(client, history, "room.1", 30, first=40)
+        messages, missed = await drained(recovery)
+        assert missed
+        assert history.unfilled >= 1
+        got = numbers(p for _, p in messages)
+        # Those read before (the first read, and the one read ahead),
+        # then those left after the removal.
+        read = got.index(30)
+        assert len(first) <= read < 30
+        assert got == list(range(read)) + list(range(30, 40))
+        assert all(offset <= recovery.top for offset, _ in messages)
+    finally:
+        await deferred(client.close())
+
+
+@pytest_twisted.ensureDeferred
+async def test_ageLimitOfALargeRecovery(jetstream):
+    """
+    A pattern keeps messages of one second (the stream keeps them longer,
+    for another pattern): a recovery larger than one read starts at the
+    first young enough, says it is not complete, and counts only those.
+    """
+    client, history = await started(jetstream, [], patterns=("room.*=1000,1s", "hall.*=1000"),
+                                    stream="AGE")
+    try:
+        await store(client, history, "room.1", 10)
+        stored = time.monotonic()
+        await eventually(lambda: time.monotonic() > stored + 1.2, timeout=5, what="1.2 s to pass")
+        await store(client, history, "room.1", 10, first=10)
+        recovery = await history.read("room.1", 0, history.epoch)
+        messages, missed = await drained(recovery)
+        assert not recovery.complete and not missed
+        assert numbers(p for _, p in messages) == list(range(10, 20))
+        assert recovery.total == 10
     finally:
         await deferred(client.close())
 
@@ -85,33 +211,42 @@ async def test_gapFillReadsPastShortBatches(jetstream):
         await deferred(client.close())
 
 
+@pytest.mark.parametrize("mode", ["smallReads", "largeReads", "uncounted"])
 @pytest_twisted.ensureDeferred
-async def test_recoveryOfMoreThanOneGivesTheNewest(jetstream):
+async def test_recoveryOfMoreThanOneGivesTheNewest(jetstream, mode):
     """
     A recovery gives at most C{maxRead} messages (10,000; 20 here) while a
     pattern may keep more: it gives the newest of them, with
     C{recovered:false}, from the start or from an offset alike (on code
     that read the oldest and said it was complete, the messages between
-    what it read and the live ones were skipped silently).
+    what it read and the live ones were skipped silently). Alike with
+    reads of 6 KB or 1 MiB, and when the channel cannot be counted (it
+    keeps changing: it is then read at once).
     """
-    client, history = await started(jetstream, [])
+    client, history = await started(jetstream, [], stream="NEWEST" + mode.upper())
     history.maxRead = 20
+    if mode != "smallReads":
+        history.recoveryBytes = 1024 * 1024
+    if mode == "uncounted":
+        history.countTries = 0
     try:
         await store(client, history, "room.1", 50, other="room.2")
         everything = await history.read("room.1", 0, history.epoch)
-        assert numbers(p for _, p in everything.messages) == list(range(30, 50))
-        assert not everything.complete
-        offsets = [offset for offset, _ in everything.messages]
+        assert (everything.rest is None) == (mode == "uncounted")
+        messages, _ = await drained(everything)
+        assert numbers(p for _, p in messages) == list(range(30, 50))
+        assert not everything.complete and everything.total == 20
+        offsets = [offset for offset, _ in messages]
         assert everything.top == offsets[-1]
 
         tenth = await history.last("room.1", 41)
         since = tenth.messages[0][0]
         fromTenth = await history.read("room.1", since, history.epoch)
-        assert numbers(p for _, p in fromTenth.messages) == list(range(30, 50))
-        assert not fromTenth.complete
+        assert numbers(p for _, p in (await drained(fromTenth))[0]) == list(range(30, 50))
+        assert not fromTenth.complete and fromTenth.total == 20
 
         recent = await history.read("room.1", offsets[-16], history.epoch)
-        assert numbers(p for _, p in recent.messages) == list(range(35, 50))
-        assert recent.complete
+        assert numbers(p for _, p in (await drained(recent))[0]) == list(range(35, 50))
+        assert recent.complete and recent.total == 15
     finally:
         await deferred(client.close())

@@ -34,8 +34,9 @@ History on NATS JetStream, for L{lhttp.brokers.nats.NATSBroker}.
     with no later message is filled too.
   - Reads are batched direct gets (C{$JS.API.DIRECT.GET.<stream>} with
     C{next_by_subj} and C{batch}, answered by the messages then a 204
-    C{EOB}): a recovery of N messages costs a request per
-    L{batchSize} of them, and reads no more than asked. A read waits (up
+    C{EOB}): a recovery reads up to L{recoveryBytes} at once; a larger one
+    is counted, then read a batch at a time as its client takes it
+    (L{_RestReader}), so it holds about two batches of memory. A read waits (up
     to C{readyTimeout} seconds) until the stream is in place: a client
     reconnecting the moment a restarted node accepts connections would
     otherwise be read from before the node knows the epoch, and told that
@@ -57,7 +58,7 @@ from zope.interface import implementer
 from lhttp.brokers.connection import LIVE, deferred
 from lhttp.codec import missedNotice
 from lhttp.errors import BrokerUnavailable, StreamConflict
-from lhttp.history.recovery import Recovery
+from lhttp.history.recovery import Recovery, RestOfRecovery
 from lhttp.interfaces import IHistory
 from lhttp.word import NATS_HEADER, forgedPayload
 
@@ -85,6 +86,15 @@ class JetStreamHistory:
     # (its own cap, max_pending, is 64 MiB by default).
     batchSize = 10000
     batchBytes = 8 * 1024 * 1024
+
+    # A recovery reads up to this many bytes at once: one larger is read
+    # a batch at a time as the client takes it (L{_RestReader}), so a
+    # recovery holds about this much of the node's memory, however large.
+    recoveryBytes = 1024 * 1024
+
+    # Tries at counting a channel's messages between two offsets while
+    # others are published to it (L{_countBetween}).
+    countTries = 3
 
     # A history request for at most this many messages reads them one a
     # request, newest first; for more, it finds where they start and reads
@@ -537,7 +547,9 @@ class JetStreamHistory:
         """
         The subject's retained messages after C{since}, in batches (the
         first one also reads the message at C{since}: the recovery is
-        complete when it is still there).
+        complete when it is still there). What one read of
+        L{recoveryBytes} does not hold is read as the client takes it
+        (L{_lazy}).
         """
         await self._untilReady()
         subject = self.subject(channel)
@@ -546,16 +558,25 @@ class JetStreamHistory:
             since = 0
         complete = sameEpoch
         prev = 0
+        if since <= 0:
+            complete = complete and await self._neverTrimmed(self._client.jsm())
+        want = min(self.batchSize, self.maxRead + 2)
+        found = await self._batch({"seq": max(since, 1), "next_by_subj": subject,
+                                   "batch": want, "max_bytes": self.recoveryBytes})
+        after = found[-1][0] + 1 if found else None
+        left = _left(found, want)
         if since > 0:
-            found = await self._range(subject, since, limit=self.maxRead + 2)
             if found and found[0][0] == since:
                 prev = since
                 found = found[1:]
             else:
                 complete = False
-        else:
-            complete = complete and await self._neverTrimmed(self._client.jsm())
-            found = await self._range(subject, 1, limit=self.maxRead + 1)
+        if left:
+            recovery = await self._lazy(channel, subject, found, after, complete, prev)
+            if recovery is not None:
+                return recovery
+            # The channel changed too fast to be counted: read it all.
+            found += await self._range(subject, after, limit=self.maxRead + 1 - len(found))
         if len(found) > self.maxRead:
             # More than one recovery gives: the newest of them (the live
             # messages held meanwhile follow on from those), and the
@@ -573,6 +594,89 @@ class JetStreamHistory:
                          if not (forgedPayload(payload) and NATS_HEADER not in headers))
         top = found[-1][0] if found else since
         return Recovery(self.epoch, complete, messages, top, prev=prev if complete else 0)
+
+    async def _lazy(self, channel, subject, found, after, complete, prev):
+        """
+        A recovery larger than its first read (C{found}; the subject has
+        messages from stream sequence C{after} on too): its messages are
+        those up to the subject's newest now, counted (the reply says how
+        many) and read a batch at a time as the client takes them.
+
+        @return: the L{Recovery}, or L{None} when they could not be
+            counted (the channel kept changing): the caller reads them all.
+        """
+        newest = await self._previous(subject, None)
+        if newest is None:
+            return None
+        top = newest[0]
+        start = found[0][0] if found else after
+        retention = self.policy.retentionFor(channel)
+        if retention is not None and retention.maxAge is not None:
+            oldest = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(
+                seconds=retention.maxAge)
+            young = await self._firstSince(subject, oldest)
+            if young is None or young > top:
+                return Recovery(self.epoch, False, (), top)
+            if young > start:
+                start = young
+                complete = False
+        counted = await self._countBetween(subject, start, top)
+        if counted is None:
+            return None
+        if counted[0] > start:
+            # Removed by the stream's limits since the first read.
+            complete = False
+        start, count = counted
+        limit = self.maxRead
+        if retention is not None and retention.messages < limit:
+            limit = retention.messages
+        if count > limit:
+            start = await self._windowStart(subject, top, limit)
+            counted = None if start is None else await self._countBetween(subject, start, top)
+            if counted is None:
+                return None
+            start, count = counted
+            complete = False
+        if not count:
+            return Recovery(self.epoch, False, (), top)
+        first = [m for m in found if start <= m[0] <= top]
+        messages = tuple((sequence, payload) for sequence, _, headers, payload in first
+                         if not (forgedPayload(payload) and NATS_HEADER not in headers))
+        rest = None
+        if count > len(first):
+            cursor = first[-1][0] if first else start
+            rest = _RestReader(self, subject, cursor, bool(first), top, count - len(first))
+        return Recovery(self.epoch, complete, messages, top, prev=prev if complete else 0,
+                        count=count - (len(first) - len(messages)), rest=rest)
+
+    async def _countBetween(self, subject, start, top):
+        """
+        How many of the subject's messages there are from stream sequence
+        C{start} to C{top}: the counts the stream gives are up to its
+        newest message, so those after C{top} are counted before and
+        after, and the count is taken when nothing was published between.
+
+        @return: C{(the first sequence at or after C{start}, the count)},
+            or L{None} after L{countTries} tries.
+        """
+        for _ in range(self.countTries):
+            _, before = await self._countFrom(subject, top + 1)
+            first, total = await self._countFrom(subject, start)
+            _, later = await self._countFrom(subject, top + 1)
+            if before == later:
+                if first is None or first > top:
+                    return start, 0
+                return first, total - later
+        return None
+
+    async def _firstSince(self, subject, moment):
+        """
+        @return: the stream sequence of the subject's first message stored
+            at or after C{moment}, or L{None}: one request.
+        """
+        found = await self._batch({"start_time": moment.isoformat().replace("+00:00", "Z"),
+                                   "next_by_subj": subject, "batch": 1})
+        return found[0][0] if found else None
 
     async def _neverTrimmed(self, jsm):
         """
@@ -665,14 +769,25 @@ class JetStreamHistory:
     async def _window(self, subject, upTo, want):
         """
         The subject's last C{want} messages at or before stream sequence
-        C{upTo}, oldest first: their first sequence is found by bisection
-        on the subject's pending counts (a request per step, about
-        log2(upTo) of them), then they are read in batches.
+        C{upTo}, oldest first (L{_windowStart}), read in batches.
+        """
+        start = await self._windowStart(subject, upTo, want)
+        if start is None:
+            return []
+        return await self._range(subject, start, upTo, limit=want)
+
+    async def _windowStart(self, subject, upTo, want):
+        """
+        Where the subject's last C{want} messages at or before stream
+        sequence C{upTo} start, found by bisection on the subject's pending
+        counts (a request per step, about log2(upTo) of them).
+
+        @return: that sequence, or L{None} when there are none.
         """
         _, after = await self._countFrom(subject, upTo + 1)
         first, total = await self._countFrom(subject, 1)
         if first is None or first > upTo:
-            return []
+            return None
         start = first
         if total - after > want:
             low, high = first, upTo
@@ -685,7 +800,7 @@ class JetStreamHistory:
                 else:
                     low = middle + 1
             start = low
-        return await self._range(subject, start, upTo, limit=want)
+        return start
 
     async def _last(self, channel, count, before=None, maxBytes=None):
         """
@@ -736,6 +851,106 @@ class JetStreamHistory:
                 size += len(payload)
         complete = not more and not trimmed and await self._neverTrimmed(self._client.jsm())
         return Recovery(self.epoch, complete, tuple(found[::-1]), top, more=more, prev=prev)
+
+
+def _left(batch, asked):
+    """
+    How many of the subject's messages follow a batch (its last message's
+    C{Nats-Num-Pending}; a server that does not say: a full batch may
+    have more).
+    """
+    if not batch:
+        return 0
+    pending = batch[-1][2].get("Nats-Num-Pending")
+    if pending is None:
+        return 1 if len(batch) >= asked else 0
+    return int(pending) if pending.isdigit() else 0
+
+
+class _RestReader:
+    """
+    The later messages of a recovery (L{Recovery.rest}), read a batch at
+    a time when the recovery asks for them: once the messages before are
+    written, as fast as its client reads.
+
+    Each read starts at the last message read: while that one is still in
+    the stream, no message after it was removed (a stream removes its
+    oldest first); when it is gone, messages may have been removed before
+    they were read, which the recovery tells its client. One read is made
+    ahead of what is asked (while the messages before are written), so a
+    recovery holds at most two reads of the node's memory.
+    """
+
+    def __init__(self, history, subject, cursor, overlap, top, left):
+        """
+        @param cursor: the stream sequence to read from: the last read
+            (C{overlap}), or the first to read.
+        @param top: the last stream sequence of the recovery.
+        @param left: how many messages are left to read.
+        """
+        self._history = history
+        self._subject = subject
+        self._cursor = cursor
+        self._overlap = overlap
+        self._top = top
+        self._left = left
+        self._ahead = deferred(self._next())
+
+    def next(self):
+        """
+        @return: a L{Deferred} firing with the L{RestOfRecovery} of the
+            next batch.
+        """
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            ahead = deferred(self._next())
+
+        def readAhead(read):
+            if not read.done:
+                self._ahead = deferred(self._next())
+            return read
+
+        return ahead.addCallback(readAhead)
+
+    async def _next(self):
+        history = self._history
+        overlap = self._overlap
+        try:
+            batch = await history._batch({
+                "seq": self._cursor, "next_by_subj": self._subject,
+                "batch": min(history.batchSize, self._left + overlap),
+                "max_bytes": history.recoveryBytes})
+        except Exception as e:
+            # Read ahead, it may have no one waiting for it: said here.
+            history.log.warn("Reading the rest of a recovery of {subject} failed: {error}",
+                             subject=self._subject, error=f"{type(e).__name__} {e}")
+            history.unfilled += 1
+            return RestOfRecovery((), missed=True, done=True)
+        missed = False
+        if overlap:
+            if batch and batch[0][0] == self._cursor:
+                batch = batch[1:]
+            else:
+                missed = True
+        self._overlap = True
+        messages = []
+        done = not batch
+        for sequence, _, headers, payload in batch:
+            if sequence > self._top:
+                done = True
+                break
+            self._cursor = sequence
+            self._left -= 1
+            if not (forgedPayload(payload) and NATS_HEADER not in headers):
+                messages.append((sequence, payload))
+        if self._left <= 0 or self._cursor >= self._top:
+            done = True
+        elif done:
+            # Fewer than counted: removed before they were read.
+            missed = True
+        if missed:
+            history.unfilled += 1
+        return RestOfRecovery(tuple(messages), missed, done)
 
 
 def _seconds(duration):

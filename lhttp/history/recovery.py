@@ -9,6 +9,9 @@ import time
 from collections import deque
 
 import attr
+from twisted.logger import Logger
+
+from lhttp.codec import missedNotice
 
 def newEpoch():
     """
@@ -43,6 +46,35 @@ class Recovery:
     # The offset of the channel's message before the first of C{messages}
     # (0: none, or not known).
     prev = attr.ib(default=0)
+    # A recovery larger than one read: how many messages it gives in all
+    # (L{None}: those of C{messages}), and the reader of those after
+    # C{messages} (L{IRecoveryRest}), read as the client takes them.
+    count = attr.ib(default=None)
+    rest = attr.ib(default=None)
+
+    @property
+    def total(self):
+        """
+        How many messages the recovery gives (its reply's C{count}).
+        """
+        return len(self.messages) if self.count is None else self.count
+
+
+class RestOfRecovery:
+    """
+    What a reader of a recovery's later messages (L{Recovery.rest}) gives:
+    the messages of its next read, in order, as C{(offset, payload)};
+    whether some messages may be missing before them (removed from the
+    history before they were read, or the read failed: the client is told
+    with the channel's notice); and whether these are the last.
+    """
+
+    __slots__ = ("messages", "missed", "done")
+
+    def __init__(self, messages, missed=False, done=False):
+        self.messages = messages
+        self.missed = missed
+        self.done = done
 
 
 class LiveHold:
@@ -59,16 +91,18 @@ class LiveHold:
         gave is then not sent twice).
     """
 
-    def __init__(self, prepareAt, isSubscribed):
+    def __init__(self, prepareAt, isSubscribed, prepare):
         """
         @param prepareAt: C{prepareAt(payload, channel, offset, epoch,
             prev)} frames a history message once, with its position.
         @param isSubscribed: C{isSubscribed(subscriber, channel)}: whether
             it is still a local subscriber of the channel.
+        @param prepare: C{prepare(payload, binary)} frames any other message.
         """
         self.held = {}
         self._prepareAt = prepareAt
         self._isSubscribed = isSubscribed
+        self._prepare = prepare
 
     def holdLive(self, subscriber, channel):
         """
@@ -126,7 +160,9 @@ class LiveHold:
         transport asks to pause, it stops until the transport resumes
         (C{subscriber.whenWritable}), so a client that reads gets all of
         it however large, and one that stops reading is closed as a slow
-        consumer by its protocol.
+        consumer by its protocol. So is the reading of a recovery larger
+        than one read (C{recovery.rest}): its next messages are read once
+        the last ones are written.
 
         @return: L{None} once all is written, else a L{Deferred} firing
             then (or when the client is gone).
@@ -137,7 +173,8 @@ class LiveHold:
         if not isinstance(held, deque):
             return None
         messages = iter(recovery.messages)
-        last = 0 if recovery.messages else recovery.top
+        rest = recovery.rest
+        last = 0 if recovery.messages or rest is not None else recovery.top
         # Each recovered message's predecessor in the channel.
         prev = recovery.prev
         epoch = recovery.epoch
@@ -160,6 +197,8 @@ class LiveHold:
                     offset, payload = item
                     subscriber.sendPreparedMessage(prepareAt(payload, channel, offset, epoch, prev))
                     last = prev = offset
+                elif rest is not None:
+                    return rest.next().addCallbacks(more, failed)
                 elif held:
                     offset, prepared, size = held.popleft()
                     hold(-size)
@@ -173,4 +212,31 @@ class LiveHold:
                 recovering[key] = last
             return None
 
+        def more(read):
+            nonlocal messages, rest, last, prev
+            if read.missed and recovering.get(key) is held:
+                subscriber.sendPreparedMessage(self._prepare(missedNotice(channel, MISSED_IN_RECOVERY), False))
+                # The next one's predecessor is not known.
+                prev = 0
+            messages = iter(read.messages)
+            if read.done:
+                rest = None
+                # Everything up to the reply's offset was the recovery's:
+                # a live copy of it is not sent again.
+                last = max(last, recovery.top)
+            return pump()
+
+        def failed(failure):
+            log.failure("Reading the rest of a recovery of {channel} failed",
+                        failure, channel=channel)
+            return more(RestOfRecovery((), missed=True, done=True))
+
         return pump()
+
+
+log = Logger()
+
+MISSED_IN_RECOVERY = (
+    "Messages of this recovery were removed from the history (by its limits) before they "
+    "could be read, or the history could not be read: some may be missing here."
+)

@@ -210,7 +210,7 @@ def recoveryReply(channel, recovery, since, command):
         headers.append(("history", "unavailable" if recovery.unavailable else "none"))
     headers += [
         ("since", str(since)),
-        ("count", str(len(recovery.messages))),
+        ("count", str(recovery.total)),
         ("offset", str(recovery.top)),
         ("command", command),
     ]
