@@ -213,17 +213,16 @@ class LiveHold:
             return None
 
         def more(read):
-            nonlocal messages, rest, last, prev
+            nonlocal messages, rest, prev
             if read.missed and recovering.get(key) is held:
                 subscriber.sendPreparedMessage(self._prepare(missedNotice(channel, MISSED_IN_RECOVERY), False))
                 # The next one's predecessor is not known.
                 prev = 0
             messages = iter(read.messages)
             if read.done:
+                # What was held live and is newer than the last one written
+                # goes next (one the history could not give included).
                 rest = None
-                # Everything up to the reply's offset was the recovery's:
-                # a live copy of it is not sent again.
-                last = max(last, recovery.top)
             return pump()
 
         def failed(failure):
