@@ -438,7 +438,8 @@ class PacingTests(SynchronousTestCase):
     def test_restFailingIsTold(self):
         """
         A read of the rest that fails outright ends the recovery with the
-        notice; what was held goes out and the subscriber goes live.
+        notice; what was held goes out (one the history could not give
+        included) and the subscriber goes live.
         """
         from lhttp.history import Recovery
 
@@ -446,12 +447,13 @@ class PacingTests(SynchronousTestCase):
         recovery = Recovery("e", True, ((1, b"LHTTP/1.0 c\r\n\r\n1"),), 5, count=5, rest=rest)
         self.subscriber.room = 100
         d = self.channels.recovered(self.subscriber, "r", recovery)
-        self.channels.deliver(("r",), b"LHTTP/1.0 c\r\n\r\n6", ("e", 6))
+        for offset in (3, 6):
+            self.channels.deliver(("r",), b"LHTTP/1.0 c\r\n\r\n%d" % offset, ("e", offset))
         rest.asked[0].errback(RuntimeError("gone"))
         self.successResultOf(d)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
-        self.assertEqual([parse(p).command for p in self.subscriber.sent], ["c", "error", "c"])
-        self.assertEqual(parse(self.subscriber.sent[-1]).body, b"6")
+        self.assertEqual([parse(p).command for p in self.subscriber.sent], ["c", "error", "c", "c"])
+        self.assertEqual([parse(p).body for p in self.subscriber.sent[2:]], [b"3", b"6"])
 
 
 class FakeRest:
