@@ -250,3 +250,57 @@ async def test_recoveryOfMoreThanOneGivesTheNewest(jetstream, mode):
         assert recent.complete and recent.total == 15
     finally:
         await deferred(client.close())
+
+
+@pytest_twisted.ensureDeferred
+async def test_liveMessagesReadAsTheyArrive(jetstream):
+    """
+    A node's live subscription of a history channel is read as messages
+    arrive (C{NATS.inline}: no nats-py message, queue or task for each):
+    registered while it serves the channel, gone when it stops; what it
+    reads is delivered in order with its position, and a message on the
+    live subject whose position is not a number is left to the usual
+    reading, which counts it as forged and delivers nothing.
+    """
+    from twisted.internet import reactor
+
+    from lhttp.brokers.nats import NATSBroker
+
+    history = JetStreamHistory(HistoryPolicy(["room.*=100"]), stream="INLINE")
+    broker = NATSBroker([jetstream.url], reactor, settle=0, history=history)
+    delivered = []
+    broker.attach(lambda channels, payload, position=None: delivered.append((payload, position)))
+    broker.start()
+    try:
+        await eventually(lambda: broker.ready, timeout=10, what="the broker and its history ready")
+        client = broker._client
+        before = set(client.inline)
+        await broker.subscribe("room.1")
+        [reader] = set(client.inline) - before
+        for i in range(20):
+            broker.publish(["room.1"], b"LHTTP/1.0 m\r\n\r\n%04d" % i)
+        await broker.confirm()
+        await eventually(lambda: len(delivered) == 20, timeout=10, what="20 delivered")
+        assert numbers(p for p, _ in delivered) == list(range(20))
+        offsets = [position[1] for _, position in delivered]
+        assert [position[2] for _, position in delivered] == [0] + offsets[:-1]
+        # None went nats-py's way (a message, the subscription's queue).
+        from lhttp.brokers.connection import LIVE
+
+        assert broker._subscriptions[LIVE + "room.1"]._received == 0
+        read = client.stats["in_msgs"]
+
+        raw = NATS()
+        await deferred(raw.connect(servers=[jetstream.url]))
+        await deferred(raw.publish("_lhttp_live.room.1", b"LHTTP/1.0 m\r\n\r\nfake",
+                                   headers={"Nats-Sequence": "x"}))
+        await deferred(raw.flush())
+        await eventually(lambda: history.forged == 1, timeout=10, what="the forged one counted")
+        await deferred(raw.close())
+        assert len(delivered) == 20
+        assert client.stats["in_msgs"] > read
+
+        broker.unsubscribe("room.1")
+        await eventually(lambda: reader not in client.inline, timeout=10, what="room.1's reader gone")
+    finally:
+        broker.stop()

@@ -35,6 +35,7 @@ It needs Twisted's asyncio reactor (nats-py is an asyncio library).
 
 import asyncio
 import os
+import re
 import sys
 from collections import deque
 
@@ -69,6 +70,13 @@ class _Batch:
         self.waiters = []
         # (onConfirmed, [(channel, index in messages)], duplicate here)
         self.receipts = []
+
+
+# A re-published message's position (the last of a repeated name, as
+# nats-py reads them); any other value is left to nats-py's reading.
+_SEQUENCE = re.compile(rb"\r\nNats-Sequence: *([0-9]{1,19}) *\r\n").findall
+_LAST_SEQUENCE = re.compile(rb"\r\nNats-Last-Sequence: *([0-9]{1,19}) *\r\n").findall
+_NODE_HEADER = b"\r\n" + NATS_HEADER.encode() + b":"
 
 
 @implementer(IBroker)
@@ -472,16 +480,22 @@ class NATSBroker:
                 self._dirty = False
                 waiters, self._syncWaiters = self._syncWaiters, []
                 client = self._client
+                inline = getattr(client, "inline", None)
                 for channel in [c for c in self._subscriptions if c not in self._wanted]:
-                    await self._subscriptions.pop(channel).unsubscribe()
+                    subscription = self._subscriptions.pop(channel)
+                    if inline is not None:
+                        inline.pop(subscription._id, None)
+                    await subscription.unsubscribe()
                 served = []
                 for channel in [c for c in self._wanted if c not in self._subscriptions]:
                     if channel in self._wanted:
-                        self._subscriptions[channel] = await client.subscribe(
+                        subscription = self._subscriptions[channel] = await client.subscribe(
                             self._subject(channel), cb=self._receiver(channel)
                         )
                         if channel.startswith(LIVE):
                             served.append(channel[len(LIVE):])
+                            if inline is not None:
+                                inline[subscription._id] = self._liveReader(channel[len(LIVE):])
                 await client.flush(self._flushTimeout)
                 if served:
                     # Where each history channel stands: a message the
@@ -547,6 +561,38 @@ class NATSBroker:
             self._deliver(deliver, payload)
 
         return received
+
+    def _liveReader(self, channel):
+        """
+        A history channel's live messages, read as they arrive
+        (L{lhttp.brokers.connection.NATS.inline}): the stream's position
+        headers are found in the raw header block, and the message goes to
+        the history without a nats-py message, a queue or a task of its
+        own. A history channel needs no queue: a message NATS drops for
+        it is a gap its sequence shows, which the history fills (a plain
+        channel's queue is how such a loss is seen, and told).
+        A message in another form (no position, a node's own header, a
+        malformed value) is left to nats-py and L{_receiver}.
+        """
+        live = self.history.liveAt
+
+        def read(subject, data, headers):
+            if not headers or _NODE_HEADER in headers:
+                return False
+            sequence = _SEQUENCE(headers)
+            if not sequence:
+                return False
+            last = _LAST_SEQUENCE(headers)
+            self.received += 1
+            try:
+                live(channel, int(sequence[-1]), int(last[-1]) if last else 0, data)
+            except Exception:
+                # Not into nats-py's reading, which would take it for the
+                # connection's fault.
+                self.log.failure("Delivering a live message of {channel}", channel=channel)
+            return True
+
+        return read
 
     def _forged(self, channel):
         """

@@ -310,10 +310,18 @@ class JetStreamHistory:
         except ValueError:
             self.forged += 1
             return
+        self.liveAt(channel, sequence, last, payload, NATS_HEADER in headers)
+
+    def liveAt(self, channel, sequence, last, payload, marked=False):
+        """
+        L{live}, its headers read: C{sequence} and C{last} its
+        C{Nats-Sequence} and C{Nats-Last-Sequence}, C{marked} whether it
+        has a node's C{Lhttp-Node} NATS header.
+        """
         if channel not in self._served:
             # Left meanwhile: no one to deliver it to.
             return
-        forged = forgedPayload(payload) and NATS_HEADER not in headers
+        forged = not marked and forgedPayload(payload)
         held = self._filling.get(channel)
         if held is not None:
             held.append((sequence, last, payload, forged))
