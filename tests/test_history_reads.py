@@ -136,11 +136,10 @@ async def test_removedBeforeReadIsTold(jetstream):
     """
     A recovery of 40 messages of a channel that keeps 40: while it is
     being read, 30 more are published and the stream removes the oldest
-    30, most of them not read yet (a read is made ahead of the client,
-    not more). The reader says messages may be
-    missing (the client gets the channel's notice), gives what is left in
-    order up to the recovery's offset, and counts it in C{unfilled}; on
-    code that read past them without a word, C{missed} was false.
+    30, most of them not read yet (one read is made ahead of the client,
+    not more). The reader says messages may be missing (the client gets
+    the channel's notice), gives what is left in order up to the
+    recovery's offset, and counts it in C{unfilled}.
     """
     client, history = await started(jetstream, [], patterns=("room.*=40",), stream="TRIM")
     try:
