@@ -252,15 +252,27 @@ class RecordingBroker:
         return self._deliver(channels, payload)
 
 
+def _headerBlock(headers):
+    """
+    NATS headers as nats-server writes them (C{b""}: none).
+    """
+    if not headers:
+        return b""
+    return b"NATS/1.0\r\n" + b"".join(
+        b"%s: %s\r\n" % (name.encode(), str(value).encode()) for name, value in headers.items()
+    ) + b"\r\n"
+
+
 class FakeNATSSubscription:
     """
     What L{FakeNATS.subscribe} returns.
     """
 
-    def __init__(self, client, subject, cb):
+    def __init__(self, client, subject, cb, sid):
         self._client = client
         self.subject = subject
         self.cb = cb
+        self._id = sid
 
     async def unsubscribe(self):
         await self._client._step("unsubscribe", self.subject)
@@ -286,6 +298,10 @@ class FakeNATS:
     @ivar js: its L{FakeJetStream} (what C{jetstream()} and C{jsm()}
         return), whose streams and key-value buckets outlive reconnects
         (C{connects} counts the C{connect} calls).
+    @ivar inline: subscription id -> C{handler(subject, data, headers)},
+        as L{lhttp.brokers.connection.NATS.inline}: a message of that
+        subscription is given to it first, raw (C{bytes} subject, the
+        header block as nats-server writes it).
     """
 
     max_payload = 1024 * 1024
@@ -306,6 +322,8 @@ class FakeNATS:
         self.connects = 0
         self.flushError = None
         self.js = FakeJetStream(self)
+        self.inline = {}
+        self._sids = itertools.count(1)
 
     async def _step(self, operation, subject):
         self.log.append((operation, subject))
@@ -329,7 +347,7 @@ class FakeNATS:
 
     async def subscribe(self, subject, cb):
         await self._step("subscribe", subject)
-        subscription = FakeNATSSubscription(self, subject, cb)
+        subscription = FakeNATSSubscription(self, subject, cb, next(self._sids))
         self.subscriptions.append(subscription)
         return subscription
 
@@ -352,6 +370,10 @@ class FakeNATS:
 
         for subscription in list(self.subscriptions):
             if subscription.subject == subject:
+                handler = self.inline.get(subscription._id)
+                if handler is not None and handler(
+                        subject.encode(), data, _headerBlock(headers)):
+                    continue
                 await subscription.cb(SimpleNamespace(subject=subject, data=data, headers=headers))
 
     async def drain(self):

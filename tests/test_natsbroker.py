@@ -297,3 +297,48 @@ async def test_unacknowledgedHistoryPublishRetriedWithItsId():
     # delivery per served channel, tests/test_history_live.py on a real
     # nats-server).
     assert delivered == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_liveMessagesOfAHistoryChannelAreReadInline():
+    """
+    A history channel's live subscription is read as messages arrive
+    (C{FakeNATS.inline}, as nats-py's reading loop does with
+    L{lhttp.brokers.connection.NATS}): delivered with their position
+    without the subscription's callback; one whose position is not a
+    number goes the usual way and is counted as forged; the reader goes
+    with the subscription.
+    """
+    from lhttp.brokers.connection import LIVE
+    from lhttp.history import HistoryPolicy
+    from lhttp.history.jetstream import JetStreamHistory
+
+    fake = FakeNATS()
+    history = JetStreamHistory(HistoryPolicy(["room.*=10"]))
+    broker = NATSBroker([SECRET_URL], reactor, settle=0, clientFactory=lambda: fake,
+                        history=history)
+    delivered = []
+    broker.attach(lambda channels, payload, position=None: delivered.append((channels, payload, position)))
+    broker.start()
+    await eventually(lambda: broker.ready, timeout=5, what="the broker and its history ready")
+    await broker.subscribe("room.1")
+    [subscription] = [s for s in fake.subscriptions if s.subject == LIVE + "room.1"]
+    assert subscription._id in fake.inline
+    called = []
+    callback, subscription.cb = subscription.cb, lambda message: called.append(message) or callback(message)
+
+    await fake.deliver(LIVE + "room.1", b"LHTTP/1.0 chat\r\n\r\none",
+                       {"Nats-Stream": "LHTTP_HISTORY", "Nats-Sequence": "5", "Nats-Last-Sequence": "0"})
+    await fake.deliver(LIVE + "room.1", b"LHTTP/1.0 chat\r\n\r\ntwo",
+                       {"Nats-Sequence": "7", "Nats-Last-Sequence": "5"})
+    assert [(c, p, pos[1:]) for c, p, pos in delivered] == [
+        (("room.1",), b"LHTTP/1.0 chat\r\n\r\none", (5, 0)),
+        (("room.1",), b"LHTTP/1.0 chat\r\n\r\ntwo", (7, 5))]
+    assert called == []
+
+    await fake.deliver(LIVE + "room.1", b"LHTTP/1.0 chat\r\n\r\nbad", {"Nats-Sequence": "x"})
+    assert len(called) == 1 and history.forged == 1 and len(delivered) == 2
+
+    broker.unsubscribe("room.1")
+    await eventually(lambda: subscription._id not in fake.inline, timeout=5, what="the reader gone")
+    broker.stop()

@@ -480,11 +480,10 @@ class NATSBroker:
                 self._dirty = False
                 waiters, self._syncWaiters = self._syncWaiters, []
                 client = self._client
-                inline = getattr(client, "inline", None)
+                inline = client.inline
                 for channel in [c for c in self._subscriptions if c not in self._wanted]:
                     subscription = self._subscriptions.pop(channel)
-                    if inline is not None:
-                        inline.pop(subscription._id, None)
+                    inline.pop(subscription._id, None)
                     await subscription.unsubscribe()
                 served = []
                 for channel in [c for c in self._wanted if c not in self._subscriptions]:
@@ -494,8 +493,7 @@ class NATSBroker:
                         )
                         if channel.startswith(LIVE):
                             served.append(channel[len(LIVE):])
-                            if inline is not None:
-                                inline[subscription._id] = self._liveReader(channel[len(LIVE):])
+                            inline[subscription._id] = self._liveReader(channel[len(LIVE):])
                 await client.flush(self._flushTimeout)
                 if served:
                     # Where each history channel stands: a message the
