@@ -531,14 +531,8 @@ class JetStreamHistory:
                 if upTo is not None and message[0] > upTo:
                     return found
                 found.append(message)
-            if not batch:
-                break
-            pending = batch[-1][2].get("Nats-Num-Pending")
-            if pending is None:
-                # A server that does not say: a short batch is the end.
-                if len(batch) < want:
-                    break
-            elif not pending.isdigit() or int(pending) == 0:
+            if not _left(batch, want):
+                # The end (an empty batch, or none of the subject's left).
                 break
             start = batch[-1][0] + 1
         return found
@@ -599,7 +593,7 @@ class JetStreamHistory:
             complete = False
             prev = found[cut - 1][0]
         messages = tuple((sequence, payload) for sequence, _, headers, payload in messages
-                         if not (forgedPayload(payload) and NATS_HEADER not in headers))
+                         if not _forged(headers, payload))
         top = found[-1][0] if found else since
         return Recovery(self.epoch, complete, messages, top, prev=prev if complete else 0)
 
@@ -619,9 +613,8 @@ class JetStreamHistory:
         top = newest[0]
         start = found[0][0] if found else after
         retention = self.policy.retentionFor(channel)
-        if retention is not None and retention.maxAge is not None:
-            oldest = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(
-                seconds=retention.maxAge)
+        oldest = _oldestKept(retention)
+        if oldest is not None:
             young = await self._firstSince(subject, oldest)
             if young is None or young > top:
                 return Recovery(self.epoch, False, (), top)
@@ -649,7 +642,7 @@ class JetStreamHistory:
             return Recovery(self.epoch, False, (), top)
         first = [m for m in found if start <= m[0] <= top]
         messages = tuple((sequence, payload) for sequence, _, headers, payload in first
-                         if not (forgedPayload(payload) and NATS_HEADER not in headers))
+                         if not _forged(headers, payload))
         rest = None
         if count > len(first):
             cursor = first[-1][0] if first else start
@@ -703,9 +696,8 @@ class JetStreamHistory:
         """
         retention = self.policy.retentionFor(channel)
         kept = found
-        if retention is not None and retention.maxAge is not None:
-            oldest = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(
-                seconds=retention.maxAge)
+        oldest = _oldestKept(retention)
+        if oldest is not None:
             kept = [m for m in kept if m[1] is None or m[1] >= oldest]
         if retention is not None and len(kept) > retention.messages:
             kept = kept[-retention.messages:]
@@ -819,10 +811,7 @@ class JetStreamHistory:
         await self._untilReady()
         subject = self.subject(channel)
         retention = self.policy.retentionFor(channel)
-        oldest = None
-        if retention is not None and retention.maxAge is not None:
-            oldest = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(
-                seconds=retention.maxAge)
+        oldest = _oldestKept(retention)
         # Beyond the pattern's count limit (known from the newest only).
         depth = retention.messages if retention is not None and before is None else None
         top = 0
@@ -854,11 +843,29 @@ class JetStreamHistory:
             seen += 1
             if not top:
                 top = sequence
-            if not (forgedPayload(payload) and NATS_HEADER not in headers):
+            if not _forged(headers, payload):
                 found.append((sequence, payload))
                 size += len(payload)
         complete = not more and not trimmed and await self._neverTrimmed(self._client.jsm())
         return Recovery(self.epoch, complete, tuple(found[::-1]), top, more=more, prev=prev)
+
+
+def _forged(headers, payload):
+    """
+    Whether a stored message claims the node's word without the node's
+    NATS header (an original Go node relayed a client's): never sent.
+    """
+    return forgedPayload(payload) and NATS_HEADER not in headers
+
+
+def _oldestKept(retention):
+    """
+    The oldest time a pattern's age limit keeps (L{None}: no age limit).
+    """
+    if retention is None or retention.maxAge is None:
+        return None
+    return datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(
+        seconds=retention.maxAge)
 
 
 def _left(batch, asked):
@@ -949,7 +956,7 @@ class _RestReader:
                 break
             self._cursor = sequence
             self._left -= 1
-            if not (forgedPayload(payload) and NATS_HEADER not in headers):
+            if not _forged(headers, payload):
                 messages.append((sequence, payload))
         if self._left <= 0 or self._cursor >= self._top:
             done = True

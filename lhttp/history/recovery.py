@@ -48,7 +48,8 @@ class Recovery:
     prev = attr.ib(default=0)
     # A recovery larger than one read: how many messages it gives in all
     # (L{None}: those of C{messages}), and the reader of those after
-    # C{messages} (L{IRecoveryRest}), read as the client takes them.
+    # C{messages} (its C{next()} fires with a L{RestOfRecovery}), read as
+    # the client takes them.
     count = attr.ib(default=None)
     rest = attr.ib(default=None)
 
@@ -215,7 +216,8 @@ class LiveHold:
         def more(read):
             nonlocal messages, rest, prev
             if read.missed and recovering.get(key) is held:
-                subscriber.sendPreparedMessage(self._prepare(missedNotice(channel, MISSED_IN_RECOVERY), False))
+                notice = missedNotice(channel, MISSED_IN_RECOVERY)
+                subscriber.sendPreparedMessage(self._prepare(notice, False))
                 # The next one's predecessor is not known.
                 prev = 0
             messages = iter(read.messages)
